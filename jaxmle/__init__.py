@@ -1,0 +1,25 @@
+"""jaxmle: maximum-likelihood fitting for any JAX log-likelihood.
+
+Public API (see ``API.md``): :func:`fit` and :class:`FitResult`, plus the warning
+classes. Everything in modules starting with ``_`` is private.
+"""
+
+from ._cache import enable_compilation_cache as enable_compilation_cache
+from ._fit import fit as fit
+from ._result import FitResult as FitResult
+from ._typing import ConvergenceWarning as ConvergenceWarning
+from ._typing import JaxmleWarning as JaxmleWarning
+from ._typing import PrecisionWarning as PrecisionWarning
+from ._typing import SingularInformationWarning as SingularInformationWarning
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConvergenceWarning",
+    "FitResult",
+    "JaxmleWarning",
+    "PrecisionWarning",
+    "SingularInformationWarning",
+    "enable_compilation_cache",
+    "fit",
+]

@@ -1,0 +1,85 @@
+"""Inference at the optimum: observed information, covariance, standard errors.
+
+With f(z) = −ℓ(θ(z)) and H_z = ∇²f(ẑ) the observed information in the
+unconstrained coordinates, the covariance of the natural parameters is the
+delta method through the transform's Jacobian J = ∂θ/∂z (k × m):
+
+    Cov(θ̂) = J H_z⁻¹ Jᵀ,
+
+exact at a stationary point. For a simplex (m = k − 1) it is rank-deficient,
+e.g. the multinomial p_i(δ_ij − p_j)/n. Before inverting, H_z is scaled to unit
+diagonal and checked with ``eigh``: eigenvalues ≤ 4096·ε·λ_max (singular) or
+negative (not positive definite) mark directions whose parameters get NaN
+standard errors instead of garbage.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ._transforms import ParamSpace
+
+# Eigenvector components below this size do not implicate a parameter.
+_INVOLVEMENT = 1e-4
+
+
+class Inference(NamedTuple):
+    cov: jax.Array            # (k, k) natural-parameter covariance, NaN where unidentified
+    fisher_info: jax.Array    # (k, k) observed information in the natural parameters
+    stderr: jax.Array         # (k,)
+    score: jax.Array          # (k,) ∇θ ℓ at the estimate
+    info_eigvals: jax.Array   # (m,) eigenvalues of the unit-diagonal-scaled H_z
+    singular: jax.Array       # (k,) bool: parameter lies in a singular / indefinite direction
+
+
+def _unit_diagonal(hess: jax.Array) -> tuple[jax.Array, jax.Array]:
+    diag = jnp.abs(jnp.diag(hess))
+    scale = jnp.sqrt(jnp.where(diag > 0, diag, 1.0))
+    return hess / jnp.outer(scale, scale), scale
+
+
+def _checked_inverse(hess: jax.Array):
+    """Pseudo-inverse of H on its well-determined subspace, the eigenvalues, and the
+    unconstrained coordinates caught in singular or negative directions."""
+    hs, scale = _unit_diagonal(hess)
+    finite = jnp.all(jnp.isfinite(hs))
+    hs = jnp.where(finite, hs, jnp.eye(hs.shape[0], dtype=hs.dtype))
+    eigvals, eigvecs = jnp.linalg.eigh(hs)
+    eps = jnp.finfo(hs.dtype).eps
+    bad = (eigvals <= 4096 * eps * jnp.max(jnp.abs(eigvals), initial=0.0)) | ~finite
+    inv_vals = jnp.where(bad, 0.0, 1.0 / jnp.where(bad, 1.0, eigvals))
+    cov_s = (eigvecs * inv_vals) @ eigvecs.T
+    involved = jnp.any(bad[None, :] & (jnp.abs(eigvecs) > _INVOLVEMENT), axis=1)
+    eigvals = jnp.where(finite, eigvals, jnp.nan)
+    return cov_s / jnp.outer(scale, scale), eigvals, involved | ~finite
+
+
+def observed_inference(space: ParamSpace, loglik_flat: Callable[[jax.Array], jax.Array],
+                       z_hat: jax.Array, hess_z: jax.Array, grad_z: jax.Array) -> Inference:
+    """Covariance and information of θ̂ = θ(ẑ) from H_z = −∇²_z ℓ.
+
+    ``loglik_flat(theta)`` is ℓ as a function of the flat natural parameters.
+    """
+    cov_z, eigvals, involved_z = _checked_inverse(hess_z)
+    theta = space.to_natural_flat(z_hat)
+    if space.is_identity:
+        jac = jnp.eye(space.k, dtype=z_hat.dtype)
+        cov = cov_z
+        fisher = hess_z
+        score = -grad_z
+    else:
+        jac = jax.jacfwd(space.to_natural_flat)(z_hat)
+        cov = jac @ cov_z @ jac.T
+        score = jax.grad(loglik_flat)(theta)
+        if space.is_bijective:
+            fisher = -jax.hessian(loglik_flat)(theta)
+        else:
+            fisher = jnp.linalg.pinv(cov, hermitian=True)
+    singular = jnp.any((jac != 0) & involved_z[None, :], axis=1)
+    mask = singular[:, None] | singular[None, :]
+    cov = jnp.where(mask, jnp.nan, 0.5 * (cov + cov.T))
+    stderr = jnp.sqrt(jnp.maximum(jnp.diag(cov), 0.0))  # PSD by construction; NaN stays NaN
+    return Inference(cov, fisher, stderr, score, eigvals, singular)

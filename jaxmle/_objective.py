@@ -1,0 +1,118 @@
+"""The objective the optimiser minimises, and host-side checks of the data.
+
+For data x, weights w and natural parameters θ(z),
+
+    ℓ(θ) = Σᵢ wᵢ ℓᵢ(θ)        (or the user's scalar total),
+    f(z) = −ℓ(θ(z)),
+
+so the optimiser minimises f over the unconstrained z ∈ ℝᵐ.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._params import leaf_names
+from ._typing import LogLikFn
+
+
+def prepare_data(data: Any) -> Any:
+    """Turn a plain list of numbers into an array; check every leaf is finite numeric data."""
+    if isinstance(data, (list, tuple)) and data and all(
+        isinstance(v, numbers.Number) for v in data
+    ):
+        data = np.asarray(data)
+    leaves = jax.tree_util.tree_leaves(data)
+    names = leaf_names(data)
+    if not leaves:
+        raise ValueError("data is empty: pass an array or a pytree of arrays")
+    for name, leaf in zip(names, leaves):
+        _check_leaf(name, leaf)
+    return data
+
+
+def _check_leaf(name: str, leaf: Any) -> None:
+    label = "data" if name == "param" else f"data leaf '{name}'"
+    if isinstance(leaf, jax.core.Tracer):
+        return
+    try:
+        arr = np.asarray(leaf)
+    except Exception as err:
+        raise TypeError(f"{label} is not an array: {type(leaf).__name__}") from err
+    if arr.dtype.kind not in "biufc":
+        raise TypeError(f"{label} must be numeric, got dtype {arr.dtype}")
+    if arr.dtype.kind in "fc":
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            idx = np.argwhere(bad)[:5]
+            where = ", ".join(str(tuple(i)) if len(i) > 1 else str(int(i[0])) for i in idx)
+            raise ValueError(
+                f"{label} contains {int(bad.sum())} NaN/inf value(s) (first at index {where}); "
+                "drop or impute them, or give them weight 0 after replacing them by a finite value"
+            )
+
+
+def prepare_weights(weights: Any, dtype: Any) -> jax.Array | None:
+    """Check per-observation weights: a finite, non-negative 1-D array."""
+    if weights is None:
+        return None
+    w = np.asarray(weights)
+    if w.ndim != 1:
+        raise ValueError(f"weights must be a 1-D array (one weight per observation), got shape {w.shape}")
+    if not np.all(np.isfinite(w)):
+        raise ValueError(f"weights contain {int((~np.isfinite(w)).sum())} NaN/inf value(s)")
+    if np.any(w < 0):
+        raise ValueError(f"weights must be non-negative; {int((w < 0).sum())} are negative")
+    return jnp.asarray(w, dtype=dtype)
+
+
+def leading_axis(data: Any) -> int:
+    """Number of observations implied by the data: the leading axis of its first array leaf."""
+    for leaf in jax.tree_util.tree_leaves(data):
+        if np.ndim(leaf) >= 1:
+            return int(np.shape(leaf)[0])
+    return 1
+
+
+def total_loglik(loglik: LogLikFn, params: Any, data: Any, weights: jax.Array | None,
+                 dtype: Any) -> tuple[jax.Array, jax.Array]:
+    """ℓ(θ) = Σ wᵢ ℓᵢ(θ) and the number of observations; checks the output shape at trace time."""
+    out = jnp.asarray(loglik(params, data))
+    if out.ndim == 0:
+        if weights is not None:
+            raise ValueError(
+                "weights= needs a per-observation log-likelihood, but loglik returned a scalar; "
+                "return the vector of per-observation terms instead of their sum"
+            )
+        return out.astype(dtype), jnp.asarray(leading_axis(data), dtype)
+    if out.ndim != 1:
+        raise ValueError(
+            f"loglik must return a scalar (the total) or a 1-D vector of per-observation terms; "
+            f"it returned shape {out.shape}"
+        )
+    out = out.astype(dtype)
+    if weights is None:
+        return jnp.sum(out), jnp.asarray(out.shape[0], dtype)
+    if weights.shape != out.shape:
+        raise ValueError(
+            f"weights have shape {weights.shape} but loglik returned {out.shape[0]} "
+            "per-observation terms"
+        )
+    # where(): a 0 weight masks padding even when that row's term is not finite.
+    terms = jnp.where(weights > 0, weights * out, 0.0)
+    return jnp.sum(terms), jnp.sum(weights)
+
+
+def make_objective(loglik: LogLikFn, to_params: Callable[[jax.Array], Any], data: Any,
+                   weights: jax.Array | None, dtype: Any) -> Callable[[jax.Array], jax.Array]:
+    """f(z) = −ℓ(θ(z)) for the optimiser (data and weights are traced values)."""
+
+    def objective(z: jax.Array) -> jax.Array:
+        return -total_loglik(loglik, to_params(z), data, weights, dtype)[0]
+
+    return objective

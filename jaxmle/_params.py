@@ -1,0 +1,53 @@
+"""Pytree bookkeeping for parameters: leaf names, flat names, ravel and unravel."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _key_str(key: Any) -> str:
+    if isinstance(key, jax.tree_util.DictKey):
+        return str(key.key)
+    if isinstance(key, jax.tree_util.GetAttrKey):
+        return key.name
+    if isinstance(key, jax.tree_util.SequenceKey):
+        return str(key.idx)
+    return str(key)
+
+
+def leaf_names(tree: Any) -> tuple[str, ...]:
+    """Dotted names of the leaves, in pytree order: ``{"a": {"b": x}} -> ("a.b",)``."""
+    paths, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return tuple(".".join(_key_str(k) for k in path) or "param" for path, _ in paths)
+
+
+def element_names(name: str, shape: Sequence[int]) -> list[str]:
+    """Flat names of one leaf's elements: ``"beta[0]"``; ``"L[0,1]"``; a scalar keeps its name."""
+    if len(shape) == 0:
+        return [name]
+    indices = itertools.product(*(range(n) for n in shape))
+    return [f"{name}[{','.join(map(str, idx))}]" for idx in indices]
+
+
+def flat_names(names: Sequence[str], shapes: Sequence[Sequence[int]]) -> tuple[str, ...]:
+    """Flat element names of all leaves, in the order of the raveled vector."""
+    return tuple(n for name, shape in zip(names, shapes) for n in element_names(name, shape))
+
+
+def ravel(leaves: Sequence[jax.Array]) -> jax.Array:
+    """Concatenate leaves into one flat vector."""
+    if not leaves:
+        return jnp.zeros((0,))
+    return jnp.concatenate([jnp.ravel(x) for x in leaves])
+
+
+def unravel(flat: jax.Array, shapes: Sequence[tuple[int, ...]]) -> list[jax.Array]:
+    """Split a flat vector into arrays of the given shapes (inverse of :func:`ravel`)."""
+    sizes = [int(np.prod(s, dtype=int)) for s in shapes]
+    offsets = np.cumsum([0] + sizes)
+    return [flat[offsets[i]:offsets[i + 1]].reshape(s) for i, s in enumerate(shapes)]

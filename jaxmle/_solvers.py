@@ -1,0 +1,282 @@
+"""Optimisers: each is an ``init`` / ``step`` pair over a NamedTuple state, run by
+one ``lax.while_loop`` driver (:func:`minimise`).
+
+Every state carries ``z, f, g, n_iter, done, status``; the driver stops when
+``done`` is set or ``max_iter`` is reached. Convergence tests, with
+``tol`` = τ and ε the machine epsilon:
+
+* gradient:   ‖g‖∞ ≤ τ·(1 + |f|)                                   (optax solvers)
+* Newton decrement (Newton only, Hessian positive definite):
+              λ² = gᵀH⁻¹g ≤ τ²  — the remaining error is ≤ τ standard errors,
+              since H is the observed information in z;
+* objective:  an accepted step changed f by ≤ (τ² + 16ε)(1 + |f|) while
+              ‖g‖∞ ≤ √τ·(1 + |f|) — the fit is at the precision limit of f.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+from ._typing import Status
+
+Objective = Callable[[jax.Array], jax.Array]
+
+
+class NewtonState(NamedTuple):
+    z: jax.Array
+    f: jax.Array
+    g: jax.Array
+    hess: jax.Array
+    damping: jax.Array      # Levenberg–Marquardt μ, relative to the scaled Hessian
+    growth: jax.Array       # Nielsen's ν: factor by which μ grows on the next rejection
+    n_iter: jax.Array
+    n_rejected: jax.Array
+    done: jax.Array
+    status: jax.Array
+
+
+class OptaxState(NamedTuple):
+    z: jax.Array
+    f: jax.Array
+    g: jax.Array
+    f_prev: jax.Array
+    opt_state: Any
+    n_iter: jax.Array
+    n_rejected: jax.Array
+    done: jax.Array
+    status: jax.Array
+
+
+def _eps(dtype: Any) -> jax.Array:
+    return jnp.asarray(jnp.finfo(dtype).eps, dtype)
+
+
+def _grad_test(f: jax.Array, g: jax.Array, tol: jax.Array) -> jax.Array:
+    return jnp.max(jnp.abs(g), initial=0.0) <= tol * (1.0 + jnp.abs(f))
+
+
+def _objective_test(f_old, f_new, g, tol) -> jax.Array:
+    eps = _eps(f_new.dtype)
+    small_change = jnp.abs(f_old - f_new) <= (tol**2 + 16 * eps) * (1.0 + jnp.abs(f_new))
+    loose_grad = jnp.max(jnp.abs(g), initial=0.0) <= jnp.sqrt(tol) * (1.0 + jnp.abs(f_new))
+    return small_change & loose_grad
+
+
+def value_grad_hessian(fun: Objective, z: jax.Array):
+    """f, ∇f and ∇²f in one forward-over-reverse pass."""
+
+    def grad_with_aux(z):
+        f, g = jax.value_and_grad(fun)(z)
+        return g, (f, g)
+
+    hess, (f, g) = jax.jacfwd(grad_with_aux, has_aux=True)(z)
+    return f, g, 0.5 * (hess + hess.T)
+
+
+# --------------------------------------------------------------------------- Newton
+
+
+def _scaling(hess: jax.Array) -> jax.Array:
+    """Diagonal scaling D½ with D = |diag H| (floored), so damping is scale-free."""
+    diag = jnp.abs(jnp.diag(hess))
+    floor = jnp.maximum(jnp.max(diag, initial=0.0) * 1e-12, jnp.finfo(hess.dtype).tiny)
+    return jnp.sqrt(jnp.where(jnp.isfinite(diag), jnp.maximum(diag, floor), 1.0))
+
+
+def _gershgorin_shift(hs: jax.Array) -> jax.Array:
+    """A shift s ≥ 0 such that Hs + s·I is diagonally dominant, hence positive definite."""
+    off = jnp.sum(jnp.abs(hs), axis=1) - jnp.abs(jnp.diag(hs))
+    return jnp.maximum(jnp.max(off - jnp.diag(hs), initial=0.0), 0.0) * (1.0 + 1e-6) + 1e-6
+
+
+def _chol_solve(a: jax.Array, b: jax.Array):
+    """Solve a·x = b by Cholesky; ``ok`` is False when a is not (numerically) positive definite."""
+    chol = jnp.linalg.cholesky(a)
+    ok = jnp.all(jnp.isfinite(chol))
+    x = jax.scipy.linalg.cho_solve((chol, True), b)
+    return x, ok
+
+
+def newton_direction(g: jax.Array, hess: jax.Array, damping: jax.Array):
+    """Damped Newton step d = −(H + μD)⁻¹g, with a Gershgorin shift if H + μD is indefinite.
+
+    Returns the step, the damping actually used, and the predicted decrease
+    m(d) = −(gᵀd + ½dᵀHd) of the quadratic model.
+    """
+    scale = _scaling(hess)
+    hs = hess / jnp.outer(scale, scale)
+    gs = g / scale
+    eye = jnp.eye(g.shape[0], dtype=g.dtype)
+    step_s, ok = _chol_solve(hs + damping * eye, -gs)
+    shift = jnp.maximum(_gershgorin_shift(hs), damping)
+    step_fallback, _ = _chol_solve(hs + shift * eye, -gs)
+    step_s = jnp.where(ok, step_s, step_fallback)
+    used = jnp.where(ok, damping, shift)
+    step = step_s / scale
+    predicted = -(g @ step + 0.5 * step @ hess @ step)
+    return step, used, predicted
+
+
+def newton_decrement_sq(g: jax.Array, hess: jax.Array) -> jax.Array:
+    """λ² = gᵀH⁻¹g, or +inf when H is not positive definite."""
+    scale = _scaling(hess)
+    x, ok = _chol_solve(hess / jnp.outer(scale, scale), g / scale)
+    lam2 = (g / scale) @ x
+    return jnp.where(ok & (lam2 >= 0), lam2, jnp.inf)
+
+
+def _newton_init(fun: Objective, z0: jax.Array, tol: jax.Array) -> NewtonState:
+    f, g, hess = value_grad_hessian(fun, z0)
+    finite = jnp.isfinite(f) & jnp.all(jnp.isfinite(g))
+    zero = jnp.zeros((), jnp.int32)
+    return NewtonState(
+        z=z0, f=f, g=g, hess=hess,
+        damping=jnp.asarray(1e-3, f.dtype), growth=jnp.asarray(2.0, f.dtype),
+        n_iter=zero, n_rejected=zero,
+        done=~finite | (finite & _newton_converged(f, g, hess, tol)),
+        status=jnp.where(finite, Status.SUCCESS, Status.NONFINITE_START).astype(jnp.int32),
+    )
+
+
+def _newton_converged(f, g, hess, tol) -> jax.Array:
+    return newton_decrement_sq(g, hess) <= tol**2
+
+
+def _newton_step(fun: Objective, s: NewtonState, tol: jax.Array) -> NewtonState:
+    """One trust-region iteration: propose, evaluate (f, g, H at the trial), accept or reject.
+
+    The trial's Hessian is computed together with its value, so an accepted
+    step costs one evaluation, the same as plain Newton; a rejected one raises
+    the damping μ (Nielsen's rule) and the next trial is shorter and closer to
+    the steepest-descent direction.
+    """
+    step, used, predicted = newton_direction(s.g, s.hess, s.damping)
+    f_t, g_t, h_t = value_grad_hessian(fun, s.z + step)
+    finite = jnp.isfinite(f_t) & jnp.all(jnp.isfinite(g_t)) & jnp.all(jnp.isfinite(h_t))
+    actual = s.f - f_t
+    rho = actual / jnp.where(predicted > 0, predicted, jnp.inf)
+    eps = _eps(s.f.dtype)
+    at_noise_level = (jnp.abs(actual) <= 16 * eps * (1 + jnp.abs(s.f))) & (
+        predicted <= 16 * eps * (1 + jnp.abs(s.f)))
+    accept = finite & ((rho > 1e-4) | at_noise_level)
+
+    rho_c = jnp.clip(rho, 0.0, 1.0)
+    shrink = jnp.maximum(1.0 / 3.0, 1.0 - (2.0 * rho_c - 1.0) ** 3)
+    damping_ok = jnp.where(used * shrink < 1e-12, 0.0, used * shrink)
+    damping_bad = jnp.maximum(used, 1e-6) * s.growth * jnp.where(finite, 1.0, 16.0)
+    damping = jnp.where(accept, damping_ok, damping_bad)
+    growth = jnp.where(accept, 2.0, 2.0 * s.growth)
+
+    z = jnp.where(accept, s.z + step, s.z)
+    f = jnp.where(accept, f_t, s.f)
+    g = jnp.where(accept, g_t, s.g)
+    hess = jnp.where(accept, h_t, s.hess)
+
+    converged = _newton_converged(f, g, hess, tol) | (accept & _objective_test(s.f, f, g, tol))
+    collapsed = damping > 1e12
+    loose = _grad_test(f, g, jnp.sqrt(tol))
+    done = converged | collapsed
+    status = jnp.where(converged | (collapsed & loose), Status.SUCCESS, Status.STALLED)
+    return NewtonState(
+        z=z, f=f, g=g, hess=hess, damping=damping, growth=growth,
+        n_iter=s.n_iter + 1, n_rejected=s.n_rejected + (~accept).astype(jnp.int32),
+        done=done, status=jnp.where(done, status, s.status).astype(jnp.int32),
+    )
+
+
+# --------------------------------------------------------------------------- optax
+
+
+def _with_extra_args(opt: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
+    return optax.with_extra_args_support(opt)
+
+
+def _optax_init(opt, fun: Objective, z0: jax.Array, tol: jax.Array) -> OptaxState:
+    f, g = jax.value_and_grad(fun)(z0)
+    finite = jnp.isfinite(f) & jnp.all(jnp.isfinite(g))
+    zero = jnp.zeros((), jnp.int32)
+    return OptaxState(
+        z=z0, f=f, g=g, f_prev=jnp.full_like(f, jnp.inf), opt_state=opt.init(z0),
+        n_iter=zero, n_rejected=zero,
+        done=~finite | (finite & _grad_test(f, g, tol)),
+        status=jnp.where(finite, Status.SUCCESS, Status.NONFINITE_START).astype(jnp.int32),
+    )
+
+
+def _optax_step(opt, fun: Objective, s: OptaxState, tol: jax.Array) -> OptaxState:
+    """One optax update. f and g at the new point come from the optimiser's state
+    when it keeps them (L-BFGS's line search), else from one value-and-grad call."""
+    updates, opt_state = opt.update(s.g, s.opt_state, s.z, value=s.f, grad=s.g, value_fn=fun)
+    z = s.z + updates
+    f, g = _value_and_grad_at(fun, z, opt_state)
+    finite = jnp.isfinite(f) & jnp.all(jnp.isfinite(g))
+    converged = finite & (_grad_test(f, g, tol) | _objective_test(s.f, f, g, tol))
+    done = converged | ~finite
+    status = jnp.where(converged, Status.SUCCESS, Status.STALLED)
+    # A non-finite point is never returned: keep the last finite iterate.
+    return OptaxState(
+        z=jnp.where(finite, z, s.z), f=jnp.where(finite, f, s.f), g=jnp.where(finite, g, s.g),
+        f_prev=s.f, opt_state=opt_state, n_iter=s.n_iter + 1,
+        n_rejected=s.n_rejected + (~finite).astype(jnp.int32),
+        done=done, status=jnp.where(done, status, s.status).astype(jnp.int32),
+    )
+
+
+def _value_and_grad_at(fun: Objective, z: jax.Array, opt_state: Any):
+    """f, ∇f at z, reused from a line search's state when the optimiser keeps them."""
+    if optax.tree_utils.tree_get(opt_state, "value") is not None:
+        return optax.value_and_grad_from_state(fun)(z, state=opt_state)
+    return jax.value_and_grad(fun)(z)
+
+
+# --------------------------------------------------------------------------- driver
+
+
+class Solution(NamedTuple):
+    z: jax.Array
+    f: jax.Array
+    g: jax.Array
+    hess: jax.Array | None
+    n_iter: jax.Array
+    n_rejected: jax.Array
+    status: jax.Array
+    init_f: jax.Array
+    init_g: jax.Array
+
+
+def minimise(method: Any, fun: Objective, z0: jax.Array, tol: jax.Array,
+             max_iter: jax.Array) -> Solution:
+    """Minimise ``fun`` from ``z0`` in one ``lax.while_loop``."""
+    if method == "newton":
+        init = lambda: _newton_init(fun, z0, tol)
+        step = lambda s: _newton_step(fun, s, tol)
+    else:
+        opt = _with_extra_args(optax_transformation(method))
+        init = lambda: _optax_init(opt, fun, z0, tol)
+        step = lambda s: _optax_step(opt, fun, s, tol)
+
+    state0 = init()
+    final = lax.while_loop(lambda s: ~s.done & (s.n_iter < max_iter), step, state0)
+    status = jnp.where(final.done, final.status, Status.MAX_ITER).astype(jnp.int32)
+    hess = final.hess if method == "newton" else None
+    return Solution(final.z, final.f, final.g, hess, final.n_iter, final.n_rejected, status,
+                    state0.f, state0.g)
+
+
+def optax_transformation(method: Any) -> optax.GradientTransformation:
+    """The optax optimiser for a method name or a user-supplied transformation."""
+    if method == "lbfgs":
+        return optax.lbfgs()
+    if method == "adam":
+        return optax.adam(learning_rate=1e-2)
+    if isinstance(method, optax.GradientTransformation):
+        return method
+    raise ValueError(
+        f"unknown method {method!r}: use 'newton', 'lbfgs', 'adam' or an "
+        "optax.GradientTransformation"
+    )

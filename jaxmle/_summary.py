@@ -1,0 +1,115 @@
+"""Host-side rendering of a fit as a statsmodels-like table (no JAX tracing here)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+
+from ._result import FitResult, pvalue
+
+_WIDTH = 78
+_COLUMNS = ("estimate", "std err", "z", "P>|z|")
+
+
+def _num(x: float, width: int = 10) -> str:
+    """A number in ``width`` characters with as many significant digits as fit."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "nan".rjust(width)
+    if x == 0 or 1e-4 <= abs(x) < 1e6:
+        digits = max(1, min(6, width - 2 - len(str(int(abs(x))))))
+        return f"{x:.{digits}f}".rjust(width)
+    return f"{x:.3e}".rjust(width)
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    """The rows and header of a fit summary; ``str()`` renders the table."""
+
+    title: str
+    header: tuple[tuple[str, str], ...]
+    rows: tuple[dict[str, Any], ...]
+    level: float
+    notes: tuple[str, ...]
+
+    @classmethod
+    def from_result(cls, res: FitResult, level: float = 0.95) -> "Summary":
+        est = res.flat_params()
+        se = np.sqrt(np.diag(np.asarray(res.cov)))
+        q = NormalDist().inv_cdf(0.5 + level / 2.0)
+        rows = []
+        for name, e, s in zip(res.param_names, est, se):
+            z = e / s if s > 0 else math.nan
+            rows.append(dict(name=name, estimate=float(e), stderr=float(s), z=float(z),
+                             pvalue=pvalue(z), lower=float(e - q * s), upper=float(e + q * s)))
+        kind = "maximum likelihood" if res.kind == "mle" else "maximum a posteriori"
+        converged = bool(res.converged)
+        header = (
+            ("Estimation", f"{kind} ({res.method})"),
+            ("Log-likelihood", f"{float(res.loglik):.6g}"),
+            ("AIC", f"{float(res.aic):.6g}"),
+            ("BIC", f"{float(res.bic):.6g}"),
+            ("No. observations", f"{float(res.nobs):g}"),
+            ("Free parameters", f"{res.n_free}"),
+            ("Converged", "yes" if converged else f"NO: {res.status_message}"),
+            ("Iterations", f"{int(res.n_iter)}"),
+            ("|gradient|", f"{float(res.grad_norm):.2e}"),
+            ("Covariance", res.cov_type),
+        )
+        return cls("jaxmle fit results", header, tuple(rows), level, _notes(res))
+
+    def as_dict(self) -> dict[str, Any]:
+        """Rows keyed by parameter name, plus the header fields."""
+        return {"header": dict(self.header), "params": {r["name"]: r for r in self.rows}}
+
+    def __str__(self) -> str:
+        lines = [self.title.center(_WIDTH), "=" * _WIDTH]
+        pairs = [f"{k + ':':<18}{v:>20}" for k, v in self.header]
+        for i in range(0, len(pairs), 2):
+            lines.append("  ".join(pairs[i:i + 2]))
+        lo = f"[{(1 - self.level) / 2:.3f}"
+        hi = f"{(1 + self.level) / 2:.3f}]"
+        name_w = max([len(r["name"]) for r in self.rows] + [10])
+        lines.append("-" * _WIDTH)
+        lines.append(" " * name_w + "".join(c.rjust(11) for c in _COLUMNS) + lo.rjust(11) + hi.rjust(11))
+        lines.append("-" * _WIDTH)
+        for r in self.rows:
+            p = "nan" if math.isnan(r["pvalue"]) else f"{r['pvalue']:.3f}"
+            lines.append(
+                r["name"].ljust(name_w) + " " + _num(r["estimate"]) + " " + _num(r["stderr"])
+                + " " + _num(r["z"]) + p.rjust(11) + " " + _num(r["lower"]) + " " + _num(r["upper"])
+            )
+        lines.append("=" * _WIDTH)
+        lines.extend(f"Note: {n}" for n in self.notes)
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def _repr_html_(self) -> str:
+        return "<pre>" + str(self) + "</pre>"
+
+
+def _notes(res: FitResult) -> tuple[str, ...]:
+    notes = []
+    singular = np.asarray(res.stats.singular)
+    if singular.any():
+        names = [n for n, s in zip(res.param_names, singular) if s]
+        notes.append(
+            "the information matrix is singular or not positive definite in the direction of "
+            f"{', '.join(names)}: their standard errors are NaN (not identified from the data)"
+        )
+    if res.dtype == "float32":
+        notes.append(
+            "computed in float32: estimates and standard errors are float32-accurate only; run "
+            "jax.config.update('jax_enable_x64', True) before creating arrays for float64"
+        )
+    if res.n_free < len(res.param_names):
+        notes.append(
+            "some parameters live on a manifold (simplex, ...): their covariance is "
+            "rank-deficient and z-tests against 0 are not meaningful for them"
+        )
+    return tuple(notes)

@@ -1,0 +1,71 @@
+"""Type aliases, the solver status codes and jaxmle's warning classes."""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import os
+from typing import Any, Callable
+
+Params = Any
+"""A pytree of parameter arrays (normally a dict of scalars and arrays)."""
+
+Data = Any
+"""Any pytree of data arrays; the leading axis of the leaves indexes observations."""
+
+LogLikFn = Callable[[Params, Data], Any]
+"""``loglik(params, data)`` returning a scalar or a vector of per-observation terms."""
+
+
+class Status(enum.IntEnum):
+    """Outcome of the optimiser, computed inside the compiled program."""
+
+    SUCCESS = 0
+    MAX_ITER = 1
+    STALLED = 2
+    NONFINITE_START = 3
+
+
+STATUS_MESSAGES = {
+    Status.SUCCESS: "converged",
+    Status.MAX_ITER: (
+        "the iteration limit was reached before the convergence tests passed; "
+        "raise max_iter, start closer to the optimum, or check that the "
+        "likelihood is bounded"
+    ),
+    Status.STALLED: (
+        "no step could improve the log-likelihood (the trust region collapsed) "
+        "while the gradient is not small: the likelihood may be non-smooth, "
+        "unbounded, or numerically flat here"
+    ),
+    Status.NONFINITE_START: "the log-likelihood or its gradient is not finite at init",
+}
+
+
+class JaxmleWarning(UserWarning):
+    """Base class of the warnings jaxmle emits."""
+
+
+class ConvergenceWarning(JaxmleWarning):
+    """The optimiser stopped without passing its convergence tests."""
+
+
+class SingularInformationWarning(JaxmleWarning):
+    """The information matrix is singular or not positive definite at the estimate."""
+
+
+class PrecisionWarning(JaxmleWarning):
+    """The fit ran in float32, so standard errors are only float32-accurate."""
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def user_stacklevel() -> int:
+    """``stacklevel`` for ``warnings.warn`` that points at the first frame outside jaxmle."""
+    frame, index = inspect.currentframe(), 0
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(
+        _PACKAGE_DIR + os.sep
+    ):
+        frame, index = frame.f_back, index + 1
+    return max(index, 1)
