@@ -64,18 +64,18 @@ def observed_inference(space: ParamSpace, loglik_flat: Callable[[jax.Array], jax
     ``loglik_flat(theta)`` is ℓ as a function of the flat natural parameters.
     """
     cov_z, eigvals, involved_z = _checked_inverse(hess_z)
-    theta = space.to_natural_flat(z_hat)
     if space.is_identity:
         jac = jnp.eye(space.k, dtype=z_hat.dtype)
-        cov = cov_z
-        fisher = hess_z
-        score = -grad_z
+        cov, fisher, score = cov_z, hess_z, -grad_z
     else:
         jac = jax.jacfwd(space.to_natural_flat)(z_hat)
         cov = jac @ cov_z @ jac.T
-        score = jax.grad(loglik_flat)(theta)
+        score = jax.grad(loglik_flat)(space.to_natural_flat(z_hat))
         if space.is_bijective:
-            fisher = -jax.hessian(loglik_flat)(theta)
+            # I_θ = J⁻ᵀ H_z J⁻¹: exact at a stationary point, where the transform's
+            # curvature term (∇ℓ · ∂²θ/∂z²) vanishes.
+            jinv_t_h = jnp.linalg.solve(jac.T, hess_z)
+            fisher = jnp.linalg.solve(jac.T, jinv_t_h.T).T
         else:
             fisher = jnp.linalg.pinv(cov, hermitian=True)
     singular = jnp.any((jac != 0) & involved_z[None, :], axis=1)
