@@ -62,7 +62,7 @@ def fit_kernel(config: KernelConfig, data: Any, init_leaves: list[jax.Array],
 
     inf = observed_inference(space, loglik_flat, sol.z, hess, sol.g)
     params = space.to_natural(sol.z)
-    _, nobs = _objective.total_loglik(config.loglik, params, data, weights, dtype)
+    nobs = _objective.count_observations(config.loglik, params, data, weights, dtype)
     loglik = -sol.f
     return FitResult(
         params=params,
@@ -77,8 +77,7 @@ def fit_kernel(config: KernelConfig, data: Any, init_leaves: list[jax.Array],
         n_iter=sol.n_iter,
         grad_norm=jnp.max(jnp.abs(sol.g), initial=0.0),
         nobs=nobs,
-        stats=FitStats(sol.n_rejected, inf.info_eigvals, inf.singular, sol.z, -sol.init_f,
-                       sol.init_g),
+        stats=FitStats(sol.n_rejected, inf.info_eigvals, inf.singular, sol.z, sol.g),
         param_names=space.names,
         method=method_name(config.method),
         n_free=space.m,
@@ -266,11 +265,11 @@ def report(res: FitResult, space: _transforms.ParamSpace) -> None:
 
 
 def _nonfinite_start_message(res: FitResult, space: _transforms.ParamSpace) -> str:
-    f0 = float(res.stats.init_loglik)
+    f0 = float(res.loglik)  # the kernel reports the values at init for a bad start
     if not np.isfinite(f0):
         return (f"the log-likelihood is {f0} at init; check that init is plausible for the data "
                 "(e.g. data outside the support of the distribution at these parameters)")
-    bad = np.asarray(~np.isfinite(res.stats.init_grad))
+    bad = np.asarray(~np.isfinite(res.stats.grad_z))
     names = sorted({n for n, b in zip(space.unc_names, bad) if b})
     return (f"the gradient of the log-likelihood is not finite at init for parameter(s) {names}: "
             "the log-likelihood is not differentiable there; start elsewhere")

@@ -67,16 +67,25 @@ def observed_inference(space: ParamSpace, loglik_flat: Callable[[jax.Array], jax
     if space.is_identity:
         jac = jnp.eye(space.k, dtype=z_hat.dtype)
         cov, fisher, score = cov_z, hess_z, -grad_z
+    elif space.is_elementwise:
+        # diagonal J: the same formulas as below without any matrix solve
+        jdiag = jax.jvp(space.to_natural_flat, (z_hat,), (jnp.ones_like(z_hat),))[1]
+        jac = jnp.diag(jdiag)
+        cov = cov_z * jnp.outer(jdiag, jdiag)
+        fisher = hess_z / jnp.outer(jdiag, jdiag)
+        score = -grad_z / jdiag
     else:
         jac = jax.jacfwd(space.to_natural_flat)(z_hat)
         cov = jac @ cov_z @ jac.T
-        score = jax.grad(loglik_flat)(space.to_natural_flat(z_hat))
         if space.is_bijective:
+            score = jnp.linalg.solve(jac.T, -grad_z)   # ∇θℓ = J⁻ᵀ ∇zℓ
             # I_θ = J⁻ᵀ H_z J⁻¹: exact at a stationary point, where the transform's
             # curvature term (∇ℓ · ∂²θ/∂z²) vanishes.
             jinv_t_h = jnp.linalg.solve(jac.T, hess_z)
             fisher = jnp.linalg.solve(jac.T, jinv_t_h.T).T
         else:
+            # on a manifold ∇θℓ is the ambient gradient (its tangent part vanishes at θ̂)
+            score = jax.grad(loglik_flat)(space.to_natural_flat(z_hat))
             fisher = jnp.linalg.pinv(cov, hermitian=True)
     singular = jnp.any((jac != 0) & involved_z[None, :], axis=1)
     mask = singular[:, None] | singular[None, :]

@@ -79,6 +79,16 @@ def leading_axis(data: Any) -> int:
     return 1
 
 
+def count_observations(loglik: LogLikFn, params: Any, data: Any, weights: jax.Array | None,
+                       dtype: Any) -> jax.Array:
+    """nobs: Σ weights, else the length of the per-observation vector, else the data's
+    leading axis (found by shape inference only: nothing extra is computed)."""
+    if weights is not None:
+        return jnp.sum(weights)
+    shape = jax.eval_shape(loglik, params, data).shape
+    return jnp.asarray(shape[0] if len(shape) == 1 else leading_axis(data), dtype)
+
+
 def total_loglik(loglik: LogLikFn, params: Any, data: Any, weights: jax.Array | None,
                  dtype: Any) -> tuple[jax.Array, jax.Array]:
     """ℓ(θ) = Σ wᵢ ℓᵢ(θ) and the number of observations; checks the output shape at trace time."""

@@ -24,8 +24,7 @@ class FitStats(NamedTuple):
     info_eigvals: Any      # eigenvalues of the unit-diagonal-scaled information in z
     singular: Any          # (k,) bool: parameter in a singular or indefinite direction
     z: Any                 # the estimate in the unconstrained coordinates
-    init_loglik: Any       # log-likelihood at init
-    init_grad: Any         # gradient of −ℓ in z at init
+    grad_z: Any            # gradient of −ℓ in z at the estimate (at init for a bad start)
 
 
 @jax.tree_util.register_dataclass

@@ -135,17 +135,18 @@ def newton_direction(g: jax.Array, hess: jax.Array, damping: jax.Array, posdef: 
 
 
 def _newton_init(fun: Objective, z0: jax.Array, tol: jax.Array) -> NewtonState:
-    f, g, hess = value_grad_hessian(fun, z0)
-    finite = jnp.isfinite(f) & jnp.all(jnp.isfinite(g))
-    lam2, posdef = newton_decrement_sq(g, hess)
+    """A state whose first iteration evaluates f, g, H at z0 (a zero step that is
+    always accepted when finite), so f, g and H are traced only once, in the loop body."""
+    dtype = z0.dtype
     zero = jnp.zeros((), jnp.int32)
-    one = jnp.ones((), f.dtype)
+    one = jnp.ones((), dtype)
     return NewtonState(
-        z=z0, f=f, g=g, hess=hess, posdef=posdef, alpha=one,
-        damping=jnp.zeros((), f.dtype), growth=2.0 * one,
-        n_iter=zero, n_rejected=zero,
-        done=~finite | (lam2 <= tol**2),
-        status=jnp.where(finite, Status.SUCCESS, Status.NONFINITE_START).astype(jnp.int32),
+        z=z0, f=jnp.asarray(jnp.inf, dtype), g=jnp.zeros_like(z0),
+        hess=jnp.eye(z0.shape[0], dtype=dtype), posdef=jnp.asarray(True), alpha=one,
+        damping=jnp.zeros((), dtype), growth=2.0 * one,
+        n_iter=zero - 1, n_rejected=zero,
+        done=jnp.asarray(False),
+        status=jnp.asarray(Status.SUCCESS, jnp.int32),
     )
 
 
@@ -170,8 +171,9 @@ def _newton_step(fun: Objective, s: NewtonState, tol: jax.Array) -> NewtonState:
     indefinite H always gets μ large enough (Gershgorin) for d to descend. No
     nested loop: each iteration is one evaluation, which keeps ``vmap`` cheap.
     """
+    first = s.n_iter < 0
     direction, used, _ = newton_direction(s.g, s.hess, s.damping, s.posdef)
-    step = s.alpha * direction
+    step = jnp.where(first, 0.0, s.alpha * direction)
     f_t, g_t, h_t = value_grad_hessian(fun, s.z + step)
     finite = jnp.isfinite(f_t) & jnp.all(jnp.isfinite(g_t)) & jnp.all(jnp.isfinite(h_t))
     slope = s.g @ direction
@@ -180,7 +182,7 @@ def _newton_step(fun: Objective, s: NewtonState, tol: jax.Array) -> NewtonState:
     noise = 16 * _eps(s.f.dtype) * (1 + jnp.abs(s.f))
     at_noise_level = (jnp.abs(actual) <= noise) & (jnp.abs(predicted) <= noise)
     sufficient = actual >= 1e-4 * predicted
-    accept = finite & (((actual > 0) & sufficient) | at_noise_level)
+    accept = finite & (((actual > 0) & sufficient) | at_noise_level | first)
 
     alpha_shrunk = s.alpha * _backtrack_factor(s.f, f_t, slope, s.alpha, finite)
     give_up = ~accept & (alpha_shrunk < 1e-3)
@@ -197,14 +199,17 @@ def _newton_step(fun: Objective, s: NewtonState, tol: jax.Array) -> NewtonState:
     hess = jnp.where(accept, h_t, s.hess)
     lam2, posdef = newton_decrement_sq(g, hess)
 
-    converged = (lam2 <= tol**2) | (accept & _objective_test(s.f, f, g, tol))
+    converged = (lam2 <= tol**2) | (accept & ~first & _objective_test(s.f, f, g, tol))
     collapsed = damping > 1e12
-    done = converged | collapsed
+    bad_start = first & ~finite
+    done = converged | collapsed | bad_start
     status = jnp.where(converged | (collapsed & _grad_test(f, g, jnp.sqrt(tol))),
                        Status.SUCCESS, Status.STALLED)
+    status = jnp.where(bad_start, Status.NONFINITE_START, status)
     return NewtonState(
-        z=z, f=f, g=g, hess=hess, posdef=posdef, alpha=alpha, damping=damping, growth=growth,
-        n_iter=s.n_iter + 1, n_rejected=s.n_rejected + (~accept).astype(jnp.int32),
+        z=z, f=jnp.where(bad_start, f_t, f), g=jnp.where(bad_start, g_t, g), hess=hess,
+        posdef=posdef, alpha=alpha, damping=damping, growth=growth,
+        n_iter=s.n_iter + 1, n_rejected=s.n_rejected + (~accept & ~first).astype(jnp.int32),
         done=done, status=jnp.where(done, status, s.status).astype(jnp.int32),
     )
 
@@ -259,14 +264,12 @@ def _value_and_grad_at(fun: Objective, z: jax.Array, opt_state: Any):
 
 class Solution(NamedTuple):
     z: jax.Array
-    f: jax.Array
+    f: jax.Array            # at a non-finite start: f and g at init, for the error message
     g: jax.Array
     hess: jax.Array | None
     n_iter: jax.Array
     n_rejected: jax.Array
     status: jax.Array
-    init_f: jax.Array
-    init_g: jax.Array
 
 
 def minimise(method: Any, fun: Objective, z0: jax.Array, tol: jax.Array,
@@ -280,12 +283,10 @@ def minimise(method: Any, fun: Objective, z0: jax.Array, tol: jax.Array,
         init = lambda: _optax_init(opt, fun, z0, tol)
         step = lambda s: _optax_step(opt, fun, s, tol)
 
-    state0 = init()
-    final = lax.while_loop(lambda s: ~s.done & (s.n_iter < max_iter), step, state0)
+    final = lax.while_loop(lambda s: ~s.done & (s.n_iter < max_iter), step, init())
     status = jnp.where(final.done, final.status, Status.MAX_ITER).astype(jnp.int32)
     hess = final.hess if method == "newton" else None
-    return Solution(final.z, final.f, final.g, hess, final.n_iter, final.n_rejected, status,
-                    state0.f, state0.g)
+    return Solution(final.z, final.f, final.g, hess, final.n_iter, final.n_rejected, status)
 
 
 def optax_transformation(method: Any) -> optax.GradientTransformation:

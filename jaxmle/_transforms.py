@@ -86,6 +86,11 @@ class ParamSpace:
         return all(_is_identity(l.transform) for l in self.leaves)
 
     @property
+    def is_elementwise(self) -> bool:
+        """True when every transform acts elementwise, so ∂θ/∂z is diagonal."""
+        return all(getattr(l.constraint, "event_dim", 0) == 0 for l in self.leaves)
+
+    @property
     def is_bijective(self) -> bool:
         """True when z and θ have the same dimension (no manifold-valued leaf)."""
         return self.k == self.m
