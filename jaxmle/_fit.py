@@ -248,7 +248,7 @@ def report(res: FitResult, space: _transforms.ParamSpace) -> None:
             f"(|gradient| = {float(res.grad_norm):.3g}); the estimates are not a maximum",
             ConvergenceWarning, stacklevel=level)
     singular = np.asarray(res.stats.singular)
-    if singular.any():
+    if singular.any() and status == Status.SUCCESS:  # else implied by the warning above
         names = [n for n, s in zip(res.param_names, singular) if s]
         eig = np.asarray(res.stats.info_eigvals)
         what = ("not positive definite (the point is not a maximum in those directions)"
