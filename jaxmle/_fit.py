@@ -114,10 +114,17 @@ def float_dtype() -> np.dtype:
     return np.dtype(jax.dtypes.canonicalize_dtype(np.float64))
 
 
+def _is_number_list(x: Any) -> bool:
+    """A (nested) list of numbers, which stands for an array, not a pytree node."""
+    return isinstance(x, list) and bool(x) and all(
+        isinstance(e, (int, float, np.number)) or _is_number_list(e) for e in x)
+
+
 def prepare_init(init: Any, dtype: np.dtype):
     """Flatten ``init`` into float arrays; names in pytree order."""
     if init is None:
         raise ValueError("init is required: a dict (or pytree) of starting values")
+    init = jax.tree_util.tree_map(np.asarray, init, is_leaf=_is_number_list)
     leaves, treedef = jax.tree_util.tree_flatten(init)
     if not leaves:
         raise ValueError("init has no parameters")
