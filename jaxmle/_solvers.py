@@ -10,7 +10,8 @@ Every state carries ``z, f, g, n_iter, done, status``; the driver stops when
               λ² = gᵀH⁻¹g ≤ τ²  — the remaining error is ≤ τ standard errors,
               since H is the observed information in z;
 * objective:  an accepted step changed f by ≤ (τ² + 16ε)(1 + |f|) while
-              ‖g‖∞ ≤ √τ·(1 + |f|) — the fit is at the precision limit of f.
+              ‖g‖∞ ≤ √τ·(1 + |f|) — the fit is at the precision limit of f
+              (Newton and L-BFGS only: methods with a line search).
 """
 
 from __future__ import annotations
@@ -233,14 +234,20 @@ def _optax_init(opt, fun: Objective, z0: jax.Array, tol: jax.Array) -> OptaxStat
     )
 
 
-def _optax_step(opt, fun: Objective, s: OptaxState, tol: jax.Array) -> OptaxState:
+def _optax_step(opt, fun: Objective, s: OptaxState, tol: jax.Array,
+                objective_test: bool) -> OptaxState:
     """One optax update. f and g at the new point come from the optimiser's state
-    when it keeps them (L-BFGS's line search), else from one value-and-grad call."""
+    when it keeps them (L-BFGS's line search), else from one value-and-grad call.
+    The objective-change test is used only with a line search: a first-order
+    method with a fixed learning rate can change f very little far from the optimum."""
     updates, opt_state = opt.update(s.g, s.opt_state, s.z, value=s.f, grad=s.g, value_fn=fun)
     z = s.z + updates
     f, g = _value_and_grad_at(fun, z, opt_state)
     finite = jnp.isfinite(f) & jnp.all(jnp.isfinite(g))
-    converged = finite & (_grad_test(f, g, tol) | _objective_test(s.f, f, g, tol))
+    converged = _grad_test(f, g, tol)
+    if objective_test:
+        converged = converged | _objective_test(s.f, f, g, tol)
+    converged = finite & converged
     done = converged | ~finite
     status = jnp.where(converged, Status.SUCCESS, Status.STALLED)
     # A non-finite point is never returned: keep the last finite iterate.
@@ -281,7 +288,7 @@ def minimise(method: Any, fun: Objective, z0: jax.Array, tol: jax.Array,
     else:
         opt = _with_extra_args(optax_transformation(method))
         init = lambda: _optax_init(opt, fun, z0, tol)
-        step = lambda s: _optax_step(opt, fun, s, tol)
+        step = lambda s: _optax_step(opt, fun, s, tol, objective_test=method == "lbfgs")
 
     final = lax.while_loop(lambda s: ~s.done & (s.n_iter < max_iter), step, init())
     status = jnp.where(final.done, final.status, Status.MAX_ITER).astype(jnp.int32)
