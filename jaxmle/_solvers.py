@@ -269,6 +269,20 @@ def _value_and_grad_at(fun: Objective, z: jax.Array, opt_state: Any):
 # --------------------------------------------------------------------------- driver
 
 
+def kink_jitter(z: jax.Array) -> jax.Array:
+    """A deterministic offset of 1000·ε·(1 + |z|) (2e-13 relative in float64).
+
+    Library log-densities are often written with max/abs/clip whose derivative at
+    an exact tie is a convention, not the true derivative: NumPyro's
+    ``Bernoulli(logits=0)`` gives ∂/∂logit = −y instead of ½ − y. Inits of exactly
+    0 sit on such ties, so the solver starts a hair away from them; the offset is
+    far below any statistical precision.
+    """
+    eps = jnp.finfo(z.dtype).eps
+    direction = jnp.sin(1.0 + 2.399963 * jnp.arange(z.shape[0], dtype=z.dtype))
+    return 1000 * eps * (1.0 + jnp.abs(z)) * direction
+
+
 class Solution(NamedTuple):
     z: jax.Array
     f: jax.Array            # at a non-finite start: f and g at init, for the error message
@@ -282,6 +296,7 @@ class Solution(NamedTuple):
 def minimise(method: Any, fun: Objective, z0: jax.Array, tol: jax.Array,
              max_iter: jax.Array) -> Solution:
     """Minimise ``fun`` from ``z0`` in one ``lax.while_loop``."""
+    z0 = z0 + kink_jitter(z0)
     if method == "newton":
         init = lambda: _newton_init(fun, z0, tol)
         step = lambda s: _newton_step(fun, s, tol)

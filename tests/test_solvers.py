@@ -148,3 +148,19 @@ def test_float32_fit_says_its_standard_errors_are_float32(tmp_path):
     assert out.splitlines()[0] == "float32 True True"
     assert out.splitlines()[1] == "True"
     assert "float32-accurate only" in out and "jax_enable_x64" in out
+
+
+def test_logistic_from_exact_zeros_is_not_fooled_by_the_kink_at_logit_zero():
+    # NumPyro's Bernoulli(logits=0) has a wrong derivative exactly at 0 (max/abs ties);
+    # the solver starts 2e-13 away, so Newton takes its usual few steps.
+    rng = np.random.default_rng(42)
+    Xd = np.column_stack([np.ones(300), rng.normal(size=(300, 2))])
+    y = (rng.random(300) < 0.4).astype(float)
+
+    def loglik(p, d):
+        return dist.Bernoulli(logits=d[0] @ p["beta"]).log_prob(d[1])
+
+    res = jm.fit(loglik, (Xd, y), init={"beta": jnp.zeros(3)})
+    assert res.converged and int(res.n_iter) <= 8
+    prob = 1 / (1 + np.exp(-Xd @ np.asarray(res.params["beta"])))
+    np.testing.assert_allclose(Xd.T @ (y - prob), 0, atol=1e-6)
