@@ -52,6 +52,7 @@ def fit_kernel(config: KernelConfig, data: Any, init_leaves: list[jax.Array],
     """The pure fit: minimise −ℓ(θ(z)) and compute the inference at the optimum."""
     space, dtype = config.space, jnp.dtype(config.dtype)
     z0 = space.to_unconstrained([jnp.asarray(x, dtype) for x in init_leaves])
+    data = _objective.mask_padding(data, weights)
     objective = _objective.make_objective(config.loglik, space.to_natural, data, weights, dtype)
     sol = _solvers.minimise(config.method, objective, z0, tol, max_iter)
     hess = sol.hess if sol.hess is not None else _solvers.value_grad_hessian(objective, sol.z)[2]

@@ -51,7 +51,7 @@ def _checked_inverse(hess: jax.Array):
     eps = jnp.finfo(hs.dtype).eps
     bad = (eigvals <= 4096 * eps * jnp.max(jnp.abs(eigvals), initial=0.0)) | ~finite
     inv_vals = jnp.where(bad, 0.0, 1.0 / jnp.where(bad, 1.0, eigvals))
-    cov_s = (eigvecs * inv_vals) @ eigvecs.T
+    cov_s = (eigvecs * inv_vals[None, :]) @ eigvecs.T
     involved = jnp.any(bad[None, :] & (jnp.abs(eigvecs) > _INVOLVEMENT), axis=1)
     eigvals = jnp.where(finite, eigvals, jnp.nan)
     return cov_s / jnp.outer(scale, scale), eigvals, involved | ~finite

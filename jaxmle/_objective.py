@@ -118,6 +118,30 @@ def total_loglik(loglik: LogLikFn, params: Any, data: Any, weights: jax.Array | 
     return jnp.sum(terms), jnp.sum(weights)
 
 
+def mask_padding(data: Any, weights: jax.Array | None) -> Any:
+    """Replace the zero-weight rows of per-observation data by the first positive-weight row.
+
+    A 0 weight removes a row's term from ℓ, but a padding value outside the
+    support (say 0 for a Gamma) would still put 0·∞ = NaN into the gradient.
+    Every data leaf whose leading axis has one entry per weight is treated as
+    per-observation; other leaves are left alone.
+    """
+    if weights is None:
+        return data
+    n = weights.shape[0]
+    keep = weights > 0
+    first = jnp.argmax(keep)
+
+    def fix(leaf):
+        leaf = jnp.asarray(leaf)
+        if leaf.ndim == 0 or leaf.shape[0] != n:
+            return leaf
+        mask = keep.reshape((n,) + (1,) * (leaf.ndim - 1))
+        return jnp.where(mask, leaf, leaf[first])
+
+    return jax.tree_util.tree_map(fix, data)
+
+
 def make_objective(loglik: LogLikFn, to_params: Callable[[jax.Array], Any], data: Any,
                    weights: jax.Array | None, dtype: Any) -> Callable[[jax.Array], jax.Array]:
     """f(z) = −ℓ(θ(z)) for the optimiser (data and weights are traced values)."""
