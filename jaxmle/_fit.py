@@ -137,7 +137,7 @@ def prepare_init(init: Any, dtype: np.dtype):
             raise TypeError(f"init for parameter '{name}' must be real numbers, got dtype {arr.dtype}")
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"init for parameter '{name}' is not finite: {arr!r}")
-        arrays.append(jnp.asarray(arr, dtype))
+        arrays.append(np.asarray(arr, dtype))  # numpy: one transfer at the kernel call
     return arrays, treedef, names
 
 
@@ -239,14 +239,16 @@ def fit(
         raise ValueError(f"tol must be positive, got {tol}")
     max_iter = _DEFAULT_MAX_ITER.get(method, 20000) if max_iter is None else int(max_iter)
     kernel = compiled_kernel(KernelConfig(loglik, space, method, w is not None, dtype.name))
-    res = kernel(data, init_leaves, w, jnp.asarray(tol, dtype), jnp.asarray(max_iter, jnp.int32))
+    res = kernel(data, init_leaves, w, np.asarray(tol, dtype), np.asarray(max_iter, np.int32))
     report(res, space)
     return res
 
 
 def report(res: FitResult, space: _transforms.ParamSpace) -> None:
     """Raise for a non-finite start; warn for non-convergence and singular information."""
-    status = Status(int(res.status))
+    status_code, singular, eig = jax.device_get(
+        (res.status, res.stats.singular, res.stats.info_eigvals))
+    status = Status(int(status_code))
     if status == Status.NONFINITE_START:
         raise ValueError(_nonfinite_start_message(res, space))
     level = user_stacklevel()
@@ -255,10 +257,8 @@ def report(res: FitResult, space: _transforms.ParamSpace) -> None:
             f"fit did not converge after {int(res.n_iter)} iterations: {STATUS_MESSAGES[status]} "
             f"(|gradient| = {float(res.grad_norm):.3g}); the estimates are not a maximum",
             ConvergenceWarning, stacklevel=level)
-    singular = np.asarray(res.stats.singular)
     if singular.any() and status == Status.SUCCESS:  # else implied by the warning above
         names = [n for n, s in zip(res.param_names, singular) if s]
-        eig = np.asarray(res.stats.info_eigvals)
         what = ("not positive definite (the point is not a maximum in those directions)"
                 if np.nanmin(eig) < -1e-8 * np.nanmax(np.abs(eig)) else "singular")
         warnings.warn(

@@ -68,7 +68,7 @@ def prepare_weights(weights: Any, dtype: Any) -> jax.Array | None:
         raise ValueError(f"weights contain {int((~np.isfinite(w)).sum())} NaN/inf value(s)")
     if np.any(w < 0):
         raise ValueError(f"weights must be non-negative; {int((w < 0).sum())} are negative")
-    return jnp.asarray(w, dtype=dtype)
+    return np.asarray(w, dtype=dtype)
 
 
 def leading_axis(data: Any) -> int:

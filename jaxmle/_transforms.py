@@ -168,8 +168,25 @@ def build_space(init_leaves: list[np.ndarray], names: tuple[str, ...], treedef: 
     return ParamSpace(treedef, tuple(leaves))
 
 
-def check_init(space: ParamSpace, init_leaves: list[jax.Array]) -> None:
-    """Raise if an initial value violates its constraint or lies on its boundary."""
+def check_init(space: ParamSpace, init_leaves: list[np.ndarray]) -> None:
+    """Raise if an initial value violates its constraint or lies on its boundary.
+
+    Values already checked for this space are remembered: refitting from the same
+    init (the usual case in a loop over datasets) costs no JAX dispatch here.
+    """
+    key = (space, tuple((x.dtype.str, x.shape, x.tobytes()) for x in init_leaves))
+    if key in _CHECKED:
+        return
+    _check_init(space, init_leaves)
+    if len(_CHECKED) > 1024:
+        _CHECKED.clear()
+    _CHECKED.add(key)
+
+
+_CHECKED: set = set()
+
+
+def _check_init(space: ParamSpace, init_leaves: list[np.ndarray]) -> None:
     for leaf, value in zip(space.leaves, init_leaves):
         inside = np.asarray(leaf.constraint.check(value))
         if not inside.all():
