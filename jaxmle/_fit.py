@@ -279,5 +279,6 @@ def _nonfinite_start_message(res: FitResult, space: _transforms.ParamSpace) -> s
                 "(e.g. data outside the support of the distribution at these parameters)")
     bad = np.asarray(~np.isfinite(res.stats.grad_z))
     names = sorted({n for n, b in zip(space.unc_names, bad) if b})
-    return (f"the gradient of the log-likelihood is not finite at init for parameter(s) {names}: "
-            "the log-likelihood is not differentiable there; start elsewhere")
+    return (f"the gradient (or second derivative) of the log-likelihood is not finite at init "
+            f"for parameter(s) {names}: the log-likelihood is not twice differentiable there "
+            "(e.g. x**k at x = 0, sqrt or abs at 0); start elsewhere or rewrite that term")

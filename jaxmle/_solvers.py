@@ -207,8 +207,10 @@ def _newton_step(fun: Objective, s: NewtonState, tol: jax.Array) -> NewtonState:
     status = jnp.where(converged | (collapsed & _grad_test(f, g, jnp.sqrt(tol))),
                        Status.SUCCESS, Status.STALLED)
     status = jnp.where(bad_start, Status.NONFINITE_START, status)
+    # at a bad start, report which coordinates have a non-finite gradient or Hessian row
+    g_start = jnp.where(jnp.isfinite(jnp.diag(h_t)), g_t, jnp.nan)
     return NewtonState(
-        z=z, f=jnp.where(bad_start, f_t, f), g=jnp.where(bad_start, g_t, g), hess=hess,
+        z=z, f=jnp.where(bad_start, f_t, f), g=jnp.where(bad_start, g_start, g), hess=hess,
         posdef=posdef, alpha=alpha, damping=damping, growth=growth,
         n_iter=s.n_iter + 1, n_rejected=s.n_rejected + (~accept & ~first).astype(jnp.int32),
         done=done, status=jnp.where(done, status, s.status).astype(jnp.int32),
