@@ -61,7 +61,7 @@ def fit_kernel(config: KernelConfig, data: Any, init_leaves: list[jax.Array],
         return _objective.total_loglik(config.loglik, space.unravel_natural(theta), data, weights,
                                        dtype)[0]
 
-    inf = observed_inference(space, loglik_flat, sol.z, hess, sol.g)
+    inf = observed_inference(space, loglik_flat, sol.z, hess, sol.g, sol.eig)
     params = space.to_natural(sol.z)
     nobs = _objective.count_observations(config.loglik, params, data, weights, dtype)
     loglik = -sol.f

@@ -20,6 +20,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from ._solvers import Eigen, eigen
 from ._transforms import ParamSpace
 
 # Eigenvector components below this size do not implicate a parameter.
@@ -35,35 +36,29 @@ class Inference(NamedTuple):
     singular: jax.Array       # (k,) bool: parameter lies in a singular / indefinite direction
 
 
-def _unit_diagonal(hess: jax.Array) -> tuple[jax.Array, jax.Array]:
-    diag = jnp.abs(jnp.diag(hess))
-    scale = jnp.sqrt(jnp.where(diag > 0, diag, 1.0))
-    return hess / jnp.outer(scale, scale), scale
-
-
-def _checked_inverse(hess: jax.Array):
-    """Pseudo-inverse of H on its well-determined subspace, the eigenvalues, and the
-    unconstrained coordinates caught in singular or negative directions."""
-    hs, scale = _unit_diagonal(hess)
-    finite = jnp.all(jnp.isfinite(hs))
-    hs = jnp.where(finite, hs, jnp.eye(hs.shape[0], dtype=hs.dtype))
-    eigvals, eigvecs = jnp.linalg.eigh(hs)
-    eps = jnp.finfo(hs.dtype).eps
-    bad = (eigvals <= 4096 * eps * jnp.max(jnp.abs(eigvals), initial=0.0)) | ~finite
-    inv_vals = jnp.where(bad, 0.0, 1.0 / jnp.where(bad, 1.0, eigvals))
-    cov_s = (eigvecs * inv_vals[None, :]) @ eigvecs.T
-    involved = jnp.any(bad[None, :] & (jnp.abs(eigvecs) > _INVOLVEMENT), axis=1)
-    eigvals = jnp.where(finite, eigvals, jnp.nan)
-    return cov_s / jnp.outer(scale, scale), eigvals, involved | ~finite
+def _checked_inverse(e: Eigen):
+    """Pseudo-inverse of H on its well-determined subspace, from the eigen-decomposition
+    of the scaled H, and the unconstrained coordinates caught in singular or negative
+    directions."""
+    finite = jnp.all(jnp.isfinite(e.values)) & jnp.all(jnp.isfinite(e.vectors))
+    eps = jnp.finfo(e.values.dtype).eps
+    bad = (e.values <= 4096 * eps * jnp.max(jnp.abs(e.values), initial=0.0)) | ~finite
+    inv_vals = jnp.where(bad, 0.0, 1.0 / jnp.where(bad, 1.0, e.values))
+    cov_s = (e.vectors * inv_vals[None, :]) @ e.vectors.T
+    involved = jnp.any(bad[None, :] & (jnp.abs(e.vectors) > _INVOLVEMENT), axis=1)
+    eigvals = jnp.where(finite, e.values, jnp.nan)
+    return cov_s / jnp.outer(e.scale, e.scale), eigvals, involved | ~finite
 
 
 def observed_inference(space: ParamSpace, loglik_flat: Callable[[jax.Array], jax.Array],
-                       z_hat: jax.Array, hess_z: jax.Array, grad_z: jax.Array) -> Inference:
+                       z_hat: jax.Array, hess_z: jax.Array, grad_z: jax.Array,
+                       eig: Eigen | None = None) -> Inference:
     """Covariance and information of θ̂ = θ(ẑ) from H_z = −∇²_z ℓ.
 
-    ``loglik_flat(theta)`` is ℓ as a function of the flat natural parameters.
+    ``loglik_flat(theta)`` is ℓ as a function of the flat natural parameters;
+    ``eig`` is the solver's eigen-decomposition of the scaled H_z, if it has one.
     """
-    cov_z, eigvals, involved_z = _checked_inverse(hess_z)
+    cov_z, eigvals, involved_z = _checked_inverse(eigen(hess_z) if eig is None else eig)
     if space.is_identity:
         jac = jnp.eye(space.k, dtype=z_hat.dtype)
         cov, fisher, score = cov_z, hess_z, -grad_z

@@ -33,7 +33,7 @@ class NewtonState(NamedTuple):
     f: jax.Array
     g: jax.Array
     hess: jax.Array
-    posdef: jax.Array       # H positive definite (its plain Cholesky succeeded)
+    eig: Eigen              # of the scaled H: the step, the decrement, the PD test
     alpha: jax.Array        # step length along the damped Newton direction (line search)
     damping: jax.Array      # Levenberg–Marquardt μ, relative to the unit-diagonal-scaled H
     growth: jax.Array       # factor by which μ grows when the line search gives up
@@ -91,48 +91,47 @@ def _scaling(hess: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.where(jnp.isfinite(diag), jnp.maximum(diag, floor), 1.0))
 
 
-def _gershgorin_shift(hs: jax.Array) -> jax.Array:
-    """A shift s ≥ 0 such that Hs + s·I is diagonally dominant, hence positive definite."""
-    off = jnp.sum(jnp.abs(hs), axis=1) - jnp.abs(jnp.diag(hs))
-    return jnp.maximum(jnp.max(off - jnp.diag(hs), initial=0.0), 0.0) * (1.0 + 1e-6) + 1e-6
+class Eigen(NamedTuple):
+    """Eigen-decomposition of the unit-diagonal-scaled Hessian D^-½ H D^-½ = V Λ Vᵀ."""
+
+    values: jax.Array
+    vectors: jax.Array
+    scale: jax.Array        # D½
 
 
-def _chol_solve(a: jax.Array, b: jax.Array):
-    """Solve a·x = b by Cholesky; ``ok`` is False when a is not (numerically) positive definite."""
-    chol = jnp.linalg.cholesky(a)
-    ok = jnp.all(jnp.isfinite(chol))
-    x = jax.scipy.linalg.cho_solve((chol, True), b)
-    return x, ok
-
-
-def _scaled(g: jax.Array, hess: jax.Array):
+def eigen(hess: jax.Array) -> Eigen:
     scale = _scaling(hess)
-    return g / scale, hess / jnp.outer(scale, scale), scale
+    hs = hess / jnp.outer(scale, scale)
+    hs = jnp.where(jnp.all(jnp.isfinite(hs)), hs, jnp.eye(hs.shape[0], dtype=hs.dtype))
+    values, vectors = jnp.linalg.eigh(hs)
+    return Eigen(values, vectors, scale)
 
 
-def newton_decrement_sq(g: jax.Array, hess: jax.Array):
-    """λ² = gᵀH⁻¹g (+inf when H is not positive definite) and whether H is positive definite."""
-    gs, hs, _ = _scaled(g, hess)
-    x, ok = _chol_solve(hs, gs)
-    lam2 = gs @ x
-    ok = ok & (lam2 >= 0)
-    return jnp.where(ok, lam2, jnp.inf), ok
+def _is_posdef(e: Eigen) -> jax.Array:
+    eps = jnp.finfo(e.values.dtype).eps
+    return e.values[0] > 64 * eps * jnp.max(jnp.abs(e.values), initial=0.0)
 
 
-def newton_direction(g: jax.Array, hess: jax.Array, damping: jax.Array, posdef: jax.Array):
-    """Damped Newton step d = −(H + μD)⁻¹g, D = |diag H|.
+def newton_decrement_sq(g: jax.Array, e: Eigen) -> jax.Array:
+    """λ² = gᵀH⁻¹g, or +inf when H is not positive definite."""
+    gv = e.vectors.T @ (g / e.scale)
+    lam2 = jnp.sum(gv**2 / jnp.where(_is_posdef(e), e.values, 1.0))
+    return jnp.where(_is_posdef(e), lam2, jnp.inf)
 
-    When H is not positive definite, μ is raised to a Gershgorin bound that makes
-    H + μD diagonally dominant, so d is always a descent direction. Returns d,
-    the damping used and the decrease predicted by the quadratic model,
-    m(d) = −(gᵀd + ½dᵀHd).
+
+def newton_direction(g: jax.Array, e: Eigen, damping: jax.Array):
+    """Damped Newton step d = −(H + μD)⁻¹g, D = |diag H|, from the eigen-decomposition.
+
+    Where H is not positive definite, μ is raised to twice the most negative scaled
+    eigenvalue, so H + μD is positive definite, d descends, and d has a component
+    along the negative-curvature direction (it does not stall at a saddle).
+    Returns d and the damping used.
     """
-    gs, hs, scale = _scaled(g, hess)
-    used = jnp.where(posdef, damping, jnp.maximum(damping, _gershgorin_shift(hs)))
-    step_s, _ = _chol_solve(hs + used * jnp.eye(g.shape[0], dtype=g.dtype), -gs)
-    step = step_s / scale
-    predicted = -(g @ step + 0.5 * step @ hess @ step)
-    return step, used, predicted
+    needed = 2.0 * jnp.maximum(-e.values[0], 0.0) + 1e-8
+    used = jnp.where(_is_posdef(e), damping, jnp.maximum(damping, needed))
+    gv = e.vectors.T @ (g / e.scale)
+    step = -(e.vectors @ (gv / (e.values + used))) / e.scale
+    return step, used
 
 
 def _newton_init(fun: Objective, z0: jax.Array, tol: jax.Array) -> NewtonState:
@@ -143,7 +142,8 @@ def _newton_init(fun: Objective, z0: jax.Array, tol: jax.Array) -> NewtonState:
     one = jnp.ones((), dtype)
     return NewtonState(
         z=z0, f=jnp.asarray(jnp.inf, dtype), g=jnp.zeros_like(z0),
-        hess=jnp.eye(z0.shape[0], dtype=dtype), posdef=jnp.asarray(True), alpha=one,
+        hess=jnp.eye(z0.shape[0], dtype=dtype), alpha=one,
+        eig=eigen(jnp.eye(z0.shape[0], dtype=dtype)),
         damping=jnp.zeros((), dtype), growth=2.0 * one,
         n_iter=zero - 1, n_rejected=zero,
         done=jnp.asarray(False),
@@ -169,11 +169,13 @@ def _newton_step(fun: Objective, s: NewtonState, tol: jax.Array) -> NewtonState:
     interpolation) and is retried from the same point at the next iteration; if
     α falls below 10⁻³ the direction itself is distrusted: α resets to 1 and the
     Levenberg–Marquardt damping μ grows, turning d towards steepest descent. An
-    indefinite H always gets μ large enough (Gershgorin) for d to descend. No
+    indefinite H always gets μ > −λ_min, so d descends and uses the negative
+    curvature. One k×k ``eigh`` per iteration gives the step for any μ, the
+    positive-definiteness test and the Newton decrement. No
     nested loop: each iteration is one evaluation, which keeps ``vmap`` cheap.
     """
     first = s.n_iter < 0
-    direction, used, _ = newton_direction(s.g, s.hess, s.damping, s.posdef)
+    direction, used = newton_direction(s.g, s.eig, s.damping)
     step = jnp.where(first, 0.0, s.alpha * direction)
     f_t, g_t, h_t = value_grad_hessian(fun, s.z + step)
     finite = jnp.isfinite(f_t) & jnp.all(jnp.isfinite(g_t)) & jnp.all(jnp.isfinite(h_t))
@@ -198,7 +200,8 @@ def _newton_step(fun: Objective, s: NewtonState, tol: jax.Array) -> NewtonState:
     f = jnp.where(accept, f_t, s.f)
     g = jnp.where(accept, g_t, s.g)
     hess = jnp.where(accept, h_t, s.hess)
-    lam2, posdef = newton_decrement_sq(g, hess)
+    eig = eigen(hess)
+    lam2 = newton_decrement_sq(g, eig)
 
     converged = (lam2 <= tol**2) | (accept & ~first & _objective_test(s.f, f, g, tol))
     collapsed = damping > 1e12
@@ -211,7 +214,7 @@ def _newton_step(fun: Objective, s: NewtonState, tol: jax.Array) -> NewtonState:
     g_start = jnp.where(jnp.isfinite(jnp.diag(h_t)), g_t, jnp.nan)
     return NewtonState(
         z=z, f=jnp.where(bad_start, f_t, f), g=jnp.where(bad_start, g_start, g), hess=hess,
-        posdef=posdef, alpha=alpha, damping=damping, growth=growth,
+        eig=eig, alpha=alpha, damping=damping, growth=growth,
         n_iter=s.n_iter + 1, n_rejected=s.n_rejected + (~accept & ~first).astype(jnp.int32),
         done=done, status=jnp.where(done, status, s.status).astype(jnp.int32),
     )
@@ -290,6 +293,7 @@ class Solution(NamedTuple):
     f: jax.Array            # at a non-finite start: f and g at init, for the error message
     g: jax.Array
     hess: jax.Array | None
+    eig: Eigen | None
     n_iter: jax.Array
     n_rejected: jax.Array
     status: jax.Array
@@ -309,8 +313,9 @@ def minimise(method: Any, fun: Objective, z0: jax.Array, tol: jax.Array,
 
     final = lax.while_loop(lambda s: ~s.done & (s.n_iter < max_iter), step, init())
     status = jnp.where(final.done, final.status, Status.MAX_ITER).astype(jnp.int32)
-    hess = final.hess if method == "newton" else None
-    return Solution(final.z, final.f, final.g, hess, final.n_iter, final.n_rejected, status)
+    newton = method == "newton"
+    return Solution(final.z, final.f, final.g, final.hess if newton else None,
+                    final.eig if newton else None, final.n_iter, final.n_rejected, status)
 
 
 def optax_transformation(method: Any) -> optax.GradientTransformation:
