@@ -14,6 +14,8 @@ as the log relative error (LRE, ~number of correct significant digits); the usua
 bar is LRE >= 6 per parameter.
 """
 
+import warnings
+
 import jax
 
 jax.config.update("jax_enable_x64", True)
@@ -32,8 +34,7 @@ from nist_problems import (  # noqa: E402
     lre,
 )
 
-MAX_ITER = 5000  # a few Higher-difficulty problems need >1000 damped steps from Start 1
-TOL = 1e-12
+MAX_ITER = 5000  # Bennett5 from Start 1 takes ~900 damped Newton steps; leave margin
 LRE_BAR = 6.0
 EPS = np.finfo(np.float64).eps
 
@@ -247,14 +248,31 @@ def _data(problem) -> dict:
     return {"x": jnp.asarray(x), "y": jnp.asarray(problem.y)}
 
 
-def _fit(jm, loglik, problem, start):
+def solver_tol(certified, sd, bar: float) -> float:
+    """``tol`` for jm.fit such that its stopping rule implies LRE >= ``bar``.
+
+    jaxmle's Newton stops when the Newton decrement is <= tol, i.e. when the remaining
+    error is <= tol standard errors. Requiring that to be <= 0.1 * 10**-bar * |b| for
+    every parameter gives tol = 0.1 * 10**-bar * min(|b| / SE), capped at jaxmle's
+    float64 default 1e-8. That is 1e-8 for all 27 NLS problems (max SE/|b| is 2.4,
+    ENSO) and for most linear ones; Wampler3/4/5 (SE/|b| 2.4e3/2.4e5/2.4e7) get
+    4e-11/4e-13/4e-15. A fixed tight tol (1e-12) is wrong the other way: the decrement
+    cannot get that small in float64 on many problems and the fit hits max_iter.
+    """
+    sd = np.asarray(sd, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        ratio = np.abs(np.asarray(certified, dtype=np.float64)) / sd  # inf where SD = 0
+    return float(min(1e-8, 0.1 * 10.0**-bar * np.min(ratio)))
+
+
+def _fit(jm, loglik, problem, start, tol: float):
     return jm.fit(
         loglik,
         _data(problem),
         init={"b": jnp.asarray(start, dtype=jnp.float64)},
         method="newton",
         max_iter=MAX_ITER,
-        tol=TOL,
+        tol=tol,
     )
 
 
@@ -266,13 +284,22 @@ def fit_nls(jm, name: str, start: str):
     key = (name, start)
     if key not in _NLS_FITS:
         p = load_nls(name)
-        _NLS_FITS[key] = _fit(jm, concentrated_loglik(p.mean), p, p.starts[start])
+        tol = solver_tol(p.certified_params, p.certified_sd, LRE_BAR)
+        _NLS_FITS[key] = _fit(jm, concentrated_loglik(p.mean), p, p.starts[start], tol)
     return _NLS_FITS[key]
 
 
 def assert_rss_matches(problem, b) -> None:
-    """RSS at the estimate equals the certified RSS to 1e-8 relative (float64 floor)."""
+    """RSS at the estimate equals the certified RSS to 1e-8 relative (float64 floor).
+
+    For the exact fits (Wampler1/2, certified RSS 0) a relative bar is meaningless;
+    there the fitted values must match y as closely as LRE_BAR asks of the betas:
+    ||r|| <= 10**-LRE_BAR * ||y||, i.e. RSS <= 10**(-2*LRE_BAR) * sum(y**2).
+    """
     rss = problem.rss_np(b)
+    if problem.certified_rss == 0.0:
+        assert rss <= 10.0 ** (-2 * LRE_BAR) * float(problem.y @ problem.y), rss
+        return
     atol = float64_rss_floor(problem, problem.certified_rss)
     np.testing.assert_allclose(rss, problem.certified_rss, rtol=1e-8, atol=atol)
 
@@ -377,7 +404,9 @@ def fit_linear(jm, name: str):
     """jm.fit of linear problem ``name`` from zeros, cached."""
     if name not in _LINEAR_FITS:
         p = load_linear(name)
-        _LINEAR_FITS[name] = _fit(jm, linear_loglik(p), p, np.zeros(p.k))
+        bar = LINEAR_BETA_BAR.get(name, LRE_BAR)
+        tol = solver_tol(p.certified_params, p.certified_se, bar)
+        _LINEAR_FITS[name] = _fit(jm, linear_loglik(p), p, np.zeros(p.k), tol)
     return _LINEAR_FITS[name]
 
 
@@ -411,11 +440,15 @@ def test_linear_stderr_matches_certified(jm, name):
 def test_linear_filip_fit_is_sane(jm):
     """Filip: no accuracy claim (see LINEAR_BETA_BAR), but the fit must not break.
 
-    The result must be finite and no worse than the starting point (beta = 0).
+    jaxmle may well warn here (no convergence, singular information): that is the
+    honest outcome, so its warnings are silenced. The result must be finite and no
+    worse than the starting point (beta = 0).
     """
     p = load_linear("Filip")
     loglik = concentrated_loglik(linear_mean)
-    res = fit_linear(jm, "Filip")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", jm.JaxmleWarning)
+        res = fit_linear(jm, "Filip")
     b = np.asarray(res.params["b"])
     assert np.all(np.isfinite(b))
     start_ll = float(loglik({"b": jnp.zeros(p.k)}, _data(p)))
