@@ -8,7 +8,8 @@ delta method through the transform's Jacobian J = ∂θ/∂z (k × m):
 
 exact at a stationary point. For a simplex (m = k − 1) it is rank-deficient,
 e.g. the multinomial p_i(δ_ij − p_j)/n. Before inverting, H_z is scaled to unit
-diagonal and checked with ``eigh``: eigenvalues ≤ 4096·ε·λ_max (singular) or
+diagonal and checked with ``eigh``: eigenvalues ≤ 64·ε·λ_max (singular: the
+inverse would carry no correct digit in that direction) or
 negative (not positive definite) mark directions whose parameters get NaN
 standard errors instead of garbage.
 """
@@ -42,7 +43,7 @@ def _checked_inverse(e: Eigen):
     directions."""
     finite = jnp.all(jnp.isfinite(e.values)) & jnp.all(jnp.isfinite(e.vectors))
     eps = jnp.finfo(e.values.dtype).eps
-    bad = (e.values <= 4096 * eps * jnp.max(jnp.abs(e.values), initial=0.0)) | ~finite
+    bad = (e.values <= 64 * eps * jnp.max(jnp.abs(e.values), initial=0.0)) | ~finite
     inv_vals = jnp.where(bad, 0.0, 1.0 / jnp.where(bad, 1.0, e.values))
     cov_s = (e.vectors * inv_vals[None, :]) @ e.vectors.T
     involved = jnp.any(bad[None, :] & (jnp.abs(e.vectors) > _INVOLVEMENT), axis=1)

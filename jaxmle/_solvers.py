@@ -107,31 +107,53 @@ def eigen(hess: jax.Array) -> Eigen:
     return Eigen(values, vectors, scale)
 
 
-def _is_posdef(e: Eigen) -> jax.Array:
-    eps = jnp.finfo(e.values.dtype).eps
-    return e.values[0] > 64 * eps * jnp.max(jnp.abs(e.values), initial=0.0)
+def _null_threshold(e: Eigen) -> jax.Array:
+    """Scaled eigenvalues below this are numerically zero (64·ε·λ_max)."""
+    return 64 * jnp.finfo(e.values.dtype).eps * jnp.max(jnp.abs(e.values), initial=0.0)
+
+
+def _indefinite(e: Eigen) -> jax.Array:
+    return e.values[0] < -_null_threshold(e)
 
 
 def newton_decrement_sq(g: jax.Array, e: Eigen) -> jax.Array:
-    """λ² = gᵀH⁻¹g, or +inf when H is not positive definite."""
+    """λ² = gᵀH⁻¹g (numerically zero eigenvalues floored), +inf if H is indefinite.
+
+    λ is the distance to the optimum of the quadratic model in standard-error units,
+    since H is the observed information in z. A gradient along a numerically null
+    direction keeps λ large, so a merely flat direction never passes for convergence.
+    """
+    thr = _null_threshold(e)
     gv = e.vectors.T @ (g / e.scale)
-    lam2 = jnp.sum(gv**2 / jnp.where(_is_posdef(e), e.values, 1.0))
-    return jnp.where(_is_posdef(e), lam2, jnp.inf)
+    lam2 = jnp.sum(gv**2 / jnp.maximum(e.values, jnp.maximum(thr, jnp.finfo(thr.dtype).tiny)))
+    return jnp.where(_indefinite(e), jnp.inf, lam2)
 
 
 def newton_direction(g: jax.Array, e: Eigen, damping: jax.Array):
     """Damped Newton step d = −(H + μD)⁻¹g, D = |diag H|, from the eigen-decomposition.
 
-    Where H is not positive definite, μ is raised to twice the most negative scaled
-    eigenvalue, so H + μD is positive definite, d descends, and d has a component
-    along the negative-curvature direction (it does not stall at a saddle).
-    Returns d and the damping used.
+    Where H is indefinite, μ is raised to twice the most negative scaled
+    eigenvalue, so H + μD is positive definite and d descends; at a saddle point,
+    where the gradient vanishes, the step goes one (scaled) unit along the most
+    negative-curvature direction, so it does not stall there. Returns d and the
+    damping used.
     """
-    needed = 2.0 * jnp.maximum(-e.values[0], 0.0) + 1e-8
-    used = jnp.where(_is_posdef(e), damping, jnp.maximum(damping, needed))
+    thr = jnp.maximum(_null_threshold(e), jnp.finfo(e.values.dtype).tiny)
+    indefinite = _indefinite(e)
+    used = jnp.where(indefinite, jnp.maximum(damping, -2.0 * e.values[0]), damping)
     gv = e.vectors.T @ (g / e.scale)
-    step = -(e.vectors @ (gv / (e.values + used))) / e.scale
-    return step, used
+    coef = -gv / jnp.maximum(e.values + used, thr)
+    # at a saddle (stationary to ~1e-6 in scaled units) step off along the negative curvature
+    at_saddle = indefinite & (jnp.max(jnp.abs(gv), initial=0.0) <= 1e-6)
+    away = jnp.where(gv[0] > 0, -1.0, 1.0) * jnp.maximum(jnp.abs(coef[0]), 1.0)
+    coef = coef.at[0].set(jnp.where(at_saddle, away, coef[0]))
+    return (e.vectors @ coef) / e.scale, used
+
+
+def _plateau(f: jax.Array, z: jax.Array, hess: jax.Array) -> jax.Array:
+    """f is flat to rounding in every coordinate (e.g. an underflowed model): no optimum."""
+    eps = _eps(f.dtype)
+    return jnp.all(jnp.abs(jnp.diag(hess)) * (1.0 + jnp.abs(z)) ** 2 <= 1e3 * eps * (1 + jnp.abs(f)))
 
 
 def _newton_init(fun: Objective, z0: jax.Array, tol: jax.Array) -> NewtonState:
@@ -203,12 +225,16 @@ def _newton_step(fun: Objective, s: NewtonState, tol: jax.Array) -> NewtonState:
     eig = eigen(hess)
     lam2 = newton_decrement_sq(g, eig)
 
-    converged = (lam2 <= tol**2) | (accept & ~first & _objective_test(s.f, f, g, tol))
+    # Converged: within tol SEs of the model's optimum, or, at the precision limit of
+    # f, a step that changed f by ~ε while within √tol SEs. Never on a plateau.
+    near = lam2 <= tol
+    small_change = jnp.abs(s.f - f) <= (tol**2 + 16 * _eps(f.dtype)) * (1.0 + jnp.abs(f))
+    valid = ~_plateau(f, z, hess)
+    converged = valid & ((lam2 <= tol**2) | (accept & ~first & small_change & near))
     collapsed = damping > 1e12
     bad_start = first & ~finite
     done = converged | collapsed | bad_start
-    status = jnp.where(converged | (collapsed & _grad_test(f, g, jnp.sqrt(tol))),
-                       Status.SUCCESS, Status.STALLED)
+    status = jnp.where(converged | (collapsed & near & valid), Status.SUCCESS, Status.STALLED)
     status = jnp.where(bad_start, Status.NONFINITE_START, status)
     # at a bad start, report which coordinates have a non-finite gradient or Hessian row
     g_start = jnp.where(jnp.isfinite(jnp.diag(h_t)), g_t, jnp.nan)
