@@ -33,7 +33,7 @@ from ._typing import (
 )
 
 AUTO_NEWTON_MAX_PARAMS = 200
-_DEFAULT_MAX_ITER = {"newton": 1000, "lbfgs": 10000}
+_DEFAULT_MAX_ITER = {"newton": 2000, "lbfgs": 10000}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,7 +195,8 @@ def fit(
         Convergence tolerance (default 1e-8 in float64, 1e-5 in float32), see
         :mod:`jaxmle._solvers`.
     max_iter : int, optional
-        Iteration limit (default 1000 for Newton, 10000 for L-BFGS, 20000 else).
+        Iteration limit (default 2000 for Newton, 10000 for L-BFGS, 20000 else); each
+        Newton iteration is one evaluation of f, ∇f and ∇²f (a rejected trial counts).
 
     Returns
     -------

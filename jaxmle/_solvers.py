@@ -147,7 +147,18 @@ def newton_direction(g: jax.Array, e: Eigen, damping: jax.Array):
     at_saddle = indefinite & (jnp.max(jnp.abs(gv), initial=0.0) <= 1e-6)
     away = jnp.where(gv[0] > 0, -1.0, 1.0) * jnp.maximum(jnp.abs(coef[0]), 1.0)
     coef = coef.at[0].set(jnp.where(at_saddle, away, coef[0]))
-    return (e.vectors @ coef) / e.scale, used
+    step = (e.vectors @ coef) / e.scale
+    return step, used
+
+
+def cap_indefinite_step(step: jax.Array, z: jax.Array, e: Eigen) -> jax.Array:
+    """Where H is indefinite the quadratic model is unbounded and the length of the
+    shifted step means little: shorten it so that no coordinate moves by more than half
+    its magnitude (or half a local standard error, 1/√H_ii, for coordinates near 0)."""
+    size = jnp.maximum(jnp.abs(z), 1.0 / e.scale)
+    ratio = jnp.max(jnp.abs(step) / size, initial=0.0)
+    factor = jnp.where(_indefinite(e) & (ratio > 0.5), 0.5 / ratio, 1.0)
+    return step * factor
 
 
 def _plateau(f: jax.Array, z: jax.Array, hess: jax.Array) -> jax.Array:
@@ -198,6 +209,7 @@ def _newton_step(fun: Objective, s: NewtonState, tol: jax.Array) -> NewtonState:
     """
     first = s.n_iter < 0
     direction, used = newton_direction(s.g, s.eig, s.damping)
+    direction = cap_indefinite_step(direction, s.z, s.eig)
     step = jnp.where(first, 0.0, s.alpha * direction)
     f_t, g_t, h_t = value_grad_hessian(fun, s.z + step)
     finite = jnp.isfinite(f_t) & jnp.all(jnp.isfinite(g_t)) & jnp.all(jnp.isfinite(h_t))
