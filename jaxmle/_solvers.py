@@ -5,13 +5,19 @@ Every state carries ``z, f, g, n_iter, done, status``; the driver stops when
 ``done`` is set or ``max_iter`` is reached. Convergence tests, with
 ``tol`` = τ and ε the machine epsilon:
 
-* gradient:   ‖g‖∞ ≤ τ·(1 + |f|)                                   (optax solvers)
-* Newton decrement (Newton only, Hessian positive definite):
-              λ² = gᵀH⁻¹g ≤ τ²  — the remaining error is ≤ τ standard errors,
-              since H is the observed information in z;
-* objective:  an accepted step changed f by ≤ (τ² + 16ε)(1 + |f|) while
-              ‖g‖∞ ≤ √τ·(1 + |f|) — the fit is at the precision limit of f
-              (Newton and L-BFGS only: methods with a line search).
+Newton (H = ∇²f, the observed information in z):
+* decrement:  λ² = gᵀH⁻¹g ≤ τ², H not indefinite (numerically null eigenvalues
+              floored, so a gradient along a flat direction keeps λ large): the
+              remaining error is ≤ τ standard errors;
+* precision limit: an accepted step changed f by ≤ (τ² + 16ε)(1 + |f|) while
+              λ² ≤ τ (within √τ standard errors);
+* never on a plateau (f flat to rounding in every coordinate, e.g. an underflowed
+  model): that is reported as a failure, not an optimum.
+
+optax solvers:
+* gradient:   ‖g‖∞ ≤ τ·(1 + |f|);
+* objective (L-BFGS only, which has a line search): an accepted step changed f by
+              ≤ (τ² + 16ε)(1 + |f|) while ‖g‖∞ ≤ √τ·(1 + |f|).
 """
 
 from __future__ import annotations
@@ -203,7 +209,8 @@ def _newton_step(fun: Objective, s: NewtonState, tol: jax.Array) -> NewtonState:
     α falls below 10⁻³ the direction itself is distrusted: α resets to 1 and the
     Levenberg–Marquardt damping μ grows, turning d towards steepest descent. An
     indefinite H always gets μ > −λ_min, so d descends and uses the negative
-    curvature. One k×k ``eigh`` per iteration gives the step for any μ, the
+    curvature, and the step there is limited to half of each coordinate's size
+    (the quadratic model is unbounded). One k×k ``eigh`` per iteration gives the step for any μ, the
     positive-definiteness test and the Newton decrement. No
     nested loop: each iteration is one evaluation, which keeps ``vmap`` cheap.
     """
