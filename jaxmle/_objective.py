@@ -33,7 +33,10 @@ def prepare_data(data: Any) -> Any:
         raise ValueError("data is empty: pass an array or a pytree of arrays")
     for name, leaf in zip(names, leaves):
         _check_leaf(name, leaf)
-    return data
+    # array-likes that jit does not take (pandas Series, lists inside a pytree) -> numpy
+    return jax.tree_util.tree_map(
+        lambda x: x if isinstance(x, (jax.Array, np.ndarray, jax.core.Tracer)) else np.asarray(x),
+        data)
 
 
 def _check_leaf(name: str, leaf: Any) -> None:

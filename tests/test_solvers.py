@@ -164,3 +164,19 @@ def test_logistic_from_exact_zeros_is_not_fooled_by_the_kink_at_logit_zero():
     assert res.converged and int(res.n_iter) <= 8
     prob = 1 / (1 + np.exp(-Xd @ np.asarray(res.params["beta"])))
     np.testing.assert_allclose(Xd.T @ (y - prob), 0, atol=1e-6)
+
+
+class _ArrayLike:
+    """Stands for a pandas Series: not a JAX type, but convertible with np.asarray."""
+
+    def __init__(self, values):
+        self.values = np.asarray(values)
+
+    def __array__(self, dtype=None, copy=None):
+        return self.values if dtype is None else self.values.astype(dtype)
+
+
+def test_array_like_data_is_accepted():
+    res = jm.fit(normal, {"x": _ArrayLike(X)}["x"], init={"mu": 0.0, "sigma": 1.0},
+                 constraints=POS)
+    np.testing.assert_allclose(res.params["mu"], X.mean(), rtol=1e-10)
