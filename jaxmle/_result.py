@@ -9,12 +9,15 @@ from __future__ import annotations
 import dataclasses
 import math
 from statistics import NormalDist
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import numpy as np
 
 from ._typing import Status
+
+if TYPE_CHECKING:
+    from ._summary import Summary
 
 
 class FitStats(NamedTuple):

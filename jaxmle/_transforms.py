@@ -13,7 +13,6 @@ import dataclasses
 from typing import Any, Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from numpyro.distributions import constraints as npc
 from numpyro.distributions.transforms import IdentityTransform, IndependentTransform, biject_to

@@ -1,6 +1,5 @@
 """Every supported constraint: the transform round trip, the fit, and delta-method SEs."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
