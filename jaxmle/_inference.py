@@ -21,7 +21,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._solvers import Eigen, eigen
+from ._solvers import Eigen, eigen, null_threshold
 from ._transforms import ParamSpace
 
 # Eigenvector components below this size do not implicate a parameter.
@@ -42,8 +42,7 @@ def _checked_inverse(e: Eigen):
     of the scaled H, and the unconstrained coordinates caught in singular or negative
     directions."""
     finite = jnp.all(jnp.isfinite(e.values)) & jnp.all(jnp.isfinite(e.vectors))
-    eps = jnp.finfo(e.values.dtype).eps
-    bad = (e.values <= 64 * eps * jnp.max(jnp.abs(e.values), initial=0.0)) | ~finite
+    bad = (e.values <= null_threshold(e)) | ~finite
     inv_vals = jnp.where(bad, 0.0, 1.0 / jnp.where(bad, 1.0, e.values))
     cov_s = (e.vectors * inv_vals[None, :]) @ e.vectors.T
     involved = jnp.any(bad[None, :] & (jnp.abs(e.vectors) > _INVOLVEMENT), axis=1)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import jax
 import numpy as np
 
-from ._typing import Status
+from ._typing import STATUS_MESSAGES, Status
 
 if TYPE_CHECKING:
     from ._summary import Summary
@@ -84,8 +84,6 @@ class FitResult:
 
     @property
     def status_message(self) -> str:
-        from ._typing import STATUS_MESSAGES
-
         return STATUS_MESSAGES[Status(int(self.status))]
 
     def confint(self, level: float = 0.95, method: str = "wald") -> dict[str, tuple[float, float]]:

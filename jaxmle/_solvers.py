@@ -53,7 +53,6 @@ class OptaxState(NamedTuple):
     z: jax.Array
     f: jax.Array
     g: jax.Array
-    f_prev: jax.Array
     opt_state: Any
     n_iter: jax.Array
     n_rejected: jax.Array
@@ -69,11 +68,14 @@ def _grad_test(f: jax.Array, g: jax.Array, tol: jax.Array) -> jax.Array:
     return jnp.max(jnp.abs(g), initial=0.0) <= tol * (1.0 + jnp.abs(f))
 
 
+def _small_change(f_old, f_new, tol) -> jax.Array:
+    """f changed by at most (τ² + 16ε)(1 + |f|): the precision limit of f."""
+    return jnp.abs(f_old - f_new) <= (tol**2 + 16 * _eps(f_new.dtype)) * (1.0 + jnp.abs(f_new))
+
+
 def _objective_test(f_old, f_new, g, tol) -> jax.Array:
-    eps = _eps(f_new.dtype)
-    small_change = jnp.abs(f_old - f_new) <= (tol**2 + 16 * eps) * (1.0 + jnp.abs(f_new))
     loose_grad = jnp.max(jnp.abs(g), initial=0.0) <= jnp.sqrt(tol) * (1.0 + jnp.abs(f_new))
-    return small_change & loose_grad
+    return _small_change(f_old, f_new, tol) & loose_grad
 
 
 def value_grad_hessian(fun: Objective, z: jax.Array):
@@ -113,13 +115,15 @@ def eigen(hess: jax.Array) -> Eigen:
     return Eigen(values, vectors, scale)
 
 
-def _null_threshold(e: Eigen) -> jax.Array:
-    """Scaled eigenvalues below this are numerically zero (64·ε·λ_max)."""
-    return 64 * jnp.finfo(e.values.dtype).eps * jnp.max(jnp.abs(e.values), initial=0.0)
+def null_threshold(e: Eigen) -> jax.Array:
+    """Scaled eigenvalues below this are numerically zero (64·ε·λ_max, floored at the
+    smallest normal number): their inverse would carry no correct digit."""
+    finfo = jnp.finfo(e.values.dtype)
+    return jnp.maximum(64 * finfo.eps * jnp.max(jnp.abs(e.values), initial=0.0), finfo.tiny)
 
 
 def _indefinite(e: Eigen) -> jax.Array:
-    return e.values[0] < -_null_threshold(e)
+    return e.values[0] < -null_threshold(e)
 
 
 def newton_decrement_sq(g: jax.Array, e: Eigen) -> jax.Array:
@@ -129,9 +133,8 @@ def newton_decrement_sq(g: jax.Array, e: Eigen) -> jax.Array:
     since H is the observed information in z. A gradient along a numerically null
     direction keeps λ large, so a merely flat direction never passes for convergence.
     """
-    thr = _null_threshold(e)
     gv = e.vectors.T @ (g / e.scale)
-    lam2 = jnp.sum(gv**2 / jnp.maximum(e.values, jnp.maximum(thr, jnp.finfo(thr.dtype).tiny)))
+    lam2 = jnp.sum(gv**2 / jnp.maximum(e.values, null_threshold(e)))
     return jnp.where(_indefinite(e), jnp.inf, lam2)
 
 
@@ -144,7 +147,7 @@ def newton_direction(g: jax.Array, e: Eigen, damping: jax.Array):
     negative-curvature direction, so it does not stall there. Returns d and the
     damping used.
     """
-    thr = jnp.maximum(_null_threshold(e), jnp.finfo(e.values.dtype).tiny)
+    thr = null_threshold(e)
     indefinite = _indefinite(e)
     used = jnp.where(indefinite, jnp.maximum(damping, -2.0 * e.values[0]), damping)
     gv = e.vectors.T @ (g / e.scale)
@@ -247,9 +250,8 @@ def _newton_step(fun: Objective, s: NewtonState, tol: jax.Array) -> NewtonState:
     # Converged: within tol SEs of the model's optimum, or, at the precision limit of
     # f, a step that changed f by ~ε while within √tol SEs. Never on a plateau.
     near = lam2 <= tol
-    small_change = jnp.abs(s.f - f) <= (tol**2 + 16 * _eps(f.dtype)) * (1.0 + jnp.abs(f))
     valid = ~_plateau(f, z, hess)
-    converged = valid & ((lam2 <= tol**2) | (accept & ~first & small_change & near))
+    converged = valid & ((lam2 <= tol**2) | (accept & ~first & _small_change(s.f, f, tol) & near))
     collapsed = damping > 1e12
     bad_start = first & ~finite
     done = converged | collapsed | bad_start
@@ -277,7 +279,7 @@ def _optax_init(opt, fun: Objective, z0: jax.Array, tol: jax.Array) -> OptaxStat
     finite = jnp.isfinite(f) & jnp.all(jnp.isfinite(g))
     zero = jnp.zeros((), jnp.int32)
     return OptaxState(
-        z=z0, f=f, g=g, f_prev=jnp.full_like(f, jnp.inf), opt_state=opt.init(z0),
+        z=z0, f=f, g=g, opt_state=opt.init(z0),
         n_iter=zero, n_rejected=zero,
         done=~finite | (finite & _grad_test(f, g, tol)),
         status=jnp.where(finite, Status.SUCCESS, Status.NONFINITE_START).astype(jnp.int32),
@@ -303,7 +305,7 @@ def _optax_step(opt, fun: Objective, s: OptaxState, tol: jax.Array,
     # A non-finite point is never returned: keep the last finite iterate.
     return OptaxState(
         z=jnp.where(finite, z, s.z), f=jnp.where(finite, f, s.f), g=jnp.where(finite, g, s.g),
-        f_prev=s.f, opt_state=opt_state, n_iter=s.n_iter + 1,
+        opt_state=opt_state, n_iter=s.n_iter + 1,
         n_rejected=s.n_rejected + (~finite).astype(jnp.int32),
         done=done, status=jnp.where(done, status, s.status).astype(jnp.int32),
     )
