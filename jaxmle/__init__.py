@@ -4,9 +4,12 @@ Public API (see ``API.md``): :func:`fit` and :class:`FitResult`, plus the warnin
 classes. Everything in modules starting with ``_`` is private.
 """
 
+from ._batch import fit_batch as fit_batch
+from ._batch_result import BatchFitResult as BatchFitResult
 from ._cache import enable_compilation_cache as enable_compilation_cache
 from ._fit import fit as fit
 from ._result import FitResult as FitResult
+from ._sharding import shard_observations as shard_observations
 from ._typing import ConvergenceWarning as ConvergenceWarning
 from ._typing import JaxmleWarning as JaxmleWarning
 from ._typing import PrecisionWarning as PrecisionWarning
@@ -15,6 +18,7 @@ from ._typing import SingularInformationWarning as SingularInformationWarning
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchFitResult",
     "ConvergenceWarning",
     "FitResult",
     "JaxmleWarning",
@@ -22,4 +26,6 @@ __all__ = [
     "SingularInformationWarning",
     "enable_compilation_cache",
     "fit",
+    "fit_batch",
+    "shard_observations",
 ]

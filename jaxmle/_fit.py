@@ -47,14 +47,26 @@ class KernelConfig:
     dtype: str
 
 
-def fit_kernel(config: KernelConfig, data: Any, init_leaves: list[jax.Array],
-               weights: jax.Array | None, tol: jax.Array, max_iter: jax.Array) -> FitResult:
-    """The pure fit: minimise −ℓ(θ(z)) and compute the inference at the optimum."""
+def initial_z(config: KernelConfig, init_leaves: list[jax.Array]) -> jax.Array:
+    """The start in the unconstrained coordinates."""
+    dtype = jnp.dtype(config.dtype)
+    return config.space.to_unconstrained([jnp.asarray(x, dtype) for x in init_leaves])
+
+
+def kernel_solver(config: KernelConfig, data: Any, weights: jax.Array | None,
+                  tol: jax.Array) -> _solvers.Solver:
+    """The solver's init/step pair for f(z) = −ℓ(θ(z)) on (padding-masked) data."""
+    objective = _objective.make_objective(config.loglik, config.space.to_natural, data, weights,
+                                          jnp.dtype(config.dtype))
+    return _solvers.make_solver(config.method, objective, tol)
+
+
+def conclude(config: KernelConfig, data: Any, weights: jax.Array | None,
+             final: _solvers.State) -> FitResult:
+    """The inference at the solver's final state, as a :class:`FitResult`."""
     space, dtype = config.space, jnp.dtype(config.dtype)
-    z0 = space.to_unconstrained([jnp.asarray(x, dtype) for x in init_leaves])
-    data = _objective.mask_padding(data, weights)
     objective = _objective.make_objective(config.loglik, space.to_natural, data, weights, dtype)
-    sol = _solvers.minimise(config.method, objective, z0, tol, max_iter)
+    sol = _solvers.solution(final)
     hess = sol.hess if sol.hess is not None else _solvers.value_grad_hessian(objective, sol.z)[2]
 
     def loglik_flat(theta):
@@ -84,6 +96,19 @@ def fit_kernel(config: KernelConfig, data: Any, init_leaves: list[jax.Array],
         n_free=space.m,
         dtype=config.dtype,
     )
+
+
+def fit_kernel(config: KernelConfig, data: Any, init_leaves: list[jax.Array],
+               weights: jax.Array | None, tol: jax.Array, max_iter: jax.Array) -> FitResult:
+    """The pure fit: minimise −ℓ(θ(z)) and compute the inference at the optimum.
+
+    ``fit_batch`` runs the same three pieces (``kernel_solver(...).init``, ``.step``
+    and :func:`conclude`), with the loop over iterations written for the batch.
+    """
+    data = _objective.mask_padding(data, weights)
+    solver = kernel_solver(config, data, weights, tol)
+    final = _solvers.iterate(solver.step, solver.init(initial_z(config, init_leaves)), max_iter)
+    return conclude(config, data, weights, final)
 
 
 @functools.lru_cache(maxsize=128)
@@ -165,6 +190,9 @@ def fit(
     random: Any = None,
     tol: float | None = None,
     max_iter: int | None = None,
+    n_starts: int = 1,
+    key: Any = None,
+    start_scale: float = 1.0,
 ) -> FitResult:
     r"""Maximum-likelihood fit of ``loglik(params, data)``.
 
@@ -197,6 +225,16 @@ def fit(
     max_iter : int, optional
         Iteration limit (default 2000 for Newton, 10000 for L-BFGS, 20000 else); each
         Newton iteration is one evaluation of f, ∇f and ∇²f (a rejected trial counts).
+    n_starts : int, optional
+        Multi-start for likelihoods with several local maxima: fit from ``init`` and
+        ``n_starts − 1`` random starts z₀ + s·(1 + |z₀|)·ε (ε ~ N(0, I) in the
+        unconstrained coordinates, s = ``start_scale``) as one batch, and return
+        the converged fit with the highest log-likelihood; ``res.starts`` and the
+        summary report how many starts reached it.
+    key : jax.random.PRNGKey, optional
+        Random key for the starts (default ``PRNGKey(0)``: reproducible).
+    start_scale : float, optional
+        Spread s of the random starts (default 1.0).
 
     Returns
     -------
@@ -239,8 +277,19 @@ def fit(
     if not tol > 0:
         raise ValueError(f"tol must be positive, got {tol}")
     max_iter = _DEFAULT_MAX_ITER.get(method, 20000) if max_iter is None else int(max_iter)
-    kernel = compiled_kernel(KernelConfig(loglik, space, method, w is not None, dtype.name))
-    res = kernel(data, init_leaves, w, np.asarray(tol, dtype), np.asarray(max_iter, np.int32))
+    config = KernelConfig(loglik, space, method, w is not None, dtype.name)
+    tol, max_iter = np.asarray(tol, dtype), np.asarray(max_iter, np.int32)
+    if n_starts != 1:
+        if int(n_starts) != n_starts or n_starts < 1:
+            raise ValueError(f"n_starts must be a positive integer, got {n_starts}")
+        if not start_scale > 0:
+            raise ValueError(f"start_scale must be positive, got {start_scale}")
+        from ._multistart import fit_multistart
+
+        res = fit_multistart(config, data, init_leaves, w, tol, max_iter, int(n_starts), key,
+                             float(start_scale))
+    else:
+        res = compiled_kernel(config)(data, init_leaves, w, tol, max_iter)
     report(res, space)
     return res
 

@@ -30,6 +30,15 @@ class FitStats(NamedTuple):
     grad_z: Any            # gradient of −ℓ in z at the estimate (at init for a bad start)
 
 
+class StartsReport(NamedTuple):
+    """Multi-start (``jm.fit(..., n_starts=K)``): what each of the K starts reached."""
+
+    loglik: Any            # (K,) log-likelihood each start converged to (or stopped at)
+    converged: Any         # (K,) bool
+    at_best: Any           # (K,) bool: converged to the reported (best) optimum
+    z0: Any                # (K, m) the starts, in the unconstrained coordinates
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class FitResult:
@@ -50,6 +59,9 @@ class FitResult:
         coordinates the optimiser works in.
     nobs : scalar
         Number of observations (sum of the weights when ``weights`` are given).
+    starts : StartsReport or None
+        With ``n_starts=K``: the outcome of every start (``n_at_best`` of them
+        reached the reported optimum).
     """
 
     params: Any
@@ -71,6 +83,7 @@ class FitResult:
     cov_type: str = dataclasses.field(default="observed", metadata=dict(static=True))
     n_free: int = dataclasses.field(default=0, metadata=dict(static=True))
     dtype: str = dataclasses.field(default="float64", metadata=dict(static=True))
+    starts: StartsReport | None = None
 
     @property
     def aic(self) -> Any:
@@ -81,6 +94,11 @@ class FitResult:
     def bic(self) -> Any:
         """Bayesian information criterion, m·log(nobs) − 2ℓ̂."""
         return self.n_free * np.log(self.nobs) - 2.0 * self.loglik
+
+    @property
+    def n_at_best(self) -> int | None:
+        """Multi-start: how many starts converged to the reported optimum."""
+        return None if self.starts is None else int(np.sum(np.asarray(self.starts.at_best)))
 
     @property
     def status_message(self) -> str:

@@ -43,6 +43,7 @@ class NewtonState(NamedTuple):
     alpha: jax.Array        # step length along the damped Newton direction (line search)
     damping: jax.Array      # Levenberg–Marquardt μ, relative to the unit-diagonal-scaled H
     growth: jax.Array       # factor by which μ grows when the line search gives up
+    reach: jax.Array        # step cap in indefinite regions, relative to the coordinates' size
     n_iter: jax.Array
     n_rejected: jax.Array
     done: jax.Array
@@ -160,14 +161,17 @@ def newton_direction(g: jax.Array, e: Eigen, damping: jax.Array):
     return step, used
 
 
-def cap_indefinite_step(step: jax.Array, z: jax.Array, e: Eigen) -> jax.Array:
+def cap_indefinite_step(step: jax.Array, z: jax.Array, e: Eigen, reach: jax.Array):
     """Where H is indefinite the quadratic model is unbounded and the length of the
-    shifted step means little: shorten it so that no coordinate moves by more than half
-    its magnitude (or half a local standard error, 1/√H_ii, for coordinates near 0)."""
+    shifted step means little: shorten it so that no coordinate moves by more than
+    ``reach`` times its magnitude (or its local standard error, 1/√H_ii, for
+    coordinates near 0). ``reach`` starts at ½ and grows fourfold after every
+    accepted capped step, so a far start is left in a few steps, not a crawl.
+    Returns the step and whether it was capped."""
     size = jnp.maximum(jnp.abs(z), 1.0 / e.scale)
     ratio = jnp.max(jnp.abs(step) / size, initial=0.0)
-    factor = jnp.where(_indefinite(e) & (ratio > 0.5), 0.5 / ratio, 1.0)
-    return step * factor
+    capped = _indefinite(e) & (ratio > reach)
+    return step * jnp.where(capped, reach / ratio, 1.0), capped
 
 
 def _plateau(f: jax.Array, z: jax.Array, hess: jax.Array) -> jax.Array:
@@ -182,11 +186,12 @@ def _newton_init(fun: Objective, z0: jax.Array, tol: jax.Array) -> NewtonState:
     dtype = z0.dtype
     zero = jnp.zeros((), jnp.int32)
     one = jnp.ones((), dtype)
+    eye = jnp.eye(z0.shape[0], dtype=dtype)
     return NewtonState(
         z=z0, f=jnp.asarray(jnp.inf, dtype), g=jnp.zeros_like(z0),
-        hess=jnp.eye(z0.shape[0], dtype=dtype), alpha=one,
-        eig=eigen(jnp.eye(z0.shape[0], dtype=dtype)),
-        damping=jnp.zeros((), dtype), growth=2.0 * one,
+        hess=eye, alpha=one,
+        eig=Eigen(jnp.ones_like(z0), eye, jnp.ones_like(z0)),  # eigen(I), without an eigh
+        damping=jnp.zeros((), dtype), growth=2.0 * one, reach=0.5 * one,
         n_iter=zero - 1, n_rejected=zero,
         done=jnp.asarray(False),
         status=jnp.asarray(Status.SUCCESS, jnp.int32),
@@ -213,13 +218,13 @@ def _newton_step(fun: Objective, s: NewtonState, tol: jax.Array) -> NewtonState:
     Levenberg–Marquardt damping μ grows, turning d towards steepest descent. An
     indefinite H always gets μ > −λ_min, so d descends and uses the negative
     curvature, and the step there is limited to half of each coordinate's size
-    (the quadratic model is unbounded). One k×k ``eigh`` per iteration gives the step for any μ, the
+    (the quadratic model is unbounded), a limit that grows with every accepted step. One k×k ``eigh`` per iteration gives the step for any μ, the
     positive-definiteness test and the Newton decrement. No
     nested loop: each iteration is one evaluation, which keeps ``vmap`` cheap.
     """
     first = s.n_iter < 0
     direction, used = newton_direction(s.g, s.eig, s.damping)
-    direction = cap_indefinite_step(direction, s.z, s.eig)
+    direction, capped = cap_indefinite_step(direction, s.z, s.eig, s.reach)
     step = jnp.where(first, 0.0, s.alpha * direction)
     f_t, g_t, h_t = value_grad_hessian(fun, s.z + step)
     finite = jnp.isfinite(f_t) & jnp.all(jnp.isfinite(g_t)) & jnp.all(jnp.isfinite(h_t))
@@ -239,6 +244,7 @@ def _newton_step(fun: Objective, s: NewtonState, tol: jax.Array) -> NewtonState:
     damping_ok = jnp.where(used / 4.0 < 1e-6, 0.0, used / 4.0)
     damping = jnp.where(accept, damping_ok, jnp.where(give_up, damping_bad, s.damping))
     growth = jnp.where(accept, 2.0, jnp.where(give_up, 2.0 * s.growth, s.growth))
+    reach = jnp.where(accept & capped & ~first, jnp.minimum(4.0 * s.reach, 1e6), s.reach)
 
     z = jnp.where(accept, s.z + step, s.z)
     f = jnp.where(accept, f_t, s.f)
@@ -261,7 +267,7 @@ def _newton_step(fun: Objective, s: NewtonState, tol: jax.Array) -> NewtonState:
     g_start = jnp.where(jnp.isfinite(jnp.diag(h_t)), g_t, jnp.nan)
     return NewtonState(
         z=z, f=jnp.where(bad_start, f_t, f), g=jnp.where(bad_start, g_start, g), hess=hess,
-        eig=eig, alpha=alpha, damping=damping, growth=growth,
+        eig=eig, alpha=alpha, damping=damping, growth=growth, reach=reach,
         n_iter=s.n_iter + 1, n_rejected=s.n_rejected + (~accept & ~first).astype(jnp.int32),
         done=done, status=jnp.where(done, status, s.status).astype(jnp.int32),
     )
@@ -346,23 +352,54 @@ class Solution(NamedTuple):
     status: jax.Array
 
 
+State = Any  # NewtonState | OptaxState
+
+
+class Solver(NamedTuple):
+    """A minimiser as a pure ``init`` / ``step`` pair over its state.
+
+    ``init(z0)`` builds the state at ``z0`` (offset by :func:`kink_jitter`);
+    ``step(state)`` is one iteration. :func:`iterate` runs them for one fit; the
+    batch driver vmaps ``step`` over members and decides when to stop.
+    """
+
+    init: Callable[[jax.Array], State]
+    step: Callable[[State], State]
+
+
+def make_solver(method: Any, fun: Objective, tol: jax.Array) -> Solver:
+    """The init/step pair minimising ``fun`` with ``method``."""
+    if method == "newton":
+        return Solver(lambda z0: _newton_init(fun, z0 + kink_jitter(z0), tol),
+                      lambda s: _newton_step(fun, s, tol))
+    opt = _with_extra_args(optax_transformation(method))
+    return Solver(lambda z0: _optax_init(opt, fun, z0 + kink_jitter(z0), tol),
+                  lambda s: _optax_step(opt, fun, s, tol, objective_test=method == "lbfgs"))
+
+
+def is_active(state: State, max_iter: jax.Array) -> jax.Array:
+    """The member still iterates: not done and under the iteration limit."""
+    return ~state.done & (state.n_iter < max_iter)
+
+
+def iterate(step: Callable[[State], State], state: State, max_iter: jax.Array) -> State:
+    """Run ``step`` until done or ``max_iter``, in one ``lax.while_loop``."""
+    return lax.while_loop(lambda s: is_active(s, max_iter), step, state)
+
+
+def solution(final: State) -> Solution:
+    """The outcome of a final state (``MAX_ITER`` when it stopped without ``done``)."""
+    status = jnp.where(final.done, final.status, Status.MAX_ITER).astype(jnp.int32)
+    newton = isinstance(final, NewtonState)
+    return Solution(final.z, final.f, final.g, final.hess if newton else None,
+                    final.eig if newton else None, final.n_iter, final.n_rejected, status)
+
+
 def minimise(method: Any, fun: Objective, z0: jax.Array, tol: jax.Array,
              max_iter: jax.Array) -> Solution:
     """Minimise ``fun`` from ``z0`` in one ``lax.while_loop``."""
-    z0 = z0 + kink_jitter(z0)
-    if method == "newton":
-        init = lambda: _newton_init(fun, z0, tol)
-        step = lambda s: _newton_step(fun, s, tol)
-    else:
-        opt = _with_extra_args(optax_transformation(method))
-        init = lambda: _optax_init(opt, fun, z0, tol)
-        step = lambda s: _optax_step(opt, fun, s, tol, objective_test=method == "lbfgs")
-
-    final = lax.while_loop(lambda s: ~s.done & (s.n_iter < max_iter), step, init())
-    status = jnp.where(final.done, final.status, Status.MAX_ITER).astype(jnp.int32)
-    newton = method == "newton"
-    return Solution(final.z, final.f, final.g, final.hess if newton else None,
-                    final.eig if newton else None, final.n_iter, final.n_rejected, status)
+    solver = make_solver(method, fun, tol)
+    return solution(iterate(solver.step, solver.init(z0), max_iter))
 
 
 def optax_transformation(method: Any) -> optax.GradientTransformation:

@@ -95,6 +95,13 @@ class Summary:
 
 def _notes(res: FitResult) -> tuple[str, ...]:
     notes = []
+    if res.starts is not None:
+        k = len(np.asarray(res.starts.loglik))
+        n_conv = int(np.sum(np.asarray(res.starts.converged)))
+        notes.append(f"multi-start: {res.n_at_best} of {k} starts reached this optimum "
+                     f"({n_conv} converged; the others stopped at lower local maxima or failed)"
+                     if res.n_at_best < n_conv or n_conv < k else
+                     f"multi-start: all {k} starts reached this optimum")
     singular = np.asarray(res.stats.singular)
     if singular.any():
         names = [n for n, s in zip(res.param_names, singular) if s]

@@ -24,6 +24,7 @@ class Status(enum.IntEnum):
     MAX_ITER = 1
     STALLED = 2
     NONFINITE_START = 3
+    NONFINITE_DATA = 4      # fit_batch: the dataset has NaN/inf values and was not fitted
 
 
 STATUS_MESSAGES = {
@@ -39,6 +40,7 @@ STATUS_MESSAGES = {
         "unbounded, or numerically flat here"
     ),
     Status.NONFINITE_START: "the log-likelihood or its gradient is not finite at init",
+    Status.NONFINITE_DATA: "the dataset contains NaN/inf values and was not fitted",
 }
 
 

@@ -1,0 +1,449 @@
+"""``jm.fit_batch``: many independent fits in compiled chunks, with straggler handling.
+
+Host side of the batch: validation, chunking (one compiled program reused by
+every chunk, the last one padded), a progress bar, the continuation of
+stragglers in smaller batches, sharding over devices, and the report. The
+compiled programs are in :mod:`jaxmle._batch_kernel`.
+
+Schedule. The batch is cut into chunks of ``chunk_size`` members; each chunk runs
+until at most ``max(1, 2%)`` of its members are still iterating, so a slow
+dataset does not hold up its chunk. The unfinished members of all chunks are
+then pooled, with their solver states, and continued together (by the same
+compiled program) until they finish or reach ``max_iter``: each member does
+exactly the iterations a single fit would, and the result is the same.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _objective, _params, _sharding, _transforms
+from ._batch_kernel import BatchConfig, PassOutput, compiled_passes
+from ._batch_result import BatchFitResult
+from ._fit import (
+    _DEFAULT_MAX_ITER,
+    KernelConfig,
+    _reject_unavailable,
+    _nonfinite_start_message,
+    float_dtype,
+    prepare_init,
+    resolve_method,
+)
+from ._result import FitResult
+from ._typing import (
+    STATUS_MESSAGES,
+    ConvergenceWarning,
+    LogLikFn,
+    PrecisionWarning,
+    SingularInformationWarning,
+    Status,
+    user_stacklevel,
+)
+
+STRAGGLER_FRACTION = 0.02      # a chunk's pass stops when ≤ this share of members is active
+_CHUNK_BYTES = 4 * 2**20       # automatic chunk: about this much data per chunk ...
+_CHUNK_MIN, _CHUNK_MAX = 64, 1024   # ... within these bounds
+
+
+def fit_batch(
+    loglik: LogLikFn,
+    data: Any,
+    init: Any,
+    *,
+    constraints: Mapping[str, Any] | None = None,
+    priors: Mapping[str, Any] | None = None,
+    method: Any = "auto",
+    weights: Any = None,
+    cov_type: str = "observed",
+    fixed: Mapping[str, Any] | None = None,
+    random: Any = None,
+    tol: float | None = None,
+    max_iter: int | None = None,
+    chunk_size: int | None = None,
+    batched_init: bool | None = None,
+    progress: bool | None = None,
+    devices: Any = None,
+) -> BatchFitResult:
+    r"""Fit ``loglik`` to B datasets at once: ``vmap`` of the :func:`jaxmle.fit` kernel.
+
+    Every data leaf carries a leading batch axis of length B (the datasets must
+    have the same shapes; pad ragged ones and give the padding weight 0).
+    Each fit is exactly what :func:`jaxmle.fit` computes on that dataset, with its
+    own ``converged``, ``n_iter`` and ``grad_norm``.
+
+    Parameters
+    ----------
+    loglik, constraints, method, tol, max_iter
+        As in :func:`jaxmle.fit`.
+    data : pytree of arrays
+        Each leaf shaped (B, ...). A dataset containing NaN/inf is not fitted: its
+        results are NaN, its ``status`` is ``NONFINITE_DATA``, and a warning names it;
+        the other datasets are fitted normally.
+    init : pytree
+        Shared starting values (shaped like one fit's parameters), or per-dataset
+        starts with a leading axis B on every leaf.
+    weights : array, optional
+        (n,) shared or (B, n) per-dataset observation weights; weight 0 masks
+        padding, so ragged datasets can be padded to a common length.
+    chunk_size : int, optional
+        Datasets per compiled call (default: from the data size per dataset, 64 to
+        1024). Every chunk reuses one compiled program; memory grows with it.
+    batched_init : bool, optional
+        Whether ``init`` carries the batch axis. Default: yes when every init leaf
+        has a leading axis of length B (pass ``False`` if a shared vector parameter
+        happens to have length B).
+    progress : bool, optional
+        Show a progress bar over datasets (tqdm). Default: only for runs that take
+        more than a second.
+    devices : sequence of jax.Device, optional
+        Devices to shard the batch axis over (default: all devices of the default
+        backend, when there are several).
+
+    Returns
+    -------
+    BatchFitResult
+        ``params["mu"].shape == (B,)``, ``cov.shape == (B, k, k)``, ``converged``
+        (B,), ...; ``bres[i]`` is the i-th fit as a :class:`FitResult`.
+
+    Warns
+    -----
+    ConvergenceWarning
+        Some fits did not converge (how many, why, and the first indices).
+    SingularInformationWarning
+        Some converged fits have a singular information matrix (NaN SEs).
+    """
+    _reject_unavailable(priors, fixed, random, cov_type)
+    dtype = float_dtype()
+    data, n_batch, bad_data = prepare_batch_data(data)
+    w, weights_batched = prepare_batch_weights(weights, n_batch, dtype)
+    init_leaves, space = prepare_batch_init(init, n_batch, constraints, dtype, batched_init)
+    method = resolve_method(method, space.m)
+    tol, max_iter = resolve_tolerances(tol, max_iter, method, dtype)
+    bc = BatchConfig(KernelConfig(loglik, space, method, w is not None, dtype.name),
+                     data_batched=True, weights_batched=weights_batched)
+    if bad_data.any():
+        data = replace_datasets(data, bad_data)
+    chunk = resolve_chunk_size(chunk_size, data, n_batch, _sharding.device_count(devices))
+    fits = run_batch(bc, data, init_leaves, w, n_batch, tol, max_iter, chunk, progress, devices)
+    if bad_data.any():
+        fits = mark_unfitted(fits, bad_data)
+    report_batch(fits, space, bad_data)
+    return BatchFitResult(fits)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def prepare_batch_data(data: Any) -> tuple[Any, int, np.ndarray]:
+    """Host arrays with a common leading batch axis; which datasets are not finite."""
+    if isinstance(data, (list, tuple)) and data and all(np.ndim(x) >= 1 for x in data) \
+            and _is_numeric_sequence(data):
+        data = np.asarray(data)
+    leaves, treedef = jax.tree_util.tree_flatten(data)
+    if not leaves:
+        raise ValueError("data is empty: pass an array or a pytree of arrays with a batch axis")
+    names = _params.leaf_names(data)
+    arrays = []
+    for name, leaf in zip(names, leaves):
+        label = "data" if name == "param" else f"data leaf '{name}'"
+        arr = np.asarray(leaf)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"{label} must be numeric, got dtype {arr.dtype}")
+        if arr.ndim == 0:
+            raise ValueError(f"{label} is a scalar: every data leaf needs a leading batch axis")
+        arrays.append(arr)
+    sizes = {a.shape[0] for a in arrays}
+    if len(sizes) != 1:
+        shapes = {n: a.shape for n, a in zip(names, arrays)}
+        raise ValueError(f"data leaves disagree on the batch size (leading axis): {shapes}")
+    n_batch = sizes.pop()
+    if n_batch == 0:
+        raise ValueError("the batch is empty (leading axis of length 0)")
+    bad = np.zeros(n_batch, bool)
+    for a in arrays:
+        if a.dtype.kind == "f":
+            bad |= ~np.isfinite(a).reshape(n_batch, -1).all(axis=1)
+    if bad.all():
+        raise ValueError(f"every one of the {n_batch} datasets contains NaN/inf values")
+    return jax.tree_util.tree_unflatten(treedef, arrays), n_batch, bad
+
+
+def _is_numeric_sequence(data) -> bool:
+    try:
+        return np.asarray(data).dtype.kind in "biuf"
+    except ValueError:  # ragged
+        return False
+
+
+def prepare_batch_weights(weights: Any, n_batch: int, dtype) -> tuple[np.ndarray | None, bool]:
+    """Shared (n,) or per-dataset (B, n) weights, finite and non-negative."""
+    if weights is None:
+        return None, False
+    w = np.asarray(weights)
+    if w.ndim == 1:
+        return _objective.prepare_weights(w, dtype), False
+    if w.ndim != 2 or w.shape[0] != n_batch:
+        raise ValueError(
+            f"weights must be (n,) shared by all datasets or (B, n) = ({n_batch}, n) per "
+            f"dataset, got shape {w.shape}")
+    if not np.all(np.isfinite(w)):
+        rows = np.nonzero(~np.isfinite(w).all(axis=1))[0]
+        raise ValueError(f"weights contain NaN/inf values (datasets {rows[:10].tolist()})")
+    if np.any(w < 0):
+        rows = np.nonzero((w < 0).any(axis=1))[0]
+        raise ValueError(f"weights must be non-negative; negative in datasets {rows[:10].tolist()}")
+    return np.asarray(w, dtype), True
+
+
+def prepare_batch_init(init: Any, n_batch: int, constraints, dtype, batched_init: bool | None):
+    """Per-member init leaves (B, ...) and the parameter space of one fit."""
+    leaves, treedef, names = prepare_init(init, dtype)
+    if batched_init is None:
+        batched_init = all(x.ndim >= 1 and x.shape[0] == n_batch for x in leaves)
+    if batched_init:
+        wrong = [n for n, x in zip(names, leaves) if x.ndim == 0 or x.shape[0] != n_batch]
+        if wrong:
+            raise ValueError(
+                f"batched init needs a leading axis of length B = {n_batch} on every leaf; "
+                f"not so for {wrong}")
+        member = [x[0] for x in leaves]
+    else:
+        member = leaves
+    space = _transforms.build_space(member, names, treedef, constraints)
+    if batched_init:
+        check_batched_init(space, leaves)
+        return leaves, space
+    _transforms.check_init(space, member)
+    return [np.broadcast_to(x, (n_batch,) + x.shape) for x in leaves], space
+
+
+def check_batched_init(space: _transforms.ParamSpace, leaves: list[np.ndarray]) -> None:
+    """Every member's init inside its constraint (members named on failure)."""
+    for leaf, value in zip(space.leaves, leaves):
+        inside = np.asarray(leaf.constraint.check(value)).reshape(value.shape[0], -1).all(axis=1)
+        z = np.asarray(leaf.transform.inv(value)).reshape(value.shape[0], -1)
+        interior = np.isfinite(z).all(axis=1)
+        for ok, what in ((inside, "violates"), (interior, "lies on the boundary of")):
+            if not ok.all():
+                rows = np.nonzero(~ok)[0]
+                raise ValueError(
+                    f"init for parameter '{leaf.name}' {what} its constraint {leaf.constraint!r} "
+                    f"for dataset(s) {rows[:10].tolist()}")
+
+
+def resolve_tolerances(tol, max_iter, method, dtype) -> tuple[np.ndarray, np.ndarray]:
+    tol = (1e-8 if dtype == np.float64 else 1e-5) if tol is None else tol
+    if not tol > 0:
+        raise ValueError(f"tol must be positive, got {tol}")
+    max_iter = _DEFAULT_MAX_ITER.get(method, 20000) if max_iter is None else int(max_iter)
+    return np.asarray(tol, dtype), np.asarray(max_iter, np.int32)
+
+
+def replace_datasets(data: Any, bad: np.ndarray) -> Any:
+    """Put a finite dataset in place of the non-finite ones (their results are discarded)."""
+    good = int(np.argmin(bad))
+
+    def fix(x):
+        x = np.array(x)
+        x[bad] = x[good]
+        return x
+
+    return jax.tree_util.tree_map(fix, data)
+
+
+def resolve_chunk_size(chunk_size: int | None, data: Any, n_batch: int, n_devices: int) -> int:
+    """Members per compiled call: given, or from the bytes of data per dataset.
+
+    Rounded up to a multiple of the device count; never more than the batch
+    (rounded the same way).
+    """
+    if chunk_size is None:
+        per_member = sum(x.nbytes for x in jax.tree_util.tree_leaves(data)) / n_batch
+        chunk = 2 ** round(math.log2(max(_CHUNK_BYTES / max(per_member, 1.0), 1.0)))
+        chunk = int(np.clip(chunk, _CHUNK_MIN, _CHUNK_MAX))
+    else:
+        chunk = int(chunk_size)
+        if chunk < 1:
+            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
+    chunk = min(chunk, n_batch)
+    return -(-chunk // n_devices) * n_devices
+
+
+# --------------------------------------------------------------------------- schedule
+
+
+def run_batch(bc: BatchConfig, data: Any, init_leaves: list[np.ndarray], weights: Any,
+              n_batch: int, tol: np.ndarray, max_iter: np.ndarray, chunk: int,
+              progress: bool | None, devices: Any = None) -> FitResult:
+    """All B fits: chunked first passes, then the stragglers pooled and continued."""
+    begin, advance = compiled_passes(bc)
+    place = _sharding.placer(devices)
+    shared_data = None if bc.data_batched else place(data, batched=False)
+    shared_w = None if weights is None or bc.weights_batched else place(weights, batched=False)
+
+    def inputs(idx):
+        d = shared_data if shared_data is not None else place(_take(data, idx))
+        w = shared_w if not bc.weights_batched else place(_take(weights, idx))
+        return d, w
+
+    max_active = np.int32(max(1, int(STRAGGLER_FRACTION * chunk)))
+    starts = range(0, n_batch, chunk)
+    chunks: list[FitResult] = []
+    pending: list[tuple[np.ndarray, Any]] = []   # (global indices, their solver states)
+    with _progress_bar(progress, n_batch) as bar:
+        previous = None
+        for start in starts:
+            idx = _chunk_indices(start, chunk, n_batch)
+            d, w = inputs(idx)
+            state = begin(d, place([x[idx] for x in init_leaves]), w, tol)
+            out = advance(d, w, state, tol, max_iter, max_active)
+            if previous is not None:
+                _collect(previous, chunks, pending, bar)
+            previous = (out, idx, min(chunk, n_batch - start))
+        _collect(previous, chunks, pending, bar)
+        fits = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs), *chunks)
+        while pending:
+            index = np.concatenate([i for i, _ in pending])
+            # several chunks: each may stop early again; one: run it to the end
+            limit = max_active if len(index) > chunk else np.int32(0)
+            states = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *[s for _, s in pending])
+            pending = []
+            for start in range(0, len(index), chunk):
+                idx = _chunk_indices(start, chunk, len(index))
+                n_valid = min(chunk, len(index) - start)
+                state = _padded_states(states, idx, n_valid)
+                d, w = inputs(index[idx])
+                out = advance(d, w, place(state), tol, max_iter, limit)
+                _store(out, index[idx[:n_valid]], n_valid, fits, pending)
+            bar.set_postfix_str(f"{len(index)} slow fits continued", refresh=False)
+    return fits
+
+
+def _chunk_indices(start: int, chunk: int, n: int) -> np.ndarray:
+    """Indices start..start+chunk−1, the ones past n replaced by n−1 (padding)."""
+    return np.minimum(np.arange(start, start + chunk), n - 1)
+
+
+def _take(tree: Any, idx: np.ndarray) -> Any:
+    return jax.tree_util.tree_map(lambda x: x[idx], tree)
+
+
+def _collect(item, chunks: list, pending: list, bar) -> None:
+    """Move a finished first pass to the host; keep the states of its unfinished members."""
+    out, idx, n_valid = item
+    result, active = jax.device_get((out.result, out.active))
+    chunks.append(jax.tree_util.tree_map(lambda x: x[:n_valid], result))
+    local = np.nonzero(active[:n_valid])[0]
+    if local.size:
+        pending.append((idx[local], jax.tree_util.tree_map(lambda x: x[local], out.state)))
+    bar.update(n_valid)
+
+
+def _store(out: PassOutput, index: np.ndarray, n_valid: int, fits: FitResult,
+           pending: list) -> None:
+    """Write a continuation pass's results into the batch; keep the still-unfinished."""
+    result, active = jax.device_get((out.result, out.active))
+
+    def put(dst, src):
+        dst[index] = src[:n_valid]
+
+    jax.tree_util.tree_map(put, fits, result)
+    local = np.nonzero(active[:n_valid])[0]
+    if local.size:
+        pending.append((index[local], jax.tree_util.tree_map(lambda x: x[local], out.state)))
+
+
+def _padded_states(states: Any, idx: np.ndarray, n_valid: int) -> Any:
+    """Gather states; the padding members (past ``n_valid``) are marked done (frozen)."""
+    state = jax.tree_util.tree_map(lambda x: x[idx], states)
+    done = state.done.at[n_valid:].set(True)
+    return state._replace(done=done)
+
+
+class _NoBar:
+    def update(self, n): ...
+    def set_postfix_str(self, s, refresh=True): ...
+    def __enter__(self): return self
+    def __exit__(self, *exc): return False
+
+
+def _progress_bar(progress: bool | None, total: int):
+    if progress is False:
+        return _NoBar()
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm comes with numpyro
+        return _NoBar()
+    # default: only on a terminal, and only once the run has taken a second
+    return tqdm(total=total, unit="fit", desc="jaxmle.fit_batch", delay=0.0 if progress else 1.0,
+                disable=None if progress is None else False, leave=bool(progress))
+
+
+# --------------------------------------------------------------------------- report
+
+
+def mark_unfitted(fits: FitResult, bad: np.ndarray) -> FitResult:
+    """NaN results and status NONFINITE_DATA for the datasets that were not fitted."""
+
+    def blank(x):
+        x = np.array(x)
+        if x.dtype.kind == "f":
+            x[bad] = np.nan
+        elif x.dtype.kind == "b":
+            x[bad] = False
+        else:
+            x[bad] = 0
+        return x
+
+    fits = jax.tree_util.tree_map(blank, fits)
+    status = np.where(bad, np.int32(Status.NONFINITE_DATA), fits.status)
+    return _replace(fits, status=status)
+
+
+def _replace(fits: FitResult, **changes) -> FitResult:
+    return dataclasses.replace(fits, **changes)
+
+
+def report_batch(fits: FitResult, space: _transforms.ParamSpace, bad_data: np.ndarray) -> None:
+    """Warn with counts (and first indices) of failed and singular fits."""
+    status = np.asarray(fits.status)
+    n = status.shape[0]
+    start_failed = status == Status.NONFINITE_START
+    if start_failed.all():
+        raise ValueError(_nonfinite_start_message(_member(fits, 0), space)
+                         + " (for every dataset in the batch)")
+    level = user_stacklevel()
+    failed = status != Status.SUCCESS
+    if failed.any():
+        counts = ", ".join(f"{int((status == s).sum())} {Status(s).name.lower()}"
+                           for s in np.unique(status[failed]))
+        reasons = "; ".join(f"{Status(s).name.lower()}: {STATUS_MESSAGES[Status(s)]}"
+                            for s in np.unique(status[failed]))
+        warnings.warn(
+            f"{int(failed.sum())} of {n} fits did not converge ({counts}; first at dataset(s) "
+            f"{np.nonzero(failed)[0][:10].tolist()}); their estimates are not maxima and "
+            f"bres.converged is False for them. {reasons}", ConvergenceWarning, stacklevel=level)
+    singular = np.asarray(fits.stats.singular).any(axis=1) & ~failed
+    if singular.any():
+        names = [nm for nm, s in zip(fits.param_names,
+                                     np.asarray(fits.stats.singular)[singular].any(axis=0)) if s]
+        warnings.warn(
+            f"{int(singular.sum())} of {n} converged fits have a singular or indefinite information "
+            f"matrix (first at dataset(s) {np.nonzero(singular)[0][:10].tolist()}), involving "
+            f"parameter(s) {names}: those standard errors are NaN",
+            SingularInformationWarning, stacklevel=level)
+    if fits.dtype == "float32":
+        warnings.warn(
+            "fit_batch ran in float32: standard errors are float32-accurate only; enable float64 "
+            "with jax.config.update('jax_enable_x64', True)", PrecisionWarning, stacklevel=level)
+
+
+def _member(fits: FitResult, i: int) -> FitResult:
+    return jax.tree_util.tree_map(lambda x: x[i], fits)

@@ -1,0 +1,147 @@
+"""``BatchFitResult``: B fits as one pytree, with per-fit access and a batch summary."""
+
+from __future__ import annotations
+
+import dataclasses
+from statistics import NormalDist
+from typing import Any
+
+import jax
+import numpy as np
+
+from ._result import FitResult
+from ._typing import STATUS_MESSAGES, Status
+
+# FitResult attributes a BatchFitResult exposes with a leading batch axis (or as is: static)
+_FORWARDED = frozenset({
+    "params", "stderr", "score", "cov", "fisher_info", "loglik", "logpost", "converged",
+    "status", "n_iter", "grad_norm", "nobs", "stats", "aic", "bic", "param_names", "method",
+    "kind", "cov_type", "n_free", "dtype",
+})
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class BatchFitResult:
+    """The result of :func:`jaxmle.fit_batch`: every :class:`FitResult` array with a
+    leading batch axis B.
+
+    ``bres.params["mu"]`` is (B,), ``bres.cov`` (B, k, k), ``bres.converged`` (B,);
+    ``bres[i]`` is the i-th fit as an ordinary :class:`FitResult` (``summary()``
+    works), ``bres[mask]`` or ``bres[a:b]`` a smaller batch, ``len(bres)`` is B.
+    """
+
+    fits: FitResult
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _FORWARDED:
+            return getattr(self.fits, name)
+        raise AttributeError(f"'BatchFitResult' has no attribute {name!r}")
+
+    def __len__(self) -> int:
+        return int(np.shape(self.fits.loglik)[0])
+
+    def __getitem__(self, index: Any) -> FitResult | "BatchFitResult":
+        if isinstance(index, (int, np.integer)):
+            n = len(self)
+            if not -n <= index < n:
+                raise IndexError(f"fit {index} is out of range for a batch of {n}")
+            return jax.tree_util.tree_map(lambda x: x[index], self.fits)
+        return BatchFitResult(jax.tree_util.tree_map(lambda x: x[index], self.fits))
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    @property
+    def n_converged(self) -> int:
+        return int(np.sum(np.asarray(self.fits.converged)))
+
+    @property
+    def failed(self) -> np.ndarray:
+        """Indices of the fits that did not converge."""
+        return np.nonzero(~np.asarray(self.fits.converged))[0]
+
+    def flat_params(self) -> np.ndarray:
+        """(B, k) estimates in the order of ``param_names``."""
+        return _flat(self.fits.params, len(self))
+
+    def flat_stderr(self) -> np.ndarray:
+        """(B, k) standard errors in the order of ``param_names``."""
+        return _flat(self.fits.stderr, len(self))
+
+    def confint(self, level: float = 0.95) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Wald intervals ``{name: (lower (B,), upper (B,))}``."""
+        if not 0.0 < level < 1.0:
+            raise ValueError(f"level must be in (0, 1), got {level}")
+        q = NormalDist().inv_cdf(0.5 + level / 2.0)
+        est, se = self.flat_params(), self.flat_stderr()
+        return {n: (est[:, j] - q * se[:, j], est[:, j] + q * se[:, j])
+                for j, n in enumerate(self.fits.param_names)}
+
+    def summary(self) -> "BatchSummary":
+        """Batch-level summary: convergence counts, and the distribution of the
+        estimates and standard errors over the converged fits."""
+        return BatchSummary.from_batch(self)
+
+    def __repr__(self) -> str:
+        try:
+            return (f"BatchFitResult({len(self)} fits, {self.n_converged} converged, "
+                    f"{self.fits.method}; params {list(self.fits.param_names)})")
+        except TypeError:  # traced
+            return "BatchFitResult(traced)"
+
+
+def _flat(tree: Any, n: int) -> np.ndarray:
+    leaves = jax.tree_util.tree_leaves(tree)
+    return np.concatenate([np.asarray(x).reshape(n, -1) for x in leaves], axis=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchSummary:
+    """Rows per parameter over the converged fits: mean, SD and quantiles of the
+    estimates, mean SE, and SE/SD (≈ 1 when the SEs are calibrated, as the MLE's
+    asymptotic normality predicts for a simulation study)."""
+
+    n: int
+    counts: tuple[tuple[str, int], ...]
+    rows: tuple[dict[str, Any], ...]
+    method: str
+
+    @classmethod
+    def from_batch(cls, bres: BatchFitResult) -> "BatchSummary":
+        status = np.asarray(bres.fits.status)
+        counts = tuple((STATUS_MESSAGES[Status(s)].split(";")[0], int((status == s).sum()))
+                       for s in np.unique(status))
+        ok = np.asarray(bres.fits.converged, bool)
+        est, se = bres.flat_params()[ok], bres.flat_stderr()[ok]
+        rows = []
+        for j, name in enumerate(bres.fits.param_names):
+            e, s = est[:, j], se[:, j]
+            sd = float(np.std(e, ddof=1)) if e.size > 1 else np.nan
+            mean_se = float(np.nanmean(s)) if np.isfinite(s).any() else np.nan
+            q = np.quantile(e, [0.025, 0.5, 0.975]) if e.size else [np.nan] * 3
+            rows.append(dict(name=name, mean=float(np.mean(e)) if e.size else np.nan, sd=sd,
+                             q025=float(q[0]), median=float(q[1]), q975=float(q[2]),
+                             mean_se=mean_se, se_over_sd=mean_se / sd if sd > 0 else np.nan))
+        return cls(len(bres), counts, tuple(rows), bres.fits.method)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "status": dict(self.counts), "params": {r["name"]: r for r in self.rows}}
+
+    def __str__(self) -> str:
+        width = 78
+        lines = ["jaxmle batch of fits".center(width), "=" * width,
+                 f"{'Fits:':<18}{self.n:>12}      {'Method:':<10}{self.method:>20}"]
+        lines += [f"  {label:<40}{count:>10}" for label, count in self.counts]
+        name_w = max([len(r["name"]) for r in self.rows] + [10])
+        cols = ("mean", "sd", "2.5%", "median", "97.5%", "mean SE", "SE/SD")
+        keys = ("mean", "sd", "q025", "median", "q975", "mean_se", "se_over_sd")
+        lines += ["-" * width, "estimates over converged fits".ljust(width),
+                  " " * name_w + "".join(c.rjust(10) for c in cols), "-" * width]
+        for r in self.rows:
+            lines.append(r["name"].ljust(name_w) + "".join(f"{r[k]:10.4g}" for k in keys))
+        lines.append("=" * width)
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return str(self)
