@@ -14,8 +14,9 @@ from jaxmle import _fit, _transforms
 
 def test_public_names():
     assert set(jm.__all__) == {
-        "ConvergenceWarning", "FitResult", "JaxmleWarning", "PrecisionWarning",
-        "SingularInformationWarning", "enable_compilation_cache", "fit",
+        "BatchFitResult", "ConvergenceWarning", "FitResult", "JaxmleWarning", "PrecisionWarning",
+        "SingularInformationWarning", "enable_compilation_cache", "fit", "fit_batch",
+        "shard_observations",
     }
     for name in jm.__all__:
         assert hasattr(jm, name)
