@@ -7,6 +7,8 @@ classes. Everything in modules starting with ``_`` is private.
 from ._batch import fit_batch as fit_batch
 from ._batch_result import BatchFitResult as BatchFitResult
 from ._cache import enable_compilation_cache as enable_compilation_cache
+from ._dist_compare import DistributionComparison as DistributionComparison
+from ._dist_result import DistributionFit as DistributionFit
 from ._fit import fit as fit
 from ._result import FitResult as FitResult
 from ._sharding import shard_observations as shard_observations
@@ -14,18 +16,24 @@ from ._typing import ConvergenceWarning as ConvergenceWarning
 from ._typing import JaxmleWarning as JaxmleWarning
 from ._typing import PrecisionWarning as PrecisionWarning
 from ._typing import SingularInformationWarning as SingularInformationWarning
+from .distributions import compare_distributions as compare_distributions
+from .distributions import fit_distribution as fit_distribution
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BatchFitResult",
     "ConvergenceWarning",
+    "DistributionComparison",
+    "DistributionFit",
     "FitResult",
     "JaxmleWarning",
     "PrecisionWarning",
     "SingularInformationWarning",
+    "compare_distributions",
     "enable_compilation_cache",
     "fit",
     "fit_batch",
+    "fit_distribution",
     "shard_observations",
 ]

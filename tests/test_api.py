@@ -17,6 +17,7 @@ def test_public_names():
         "BatchFitResult", "ConvergenceWarning", "FitResult", "JaxmleWarning", "PrecisionWarning",
         "SingularInformationWarning", "enable_compilation_cache", "fit", "fit_batch",
         "shard_observations",
+        "DistributionComparison", "DistributionFit", "compare_distributions", "fit_distribution",
     }
     for name in jm.__all__:
         assert hasattr(jm, name)

@@ -1,0 +1,183 @@
+"""The engine behind :func:`jaxmle.fit_distribution`: checks, starts, the fit, the result.
+
+Fixed parameters and closed-form (non-regular) estimates travel in the *data*
+pytree ``(x, held)`` of one stable log-likelihood per NumPyro class, so the
+compiled kernel of :func:`jaxmle.fit` is reused across datasets and fixed
+values of the same shapes.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from . import _dist_start, _dist_support
+from ._dist_registry import DistSpec
+from ._dist_result import DistributionFit, build_fit
+from ._fit import fit, float_dtype
+from ._typing import user_stacklevel
+
+FALLBACK_STARTS = 8  # multi-start size of the last attempt for a fit that does not converge
+
+
+@functools.lru_cache(maxsize=None)
+def loglik_for(cls: Any) -> Callable:
+    """One log-likelihood function object per class (the compile cache keys on its identity)."""
+
+    def loglik(params, data):
+        x, held = data
+        return cls(**params, **held).log_prob(x)
+
+    loglik.__name__ = loglik.__qualname__ = f"{cls.__name__}_loglik"
+    return loglik
+
+
+def check_fixed(spec: DistSpec, fixed: Mapping[str, Any] | None) -> dict[str, np.ndarray]:
+    """Validate ``fixed``: known names, values inside their constraints, integer ones given."""
+    fixed = dict(fixed or {})
+    unknown = sorted(set(fixed) - set(spec.params))
+    if unknown:
+        raise ValueError(f"fixed names unknown parameter(s) {unknown} of {spec.name}; its "
+                         f"parameters are {list(spec.params)}")
+    out = {}
+    for name, value in fixed.items():
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "biuf" or not np.all(np.isfinite(arr)):
+            raise ValueError(f"fixed value of {spec.name} parameter '{name}' must be finite numbers, "
+                             f"got {value!r}")
+        constraint = spec.cls.arg_constraints[name]
+        if not np.all(np.asarray(constraint.check(arr))):
+            raise ValueError(f"fixed value {name}={value!r} of {spec.name} violates its constraint "
+                             f"{constraint!r}")
+        out[name] = arr if arr.dtype.kind in "iu" else arr.astype(float_dtype())
+    for name, constraint in spec.arg_constraints.items():
+        if getattr(constraint, "is_discrete", False) and name not in out:
+            raise ValueError(
+                f"{spec.name} parameter '{name}' is integer-valued and is not estimated by maximum "
+                f"likelihood here; give it, e.g. fixed={{'{name}': 20}}")
+    return out
+
+
+def param_shapes(spec: DistSpec, x: np.ndarray) -> dict[str, tuple[int, ...]]:
+    """Shapes of the parameters: scalars, or vectors/matrices sized by the data's event size."""
+    if x.ndim > 1:
+        d = x.shape[-1]
+    else:
+        d = int(np.max(x)) + 1 if x.dtype.kind in "iu" else 1
+    return {p: (d,) * int(getattr(c, "event_dim", 0)) for p, c in spec.arg_constraints.items()}
+
+
+def start_candidates(spec: DistSpec, x: np.ndarray, held: dict, free: list[str],
+                     init: Mapping[str, Any] | None) -> list[dict]:
+    """Starting points to try in order: the user's init or the tailored start, then generic ones."""
+    shapes = param_shapes(spec, x)
+    cons = {p: spec.arg_constraints[p] for p in free}
+    generic = [_dist_start.generic(x, held, cons, shapes, variant) for variant in (0, 1)]
+    first = dict(spec.start(x, held)) if spec.start is not None else dict(generic[0])
+    if init:
+        unknown = sorted(set(init) - set(free))
+        if unknown:
+            raise ValueError(f"init names parameter(s) {unknown} that are not estimated; the "
+                             f"estimated parameters of {spec.name} are {free}")
+        first.update(init)
+    candidates = []
+    for cand in [first] + generic:
+        start = {p: np.asarray(cand[p], dtype=float_dtype()) for p in free}
+        if not any(_same(start, c) for c in candidates):
+            candidates.append(start)
+    return candidates
+
+
+def _same(a: dict, b: dict) -> bool:
+    return all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def _attempt(spec: DistSpec, x: np.ndarray, held: dict, start: dict, options: dict):
+    """One fit; returns (FitResult or the ValueError, the warnings it raised)."""
+    constraints = {p: spec.cls.arg_constraints[p] for p in start}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            res = fit(loglik_for(spec.cls), (x, held), init=start, constraints=constraints,
+                      **options)
+        except ValueError as err:
+            res = err
+    return res, caught
+
+
+def _plan(starts: list[dict], n_starts: int) -> list[tuple[dict, int]]:
+    """(start, number of starts) in the order tried: the first start (multi-start if asked),
+    the generic ones, and last a multi-start around the first start."""
+    plan = [(starts[0], n_starts)] + [(s, 1) for s in starts[1:]]
+    if n_starts < FALLBACK_STARTS:
+        plan.append((starts[0], FALLBACK_STARTS))
+    return plan
+
+
+def fit_free(spec: DistSpec, x: np.ndarray, held: dict, starts: list[dict], options: dict,
+             n_starts: int = 1):
+    """Fit from the first start; if it fails or does not converge, from the next ones.
+
+    Returns the first converged fit, else the attempt with the highest log-likelihood
+    (its warnings re-emitted, prefixed by the distribution's name).
+    """
+    attempts = []
+    for start, k in _plan(starts, n_starts):
+        res, caught = _attempt(spec, x, held, start, {**options, **({"n_starts": k} if k > 1 else {})})
+        attempts.append((res, caught))
+        if not isinstance(res, ValueError) and bool(res.converged):
+            break
+    fitted = [(r, c) for r, c in attempts if not isinstance(r, ValueError)]
+    if not fitted:
+        # not finite from every start: name the observations if the data are the cause
+        bad = _dist_support.nonfinite_message(spec, x, {**starts[0], **held})
+        raise ValueError(bad or f"{spec.name}: {attempts[0][0]}") from attempts[0][0]
+    res, caught = max(fitted, key=lambda rc: (bool(rc[0].converged), _finite(rc[0].loglik)))
+    level = user_stacklevel()
+    for w in caught:
+        warnings.warn(f"{spec.name}: {w.message}", w.category, stacklevel=level)
+    return res
+
+
+def _finite(v: Any) -> float:
+    v = float(v)
+    return v if math.isfinite(v) else -math.inf
+
+
+def fit_distribution(distribution: Any, data: Any, *, fixed: Mapping[str, Any] | None = None,
+                     init: Mapping[str, Any] | None = None, n_starts: int = 1,
+                     **options: Any) -> DistributionFit:
+    """See :func:`jaxmle.distributions.fit_distribution`."""
+    from ._dist_registry import spec_for
+
+    spec = spec_for(distribution)
+    x = _dist_support.as_data(data, spec)
+    fixed = check_fixed(spec, fixed)
+    provisional = _dist_start.generic(x, fixed, spec.arg_constraints, param_shapes(spec, x)) \
+        if spec.support is None else {}
+    support = _dist_support.support_of(spec, fixed, {k: v for k, v in provisional.items()
+                                                      if k not in fixed})
+    _dist_support.check_support(spec, x, support)
+    x = _dist_support.cast_for(spec, x, float_dtype())
+    closed = {} if spec.closed_form is None else {
+        k: np.asarray(v, float_dtype()) for k, v in spec.closed_form(x, fixed).items() if k not in fixed}
+    held = {**fixed, **closed}
+    free = [p for p in spec.params if p not in held]
+    _check_degenerate(spec, x, free)
+    try:
+        starts = start_candidates(spec, x, held, free, init) if free else []
+    except ValueError as err:
+        raise ValueError(f"{spec.name}: {err}") from err
+    res = fit_free(spec, x, held, starts, options, n_starts) if free else None
+    return build_fit(spec, x, fixed, closed, res)
+
+
+def _check_degenerate(spec: DistSpec, x: np.ndarray, free: list[str]) -> None:
+    """Constant continuous data leave a scale at 0 (no maximum) for two or more parameters."""
+    if x.dtype.kind == "f" and x.ndim == 1 and len(free) >= 2 and np.ptp(x) == 0:
+        raise ValueError(f"{spec.name}: all {x.size} observations equal {x[0]:.6g}: the spread "
+                         "MLE is 0, on the boundary (no finite maximum)")

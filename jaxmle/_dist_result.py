@@ -1,0 +1,237 @@
+"""``DistributionFit``: a fitted NumPyro distribution, its inference and its diagnostics."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from statistics import NormalDist
+from typing import Any
+
+import jax
+import numpy as np
+
+from ._dist_registry import DistSpec
+from ._params import element_names
+from ._result import FitResult
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class DistributionFit:
+    """The maximum-likelihood fit of a NumPyro distribution to one sample.
+
+    Attributes
+    ----------
+    name : str
+        The distribution's name (``"Gamma"``, ``"Binomial"``).
+    distribution : type
+        The NumPyro class whose parameters were fitted (``dist.BinomialProbs`` for
+        ``dist.Binomial``); ``distribution(**params)`` is the fitted distribution,
+        also available as :attr:`dist`.
+    params : dict
+        Every parameter of the fitted distribution: the estimates, and the values
+        held fixed (so the dict describes the whole distribution).
+    stderr : dict
+        Standard errors, same keys; NaN for fixed parameters (no sampling
+        uncertainty) and for boundary estimates (Pareto scale).
+    fixed : dict
+        The parameters held fixed and their values (not estimated, not counted in
+        AIC/BIC).
+    estimated : tuple of str
+        The estimated parameters, in the distribution's order.
+    param_names, cov
+        Flat names (``"probs[0]"``) of the estimated elements and their (k, k)
+        covariance (observed information, delta method through the constraints).
+    loglik, nobs, n_params, aic, bic
+        ℓ(θ̂), the number of observations, the number of free estimated
+        coordinates m, AIC = 2m − 2ℓ̂ and BIC = m·log n − 2ℓ̂.
+    converged, n_iter
+        Convergence report of the optimiser.
+    result : FitResult or None
+        The :func:`jaxmle.fit` result for the parameters estimated by the
+        optimiser (None when none are: everything fixed or in closed form).
+    data : numpy array
+        The data fitted (used by :meth:`gof` and the plots).
+    notes : tuple of str
+        How special parameters were handled (closed-form or boundary estimates).
+    """
+
+    name: str
+    distribution: Any
+    params: dict
+    stderr: dict
+    fixed: dict
+    estimated: tuple
+    param_names: tuple
+    cov: np.ndarray
+    loglik: float
+    nobs: float
+    n_params: int
+    converged: bool
+    n_iter: int
+    result: FitResult | None
+    data: np.ndarray = dataclasses.field(repr=False)
+    notes: tuple = ()
+
+    @property
+    def aic(self) -> float:
+        """Akaike information criterion 2m − 2ℓ̂ (m = estimated free coordinates)."""
+        return 2.0 * self.n_params - 2.0 * self.loglik
+
+    @property
+    def bic(self) -> float:
+        """Bayesian information criterion m·log n − 2ℓ̂."""
+        return self.n_params * math.log(self.nobs) - 2.0 * self.loglik
+
+    @property
+    def dist(self) -> Any:
+        """The fitted distribution as a NumPyro distribution object."""
+        import jax.numpy as jnp
+
+        return self.distribution(**{k: jnp.asarray(v) for k, v in self.params.items()})
+
+    @property
+    def is_discrete(self) -> bool:
+        return bool(getattr(self.distribution.support, "is_discrete", False))
+
+    def log_prob(self, x: Any) -> np.ndarray:
+        """Log-density (log-pmf) of the fitted distribution at ``x``."""
+        return np.asarray(self.dist.log_prob(np.asarray(x)))
+
+    def cdf(self, x: Any) -> np.ndarray:
+        """The fitted CDF at ``x`` (univariate distributions)."""
+        from ._dist_gof import cdf
+
+        return cdf(self, np.asarray(x))
+
+    def quantile(self, q: Any) -> np.ndarray:
+        """The fitted quantile function at probabilities ``q`` (univariate distributions)."""
+        from ._dist_gof import quantile
+
+        return quantile(self, np.asarray(q, dtype=float))
+
+    def gof(self):
+        """Goodness of fit: Kolmogorov–Smirnov (continuous) or chi-square (discrete).
+
+        See :func:`jaxmle._dist_gof.goodness_of_fit`.
+        """
+        from ._dist_gof import goodness_of_fit
+
+        return goodness_of_fit(self)
+
+    def confint(self, level: float = 0.95) -> dict[str, tuple[float, float]]:
+        """Wald intervals θ̂ ± z·SE for the estimated elements, keyed by flat name."""
+        if not 0.0 < level < 1.0:
+            raise ValueError(f"level must be in (0, 1), got {level}")
+        q = NormalDist().inv_cdf(0.5 + level / 2.0)
+        est, se = self._flat_estimates(), np.sqrt(np.diag(self.cov))
+        return {n: (float(e - q * s), float(e + q * s)) for n, e, s in zip(self.param_names, est, se)}
+
+    def _flat_estimates(self) -> np.ndarray:
+        parts = [np.ravel(self.params[p]) for p in self.estimated]
+        return np.concatenate(parts).astype(float) if parts else np.zeros(0)
+
+    def summary(self, level: float = 0.95):
+        """A printable statsmodels-like table; fixed parameters are listed as ``(fixed)``."""
+        from ._dist_summary import distribution_summary
+
+        return distribution_summary(self, level)
+
+    def plot(self, path: str | None = None, **kwargs: Any):
+        """The four-panel diagnostic plot (see :func:`jaxmle.plots.plot_fit`)."""
+        from .plots import plot_fit
+
+        return plot_fit(self, path=path, **kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain Python numbers and lists (NaN where undefined), e.g. for JSON."""
+        def plain(v):
+            v = np.asarray(v)
+            return v.item() if v.ndim == 0 else v.tolist()
+
+        return {
+            "distribution": self.name, "numpyro_class": self.distribution.__name__,
+            "params": {k: plain(v) for k, v in self.params.items()},
+            "stderr": {k: plain(v) for k, v in self.stderr.items()},
+            "fixed": {k: plain(v) for k, v in self.fixed.items()},
+            "param_names": list(self.param_names), "cov": np.asarray(self.cov).tolist(),
+            "loglik": self.loglik, "aic": self.aic, "bic": self.bic, "nobs": self.nobs,
+            "n_params": self.n_params, "converged": self.converged, "n_iter": self.n_iter,
+            "notes": list(self.notes),
+        }
+
+    def __repr__(self) -> str:
+        est = ", ".join(f"{k}={_short(v)}" for k, v in self.params.items())
+        return (f"DistributionFit({self.name}: {est}; loglik={self.loglik:.6g}, aic={self.aic:.6g}, "
+                f"converged={self.converged})")
+
+
+def _short(v: Any) -> str:
+    v = np.asarray(v)
+    if v.ndim == 0:
+        return f"{v.item():.6g}"
+    return "[" + ", ".join(f"{e:.4g}" for e in v.ravel()[:4]) + (", …]" if v.size > 4 else "]")
+
+
+def build_fit(spec: DistSpec, x: np.ndarray, fixed: dict, closed: dict,
+              res: FitResult | None) -> DistributionFit:
+    """Assemble a :class:`DistributionFit` from the optimiser's result and the closed forms."""
+    nobs = float(x.shape[0])
+    free = {}
+    if res is not None:
+        p, se, cov, names, loglik, conv, n_iter = jax.device_get(
+            (res.params, res.stderr, res.cov, res.param_names, res.loglik, res.converged, res.n_iter))
+        free = {k: (np.asarray(p[k]), np.asarray(se[k])) for k in p}
+        free_cov = dict(zip(names, range(len(names))))
+        n_free, loglik, conv, n_iter = res.n_free, float(loglik), bool(conv), int(n_iter)
+    else:
+        cov, free_cov, n_free, conv, n_iter = np.zeros((0, 0)), {}, 0, True, 0
+        loglik = float(np.sum(np.asarray(spec.cls(**{**fixed, **closed}).log_prob(x))))
+    cf_var = spec.closed_form_var({**{k: v for k, (v, _) in free.items()}, **fixed, **closed},
+                                  nobs) if closed else {}
+    params, stderr, estimated, flat, variances = {}, {}, [], [], []
+    for name in spec.params:
+        if name in fixed:
+            params[name], stderr[name] = _plain(fixed[name]), _nan_like(fixed[name])
+            continue
+        estimated.append(name)
+        if name in closed:
+            value = np.asarray(closed[name])
+            sd = np.sqrt(np.broadcast_to(np.asarray(cf_var[name], float), value.shape))
+        else:
+            value, sd = free[name]
+        params[name], stderr[name] = _plain(value), _plain(sd)
+        for n in element_names(name, np.shape(value)):
+            flat.append(n)
+        variances.extend(np.ravel(sd) ** 2)
+    full_cov = _assemble_cov(flat, free_cov, np.asarray(cov), variances)
+    notes = (spec.closed_form_note,) if closed and spec.closed_form_note else ()
+    return DistributionFit(
+        name=spec.name, distribution=spec.cls, params=params, stderr=stderr,
+        fixed={k: _plain(v) for k, v in fixed.items()}, estimated=tuple(estimated),
+        param_names=tuple(flat), cov=full_cov, loglik=loglik, nobs=nobs,
+        n_params=n_free + sum(int(np.size(closed[k])) for k in closed), converged=conv,
+        n_iter=n_iter, result=res, data=x, notes=notes)
+
+
+def _assemble_cov(flat: list[str], free_index: dict, free_cov: np.ndarray,
+                  variances: list[float]) -> np.ndarray:
+    """The optimiser's covariance for its parameters; closed-form ones on the diagonal only."""
+    k = len(flat)
+    cov = np.zeros((k, k))
+    for i, a in enumerate(flat):
+        for j, b in enumerate(flat):
+            if a in free_index and b in free_index:
+                cov[i, j] = free_cov[free_index[a], free_index[b]]
+            elif i == j:
+                cov[i, j] = variances[i]
+    return cov
+
+
+def _plain(v: Any) -> Any:
+    v = np.asarray(v)
+    return v.item() if v.ndim == 0 else v
+
+
+def _nan_like(v: Any) -> Any:
+    v = np.asarray(v, dtype=float)
+    return math.nan if v.ndim == 0 else np.full(v.shape, np.nan)
