@@ -127,13 +127,16 @@ def fit_free(spec: DistSpec, x: np.ndarray, held: dict, starts: list[dict], opti
     """
     attempts = []
     for start, k in _plan(starts, n_starts):
+        if k > 1 and attempts and all(isinstance(r, ValueError) for r, _ in attempts):
+            bad = _dist_support.nonfinite_message(spec, x, {**starts[0], **held})
+            if bad is not None:  # not finite from every start because of the data
+                raise ValueError(bad) from attempts[0][0]
         res, caught = _attempt(spec, x, held, start, {**options, **({"n_starts": k} if k > 1 else {})})
         attempts.append((res, caught))
         if not isinstance(res, ValueError) and bool(res.converged):
             break
     fitted = [(r, c) for r, c in attempts if not isinstance(r, ValueError)]
     if not fitted:
-        # not finite from every start: name the observations if the data are the cause
         bad = _dist_support.nonfinite_message(spec, x, {**starts[0], **held})
         raise ValueError(bad or f"{spec.name}: {attempts[0][0]}") from attempts[0][0]
     res, caught = max(fitted, key=lambda rc: (bool(rc[0].converged), _finite(rc[0].loglik)))
