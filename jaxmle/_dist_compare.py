@@ -133,8 +133,12 @@ def rank(fits: Mapping[str, DistributionFit], criterion: str) -> tuple[dict, ...
 
 
 def _reason(name: str, err: Exception) -> str:
+    """The error message without a leading repetition of the candidate's name."""
     text = str(err)
-    return text[len(name) + 2:] if text.startswith(f"{name}: ") else text
+    for prefix in (f"{name}: ", f"{name} "):
+        if text.startswith(prefix):
+            return text[len(prefix):]
+    return text
 
 
 def compare(data: Any, candidates: Sequence[Any], *, fixed: Mapping[str, Any] | None = None,

@@ -71,25 +71,29 @@ def param_shapes(spec: DistSpec, x: np.ndarray) -> dict[str, tuple[int, ...]]:
     return {p: (d,) * int(getattr(c, "event_dim", 0)) for p, c in spec.arg_constraints.items()}
 
 
-def start_candidates(spec: DistSpec, x: np.ndarray, held: dict, free: list[str],
-                     init: Mapping[str, Any] | None) -> list[dict]:
-    """Starting points to try in order: the user's init or the tailored start, then generic ones."""
-    shapes = param_shapes(spec, x)
-    cons = {p: spec.arg_constraints[p] for p in free}
-    generic = [_dist_start.generic(x, held, cons, shapes, variant) for variant in (0, 1)]
-    first = dict(spec.start(x, held)) if spec.start is not None else dict(generic[0])
+def first_start(spec: DistSpec, x: np.ndarray, held: dict, free: list[str],
+                init: Mapping[str, Any] | None) -> dict:
+    """The user's init over the tailored start (moments, quantiles, closed forms)."""
+    first = dict(spec.start(x, held)) if spec.start is not None else generic_starts(
+        spec, x, held, free)[0]
     if init:
         unknown = sorted(set(init) - set(free))
         if unknown:
             raise ValueError(f"init names parameter(s) {unknown} that are not estimated; the "
                              f"estimated parameters of {spec.name} are {free}")
         first.update(init)
-    candidates = []
-    for cand in [first] + generic:
-        start = {p: np.asarray(cand[p], dtype=float_dtype()) for p in free}
-        if not any(_same(start, c) for c in candidates):
-            candidates.append(start)
-    return candidates
+    return _as_start(first, free)
+
+
+def generic_starts(spec: DistSpec, x: np.ndarray, held: dict, free: list[str]) -> list[dict]:
+    """The two starts derived from the constraints alone (computed only when needed)."""
+    shapes = param_shapes(spec, x)
+    cons = {p: spec.arg_constraints[p] for p in free}
+    return [_as_start(_dist_start.generic(x, held, cons, shapes, v), free) for v in (0, 1)]
+
+
+def _as_start(values: Mapping[str, Any], free: list[str]) -> dict:
+    return {p: np.asarray(values[p], dtype=float_dtype()) for p in free}
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -109,26 +113,28 @@ def _attempt(spec: DistSpec, x: np.ndarray, held: dict, start: dict, options: di
     return res, caught
 
 
-def _plan(starts: list[dict], n_starts: int) -> list[tuple[dict, int]]:
-    """(start, number of starts) in the order tried: the first start (multi-start if asked),
-    the generic ones, and last a multi-start around the first start."""
-    plan = [(starts[0], n_starts)] + [(s, 1) for s in starts[1:]]
+def _plan(first: dict, fallbacks: Callable[[], list[dict]], n_starts: int):
+    """(start, number of starts) in the order tried: the first start (a multi-start if asked),
+    the generic starts that differ from it, and last a multi-start around the first start."""
+    yield first, n_starts
+    for start in fallbacks():
+        if not _same(start, first):
+            yield start, 1
     if n_starts < FALLBACK_STARTS:
-        plan.append((starts[0], FALLBACK_STARTS))
-    return plan
+        yield first, FALLBACK_STARTS
 
 
-def fit_free(spec: DistSpec, x: np.ndarray, held: dict, starts: list[dict], options: dict,
-             n_starts: int = 1):
+def fit_free(spec: DistSpec, x: np.ndarray, held: dict, first: dict,
+             fallbacks: Callable[[], list[dict]], options: dict, n_starts: int = 1):
     """Fit from the first start; if it fails or does not converge, from the next ones.
 
     Returns the first converged fit, else the attempt with the highest log-likelihood
     (its warnings re-emitted, prefixed by the distribution's name).
     """
     attempts = []
-    for start, k in _plan(starts, n_starts):
+    for start, k in _plan(first, fallbacks, n_starts):
         if k > 1 and attempts and all(isinstance(r, ValueError) for r, _ in attempts):
-            bad = _dist_support.nonfinite_message(spec, x, {**starts[0], **held})
+            bad = _dist_support.nonfinite_message(spec, x, {**first, **held})
             if bad is not None:  # not finite from every start because of the data
                 raise ValueError(bad) from attempts[0][0]
         res, caught = _attempt(spec, x, held, start, {**options, **({"n_starts": k} if k > 1 else {})})
@@ -137,7 +143,7 @@ def fit_free(spec: DistSpec, x: np.ndarray, held: dict, starts: list[dict], opti
             break
     fitted = [(r, c) for r, c in attempts if not isinstance(r, ValueError)]
     if not fitted:
-        bad = _dist_support.nonfinite_message(spec, x, {**starts[0], **held})
+        bad = _dist_support.nonfinite_message(spec, x, {**first, **held})
         raise ValueError(bad or f"{spec.name}: {attempts[0][0]}") from attempts[0][0]
     res, caught = max(fitted, key=lambda rc: (bool(rc[0].converged), _finite(rc[0].loglik)))
     level = user_stacklevel()
@@ -160,10 +166,9 @@ def fit_distribution(distribution: Any, data: Any, *, fixed: Mapping[str, Any] |
     spec = spec_for(distribution)
     x = _dist_support.as_data(data, spec)
     fixed = check_fixed(spec, fixed)
-    provisional = _dist_start.generic(x, fixed, spec.arg_constraints, param_shapes(spec, x)) \
-        if spec.support is None else {}
-    support = _dist_support.support_of(spec, fixed, {k: v for k, v in provisional.items()
-                                                      if k not in fixed})
+    free = [p for p in spec.params if p not in fixed]
+    support = _dist_support.support_of(
+        spec, fixed, lambda: generic_starts(spec, x, fixed, free)[0])  # if it depends on them
     _dist_support.check_support(spec, x, support)
     x = _dist_support.cast_for(spec, x, float_dtype())
     closed = {} if spec.closed_form is None else {
@@ -171,11 +176,14 @@ def fit_distribution(distribution: Any, data: Any, *, fixed: Mapping[str, Any] |
     held = {**fixed, **closed}
     free = [p for p in spec.params if p not in held]
     _check_degenerate(spec, x, free)
+    if not free:
+        return build_fit(spec, x, fixed, closed, None)
     try:
-        starts = start_candidates(spec, x, held, free, init) if free else []
+        first = first_start(spec, x, held, free, init)
     except ValueError as err:
         raise ValueError(f"{spec.name}: {err}") from err
-    res = fit_free(spec, x, held, starts, options, n_starts) if free else None
+    res = fit_free(spec, x, held, first, lambda: generic_starts(spec, x, held, free), options,
+                   n_starts)
     return build_fit(spec, x, fixed, closed, res)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -83,8 +83,9 @@ def _num(v: Any) -> str:
     return _fmt(v) if v.ndim == 0 else f"({_fmt(v)})"
 
 
-def support_of(spec: DistSpec, fixed: dict, params: dict) -> Any:
-    """The support the data must lie in: the spec's rule, the class's, or the instance's."""
+def support_of(spec: DistSpec, fixed: dict, params: Callable[[], dict]) -> Any:
+    """The support the data must lie in: the spec's rule, the class's, or that of an instance
+    at ``params()`` (for a support that depends on the parameters)."""
     from numpyro.distributions import constraints as c
 
     if spec.support is not None:
@@ -93,7 +94,7 @@ def support_of(spec: DistSpec, fixed: dict, params: dict) -> Any:
         return spec.cls.support
     import jax.numpy as jnp
 
-    values = {k: jnp.asarray(v) for k, v in {**params, **fixed}.items()}
+    values = {k: jnp.asarray(v) for k, v in {**params(), **fixed}.items()}
     return spec.cls(**values).support
 
 
