@@ -21,7 +21,6 @@ import warnings
 from typing import Any, Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from . import _objective, _params, _sharding, _transforms
@@ -313,7 +312,7 @@ def run_batch(bc: BatchConfig, data: Any, init_leaves: list[np.ndarray], weights
             index = np.concatenate([i for i, _ in pending])
             # several chunks: each may stop early again; one: run it to the end
             limit = max_active if len(index) > chunk else np.int32(0)
-            states = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *[s for _, s in pending])
+            states = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs), *[s for _, s in pending])
             pending = []
             for start in range(0, len(index), chunk):
                 idx = _chunk_indices(start, chunk, len(index))
@@ -340,10 +339,17 @@ def _collect(item, chunks: list, pending: list, bar) -> None:
     out, idx, n_valid = item
     result, active = jax.device_get((out.result, out.active))
     chunks.append(jax.tree_util.tree_map(lambda x: x[:n_valid], result))
+    _keep_unfinished(out, active, idx[:n_valid], n_valid, pending)
+    bar.update(n_valid)
+
+
+def _keep_unfinished(out: PassOutput, active: np.ndarray, index: np.ndarray, n_valid: int,
+                     pending: list) -> None:
+    """Host copies of the solver states of the members still iterating (small arrays)."""
     local = np.nonzero(active[:n_valid])[0]
     if local.size:
-        pending.append((idx[local], jax.tree_util.tree_map(lambda x: x[local], out.state)))
-    bar.update(n_valid)
+        state = jax.device_get(out.state)
+        pending.append((index[local], jax.tree_util.tree_map(lambda x: x[local], state)))
 
 
 def _store(out: PassOutput, index: np.ndarray, n_valid: int, fits: FitResult,
@@ -355,15 +361,14 @@ def _store(out: PassOutput, index: np.ndarray, n_valid: int, fits: FitResult,
         dst[index] = src[:n_valid]
 
     jax.tree_util.tree_map(put, fits, result)
-    local = np.nonzero(active[:n_valid])[0]
-    if local.size:
-        pending.append((index[local], jax.tree_util.tree_map(lambda x: x[local], out.state)))
+    _keep_unfinished(out, active, index, n_valid, pending)
 
 
 def _padded_states(states: Any, idx: np.ndarray, n_valid: int) -> Any:
     """Gather states; the padding members (past ``n_valid``) are marked done (frozen)."""
     state = jax.tree_util.tree_map(lambda x: x[idx], states)
-    done = state.done.at[n_valid:].set(True)
+    done = np.array(state.done)
+    done[n_valid:] = True
     return state._replace(done=done)
 
 

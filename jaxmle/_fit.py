@@ -73,7 +73,7 @@ def conclude(config: KernelConfig, data: Any, weights: jax.Array | None,
         return _objective.total_loglik(config.loglik, space.unravel_natural(theta), data, weights,
                                        dtype)[0]
 
-    inf = observed_inference(space, loglik_flat, sol.z, hess, sol.g, sol.eig)
+    inf = observed_inference(space, loglik_flat, sol.z, hess, sol.g)
     params = space.to_natural(sol.z)
     nobs = _objective.count_observations(config.loglik, params, data, weights, dtype)
     loglik = -sol.f

@@ -39,7 +39,7 @@ class NewtonState(NamedTuple):
     f: jax.Array
     g: jax.Array
     hess: jax.Array
-    eig: Eigen              # of the scaled H: the step, the decrement, the PD test
+    fac: Factor             # of the scaled H: the step, the decrement, the PD test
     alpha: jax.Array        # step length along the damped Newton direction (line search)
     damping: jax.Array      # Levenberg–Marquardt μ, relative to the unit-diagonal-scaled H
     growth: jax.Array       # factor by which μ grows when the line search gives up
@@ -116,6 +116,51 @@ def eigen(hess: jax.Array) -> Eigen:
     return Eigen(values, vectors, scale)
 
 
+def _scaled(hess: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """D^-½ H D^-½ (the identity if H is not finite) and D½."""
+    scale = _scaling(hess)
+    hs = hess / jnp.outer(scale, scale)
+    return jnp.where(jnp.all(jnp.isfinite(hs)), hs, jnp.eye(hs.shape[0], dtype=hs.dtype)), scale
+
+
+class Factor(NamedTuple):
+    """The scaled Hessian Hs = D^-½ H D^-½ factorised for the Newton step.
+
+    Where Hs is safely positive definite (Cholesky pivots ≥ √ε) and no damping is
+    in use, the step and the decrement come from the Cholesky factor; elsewhere
+    (indefinite, nearly singular, or damped) from the eigen-decomposition, which is
+    computed only when some member of the batch needs it.
+    """
+
+    eig: Eigen              # valid where use_eig (``eig.scale`` always)
+    chol: jax.Array         # lower Cholesky factor of Hs, valid where not use_eig
+    use_eig: jax.Array
+
+
+def factorize(hess: jax.Array, damping: jax.Array) -> Factor:
+    """Factor a batch of Hessians (leading axis) for :func:`newton_direction`.
+
+    The choice between Cholesky and ``eigh`` is made per member, from its own
+    Hessian and damping only, so a fit's path never depends on the rest of the
+    batch; the batched ``eigh`` runs only when at least one member needs it.
+    """
+    hs, scale = jax.vmap(_scaled)(hess)
+    chol = jnp.linalg.cholesky(hs)
+    pivots = jnp.diagonal(chol, axis1=-2, axis2=-1) ** 2
+    finite = jnp.all(jnp.isfinite(chol), axis=(-2, -1))
+    safe = finite & (jnp.min(pivots, axis=-1, initial=1.0) >= jnp.sqrt(_eps(hess.dtype)))
+    use_eig = ~(safe & (damping == 0))
+    eye = jnp.broadcast_to(jnp.eye(hess.shape[-1], dtype=hess.dtype), hess.shape)
+    values, vectors = lax.cond(jnp.any(use_eig), lambda h: tuple(jnp.linalg.eigh(h)),
+                               lambda h: (jnp.ones(h.shape[:-1], h.dtype), eye), hs)
+    chol = jnp.where(use_eig[:, None, None], eye, chol)
+    return Factor(Eigen(values, vectors, scale), chol, use_eig)
+
+
+def _factorize_one(hess: jax.Array, damping: jax.Array) -> Factor:
+    return jax.tree_util.tree_map(lambda x: x[0], factorize(hess[None], damping[None]))
+
+
 def null_threshold(e: Eigen) -> jax.Array:
     """Scaled eigenvalues below this are numerically zero (64·ε·λ_max, floored at the
     smallest normal number): their inverse would carry no correct digit."""
@@ -123,23 +168,30 @@ def null_threshold(e: Eigen) -> jax.Array:
     return jnp.maximum(64 * finfo.eps * jnp.max(jnp.abs(e.values), initial=0.0), finfo.tiny)
 
 
-def _indefinite(e: Eigen) -> jax.Array:
-    return e.values[0] < -null_threshold(e)
+def _indefinite(fac: Factor) -> jax.Array:
+    return fac.use_eig & (fac.eig.values[0] < -null_threshold(fac.eig))
 
 
-def newton_decrement_sq(g: jax.Array, e: Eigen) -> jax.Array:
+def _chol_solve(fac: Factor, gs: jax.Array) -> jax.Array:
+    return jax.scipy.linalg.cho_solve((fac.chol, True), gs)
+
+
+def newton_decrement_sq(g: jax.Array, fac: Factor) -> jax.Array:
     """λ² = gᵀH⁻¹g (numerically zero eigenvalues floored), +inf if H is indefinite.
 
     λ is the distance to the optimum of the quadratic model in standard-error units,
     since H is the observed information in z. A gradient along a numerically null
     direction keeps λ large, so a merely flat direction never passes for convergence.
     """
-    gv = e.vectors.T @ (g / e.scale)
-    lam2 = jnp.sum(gv**2 / jnp.maximum(e.values, null_threshold(e)))
-    return jnp.where(_indefinite(e), jnp.inf, lam2)
+    e, gs = fac.eig, g / fac.eig.scale
+    gv = e.vectors.T @ gs
+    lam2_eig = jnp.sum(gv**2 / jnp.maximum(e.values, null_threshold(e)))
+    lam2_chol = gs @ _chol_solve(fac, gs)
+    lam2 = jnp.where(fac.use_eig, lam2_eig, lam2_chol)
+    return jnp.where(_indefinite(fac), jnp.inf, lam2)
 
 
-def newton_direction(g: jax.Array, e: Eigen, damping: jax.Array):
+def newton_direction(g: jax.Array, fac: Factor, damping: jax.Array):
     """Damped Newton step d = −(H + μD)⁻¹g, D = |diag H|, from the eigen-decomposition.
 
     Where H is indefinite, μ is raised to twice the most negative scaled
@@ -148,8 +200,9 @@ def newton_direction(g: jax.Array, e: Eigen, damping: jax.Array):
     negative-curvature direction, so it does not stall there. Returns d and the
     damping used.
     """
+    e = fac.eig
     thr = null_threshold(e)
-    indefinite = _indefinite(e)
+    indefinite = _indefinite(fac)
     used = jnp.where(indefinite, jnp.maximum(damping, -2.0 * e.values[0]), damping)
     gv = e.vectors.T @ (g / e.scale)
     coef = -gv / jnp.maximum(e.values + used, thr)
@@ -157,20 +210,20 @@ def newton_direction(g: jax.Array, e: Eigen, damping: jax.Array):
     at_saddle = indefinite & (jnp.max(jnp.abs(gv), initial=0.0) <= 1e-6)
     away = jnp.where(gv[0] > 0, -1.0, 1.0) * jnp.maximum(jnp.abs(coef[0]), 1.0)
     coef = coef.at[0].set(jnp.where(at_saddle, away, coef[0]))
-    step = (e.vectors @ coef) / e.scale
+    step = jnp.where(fac.use_eig, e.vectors @ coef, -_chol_solve(fac, g / e.scale)) / e.scale
     return step, used
 
 
-def cap_indefinite_step(step: jax.Array, z: jax.Array, e: Eigen, reach: jax.Array):
+def cap_indefinite_step(step: jax.Array, z: jax.Array, fac: Factor, reach: jax.Array):
     """Where H is indefinite the quadratic model is unbounded and the length of the
     shifted step means little: shorten it so that no coordinate moves by more than
     ``reach`` times its magnitude (or its local standard error, 1/√H_ii, for
     coordinates near 0). ``reach`` starts at ½ and grows fourfold after every
     accepted capped step, so a far start is left in a few steps, not a crawl.
     Returns the step and whether it was capped."""
-    size = jnp.maximum(jnp.abs(z), 1.0 / e.scale)
+    size = jnp.maximum(jnp.abs(z), 1.0 / fac.eig.scale)
     ratio = jnp.max(jnp.abs(step) / size, initial=0.0)
-    capped = _indefinite(e) & (ratio > reach)
+    capped = _indefinite(fac) & (ratio > reach)
     return step * jnp.where(capped, reach / ratio, 1.0), capped
 
 
@@ -190,7 +243,8 @@ def _newton_init(fun: Objective, z0: jax.Array, tol: jax.Array) -> NewtonState:
     return NewtonState(
         z=z0, f=jnp.asarray(jnp.inf, dtype), g=jnp.zeros_like(z0),
         hess=eye, alpha=one,
-        eig=Eigen(jnp.ones_like(z0), eye, jnp.ones_like(z0)),  # eigen(I), without an eigh
+        fac=Factor(Eigen(jnp.ones_like(z0), eye, jnp.ones_like(z0)), eye,
+                   jnp.asarray(False)),  # factors of I, without a decomposition
         damping=jnp.zeros((), dtype), growth=2.0 * one, reach=0.5 * one,
         n_iter=zero - 1, n_rejected=zero,
         done=jnp.asarray(False),
@@ -207,6 +261,18 @@ def _backtrack_factor(f, f_t, slope, alpha, finite):
     return jnp.where(finite & jnp.isfinite(factor), factor, 0.1)
 
 
+class Trial(NamedTuple):
+    """What :func:`_newton_finish` needs to know about the iteration's trial point."""
+
+    first: jax.Array
+    finite: jax.Array
+    accept: jax.Array
+    f_trial: jax.Array
+    g_trial: jax.Array
+    h_diag_trial: jax.Array
+    f_before: jax.Array
+
+
 def _newton_step(fun: Objective, s: NewtonState, tol: jax.Array) -> NewtonState:
     """One iteration of damped Newton with a line search unrolled into the outer loop.
 
@@ -218,13 +284,26 @@ def _newton_step(fun: Objective, s: NewtonState, tol: jax.Array) -> NewtonState:
     Levenberg–Marquardt damping μ grows, turning d towards steepest descent. An
     indefinite H always gets μ > −λ_min, so d descends and uses the negative
     curvature, and the step there is limited to half of each coordinate's size
-    (the quadratic model is unbounded), a limit that grows with every accepted step. One k×k ``eigh`` per iteration gives the step for any μ, the
-    positive-definiteness test and the Newton decrement. No
+    (the quadratic model is unbounded), a limit that grows with every accepted step.
+    The accepted Hessian is factorised once per iteration (:func:`factorize`:
+    Cholesky where it is safely positive definite, else one k×k ``eigh``, which
+    gives the step for any μ, the definiteness test and the Newton decrement). No
     nested loop: each iteration is one evaluation, which keeps ``vmap`` cheap.
+
+    The iteration is split in three so that a batch can factorise all members
+    together: :func:`_newton_trial` (per member), :func:`factorize` (batch) and
+    :func:`_newton_finish` (per member).
     """
+    s, trial = _newton_trial(fun, s)
+    return _newton_finish(s, trial, _factorize_one(s.hess, s.damping), tol)
+
+
+def _newton_trial(fun: Objective, s: NewtonState) -> tuple[NewtonState, Trial]:
+    """Evaluate the trial point, accept or reject it, and adapt α, μ and the reach.
+    The returned state's ``fac`` is stale until :func:`_newton_finish`."""
     first = s.n_iter < 0
-    direction, used = newton_direction(s.g, s.eig, s.damping)
-    direction, capped = cap_indefinite_step(direction, s.z, s.eig, s.reach)
+    direction, used = newton_direction(s.g, s.fac, s.damping)
+    direction, capped = cap_indefinite_step(direction, s.z, s.fac, s.reach)
     step = jnp.where(first, 0.0, s.alpha * direction)
     f_t, g_t, h_t = value_grad_hessian(fun, s.z + step)
     finite = jnp.isfinite(f_t) & jnp.all(jnp.isfinite(g_t)) & jnp.all(jnp.isfinite(h_t))
@@ -250,24 +329,32 @@ def _newton_step(fun: Objective, s: NewtonState, tol: jax.Array) -> NewtonState:
     f = jnp.where(accept, f_t, s.f)
     g = jnp.where(accept, g_t, s.g)
     hess = jnp.where(accept, h_t, s.hess)
-    eig = eigen(hess)
-    lam2 = newton_decrement_sq(g, eig)
+    state = s._replace(z=z, f=f, g=g, hess=hess, alpha=alpha, damping=damping, growth=growth,
+                       reach=reach)
+    return state, Trial(first, finite, accept, f_t, g_t, jnp.diag(h_t), s.f)
+
+
+def _newton_finish(s: NewtonState, t: Trial, fac: Factor, tol: jax.Array) -> NewtonState:
+    """Convergence tests with the new factorisation; the iteration's status."""
+    first, finite, accept = t.first, t.finite, t.accept
+    z, f, g, hess, damping = s.z, s.f, s.g, s.hess, s.damping
+    lam2 = newton_decrement_sq(g, fac)
 
     # Converged: within tol SEs of the model's optimum, or, at the precision limit of
     # f, a step that changed f by ~ε while within √tol SEs. Never on a plateau.
     near = lam2 <= tol
     valid = ~_plateau(f, z, hess)
-    converged = valid & ((lam2 <= tol**2) | (accept & ~first & _small_change(s.f, f, tol) & near))
+    converged = valid & ((lam2 <= tol**2)
+                         | (accept & ~first & _small_change(t.f_before, f, tol) & near))
     collapsed = damping > 1e12
     bad_start = first & ~finite
     done = converged | collapsed | bad_start
     status = jnp.where(converged | (collapsed & near & valid), Status.SUCCESS, Status.STALLED)
     status = jnp.where(bad_start, Status.NONFINITE_START, status)
     # at a bad start, report which coordinates have a non-finite gradient or Hessian row
-    g_start = jnp.where(jnp.isfinite(jnp.diag(h_t)), g_t, jnp.nan)
-    return NewtonState(
-        z=z, f=jnp.where(bad_start, f_t, f), g=jnp.where(bad_start, g_start, g), hess=hess,
-        eig=eig, alpha=alpha, damping=damping, growth=growth, reach=reach,
+    g_start = jnp.where(jnp.isfinite(t.h_diag_trial), t.g_trial, jnp.nan)
+    return s._replace(
+        f=jnp.where(bad_start, t.f_trial, f), g=jnp.where(bad_start, g_start, g), fac=fac,
         n_iter=s.n_iter + 1, n_rejected=s.n_rejected + (~accept & ~first).astype(jnp.int32),
         done=done, status=jnp.where(done, status, s.status).astype(jnp.int32),
     )
@@ -346,7 +433,6 @@ class Solution(NamedTuple):
     f: jax.Array            # at a non-finite start: f and g at init, for the error message
     g: jax.Array
     hess: jax.Array | None
-    eig: Eigen | None
     n_iter: jax.Array
     n_rejected: jax.Array
     status: jax.Array
@@ -365,13 +451,18 @@ class Solver(NamedTuple):
 
     init: Callable[[jax.Array], State]
     step: Callable[[State], State]
+    # Newton only: ``step`` = trial, factorize (over a batch), finish
+    trial: Callable[[State], tuple[State, Trial]] | None = None
+    finish: Callable[[State, Trial, Factor], State] | None = None
 
 
 def make_solver(method: Any, fun: Objective, tol: jax.Array) -> Solver:
     """The init/step pair minimising ``fun`` with ``method``."""
     if method == "newton":
         return Solver(lambda z0: _newton_init(fun, z0 + kink_jitter(z0), tol),
-                      lambda s: _newton_step(fun, s, tol))
+                      lambda s: _newton_step(fun, s, tol),
+                      lambda s: _newton_trial(fun, s),
+                      lambda s, t, fac: _newton_finish(s, t, fac, tol))
     opt = _with_extra_args(optax_transformation(method))
     return Solver(lambda z0: _optax_init(opt, fun, z0 + kink_jitter(z0), tol),
                   lambda s: _optax_step(opt, fun, s, tol, objective_test=method == "lbfgs"))
@@ -392,7 +483,7 @@ def solution(final: State) -> Solution:
     status = jnp.where(final.done, final.status, Status.MAX_ITER).astype(jnp.int32)
     newton = isinstance(final, NewtonState)
     return Solution(final.z, final.f, final.g, final.hess if newton else None,
-                    final.eig if newton else None, final.n_iter, final.n_rejected, status)
+                    final.n_iter, final.n_rejected, status)
 
 
 def minimise(method: Any, fun: Objective, z0: jax.Array, tol: jax.Array,
