@@ -43,6 +43,9 @@ def _check_leaf(name: str, leaf: Any) -> None:
     label = "data" if name == "param" else f"data leaf '{name}'"
     if isinstance(leaf, jax.core.Tracer):
         return
+    if isinstance(leaf, jax.Array):
+        _check_device_leaf(label, leaf)
+        return
     try:
         arr = np.asarray(leaf)
     except Exception as err:
@@ -50,20 +53,36 @@ def _check_leaf(name: str, leaf: Any) -> None:
     if arr.dtype.kind not in "biufc":
         raise TypeError(f"{label} must be numeric, got dtype {arr.dtype}")
     if arr.dtype.kind in "fc":
-        bad = ~np.isfinite(arr)
-        if bad.any():
-            idx = np.argwhere(bad)[:5]
-            where = ", ".join(str(tuple(i)) if len(i) > 1 else str(int(i[0])) for i in idx)
-            raise ValueError(
-                f"{label} contains {int(bad.sum())} NaN/inf value(s) (first at index {where}); "
-                "drop or impute them, or give them weight 0 after replacing them by a finite value"
-            )
+        _raise_if_not_finite(label, arr)
+
+
+def _raise_if_not_finite(label: str, arr: np.ndarray) -> None:
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        idx = np.argwhere(bad)[:5]
+        where = ", ".join(str(tuple(i)) if len(i) > 1 else str(int(i[0])) for i in idx)
+        raise ValueError(
+            f"{label} contains {int(bad.sum())} NaN/inf value(s) (first at index {where}); "
+            "drop or impute them, or give them weight 0 after replacing them by a finite value"
+        )
+
+
+def _check_device_leaf(label: str, leaf: jax.Array) -> None:
+    """Check a device array where it lives (sharded or on another host: no transfer)."""
+    if not jnp.issubdtype(leaf.dtype, jnp.number):
+        raise TypeError(f"{label} must be numeric, got dtype {leaf.dtype}")
+    if jnp.issubdtype(leaf.dtype, jnp.inexact) and not bool(jnp.all(jnp.isfinite(leaf))):
+        if leaf.is_fully_addressable:
+            _raise_if_not_finite(label, np.asarray(leaf))
+        raise ValueError(f"{label} contains NaN/inf values; drop or impute them")
 
 
 def prepare_weights(weights: Any, dtype: Any) -> jax.Array | None:
     """Check per-observation weights: a finite, non-negative 1-D array."""
     if weights is None:
         return None
+    if isinstance(weights, jax.Array) and not isinstance(weights, jax.core.Tracer):
+        return _prepare_device_weights(weights, dtype)
     w = np.asarray(weights)
     if w.ndim != 1:
         raise ValueError(f"weights must be a 1-D array (one weight per observation), got shape {w.shape}")
@@ -72,6 +91,17 @@ def prepare_weights(weights: Any, dtype: Any) -> jax.Array | None:
     if np.any(w < 0):
         raise ValueError(f"weights must be non-negative; {int((w < 0).sum())} are negative")
     return np.asarray(w, dtype=dtype)
+
+
+def _prepare_device_weights(w: jax.Array, dtype: Any) -> jax.Array:
+    """The checks of :func:`prepare_weights` done where the (possibly sharded) array lives."""
+    if w.ndim != 1:
+        raise ValueError(f"weights must be a 1-D array (one weight per observation), got shape {w.shape}")
+    if not bool(jnp.all(jnp.isfinite(w))):
+        raise ValueError("weights contain NaN/inf values")
+    if bool(jnp.any(w < 0)):
+        raise ValueError("weights must be non-negative")
+    return w.astype(dtype)
 
 
 def leading_axis(data: Any) -> int:
