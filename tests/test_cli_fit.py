@@ -1,0 +1,179 @@
+"""``jaxmle fit`` end to end, in subprocesses.
+
+A subprocess pays ~1.5 s to import JAX, so the cases are grouped: one happy path
+(JSON, plot, a skipped candidate), one run from standard input that reuses the
+compiled fit through the persistent compilation cache, and every bad input run
+concurrently. Each bad input must give exit status 2 (1 when no candidate could be
+fitted) and exactly one ``error:`` line on stderr, and no file may change.
+"""
+
+import hashlib
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import numpyro.distributions as dist
+import pytest
+
+import jaxmle as jm
+from jaxmle import cli
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+N = 200  # as in test_distributions.py: the in-process comparison reuses its compiled fits
+
+
+def waiting_times():
+    return np.random.default_rng(3).gamma(2.5, 1.5, N)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    x = waiting_times()
+    rows = ["id,waiting,desk"] + [f"{i},{float(v)!r},{'AB'[i % 2]}" for i, v in enumerate(x)]
+    (d / "data.csv").write_text("\n".join(rows) + "\n")
+    (d / "bad.csv").write_text("id,waiting\n1,2.5\n2,3.0\n3,abc\n4,1.0\n5,2\n6,x?\n")
+    (d / "holes.csv").write_text("id,waiting\n1,2.5\n2,\n3,1.5\n4,NA\n")
+    (d / "header_only.csv").write_text("id,waiting\n")
+    (d / "negative.csv").write_text("waiting\n2.5\n-1.0\n3.5\n")
+    (d / "cache").mkdir()
+    return d
+
+
+def _digests(d):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in d.iterdir() if p.is_file()}
+
+
+def _env(d):
+    return dict(os.environ, JAXMLE_CACHE_DIR=str(d / "cache"))
+
+
+def _cli(d, *args, stdin=None):
+    return subprocess.run([sys.executable, "-m", "jaxmle.cli", *args], cwd=d, env=_env(d),
+                          input=stdin, capture_output=True, text=True, timeout=600)
+
+
+def test_happy_path_json_plot_and_a_skipped_candidate(workdir):
+    before = _digests(workdir)
+    out = _cli(workdir, "fit", "data.csv", "--column", "waiting", "--dist", "gamma,weibull,beta",
+               "--json", "out.json", "--plot", "fit.png")
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr and "Warning" not in out.stderr
+    text = out.stdout
+    assert f"Data: column 'waiting' of 'data.csv', n = {N}" in text
+    assert "jaxmle fit results: Gamma" in text and "jaxmle fit results: Weibull" in text
+    assert "Distribution comparison (ranked by AIC)" in text
+    assert "Skipped Beta: needs values in [0, 1]" in text
+    result = json.loads((workdir / "out.json").read_text())
+    reference = jm.compare_distributions(waiting_times(), [dist.Gamma, dist.Weibull])
+    assert [r["distribution"] for r in result["ranking"]] == reference.names
+    assert result["input"] == {"file": "data.csv", "column": "waiting", "n": N,
+                               "missing_dropped": 0, "missing_lines": []}
+    assert "Beta" in result["skipped"]
+    for name in reference.names:
+        fit = result["fits"][name]
+        for key, value in reference[name].params.items():
+            np.testing.assert_allclose(fit["params"][key], value, rtol=1e-10)
+            np.testing.assert_allclose(fit["stderr"][key], reference[name].stderr[key], rtol=1e-8)
+        assert fit["converged"] is True
+    png = (workdir / "fit.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+    after = _digests(workdir)
+    assert {k: after[k] for k in before} == before  # the input files are never modified
+
+
+def test_stdin_whitespace_text_missing_values_dropped_and_json_to_stdout(workdir):
+    x = waiting_times()
+    lines = ["a b"] + [f"{i} {float(v)!r}" for i, v in enumerate(x)]
+    lines.insert(4, "99 NA")   # line 5 of the text
+    lines.insert(8, "")        # line 9: a blank line inside the data is a row of missing cells
+    out = _cli(workdir, "fit", "-", "-c", "1", "--dist", "gamma", "--json", "-", "-q",
+               stdin="\n".join(lines) + "\n")
+    assert out.returncode == 0, out.stderr
+    assert f"n = {N}; 2 missing value(s) dropped (lines 5, 9)" in out.stderr  # report on stderr
+    result = json.loads(out.stdout)                                          # JSON on stdout
+    assert result["input"]["missing_dropped"] == 2 and result["input"]["missing_lines"] == [5, 9]
+    ref = jm.fit_distribution(dist.Gamma, x)
+    np.testing.assert_allclose(result["fits"]["Gamma"]["params"]["rate"], ref.params["rate"],
+                               rtol=1e-10)
+
+
+BAD_INPUTS = {
+    "missing file": (["fit", "nope.csv"], 2, "error: cannot read 'nope.csv': no such file"),
+    "unknown column": (["fit", "data.csv", "--column", "wait"], 2,
+                       "error: unknown column 'wait': the columns are 'id', 'waiting', 'desk'"),
+    "non-numeric": (["fit", "bad.csv", "-c", "waiting"], 2,
+                    "error: column 'waiting' has 2 non-numeric value(s): line 4 'abc', line 7 'x?'"),
+    "missing with --strict": (["fit", "holes.csv", "-c", "waiting", "--strict"], 2,
+                              "error: column 'waiting' has 2 missing value(s) at line(s) 3, 5 "
+                              "(--strict)"),
+    "empty data": (["fit", "header_only.csv", "-c", "waiting"], 2,
+                   "error: column 'waiting' has no numeric values"),
+    "unknown distribution": (["fit", "data.csv", "-c", "waiting", "--dist", "gamma,gama"], 2,
+                             "error: unknown distribution 'gama'; did you mean 'gamma'"),
+    "outside every support": (["fit", "negative.csv", "--dist", "gamma,lognormal"], 1,
+                              "error: no candidate could be fitted: Gamma: needs values > 0, but "
+                              "1 of 3 observations are outside: index 1 (value -1)"),
+    "output over the input": (["fit", "data.csv", "-c", "waiting", "--json", "data.csv"], 2,
+                              "error: --json 'data.csv' is the input file"),
+}
+
+
+HELP = {"fit help": ["fit", "--help"]}
+
+
+@pytest.fixture(scope="module")
+def concurrent_runs(workdir):
+    """Every bad input and the help pages, run at the same time; and the file digests."""
+    before = _digests(workdir)
+    cases = {**{k: args for k, (args, _, _) in BAD_INPUTS.items()}, **HELP}
+    procs = {name: subprocess.Popen([sys.executable, "-m", "jaxmle.cli", *args], cwd=workdir,
+                                    env=_env(workdir), stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+             for name, args in cases.items()}
+    results = {}
+    for name, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=600)
+        results[name] = (proc.returncode, stdout, stderr)
+    return results, before, _digests(workdir)
+
+
+@pytest.mark.parametrize("name", list(BAD_INPUTS))
+def test_every_bad_input_is_one_error_line_and_a_nonzero_exit(concurrent_runs, name):
+    results, before, after = concurrent_runs
+    status, _, stderr = results[name]
+    _, expected_status, message = BAD_INPUTS[name]
+    assert status == expected_status, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), stderr
+    assert after == before  # nothing written, no input modified
+
+
+def test_help_is_complete(concurrent_runs):
+    status, sub, _ = concurrent_runs[0]["fit help"]
+    assert status == 0 and sub.startswith("usage: jaxmle fit")
+    for option in ("--column", "--dist", "--fixed", "--criterion", "--plot", "--json", "--strict",
+                   "--quiet", "--no-cache", "exit status", "lognorm", "expon", "standard input"):
+        assert option in sub, option
+    top = cli._parser().format_help()  # the same parser `jaxmle --help` prints
+    assert "fit" in top and "demo" in top and "COMMAND --help" in top
+
+
+# In-process: these fail before JAX is configured, so no subprocess is needed.
+@pytest.mark.parametrize("args, message", [
+    (["-c", "3"], "error: column index 3 is out of range: the data have 3 column(s), 0 to 2"),
+    ([], "error: the data have 3 columns ('id', 'waiting', 'desk'); choose one with --column"),
+    (["-c", "waiting", "--fixed", "total_count"], "error: --fixed 'total_count': expected NAME=VALUE"),
+    (["-c", "waiting", "--fixed", "loc=abc"], "error: --fixed 'loc=abc': 'abc' is not a number"),
+    (["-c", "waiting", "--plot", "no/such/dir/fit.png"], "error: --plot 'no/such/dir/fit.png': "
+                                                         "directory"),
+    (["-c", "waiting", "--dist", ","], "error: --dist is empty"),
+])
+def test_more_bad_options(workdir, capsys, monkeypatch, args, message):
+    monkeypatch.chdir(workdir)
+    assert cli.main(["fit", "data.csv", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(message), err
