@@ -55,7 +55,7 @@ def discrete_pmf(fit, upper: int) -> tuple[np.ndarray, np.ndarray]:
     lo, _ = _support_bounds(fit)
     lo = int(lo) if math.isfinite(lo) else int(np.min(fit.data))
     k = np.arange(lo, max(upper, lo) + 1)
-    return k, np.exp(np.asarray(fit.dist.log_prob(k), dtype=float))
+    return k, np.exp(fit.log_prob(k).astype(float))
 
 
 def cdf(fit, x: np.ndarray) -> np.ndarray:
@@ -68,7 +68,7 @@ def cdf(fit, x: np.ndarray) -> np.ndarray:
         idx = np.clip(xf - k[0] + 1, 0, len(k)).astype(int)
         return np.minimum(cum[idx], 1.0)
     try:
-        return np.asarray(fit.dist.cdf(np.asarray(x, dtype=float)), dtype=float)
+        return fit.evaluate("cdf", np.asarray(x, dtype=float)).astype(float)
     except (NotImplementedError, ImportError) as err:
         raise NotImplementedError(f"NumPyro's {fit.distribution.__name__} has no cdf") from err
 
@@ -80,7 +80,7 @@ def quantile(fit, q: np.ndarray) -> np.ndarray:
     if fit.is_discrete:
         return _discrete_quantile(fit, q)
     try:
-        return np.asarray(fit.dist.icdf(q), dtype=float)
+        return fit.evaluate("icdf", q).astype(float)
     except (NotImplementedError, ImportError):
         return _bisect_quantile(fit, q)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from statistics import NormalDist
 from typing import Any
@@ -95,7 +96,13 @@ class DistributionFit:
 
     def log_prob(self, x: Any) -> np.ndarray:
         """Log-density (log-pmf) of the fitted distribution at ``x``."""
-        return np.asarray(self.dist.log_prob(np.asarray(x)))
+        return self.evaluate("log_prob", x)
+
+    def evaluate(self, method: str, x: Any) -> np.ndarray:
+        """``dist.<method>(x)`` (log_prob, cdf, icdf) as one compiled call per class and shape:
+        evaluated op by op, JAX would compile every operation of e.g. a Gamma CDF separately."""
+        params = {k: np.asarray(v) for k, v in self.params.items()}
+        return np.asarray(compiled_method(self.distribution, method)(params, np.asarray(x)))
 
     def cdf(self, x: Any) -> np.ndarray:
         """The fitted CDF at ``x`` (univariate distributions)."""
@@ -163,6 +170,16 @@ class DistributionFit:
         est = ", ".join(f"{k}={_short(v)}" for k, v in self.params.items())
         return (f"DistributionFit({self.name}: {est}; loglik={self.loglik:.6g}, aic={self.aic:.6g}, "
                 f"converged={self.converged})")
+
+
+@functools.lru_cache(maxsize=None)
+def compiled_method(cls: Any, method: str):
+    """``jit(lambda params, x: cls(**params).<method>(x))``, one per class and method."""
+
+    def call(params, x):
+        return getattr(cls(**params), method)(x)
+
+    return jax.jit(call)
 
 
 def _short(v: Any) -> str:
