@@ -124,10 +124,12 @@ def rank(fits: Mapping[str, DistributionFit], criterion: str) -> tuple[dict, ...
         best = min((r[key] for r in rows if r["converged"]), default=min(r[key] for r in rows))
         for r in rows:
             r[f"delta_{key}"] = r[key] - best
-    weights = np.exp(-0.5 * np.array([r["delta_aic"] for r in rows]))
+    ok = np.array([r["converged"] for r in rows]) if any(r["converged"] for r in rows) else \
+        np.ones(len(rows), bool)
+    weights = np.where(ok, np.exp(-0.5 * np.array([r["delta_aic"] for r in rows])), 0.0)
     weights = weights / weights.sum()
-    for r, w in zip(rows, weights):
-        r["aic_weight"] = float(w)
+    for r, w, good in zip(rows, weights, ok):
+        r["aic_weight"] = float(w) if good else math.nan
     rows.sort(key=lambda r: (not r["converged"], r[criterion]))
     return tuple(rows)
 

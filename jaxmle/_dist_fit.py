@@ -66,8 +66,10 @@ def param_shapes(spec: DistSpec, x: np.ndarray) -> dict[str, tuple[int, ...]]:
     """Shapes of the parameters: scalars, or vectors/matrices sized by the data's event size."""
     if x.ndim > 1:
         d = x.shape[-1]
+    elif getattr(spec.cls.support, "is_discrete", False):  # categories 0 … max(x)
+        d = max(int(np.floor(np.max(x))) + 1, 1)
     else:
-        d = int(np.max(x)) + 1 if x.dtype.kind in "iu" else 1
+        d = 1
     return {p: (d,) * int(getattr(c, "event_dim", 0)) for p, c in spec.arg_constraints.items()}
 
 
