@@ -103,48 +103,54 @@ def to_natural(name, t):
 
 
 def handwritten_reference(name: str, batch_size: int = 500):
-    """A hand-written robust Newton, as a careful JAX user would write it:
-    ``jit(lax.map(fit_one, batch_size=500))``. Returns fit(data) -> (t, cov_t, ok)."""
+    """A hand-written robust Newton, as a careful JAX user would write it after reading
+    about vmap costs: ``jit(lax.map(fit_one, batch_size=500))``, exact ``jax.hessian``,
+    a Cholesky step with an eigenvalue-shift fallback when the Hessian is not positive
+    definite, and a backtracking line search over 6 fixed step lengths evaluated at
+    once (no nested loop). Returns fit(data) -> (t, cov_t, ok) in the unconstrained
+    coordinates."""
     nll = unconstrained_nll(name)
     k = 6 if name == "logistic" else 2
+    steps = 0.5 ** jnp.arange(6.0)
 
     def fit_one(data):
-        grad = jax.grad(nll)
+        value_and_grad = jax.value_and_grad(nll)
         hess = jax.hessian(nll)
 
-        def direction(t):
-            g, H = grad(t, data), hess(t, data)
+        def direction(g, H):
             L = jnp.linalg.cholesky(H)
-            ok = jnp.all(jnp.isfinite(L))
-            d_chol = -jax.scipy.linalg.cho_solve((L, True), g)
-            w, V = jnp.linalg.eigh(H)
-            shift = jnp.maximum(0.0, -2.0 * w[0]) + 1e-8 * jnp.max(jnp.abs(w))
-            d_eig = -V @ ((V.T @ g) / (w + shift))
-            return g, jnp.where(ok, d_chol, d_eig)
+            chol_ok = jnp.all(jnp.isfinite(L))
 
-        def line_search(t, f0, g, d):
-            def cond(c):
-                a, _ = c
-                return (nll(t + a * d, data) > f0 + 1e-4 * a * g @ d) & (a > 1e-10)
+            def shifted(_):
+                w, V = jnp.linalg.eigh(H)
+                shift = jnp.maximum(0.0, -2.0 * w[0]) + 1e-6 * jnp.max(jnp.abs(w))
+                return -V @ ((V.T @ g) / (w + shift))
 
-            a, _ = jax.lax.while_loop(cond, lambda c: (c[0] * 0.5, c[1]), (1.0, 0))
-            return a
+            def newton(_):
+                return -jax.scipy.linalg.cho_solve((L, True), g)
+
+            return jax.lax.cond(chol_ok, newton, shifted, None)
 
         def body(c):
-            t, _, it = c
-            f0 = nll(t, data)
-            g, d = direction(t)
-            a = line_search(t, f0, g, d)
+            t, f, _, it = c
+            _, g = value_and_grad(t, data)
+            d = direction(g, hess(t, data))
+            trials = jax.vmap(lambda a: nll(t + a * d, data))(steps)
+            ok = trials <= f + 1e-4 * steps * (g @ d)
+            a = steps[jnp.argmax(ok)]
+            a = jnp.where(jnp.any(ok), a, steps[-1])
             t_new = t + a * d
-            return t_new, jnp.max(jnp.abs(g)), it + 1
+            return t_new, nll(t_new, data), jnp.max(jnp.abs(g)), it + 1
 
         def cond(c):
-            _, gmax, it = c
-            return (gmax > 1e-9 * 100) & (it < 100)
+            _, f, gmax, it = c
+            return (gmax > 1e-8 * (1 + jnp.abs(f))) & (it < 100)
 
-        t, gmax, it = jax.lax.while_loop(cond, body, (jnp.zeros(k), jnp.inf, 0))
+        t0 = jnp.zeros(k)
+        t, f, gmax, it = jax.lax.while_loop(cond, body, (t0, nll(t0, data), jnp.inf, 0))
+        g = jax.grad(nll)(t, data)
         cov = jnp.linalg.inv(hess(t, data))
-        return t, cov, jnp.max(jnp.abs(grad(t, data))) < 1e-6
+        return t, cov, jnp.max(jnp.abs(g)) < 1e-6 * (1 + jnp.abs(f))
 
     run = jax.jit(lambda data: jax.lax.map(fit_one, data, batch_size=batch_size))
     return run
@@ -349,14 +355,23 @@ def straggler_table(B: int) -> list:
     easy = {"mu": np.zeros(B), "sigma": np.ones(B)}
     hard = {"mu": np.zeros(B), "sigma": np.ones(B)}
     slow = np.random.default_rng(3).choice(B, B // 100, replace=False)
-    hard["mu"][slow] = 1e4 * np.random.default_rng(4).choice([-1, 1], len(slow))
+    hard["sigma"][slow] = 1e-12         # Newton climbs out of log-sigma = -27.6 slowly
+    from jaxmle import _batch
+
     rows = []
-    for label, init in (("all easy", easy), ("1% slow (mu0 = ±1e4)", hard)):
+    cases = (("all easy", easy, True), ("1% slow (sigma0 = 1e-12)", hard, True),
+             ("1% slow, without the straggler schedule", hard, False))
+    default = _batch.STRAGGLER_FRACTION
+    for label, init, schedule in cases:
         def run():
             return jm.fit_batch(w["ll"], data, init=init, constraints=w["cons"], progress=False)
-        run()
-        res, t = timed(run)
-        res2, t2 = timed(run)
+        _batch.STRAGGLER_FRACTION = default if schedule else 0.0
+        try:
+            run()
+            res, t = timed(run)
+            res2, t2 = timed(run)
+        finally:
+            _batch.STRAGGLER_FRACTION = default
         rows.append((label, min(t, t2), float(np.median(res.n_iter)), int(np.max(res.n_iter)),
                      len(res) - res.n_converged))
     return rows
@@ -399,7 +414,9 @@ def main(argv=None):
                "| batch | time (s) | median iterations | max iterations | failures |",
                "|---|---|---|---|---|"]
         md += [f"| {a} | {t:.3f} | {m:.0f} | {mx} | {f} |" for a, t, m, mx, f in rows]
-        md += ["", f"Slow/easy time ratio: {rows[1][1] / rows[0][1]:.2f}x", ""]
+        md += ["", f"Slow/easy time ratio: {rows[1][1] / rows[0][1]:.2f}x with the straggler "
+               f"schedule, {rows[2][1] / rows[0][1]:.2f}x without it (every chunk runs until "
+               "its slowest fit is done)", ""]
         C.log("\n".join(md[-8:]))
     if "scaling" in args.only:
         sizes = [int(s) for s in args.scaling.split(",") if s]

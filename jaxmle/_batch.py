@@ -8,9 +8,10 @@ compiled programs are in :mod:`jaxmle._batch_kernel`.
 Schedule. The batch is cut into chunks of ``chunk_size`` members; each chunk runs
 until at most ``max(1, 2%)`` of its members are still iterating, so a slow
 dataset does not hold up its chunk. The unfinished members of all chunks are
-then pooled, with their solver states, and continued together (by the same
-compiled program) until they finish or reach ``max_iter``: each member does
-exactly the iterations a single fit would, and the result is the same.
+then pooled, with their solver states, and continued together (the same program,
+see :class:`_ContinuationPlan` for the chunk sizes) until they finish or reach
+``max_iter``: each member does exactly the iterations a single fit would, and the
+result is the same.
 """
 
 from __future__ import annotations
@@ -292,37 +293,72 @@ def run_batch(bc: BatchConfig, data: Any, init_leaves: list[np.ndarray], weights
         w = shared_w if not bc.weights_batched else place(_take(weights, idx))
         return d, w
 
-    max_active = np.int32(max(1, int(STRAGGLER_FRACTION * chunk)))
-    starts = range(0, n_batch, chunk)
+    max_active = np.int32(max(1, int(STRAGGLER_FRACTION * chunk)) if STRAGGLER_FRACTION else 0)
+    unlimited = np.int32(np.iinfo(np.int32).max)
     chunks: list[FitResult] = []
     pending: list[tuple[np.ndarray, Any]] = []   # (global indices, their solver states)
     with _progress_bar(progress, n_batch) as bar:
         previous = None
-        for start in starts:
+        for start in range(0, n_batch, chunk):
             idx = _chunk_indices(start, chunk, n_batch)
             d, w = inputs(idx)
             state = begin(d, place([x[idx] for x in init_leaves]), w, tol)
-            out = advance(d, w, state, tol, max_iter, max_active)
+            out = advance(d, w, state, tol, max_iter, max_active, unlimited)
             if previous is not None:
                 _collect(previous, chunks, pending, bar)
             previous = (out, idx, min(chunk, n_batch - start))
         _collect(previous, chunks, pending, bar)
         fits = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs), *chunks)
+        plan = _ContinuationPlan(chunk, _small_chunk(chunk, _sharding.device_count(devices)),
+                                 max_active, int(np.median(fits.n_iter)))
         while pending:
             index = np.concatenate([i for i, _ in pending])
-            # several chunks: each may stop early again; one: run it to the end
-            limit = max_active if len(index) > chunk else np.int32(0)
             states = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs), *[s for _, s in pending])
             pending = []
-            for start in range(0, len(index), chunk):
-                idx = _chunk_indices(start, chunk, len(index))
-                n_valid = min(chunk, len(index) - start)
-                state = _padded_states(states, idx, n_valid)
+            size, stop_at, limit = plan.next_pass(len(index))
+            for start in range(0, len(index), size):
+                idx = _chunk_indices(start, size, len(index))
+                n_valid = min(size, len(index) - start)
                 d, w = inputs(index[idx])
-                out = advance(d, w, place(state), tol, max_iter, limit)
+                out = advance(d, w, place(_padded_states(states, idx, n_valid)), tol, max_iter,
+                              stop_at, limit)
                 _store(out, index[idx[:n_valid]], n_valid, fits, pending)
             bar.set_postfix_str(f"{len(index)} slow fits continued", refresh=False)
     return fits
+
+
+class _ContinuationPlan:
+    """How the pooled unfinished fits continue (same program, a chunk size per pass).
+
+    * A pool that fills chunks runs in full chunks (each may stop early again).
+    * A small pool first gets a short pass in a full chunk (a quarter of the median
+      iterations): the usual tail of fits that needed a step or two more ends there,
+      and no other program is needed.
+    * What is still running then is genuinely slow: it continues in chunks of
+      ``chunk // 8`` (compiled once, on first need), so a few slow fits cost their
+      own iterations on a small batch, not on a padded full one.
+    """
+
+    def __init__(self, chunk: int, small: int, max_active: np.int32, median_iter: int):
+        self.chunk, self.small, self.max_active = chunk, small, max_active
+        self.tail_limit = np.int32(max(2, median_iter // 4))
+        self.tail_done = False
+
+    def next_pass(self, pool: int) -> tuple[int, np.int32, np.int32]:
+        """(chunk size, stop when ≤ this many are active, iteration limit of the pass)."""
+        unlimited = np.int32(np.iinfo(np.int32).max)
+        if pool > self.chunk // 2:
+            return self.chunk, self.max_active if pool > self.chunk else np.int32(0), unlimited
+        if not self.tail_done:
+            self.tail_done = True
+            return self.chunk, np.int32(0), self.tail_limit
+        stop_at = max(1, int(STRAGGLER_FRACTION * self.small)) if pool > self.small else 0
+        return self.small, np.int32(stop_at), unlimited
+
+
+def _small_chunk(chunk: int, n_devices: int) -> int:
+    small = max(chunk // 8, 1)
+    return -(-small // n_devices) * n_devices
 
 
 def _chunk_indices(start: int, chunk: int, n: int) -> np.ndarray:

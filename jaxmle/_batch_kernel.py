@@ -67,17 +67,20 @@ def _freeze_finished(active: jax.Array, new: Any, old: Any) -> Any:
     return jax.tree_util.tree_map(select, new, old)
 
 
-def _iterate_batch(step: Callable, state: Any, max_iter: jax.Array,
-                   max_active: jax.Array) -> Any:
-    """Batched iterations until at most ``max_active`` members are still active."""
+def _iterate_batch(step: Callable, state: Any, max_iter: jax.Array, max_active: jax.Array,
+                   limit: jax.Array) -> Any:
+    """Batched iterations until at most ``max_active`` members are still active, or
+    ``limit`` iterations of this pass."""
 
-    def keep_going(s):
-        return jnp.sum(_solvers.is_active(s, max_iter)) > max_active
+    def keep_going(carry):
+        s, it = carry
+        return (jnp.sum(_solvers.is_active(s, max_iter)) > max_active) & (it < limit)
 
-    def body(s):
-        return _freeze_finished(_solvers.is_active(s, max_iter), step(s), s)
+    def body(carry):
+        s, it = carry
+        return _freeze_finished(_solvers.is_active(s, max_iter), step(s), s), it + 1
 
-    return lax.while_loop(keep_going, body, state)
+    return lax.while_loop(keep_going, body, (state, jnp.zeros((), jnp.int32)))[0]
 
 
 def _finish(bc: BatchConfig, data: Any, data_axis, weights: Any, state: Any,
@@ -127,12 +130,13 @@ def start(bc: BatchConfig, data: Any, init_leaves: list[jax.Array], weights: Any
 
 
 def advance(bc: BatchConfig, data: Any, weights: Any, state: Any, tol: jax.Array,
-            max_iter: jax.Array, max_active: jax.Array) -> PassOutput:
-    """Iterate members from their states until ≤ ``max_active`` are active, then
-    conclude (the results of members still active are discarded by the host)."""
+            max_iter: jax.Array, max_active: jax.Array, limit: jax.Array) -> PassOutput:
+    """Iterate members from their states until ≤ ``max_active`` are active (or for
+    ``limit`` iterations), then conclude (the host discards the results of members
+    still active)."""
     data, data_axis = _masked_data(bc, data, weights)
     step = _batched_step(bc, data, data_axis, weights, tol)
-    state = _iterate_batch(step, state, max_iter, max_active)
+    state = _iterate_batch(step, state, max_iter, max_active, limit)
     return _finish(bc, data, data_axis, weights, state, max_iter)
 
 
