@@ -19,7 +19,7 @@ import numpyro.distributions as dist
 import pytest
 
 import jaxmle as jm
-from jaxmle import cli
+from jaxmle import _dist_io, cli
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 N = 200  # as in test_distributions.py: the in-process comparison reuses its compiled fits
@@ -177,3 +177,32 @@ def test_more_bad_options(workdir, capsys, monkeypatch, args, message):
     assert cli.main(["fit", "data.csv", *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(message), err
+
+
+# The reader behind the command (no JAX involved).
+@pytest.mark.parametrize("text, column, values, missing", [
+    ("a;b\n1;2,5\n3;4\n", "a", [1, 3], ()),                        # ';' delimiter
+    ("# comment\nx\n1\n\n2\n\n", None, [1, 2], (4,)),              # blank line inside = missing
+    ('name,v\n"Smith, J",1.5\n"Doe, A",2\n', "v", [1.5, 2], ()),    # quoted cells
+    ("1 2\n3 4\n5 6\n", "1", [2, 4, 6], ()),                        # no header: index
+    ("v\tw\n1\tNA\n2\t5\n", "W", [5], (2,)),                       # tab, case-insensitive name
+])
+def test_reading_a_column(tmp_path, text, column, values, missing):
+    path = tmp_path / "in.txt"
+    path.write_text(text)
+    col = _dist_io.read_column(str(path), column)
+    np.testing.assert_array_equal(col.values, values)
+    assert col.missing_lines == missing
+
+
+def test_reading_refuses_infinite_values_and_names_without_a_header(tmp_path):
+    path = tmp_path / "in.txt"
+    path.write_text("x\n1\ninf\n")
+    with pytest.raises(_dist_io.InputError, match=r"1 infinite value\(s\) at line\(s\) 3"):
+        _dist_io.read_column(str(path))
+    path.write_text("1 2\n3 4\n")
+    with pytest.raises(_dist_io.InputError, match="no header row: use a 0-based column index"):
+        _dist_io.read_column(str(path), "x")
+    path.write_text("")
+    with pytest.raises(_dist_io.InputError, match="contains no data"):
+        _dist_io.read_column(str(path))

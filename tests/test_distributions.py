@@ -245,6 +245,8 @@ def test_categorical_frequencies_and_multinomial_covariance():
     np.testing.assert_allclose(res.params["probs"], p, rtol=1e-10)
     np.testing.assert_allclose(res.cov, (np.diag(p) - np.outer(p, p)) / N, rtol=1e-7, atol=1e-14)
     assert res.n_params == 3 and res.param_names[0] == "probs[0]"
+    as_floats = jm.fit_distribution(dist.Categorical, y.astype(float))  # e.g. read from a CSV
+    np.testing.assert_allclose(as_floats.params["probs"], p, rtol=1e-10)
 
 
 def _dirichlet_reference(x):
