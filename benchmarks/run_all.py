@@ -26,22 +26,24 @@ SCRIPTS = {
     "small": "bench_small.py",
     "big": "bench_big.py",
     "robustness": "bench_robustness.py",
+    "batch": "bench_batch.py",
 }
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="small,big,robustness")
+    ap.add_argument("--only", default="small,big,robustness,batch")
     ap.add_argument("--quick", action="store_true", help="smoke-test sizes; results are not representative")
     ap.add_argument("--no-statsmodels", action="store_true", help="skip the single ~17 s statsmodels 1e6 fit")
     ap.add_argument("--out", default=os.path.join(C.HERE, "RESULTS.md"))
     args = ap.parse_args(argv)
 
-    extra = {"small": [], "big": [], "robustness": []}
+    extra = {"small": [], "big": [], "robustness": [], "batch": []}
     if args.quick:
         extra["small"] += ["--repeats-cold", "2", "--repeats-warm", "5"]
         extra["big"] += ["--n", "100000", "--repeats", "2"]
         extra["robustness"] += ["--m", "500"]
+        extra["batch"] += ["--B", "2000", "--loop-n", "20", "--scaling", "1000,10000"]
     if args.no_statsmodels:
         extra["big"].append("--no-statsmodels")
 

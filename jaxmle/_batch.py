@@ -28,13 +28,13 @@ from . import _objective, _params, _sharding, _transforms
 from ._batch_kernel import BatchConfig, PassOutput, compiled_passes
 from ._batch_result import BatchFitResult
 from ._fit import (
-    _DEFAULT_MAX_ITER,
     KernelConfig,
     _reject_unavailable,
     _nonfinite_start_message,
     float_dtype,
     prepare_init,
     resolve_method,
+    resolve_tolerances,
 )
 from ._result import FitResult
 from ._typing import (
@@ -236,14 +236,6 @@ def check_batched_init(space: _transforms.ParamSpace, leaves: list[np.ndarray]) 
                 raise ValueError(
                     f"init for parameter '{leaf.name}' {what} its constraint {leaf.constraint!r} "
                     f"for dataset(s) {rows[:10].tolist()}")
-
-
-def resolve_tolerances(tol, max_iter, method, dtype) -> tuple[np.ndarray, np.ndarray]:
-    tol = (1e-8 if dtype == np.float64 else 1e-5) if tol is None else tol
-    if not tol > 0:
-        raise ValueError(f"tol must be positive, got {tol}")
-    max_iter = _DEFAULT_MAX_ITER.get(method, 20000) if max_iter is None else int(max_iter)
-    return np.asarray(tol, dtype), np.asarray(max_iter, np.int32)
 
 
 def replace_datasets(data: Any, bad: np.ndarray) -> Any:

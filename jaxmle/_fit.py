@@ -273,12 +273,8 @@ def fit(
     _transforms.check_init(space, init_leaves)
     method = resolve_method(method, space.m)
     w = _objective.prepare_weights(weights, dtype)
-    tol = (1e-8 if dtype == np.float64 else 1e-5) if tol is None else tol
-    if not tol > 0:
-        raise ValueError(f"tol must be positive, got {tol}")
-    max_iter = _DEFAULT_MAX_ITER.get(method, 20000) if max_iter is None else int(max_iter)
+    tol, max_iter = resolve_tolerances(tol, max_iter, method, dtype)
     config = KernelConfig(loglik, space, method, w is not None, dtype.name)
-    tol, max_iter = np.asarray(tol, dtype), np.asarray(max_iter, np.int32)
     if n_starts != 1:
         if int(n_starts) != n_starts or n_starts < 1:
             raise ValueError(f"n_starts must be a positive integer, got {n_starts}")
@@ -292,6 +288,17 @@ def fit(
         res = compiled_kernel(config)(data, init_leaves, w, tol, max_iter)
     report(res, space)
     return res
+
+
+def resolve_tolerances(tol, max_iter, method, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """``tol`` (default 1e-8 in float64, 1e-5 in float32) and ``max_iter`` (by method)."""
+    tol = (1e-8 if dtype == np.float64 else 1e-5) if tol is None else tol
+    if not tol > 0:
+        raise ValueError(f"tol must be positive, got {tol}")
+    max_iter = _DEFAULT_MAX_ITER.get(method, 20000) if max_iter is None else int(max_iter)
+    if max_iter < 1:
+        raise ValueError(f"max_iter must be a positive integer, got {max_iter}")
+    return np.asarray(tol, dtype), np.asarray(max_iter, np.int32)
 
 
 def report(res: FitResult, space: _transforms.ParamSpace) -> None:
