@@ -1,10 +1,11 @@
 """``jaxmle fit`` end to end, in subprocesses.
 
 A subprocess pays ~1.5 s to import JAX, so the cases are grouped: one happy path
-(JSON, plot, a skipped candidate), one run from standard input that reuses the
-compiled fit through the persistent compilation cache, and every bad input run
+(JSON, plot, a skipped candidate), then every bad input, the help page and a run from
+standard input (which finds the compiled fit in the persistent compilation cache)
 concurrently. Each bad input must give exit status 2 (1 when no candidate could be
-fitted) and exactly one ``error:`` line on stderr, and no file may change.
+fitted) and exactly one ``error:`` line on stderr, and no file may change. Option
+errors that stop before any fit are checked in-process.
 """
 
 import hashlib
@@ -51,9 +52,9 @@ def _env(d):
     return dict(os.environ, JAXMLE_CACHE_DIR=str(d / "cache"))
 
 
-def _cli(d, *args, stdin=None):
+def _cli(d, *args):
     return subprocess.run([sys.executable, "-m", "jaxmle.cli", *args], cwd=d, env=_env(d),
-                          input=stdin, capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600)
 
 
 def test_happy_path_json_plot_and_a_skipped_candidate(workdir):
@@ -85,22 +86,6 @@ def test_happy_path_json_plot_and_a_skipped_candidate(workdir):
     assert {k: after[k] for k in before} == before  # the input files are never modified
 
 
-def test_stdin_whitespace_text_missing_values_dropped_and_json_to_stdout(workdir):
-    x = waiting_times()
-    lines = ["a b"] + [f"{i} {float(v)!r}" for i, v in enumerate(x)]
-    lines.insert(4, "99 NA")   # line 5 of the text
-    lines.insert(8, "")        # line 9: a blank line inside the data is a row of missing cells
-    out = _cli(workdir, "fit", "-", "-c", "1", "--dist", "gamma", "--json", "-", "-q",
-               stdin="\n".join(lines) + "\n")
-    assert out.returncode == 0, out.stderr
-    assert f"n = {N}; 2 missing value(s) dropped (lines 5, 9)" in out.stderr  # report on stderr
-    result = json.loads(out.stdout)                                          # JSON on stdout
-    assert result["input"]["missing_dropped"] == 2 and result["input"]["missing_lines"] == [5, 9]
-    ref = jm.fit_distribution(dist.Gamma, x)
-    np.testing.assert_allclose(result["fits"]["Gamma"]["params"]["rate"], ref.params["rate"],
-                               rtol=1e-10)
-
-
 BAD_INPUTS = {
     "missing file": (["fit", "nope.csv"], 2, "error: cannot read 'nope.csv': no such file"),
     "unknown column": (["fit", "data.csv", "--column", "wait"], 2,
@@ -112,33 +97,54 @@ BAD_INPUTS = {
                               "(--strict)"),
     "empty data": (["fit", "header_only.csv", "-c", "waiting"], 2,
                    "error: column 'waiting' has no numeric values"),
-    "unknown distribution": (["fit", "data.csv", "-c", "waiting", "--dist", "gamma,gama"], 2,
-                             "error: unknown distribution 'gama'; did you mean 'gamma'"),
     "outside every support": (["fit", "negative.csv", "--dist", "gamma,lognormal"], 1,
                               "error: no candidate could be fitted: Gamma: needs values > 0, but "
                               "1 of 3 observations are outside: index 1 (value -1)"),
-    "output over the input": (["fit", "data.csv", "-c", "waiting", "--json", "data.csv"], 2,
-                              "error: --json 'data.csv' is the input file"),
 }
 
 
-HELP = {"fit help": ["fit", "--help"]}
+def stdin_text():
+    """The waiting times as whitespace text, with an NA (line 5) and a blank row (line 9)."""
+    lines = ["a b"] + [f"{i} {float(v)!r}" for i, v in enumerate(waiting_times())]
+    lines.insert(4, "99 NA")
+    lines.insert(8, "")
+    return "\n".join(lines) + "\n"
+
+
+OTHER_RUNS = {  # name: (arguments, standard input)
+    "fit help": (["fit", "--help"], None),
+    "stdin": (["fit", "-", "-c", "1", "--dist", "gamma", "--json", "-", "-q"], stdin_text()),
+}
 
 
 @pytest.fixture(scope="module")
 def concurrent_runs(workdir):
-    """Every bad input and the help pages, run at the same time; and the file digests."""
+    """Every bad input, the help page and the stdin run at the same time; the file digests.
+
+    (The stdin run finds the Gamma fit compiled by the happy path in the persistent cache.)
+    """
     before = _digests(workdir)
-    cases = {**{k: args for k, (args, _, _) in BAD_INPUTS.items()}, **HELP}
+    cases = {**{k: (args, None) for k, (args, _, _) in BAD_INPUTS.items()}, **OTHER_RUNS}
     procs = {name: subprocess.Popen([sys.executable, "-m", "jaxmle.cli", *args], cwd=workdir,
-                                    env=_env(workdir), stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True)
-             for name, args in cases.items()}
+                                    env=_env(workdir), stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name, (args, _) in cases.items()}
     results = {}
     for name, proc in procs.items():
-        stdout, stderr = proc.communicate(timeout=600)
+        stdout, stderr = proc.communicate(input=cases[name][1], timeout=600)
         results[name] = (proc.returncode, stdout, stderr)
     return results, before, _digests(workdir)
+
+
+def test_stdin_whitespace_text_missing_values_dropped_and_json_to_stdout(concurrent_runs):
+    status, stdout, stderr = concurrent_runs[0]["stdin"]
+    assert status == 0, stderr
+    assert f"n = {N}; 2 missing value(s) dropped (lines 5, 9)" in stderr  # the report on stderr
+    result = json.loads(stdout)                                           # JSON on stdout
+    assert result["input"]["missing_dropped"] == 2 and result["input"]["missing_lines"] == [5, 9]
+    ref = jm.fit_distribution(dist.Gamma, waiting_times())
+    np.testing.assert_allclose(result["fits"]["Gamma"]["params"]["rate"], ref.params["rate"],
+                               rtol=1e-10)
 
 
 @pytest.mark.parametrize("name", list(BAD_INPUTS))
@@ -162,7 +168,7 @@ def test_help_is_complete(concurrent_runs):
     assert "fit" in top and "demo" in top and "COMMAND --help" in top
 
 
-# In-process: these fail before JAX is configured, so no subprocess is needed.
+# In-process: these fail before any fit (and --no-cache leaves JAX's configuration alone).
 @pytest.mark.parametrize("args, message", [
     (["-c", "3"], "error: column index 3 is out of range: the data have 3 column(s), 0 to 2"),
     ([], "error: the data have 3 columns ('id', 'waiting', 'desk'); choose one with --column"),
@@ -171,6 +177,9 @@ def test_help_is_complete(concurrent_runs):
     (["-c", "waiting", "--plot", "no/such/dir/fit.png"], "error: --plot 'no/such/dir/fit.png': "
                                                          "directory"),
     (["-c", "waiting", "--dist", ","], "error: --dist is empty"),
+    (["-c", "waiting", "--json", "data.csv"], "error: --json 'data.csv' is the input file"),
+    (["-c", "waiting", "--dist", "gamma,gama", "--no-cache"],
+     "error: unknown distribution 'gama'; did you mean 'gamma'"),
 ])
 def test_more_bad_options(workdir, capsys, monkeypatch, args, message):
     monkeypatch.chdir(workdir)
