@@ -202,7 +202,7 @@ def build_fit(spec: DistSpec, x: np.ndarray, fixed: dict, closed: dict,
         n_free, loglik, conv, n_iter = res.n_free, float(loglik), bool(conv), int(n_iter)
     else:
         cov, free_cov, n_free, conv, n_iter = np.zeros((0, 0)), {}, 0, True, 0
-        loglik = float(np.sum(np.asarray(spec.cls(**{**fixed, **closed}).log_prob(x))))
+        loglik = float(np.sum(np.asarray(compiled_method(spec.cls, "log_prob")({**fixed, **closed}, x))))
     cf_var = spec.closed_form_var({**{k: v for k, (v, _) in free.items()}, **fixed, **closed},
                                   nobs) if closed else {}
     params, stderr, estimated, flat, variances = {}, {}, [], [], []

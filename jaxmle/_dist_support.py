@@ -116,11 +116,11 @@ def cast_for(spec: DistSpec, x: np.ndarray, dtype: Any) -> np.ndarray:
 
 def nonfinite_message(spec: DistSpec, x: np.ndarray, params: dict) -> str | None:
     """Name the observations whose log-density is not finite at ``params`` (None if all are)."""
-    import jax.numpy as jnp
+    from ._dist_result import compiled_method
 
     with warnings.catch_warnings():  # NumPyro warns about out-of-support values: we name them
         warnings.simplefilter("ignore")
-        lp = np.asarray(spec.cls(**{k: jnp.asarray(v) for k, v in params.items()}).log_prob(x))
+        lp = np.asarray(compiled_method(spec.cls, "log_prob")(params, x))
     bad = ~np.isfinite(lp)
     if not bad.any():
         return None
