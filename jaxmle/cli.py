@@ -58,8 +58,15 @@ examples:
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors as one ``error:`` line (exit status 2), like every other."""
+
+    def error(self, message: str):
+        self.exit(EXIT_INPUT, f"error: {message} (see '{self.prog} --help')\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="jaxmle",
         description="Maximum-likelihood fitting for JAX log-likelihoods.",
         epilog="Run 'jaxmle COMMAND --help' for a command's options.",

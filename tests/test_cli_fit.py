@@ -188,6 +188,18 @@ def test_more_bad_options(workdir, capsys, monkeypatch, args, message):
     assert len(err) == 1 and err[0].startswith(message), err
 
 
+@pytest.mark.parametrize("args, message", [
+    (["fit"], "error: the following arguments are required: file (see 'jaxmle fit --help')"),
+    (["fit", "x.csv", "--criterion", "hqic"], "error: argument --criterion: invalid choice"),
+])
+def test_usage_errors_are_one_line_too(capsys, args, message):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(message), err
+
+
 # The reader behind the command (no JAX involved).
 @pytest.mark.parametrize("text, column, values, missing", [
     ("a;b\n1;2,5\n3;4\n", "a", [1, 3], ()),                        # ';' delimiter
