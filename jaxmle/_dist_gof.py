@@ -173,7 +173,8 @@ def goodness_of_fit(fit) -> GoodnessOfFit:
     if fit.is_discrete:
         return chi_square(fit)
     try:
-        return GoodnessOfFit("KS", ks_statistic(fit),
-                             note="no p-value: parameters were estimated from the same data")
+        note = ("no p-value: parameters were estimated from the same data" if fit.n_params else
+                "all parameters fixed: scipy.stats.kstest(x, res.cdf) gives the exact p-value")
+        return GoodnessOfFit("KS", ks_statistic(fit), note=note)
     except NotImplementedError as err:
         return GoodnessOfFit("none", math.nan, note=str(err))

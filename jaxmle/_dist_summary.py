@@ -34,7 +34,8 @@ def _rows(fit, level: float) -> list[dict]:
 def _header(fit) -> tuple:
     res = fit.result
     converged = "yes" if fit.converged else f"NO: {res.status_message}"
-    method = f"maximum likelihood ({res.method})" if res is not None else "closed form"
+    method = (f"maximum likelihood ({res.method})" if res is not None
+              else "closed form" if fit.n_params else "none: every parameter is fixed")
     return (
         ("Distribution", fit.name),
         ("Estimation", method),
