@@ -38,6 +38,7 @@ from ._fit import (
 )
 from ._result import FitResult
 from ._typing import (
+    STATUS_LABELS,
     STATUS_MESSAGES,
     ConvergenceWarning,
     LogLikFn,
@@ -455,9 +456,9 @@ def report_batch(fits: FitResult, space: _transforms.ParamSpace, bad_data: np.nd
     level = user_stacklevel()
     failed = status != Status.SUCCESS
     if failed.any():
-        counts = ", ".join(f"{int((status == s).sum())} {Status(s).name.lower()}"
+        counts = ", ".join(f"{int((status == s).sum())} {STATUS_LABELS[Status(s)]}"
                            for s in np.unique(status[failed]))
-        reasons = "; ".join(f"{Status(s).name.lower()}: {STATUS_MESSAGES[Status(s)]}"
+        reasons = "; ".join(f"{STATUS_LABELS[Status(s)]}: {STATUS_MESSAGES[Status(s)]}"
                             for s in np.unique(status[failed]))
         warnings.warn(
             f"{int(failed.sum())} of {n} fits did not converge ({counts}; first at dataset(s) "

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 
 from ._result import FitResult
-from ._typing import STATUS_MESSAGES, Status
+from ._typing import STATUS_LABELS, Status
 
 # FitResult attributes a BatchFitResult exposes with a leading batch axis (or as is: static)
 _FORWARDED = frozenset({
@@ -110,7 +110,7 @@ class BatchSummary:
     @classmethod
     def from_batch(cls, bres: BatchFitResult) -> "BatchSummary":
         status = np.asarray(bres.fits.status)
-        counts = tuple((STATUS_MESSAGES[Status(s)].split(";")[0], int((status == s).sum()))
+        counts = tuple((STATUS_LABELS[Status(s)], int((status == s).sum()))
                        for s in np.unique(status))
         ok = np.asarray(bres.fits.converged, bool)
         est, se = bres.flat_params()[ok], bres.flat_stderr()[ok]

@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 from . import _objective, _params, _solvers, _transforms
-from ._inference import observed_inference
+from ._inference import flat_direction, observed_inference
 from ._result import FitResult, FitStats
 from ._typing import (
     STATUS_MESSAGES,
@@ -73,7 +73,11 @@ def conclude(config: KernelConfig, data: Any, weights: jax.Array | None,
         return _objective.total_loglik(config.loglik, space.unravel_natural(theta), data, weights,
                                        dtype)[0]
 
-    inf = observed_inference(space, loglik_flat, sol.z, hess, sol.g)
+    eig = _solvers.eigen(hess)
+    inf = observed_inference(space, loglik_flat, sol.z, hess, sol.g, eig)
+    # a "converged" point where the likelihood is flat 3 SEs away is no regular maximum
+    flat = (sol.status == Status.SUCCESS) & flat_direction(objective, sol.z, sol.f, eig)
+    status = jnp.where(flat, Status.FLAT, sol.status).astype(jnp.int32)
     params = space.to_natural(sol.z)
     nobs = _objective.count_observations(config.loglik, params, data, weights, dtype)
     loglik = -sol.f
@@ -85,8 +89,8 @@ def conclude(config: KernelConfig, data: Any, weights: jax.Array | None,
         fisher_info=inf.fisher_info,
         loglik=loglik,
         logpost=loglik,
-        converged=sol.status == Status.SUCCESS,
-        status=sol.status,
+        converged=status == Status.SUCCESS,
+        status=status,
         n_iter=sol.n_iter,
         grad_norm=jnp.max(jnp.abs(sol.g), initial=0.0),
         nobs=nobs,

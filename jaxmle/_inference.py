@@ -87,3 +87,28 @@ def observed_inference(space: ParamSpace, loglik_flat: Callable[[jax.Array], jax
     cov = jnp.where(mask, jnp.nan, 0.5 * (cov + cov.T))
     stderr = jnp.sqrt(jnp.maximum(jnp.diag(cov), 0.0))  # PSD by construction; NaN stays NaN
     return Inference(cov, fisher, stderr, score, eigvals, singular)
+
+
+# A maximum whose log-likelihood falls by less than this share of the quadratic
+# prediction c²/2 at c standard errors (on either side) is not a regular maximum.
+_FLAT_SHARE = 0.1
+_FLAT_REACH = 3.0
+
+
+def flat_direction(objective: Callable[[jax.Array], jax.Array], z_hat: jax.Array,
+                   f_hat: jax.Array, e: Eigen) -> jax.Array:
+    """Whether the optimum is flat along its least-determined direction.
+
+    Along the eigenvector u of the smallest eigenvalue λ of the scaled information,
+    a regular maximum loses ≈ c²/2 of log-likelihood at c = 3 standard errors
+    (z = ẑ ± c·D^-½u/√λ). Losing less than a tenth of that on either side means the
+    likelihood is flat or still rising there: the supremum may lie at infinity
+    (complete separation in a logistic regression, a variance going to 0 on the log
+    scale) and the Wald inference is meaningless. Two evaluations of f.
+    """
+    lam = e.values[0]
+    regular = lam > null_threshold(e)
+    step = _FLAT_REACH * (e.vectors[:, 0] / e.scale) / jnp.sqrt(jnp.where(regular, lam, 1.0))
+    rise = jnp.stack([objective(z_hat + step), objective(z_hat - step)]) - f_hat
+    rise = jnp.where(jnp.isnan(rise), jnp.inf, rise)
+    return regular & (jnp.min(rise) < _FLAT_SHARE * _FLAT_REACH**2 / 2)

@@ -25,6 +25,7 @@ class Status(enum.IntEnum):
     STALLED = 2
     NONFINITE_START = 3
     NONFINITE_DATA = 4      # fit_batch: the dataset has NaN/inf values and was not fitted
+    FLAT = 5                # the "optimum" is flat along a direction: no regular maximum
 
 
 STATUS_MESSAGES = {
@@ -41,7 +42,24 @@ STATUS_MESSAGES = {
     ),
     Status.NONFINITE_START: "the log-likelihood or its gradient is not finite at init",
     Status.NONFINITE_DATA: "the dataset contains NaN/inf values and was not fitted",
+    Status.FLAT: (
+        "the log-likelihood barely changes (or still rises) 3 standard errors away along "
+        "one direction, so this is no regular maximum: the supremum may lie at infinity "
+        "(e.g. complete separation in a logistic regression, a variance shrinking to 0) "
+        "or on a flat ridge; the estimates and standard errors are not meaningful"
+    ),
 }
+
+
+STATUS_LABELS = {
+    Status.SUCCESS: "converged",
+    Status.MAX_ITER: "iteration limit",
+    Status.STALLED: "stalled",
+    Status.NONFINITE_START: "not finite at init",
+    Status.NONFINITE_DATA: "NaN/inf in the data",
+    Status.FLAT: "flat: no regular maximum",
+}
+"""Short names of the statuses, for counts and tables."""
 
 
 class JaxmleWarning(UserWarning):

@@ -134,6 +134,25 @@ def test_unbounded_likelihood_does_not_claim_convergence():
     assert not res.converged
 
 
+def test_complete_separation_is_not_reported_as_a_maximum():
+    """Separated classes: the likelihood rises towards 0 as the slope goes to infinity.
+    Newton's decrement still vanishes (gradient and curvature decay together), so the
+    flat-direction check at 3 SEs must catch it (statsmodels raises/warns here too)."""
+    x = np.random.default_rng(3).normal(size=30)
+    X2 = np.column_stack([np.ones(30), x])
+    y = (x > 0).astype(float)
+
+    def logistic(p, d):
+        return dist.Bernoulli(logits=d[0] @ p["beta"]).log_prob(d[1])
+
+    with pytest.warns(jm.ConvergenceWarning, match="separation"):
+        res = jm.fit(logistic, (X2, y), init={"beta": np.zeros(2)})
+    assert not res.converged and res.status_message.startswith("the log-likelihood barely")
+    # the same model on overlapping classes is a regular maximum
+    y[:5] = 1 - y[:5]
+    assert jm.fit(logistic, (X2, y), init={"beta": np.zeros(2)}).converged
+
+
 def test_collinear_covariates_give_nan_se_and_a_warning_naming_them():
     rng = np.random.default_rng(0)
     x1 = rng.normal(size=50)
