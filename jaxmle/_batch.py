@@ -29,13 +29,15 @@ from ._batch_kernel import BatchConfig, PassOutput, compiled_passes
 from ._batch_result import BatchFitResult
 from ._fit import (
     KernelConfig,
-    _reject_unavailable,
     _nonfinite_start_message,
+    _reject_unavailable,
     float_dtype,
     prepare_init,
+    prepare_held,
     resolve_method,
     resolve_tolerances,
 )
+from ._fixed import Inputs, View, pack
 from ._result import FitResult
 from ._typing import (
     STATUS_LABELS,
@@ -65,6 +67,7 @@ def fit_batch(
     cov_type: str = "observed",
     fixed: Mapping[str, Any] | None = None,
     random: Any = None,
+    groups: Any = None,
     tol: float | None = None,
     max_iter: int | None = None,
     chunk_size: int | None = None,
@@ -81,8 +84,9 @@ def fit_batch(
 
     Parameters
     ----------
-    loglik, constraints, method, tol, max_iter
-        As in :func:`jaxmle.fit`.
+    loglik, constraints, method, cov_type, fixed, groups, tol, max_iter
+        As in :func:`jaxmle.fit`; ``fixed`` values and ``groups`` are shared by all
+        datasets.
     data : pytree of arrays
         Each leaf shaped (B, ...). A dataset containing NaN/inf is not fitted: its
         results are NaN, its ``status`` is ``NONFINITE_DATA``, and a warning names it;
@@ -120,22 +124,28 @@ def fit_batch(
     SingularInformationWarning
         Some converged fits have a singular information matrix (NaN SEs).
     """
-    _reject_unavailable(priors, fixed, random, cov_type)
+    _reject_unavailable(priors, random, cov_type)
     dtype = float_dtype()
     data, n_batch, bad_data = prepare_batch_data(data)
     w, weights_batched = prepare_batch_weights(weights, n_batch, dtype)
     init_leaves, space = prepare_batch_init(init, n_batch, constraints, dtype, batched_init)
-    method = resolve_method(method, space.m)
+    holding, fixed_values, codes, n_groups = prepare_held(
+        loglik, jax.tree_util.tree_map(lambda x: x[0], data), space, [x[0] for x in init_leaves],
+        fixed, cov_type, groups, dtype)
+    view = View(space, holding)
+    method = resolve_method(method, view.m)
     tol, max_iter = resolve_tolerances(tol, max_iter, method, dtype)
-    bc = BatchConfig(KernelConfig(loglik, space, method, w is not None, dtype.name),
+    bc = BatchConfig(KernelConfig(loglik, space, method, w is not None, dtype.name, holding,
+                                  cov_type, n_groups),
                      data_batched=True, weights_batched=weights_batched)
     if bad_data.any():
         data = replace_datasets(data, bad_data)
     chunk = resolve_chunk_size(chunk_size, data, n_batch, _sharding.device_count(devices))
-    fits = run_batch(bc, data, init_leaves, w, n_batch, tol, max_iter, chunk, progress, devices)
+    fits = run_batch(bc, pack(data, fixed_values, codes), init_leaves, w, n_batch, tol, max_iter,
+                     chunk, progress, devices)
     if bad_data.any():
         fits = mark_unfitted(fits, bad_data)
-    report_batch(fits, space, bad_data)
+    report_batch(fits, view.unc_names, bad_data)
     return BatchFitResult(fits)
 
 
@@ -278,13 +288,16 @@ def run_batch(bc: BatchConfig, data: Any, init_leaves: list[np.ndarray], weights
     """All B fits: chunked first passes, then the stragglers pooled and continued."""
     begin, advance = compiled_passes(bc)
     place = _sharding.placer(devices)
+    held = None
+    if isinstance(data, Inputs):   # fixed values and cluster codes are shared by all members
+        data, held = data.data, place(data._replace(data=None), batched=False)
     shared_data = None if bc.data_batched else place(data, batched=False)
     shared_w = None if weights is None or bc.weights_batched else place(weights, batched=False)
 
     def inputs(idx):
         d = shared_data if shared_data is not None else place(_take(data, idx))
         w = shared_w if not bc.weights_batched else place(_take(weights, idx))
-        return d, w
+        return (d if held is None else held._replace(data=d)), w
 
     max_active = np.int32(max(1, int(STRAGGLER_FRACTION * chunk)) if STRAGGLER_FRACTION else 0)
     unlimited = np.int32(np.iinfo(np.int32).max)
@@ -445,13 +458,13 @@ def _replace(fits: FitResult, **changes) -> FitResult:
     return dataclasses.replace(fits, **changes)
 
 
-def report_batch(fits: FitResult, space: _transforms.ParamSpace, bad_data: np.ndarray) -> None:
+def report_batch(fits: FitResult, unc_names: tuple[str, ...], bad_data: np.ndarray) -> None:
     """Warn with counts (and first indices) of failed and singular fits."""
     status = np.asarray(fits.status)
     n = status.shape[0]
     start_failed = status == Status.NONFINITE_START
     if start_failed.all():
-        raise ValueError(_nonfinite_start_message(_member(fits, 0), space)
+        raise ValueError(_nonfinite_start_message(_member(fits, 0), unc_names)
                          + " (for every dataset in the batch)")
     level = user_stacklevel()
     failed = status != Status.SUCCESS

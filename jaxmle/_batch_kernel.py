@@ -29,6 +29,7 @@ from jax import lax
 
 from . import _objective, _solvers
 from ._fit import KernelConfig, conclude, initial_z, kernel_solver
+from ._fixed import Inputs
 from ._result import FitResult
 
 
@@ -51,8 +52,14 @@ def _axis(batched: bool) -> int | None:
     return 0 if batched else None
 
 
-def _masked_data(bc: BatchConfig, data: Any, weights: Any) -> tuple[Any, int | None]:
-    """Data with zero-weight rows masked (see ``mask_padding``) and its batch axis."""
+def _masked_data(bc: BatchConfig, data: Any, weights: Any) -> tuple[Any, Any]:
+    """Data with zero-weight rows masked (see ``mask_padding``) and its batch axis (for
+    :class:`~jaxmle._fixed.Inputs`, a prefix tree: fixed values and cluster codes are
+    shared, profile points always carry the batch axis)."""
+    if isinstance(data, Inputs):
+        inner, axis = _masked_data(bc, data.data, weights)
+        return data._replace(data=inner), Inputs(axis, None, None,
+                                                 None if data.profile is None else 0)
     if weights is None or not (bc.data_batched or bc.weights_batched):
         return _objective.mask_padding(data, weights), _axis(bc.data_batched)
     masked = jax.vmap(_objective.mask_padding, in_axes=(_axis(bc.data_batched),

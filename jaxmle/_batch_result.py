@@ -9,14 +9,14 @@ from typing import Any
 import jax
 import numpy as np
 
-from ._result import FitResult
+from ._result import FitResult, free_positions
 from ._typing import STATUS_LABELS, Status
 
 # FitResult attributes a BatchFitResult exposes with a leading batch axis (or as is: static)
 _FORWARDED = frozenset({
     "params", "stderr", "score", "cov", "fisher_info", "loglik", "logpost", "converged",
     "status", "n_iter", "grad_norm", "nobs", "stats", "aic", "bic", "param_names", "method",
-    "kind", "cov_type", "n_free", "dtype",
+    "kind", "cov_type", "n_free", "dtype", "fixed_names", "n_groups",
 })
 
 
@@ -62,12 +62,17 @@ class BatchFitResult:
         return np.nonzero(~np.asarray(self.fits.converged))[0]
 
     def flat_params(self) -> np.ndarray:
-        """(B, k) estimates in the order of ``param_names``."""
-        return _flat(self.fits.params, len(self))
+        """(B, k) estimates in the order of ``param_names`` (fixed parameters left out)."""
+        return self._free(_flat(self.fits.params, len(self)))
 
     def flat_stderr(self) -> np.ndarray:
         """(B, k) standard errors in the order of ``param_names``."""
-        return _flat(self.fits.stderr, len(self))
+        return self._free(_flat(self.fits.stderr, len(self)))
+
+    def _free(self, flat: np.ndarray) -> np.ndarray:
+        if not self.fits.fixed_names:
+            return flat
+        return flat[:, free_positions(self.fits.params, self.fits.fixed_names, batch_ndim=1)]
 
     def confint(self, level: float = 0.95) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Wald intervals ``{name: (lower (B,), upper (B,))}``."""

@@ -20,7 +20,8 @@ import numpy as np
 import optax
 
 from . import _objective, _params, _solvers, _transforms
-from ._inference import flat_direction, observed_inference
+from ._fixed import Holding, View, pack, prepare_fixed, prepare_groups, unpack
+from ._inference import flat_direction, observed_inference, score_outer_product
 from ._result import FitResult, FitStats
 from ._typing import (
     STATUS_MESSAGES,
@@ -45,18 +46,36 @@ class KernelConfig:
     method: Any
     has_weights: bool
     dtype: str
+    holding: Holding = Holding()    # fixed elements / profile point (values traced)
+    cov_type: str = "observed"
+    n_groups: int = 0               # clusters of the cluster-robust sandwich (0: none)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FitContext:
+    """What re-running a fit needs (profiles, bootstrap, nesting checks of ``lrt``)."""
+
+    config: KernelConfig
+    data: Any           # the user's data, as fitted
+    weights: Any
+    fixed: Any          # values of the fixed elements (``config.holding.fixed``), or None
+    groups: Any         # cluster codes, or None
+    tol: Any
+    max_iter: Any
 
 
 def initial_z(config: KernelConfig, init_leaves: list[jax.Array]) -> jax.Array:
-    """The start in the unconstrained coordinates."""
+    """The start in the (free) unconstrained coordinates; a profile fit takes it as is."""
     dtype = jnp.dtype(config.dtype)
-    return config.space.to_unconstrained([jnp.asarray(x, dtype) for x in init_leaves])
+    return View(config.space, config.holding).initial([jnp.asarray(x, dtype) for x in init_leaves])
 
 
 def kernel_solver(config: KernelConfig, data: Any, weights: jax.Array | None,
                   tol: jax.Array) -> _solvers.Solver:
     """The solver's init/step pair for f(z) = −ℓ(θ(z)) on (padding-masked) data."""
-    objective = _objective.make_objective(config.loglik, config.space.to_natural, data, weights,
+    inputs = unpack(data)
+    view = View(config.space, config.holding, inputs)
+    objective = _objective.make_objective(config.loglik, view.to_natural, inputs.data, weights,
                                           jnp.dtype(config.dtype))
     return _solvers.make_solver(config.method, objective, tol)
 
@@ -64,27 +83,40 @@ def kernel_solver(config: KernelConfig, data: Any, weights: jax.Array | None,
 def conclude(config: KernelConfig, data: Any, weights: jax.Array | None,
              final: _solvers.State) -> FitResult:
     """The inference at the solver's final state, as a :class:`FitResult`."""
-    space, dtype = config.space, jnp.dtype(config.dtype)
-    objective = _objective.make_objective(config.loglik, space.to_natural, data, weights, dtype)
+    inputs = unpack(data)
+    view, dtype = View(config.space, config.holding, inputs), jnp.dtype(config.dtype)
+    data = inputs.data
+    objective = _objective.make_objective(config.loglik, view.to_natural, data, weights, dtype)
     sol = _solvers.solution(final)
+    params = view.to_natural(sol.z)
+    nobs = _objective.count_observations(config.loglik, params, data, weights, dtype)
+    if config.holding.profiled:
+        return _profile_point(config, view, sol, params, nobs)
     hess = sol.hess if sol.hess is not None else _solvers.value_grad_hessian(objective, sol.z)[2]
 
     def loglik_flat(theta):
-        return _objective.total_loglik(config.loglik, space.unravel_natural(theta), data, weights,
+        return _objective.total_loglik(config.loglik, view.unravel_free(theta), data, weights,
                                        dtype)[0]
 
+    meat = None
+    if config.cov_type != "observed":
+        def per_obs(z):
+            return jnp.asarray(config.loglik(view.to_natural(z), data)).astype(dtype)
+
+        meat = score_outer_product(per_obs, sol.z, weights, inputs.groups, config.n_groups)
     eig = _solvers.eigen(hess)
-    inf = observed_inference(space, loglik_flat, sol.z, hess, sol.g, eig)
-    # a "converged" point where the likelihood is flat 3 SEs away is no regular maximum
-    flat = (sol.status == Status.SUCCESS) & flat_direction(objective, sol.z, sol.f, eig)
-    status = jnp.where(flat, Status.FLAT, sol.status).astype(jnp.int32)
-    params = space.to_natural(sol.z)
-    nobs = _objective.count_observations(config.loglik, params, data, weights, dtype)
+    inf = observed_inference(view, loglik_flat, sol.z, hess, sol.g, eig, config.cov_type, meat)
+    status = sol.status
+    if view.m:
+        # a "converged" point where the likelihood is flat 3 SEs away is no regular maximum
+        flat = (sol.status == Status.SUCCESS) & flat_direction(objective, sol.z, sol.f, eig)
+        status = jnp.where(flat, Status.FLAT, sol.status).astype(jnp.int32)
     loglik = -sol.f
     return FitResult(
         params=params,
-        stderr=space.unravel_natural(inf.stderr),
-        score=space.unravel_natural(inf.score),
+        stderr=view.space.unravel_natural(view.fill(inf.stderr, jnp.nan)),
+        score=view.space.unravel_natural(view.fill(inf.score, _fixed_score(config, view, sol.z,
+                                                                           data, weights))),
         cov=inf.cov,
         fisher_info=inf.fisher_info,
         loglik=loglik,
@@ -95,11 +127,42 @@ def conclude(config: KernelConfig, data: Any, weights: jax.Array | None,
         grad_norm=jnp.max(jnp.abs(sol.g), initial=0.0),
         nobs=nobs,
         stats=FitStats(sol.n_rejected, inf.info_eigvals, inf.singular, sol.z, sol.g),
-        param_names=space.names,
-        method=method_name(config.method),
-        n_free=space.m,
+        param_names=view.names,
+        method=method_name(config.method) if view.m else "none",
+        cov_type=config.cov_type,
+        n_free=view.m,
         dtype=config.dtype,
+        fixed_names=view.fixed_names,
+        n_groups=config.n_groups,
     )
+
+
+def _fixed_score(config: KernelConfig, view: View, z: jax.Array, data: Any,
+                 weights: jax.Array | None) -> jax.Array | None:
+    """∂ℓ/∂θ at the fixed elements (the ingredient of a score test); None if none."""
+    if not config.holding.fixed:
+        return None
+    dtype = jnp.dtype(config.dtype)
+
+    def loglik_all(theta):
+        return _objective.total_loglik(config.loglik, view.space.unravel_natural(theta), data,
+                                       weights, dtype)[0]
+
+    return jax.grad(loglik_all)(view.natural_flat_all(z))[view.lay.fixed_nat]
+
+
+def _profile_point(config: KernelConfig, view: View, sol: _solvers.Solution, params: Any,
+                   nobs: jax.Array) -> FitResult:
+    """A profile point: the constrained maximum only (no inference is needed)."""
+    nan_tree = jax.tree_util.tree_map(lambda x: jnp.full_like(x, jnp.nan), params)
+    empty = jnp.zeros((0, 0), sol.z.dtype)
+    return FitResult(
+        params=params, stderr=nan_tree, score=nan_tree, cov=empty, fisher_info=empty,
+        loglik=-sol.f, logpost=-sol.f, converged=sol.status == Status.SUCCESS,
+        status=sol.status, n_iter=sol.n_iter, grad_norm=jnp.max(jnp.abs(sol.g), initial=0.0),
+        nobs=nobs,
+        stats=FitStats(sol.n_rejected, jnp.zeros(0, sol.z.dtype), jnp.zeros(0, bool), sol.z, sol.g),
+        param_names=(), method=method_name(config.method), n_free=view.m, dtype=config.dtype)
 
 
 def fit_kernel(config: KernelConfig, data: Any, init_leaves: list[jax.Array],
@@ -109,7 +172,8 @@ def fit_kernel(config: KernelConfig, data: Any, init_leaves: list[jax.Array],
     ``fit_batch`` runs the same three pieces (``kernel_solver(...).init``, ``.step``
     and :func:`conclude`), with the loop over iterations written for the batch.
     """
-    data = _objective.mask_padding(data, weights)
+    inputs = unpack(data)
+    data = inputs._replace(data=_objective.mask_padding(inputs.data, weights))
     solver = kernel_solver(config, data, weights, tol)
     final = _solvers.iterate(solver.step, solver.init(initial_z(config, init_leaves)), max_iter)
     return conclude(config, data, weights, final)
@@ -128,11 +192,15 @@ def method_name(method: Any) -> str:
 
 
 def resolve_method(method: Any, n_free: int) -> Any:
-    """``"auto"`` → Newton for up to 200 free parameters, else L-BFGS; validate the rest."""
+    """``"auto"`` → Newton for up to 200 free parameters, else L-BFGS; validate the rest.
+
+    With no free parameter (everything fixed) the "fit" only evaluates ℓ: L-BFGS's
+    init does that for a zero-length vector (Newton's eigen-step needs one coordinate).
+    """
     if method == "auto":
-        return "newton" if n_free <= AUTO_NEWTON_MAX_PARAMS else "lbfgs"
+        method = "newton" if n_free <= AUTO_NEWTON_MAX_PARAMS else "lbfgs"
     if method in ("newton", "lbfgs", "adam") or isinstance(method, optax.GradientTransformation):
-        return method
+        return "lbfgs" if n_free == 0 else method
     raise ValueError(
         f"unknown method {method!r}: use 'auto', 'newton', 'lbfgs', 'adam' or an "
         "optax.GradientTransformation"
@@ -170,14 +238,36 @@ def prepare_init(init: Any, dtype: np.dtype):
     return arrays, treedef, names
 
 
-def _reject_unavailable(priors, fixed, random, cov_type) -> None:
-    for name, value in (("priors", priors), ("fixed", fixed), ("random", random)):
+def _reject_unavailable(priors, random, cov_type) -> None:
+    for name, value in (("priors", priors), ("random", random)):
         if value:
             raise NotImplementedError(f"{name}= is not available in this version of jaxmle yet")
-    if cov_type != "observed":
-        if cov_type in ("opg", "sandwich"):
-            raise NotImplementedError(f"cov_type={cov_type!r} is not available yet; use 'observed'")
+    if cov_type not in ("observed", "opg", "sandwich"):
         raise ValueError(f"unknown cov_type {cov_type!r}: use 'observed', 'opg' or 'sandwich'")
+
+
+def check_per_observation(loglik: LogLikFn, params: Any, data: Any, cov_type: str) -> int | None:
+    """The number of per-observation terms, which OPG and sandwich covariances need."""
+    if cov_type == "observed":
+        return None
+    shape = jax.eval_shape(loglik, params, data).shape
+    if len(shape) != 1:
+        raise ValueError(
+            f"cov_type={cov_type!r} needs the per-observation scores, but loglik returned a "
+            f"{'scalar' if not shape else f'shape {shape}'}: return the 1-D vector of "
+            "per-observation log-likelihood terms instead of their sum")
+    return int(shape[0])
+
+
+def prepare_held(loglik: LogLikFn, data: Any, space: _transforms.ParamSpace,
+                 init_leaves: list[np.ndarray], fixed, cov_type: str, groups, dtype):
+    """Host-side checks shared by ``fit`` and ``fit_batch`` (``data`` is one dataset):
+    the :class:`Holding` and values of ``fixed``, and the cluster codes."""
+    holding, fixed_values = prepare_fixed(fixed, space, init_leaves, dtype)
+    params = jax.tree_util.tree_unflatten(space.treedef, list(init_leaves))
+    n_obs = check_per_observation(loglik, params, data, cov_type)
+    codes, n_groups = prepare_groups(groups, cov_type, n_obs)
+    return holding, fixed_values, codes, n_groups
 
 
 def fit(
@@ -192,6 +282,7 @@ def fit(
     cov_type: str = "observed",
     fixed: Mapping[str, Any] | None = None,
     random: Any = None,
+    groups: Any = None,
     tol: float | None = None,
     max_iter: int | None = None,
     n_starts: int = 1,
@@ -223,6 +314,29 @@ def fit(
     weights : array, optional
         Per-observation weights multiplying the terms (0 masks padding); ``nobs``
         is their sum.
+    cov_type : {"observed", "opg", "sandwich"}
+        What ``cov`` and ``stderr`` hold. ``"observed"``: H⁻¹, the inverse observed
+        information; ``"opg"``: B⁻¹, the outer product of the per-observation scores
+        B = Σ wᵢ sᵢsᵢᵀ (BHHH); ``"sandwich"``: H⁻¹ B H⁻¹ (Huber–White, robust to a
+        misspecified likelihood; statsmodels' ``cov_type="HC0"``, no small-sample
+        factor). The last two need ``loglik`` to return per-observation terms.
+        ``fisher_info`` is always the observed information.
+    fixed : dict, optional
+        ``{name: value}`` held fixed: leaf names (``"sigma"``, or ``"beta"`` for a
+        whole array; a scalar is broadcast) or element names (``"beta[1]"``, for
+        elementwise constraints). The values must satisfy the constraints (a
+        boundary value the constraint admits, e.g. p = 0 for ``unit_interval``, is
+        allowed). Fixed parameters stay in ``params`` (NaN ``stderr``; ``score`` is
+        ∂ℓ/∂θ there, the score-test ingredient) but are not estimated: ``cov``,
+        ``fisher_info`` and ``param_names`` cover the estimated elements only,
+        ``fixed_names`` lists the others, and ``n_free``/AIC/BIC count only free
+        coordinates. The values are traced: new values reuse the compiled program.
+        Fixing every parameter evaluates ℓ there (``method`` "none", 0×0 ``cov``),
+        e.g. for a likelihood-ratio test of a simple hypothesis.
+    groups : array, optional
+        Cluster labels (one per observation) for ``cov_type="sandwich"``: the
+        cluster-robust B = Σ_g S_g S_gᵀ, S_g = Σ_{i∈g} wᵢsᵢ (statsmodels'
+        ``cov_type="cluster"`` with ``use_correction=False``).
     tol : float, optional
         Convergence tolerance (default 1e-8 in float64, 1e-5 in float32), see
         :mod:`jaxmle._solvers`.
@@ -269,16 +383,22 @@ def fit(
     >>> round(float(res.params["mu"]), 6), round(float(res.params["sigma"]) ** 2, 6)
     (171.0, 51.0)
     """
-    _reject_unavailable(priors, fixed, random, cov_type)
+    _reject_unavailable(priors, random, cov_type)
     dtype = float_dtype()
     data = _objective.prepare_data(data)
     init_leaves, treedef, names = prepare_init(init, dtype)
     space = _transforms.build_space(init_leaves, names, treedef, constraints)
+    holding, fixed_values, codes, n_groups = prepare_held(loglik, data, space, init_leaves, fixed,
+                                                          cov_type, groups, dtype)
     _transforms.check_init(space, init_leaves)
-    method = resolve_method(method, space.m)
+    view = View(space, holding)
+    method = resolve_method(method, view.m)
     w = _objective.prepare_weights(weights, dtype)
     tol, max_iter = resolve_tolerances(tol, max_iter, method, dtype)
-    config = KernelConfig(loglik, space, method, w is not None, dtype.name)
+    config = KernelConfig(loglik, space, method, w is not None, dtype.name, holding, cov_type,
+                          n_groups)
+    context = FitContext(config, data, w, fixed_values, codes, tol, max_iter)
+    data = pack(data, fixed_values, codes)
     if n_starts != 1:
         if int(n_starts) != n_starts or n_starts < 1:
             raise ValueError(f"n_starts must be a positive integer, got {n_starts}")
@@ -290,7 +410,8 @@ def fit(
                              float(start_scale))
     else:
         res = compiled_kernel(config)(data, init_leaves, w, tol, max_iter)
-    report(res, space)
+    res = dataclasses.replace(res, context=context)
+    report(res, view.unc_names)
     return res
 
 
@@ -305,13 +426,13 @@ def resolve_tolerances(tol, max_iter, method, dtype) -> tuple[np.ndarray, np.nda
     return np.asarray(tol, dtype), np.asarray(max_iter, np.int32)
 
 
-def report(res: FitResult, space: _transforms.ParamSpace) -> None:
+def report(res: FitResult, unc_names: tuple[str, ...]) -> None:
     """Raise for a non-finite start; warn for non-convergence and singular information."""
     status_code, singular, eig = jax.device_get(
         (res.status, res.stats.singular, res.stats.info_eigvals))
     status = Status(int(status_code))
     if status == Status.NONFINITE_START:
-        raise ValueError(_nonfinite_start_message(res, space))
+        raise ValueError(_nonfinite_start_message(res, unc_names))
     level = user_stacklevel()
     if status != Status.SUCCESS:
         warnings.warn(
@@ -333,13 +454,13 @@ def report(res: FitResult, space: _transforms.ParamSpace) -> None:
             PrecisionWarning, stacklevel=level)
 
 
-def _nonfinite_start_message(res: FitResult, space: _transforms.ParamSpace) -> str:
+def _nonfinite_start_message(res: FitResult, unc_names: tuple[str, ...]) -> str:
     f0 = float(res.loglik)  # the kernel reports the values at init for a bad start
     if not np.isfinite(f0):
         return (f"the log-likelihood is {f0} at init; check that init is plausible for the data "
                 "(e.g. data outside the support of the distribution at these parameters)")
     bad = np.asarray(~np.isfinite(res.stats.grad_z))
-    names = sorted({n for n, b in zip(space.unc_names, bad) if b})
+    names = sorted({n for n, b in zip(unc_names, bad) if b})
     return (f"the gradient (or second derivative) of the log-likelihood is not finite at init "
             f"for parameter(s) {names}: the log-likelihood is not twice differentiable there "
             "(e.g. x**k at x = 0, sqrt or abs at 0); start elsewhere or rewrite that term")

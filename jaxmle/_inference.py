@@ -52,13 +52,22 @@ def _checked_inverse(e: Eigen):
 
 def observed_inference(space: ParamSpace, loglik_flat: Callable[[jax.Array], jax.Array],
                        z_hat: jax.Array, hess_z: jax.Array, grad_z: jax.Array,
-                       eig: Eigen | None = None) -> Inference:
+                       eig: Eigen | None = None, cov_type: str = "observed",
+                       meat: jax.Array | None = None) -> Inference:
     """Covariance and information of θ̂ = θ(ẑ) from H_z = −∇²_z ℓ.
 
     ``loglik_flat(theta)`` is ℓ as a function of the flat natural parameters;
     ``eig`` is the solver's eigen-decomposition of the scaled H_z, if it has one.
+    ``cov_type``: ``"observed"`` (H_z⁻¹), ``"opg"`` (B⁻¹) or ``"sandwich"``
+    (H_z⁻¹ B H_z⁻¹), with B = ``meat`` the outer product of the scores in z
+    (see :func:`score_outer_product`); each goes through J to the natural space.
     """
     cov_z, eigvals, involved_z = _checked_inverse(eigen(hess_z) if eig is None else eig)
+    if cov_type == "sandwich":
+        cov_z = cov_z @ meat @ cov_z
+    elif cov_type == "opg":
+        cov_z, _, involved_b = _checked_inverse(eigen(meat))
+        involved_z = involved_z | involved_b
     if space.is_identity:
         jac = jnp.eye(space.k, dtype=z_hat.dtype)
         cov, fisher, score = cov_z, hess_z, -grad_z
@@ -87,6 +96,26 @@ def observed_inference(space: ParamSpace, loglik_flat: Callable[[jax.Array], jax
     cov = jnp.where(mask, jnp.nan, 0.5 * (cov + cov.T))
     stderr = jnp.sqrt(jnp.maximum(jnp.diag(cov), 0.0))  # PSD by construction; NaN stays NaN
     return Inference(cov, fisher, stderr, score, eigvals, singular)
+
+
+def score_outer_product(per_obs: Callable[[jax.Array], jax.Array], z_hat: jax.Array,
+                        weights: jax.Array | None, groups: jax.Array | None,
+                        n_groups: int) -> jax.Array:
+    """B = Σᵢ wᵢ sᵢsᵢᵀ, or Σ_g S_g S_gᵀ with S_g = Σ_{i∈g} wᵢ sᵢ (clusters), where
+    sᵢ = ∇_z ℓᵢ are the per-observation scores.
+
+    The (n, m) score matrix is the Jacobian of the vector of per-observation terms,
+    taken forward (m passes over the data, i.e. ``vmap`` of a JVP over the m
+    coordinates): the same numbers as ``vmap(grad)`` over observations without
+    having to split the user's data into rows. Weights are frequency weights.
+    """
+    scores = jax.jacfwd(per_obs)(z_hat)                     # (n, m)
+    w = jnp.ones(scores.shape[0], scores.dtype) if weights is None else weights.astype(scores.dtype)
+    weighted = jnp.where((w > 0)[:, None], w[:, None] * scores, 0.0)
+    if groups is None:
+        return weighted.T @ jnp.where((w > 0)[:, None], scores, 0.0)
+    sums = jax.ops.segment_sum(weighted, groups, num_segments=n_groups)
+    return sums.T @ sums
 
 
 # A maximum whose log-likelihood falls by less than this share of the quadratic

@@ -47,11 +47,16 @@ class FitResult:
     Attributes
     ----------
     params, stderr, score : pytrees shaped like ``init``
-        Estimates θ̂ (natural space), standard errors, and ∇θ ℓ(θ̂).
+        Estimates θ̂ (natural space), standard errors, and ∇θ ℓ(θ̂). Fixed
+        parameters (``fit(..., fixed=)``) keep their value, with NaN ``stderr``.
     cov, fisher_info : (k, k) arrays
         Covariance of the flattened natural parameters (rows named by
-        ``param_names``) and the observed information −∇²ℓ(θ̂) (for a simplex or
-        other manifold leaf, the pseudo-inverse of ``cov``).
+        ``param_names``: the estimated elements only, fixed ones excluded) and
+        the observed information −∇²ℓ(θ̂) (for a simplex or other manifold leaf,
+        the pseudo-inverse of ``cov``). ``cov`` follows ``cov_type``
+        (``"observed"``, ``"opg"`` or ``"sandwich"``).
+    fixed_names : tuple of str
+        Flat names of the parameters held fixed (not in ``param_names``).
     loglik, logpost : scalars
         ℓ(θ̂); ``logpost`` equals ``loglik`` for maximum likelihood.
     converged, status, n_iter, grad_norm
@@ -83,6 +88,11 @@ class FitResult:
     cov_type: str = dataclasses.field(default="observed", metadata=dict(static=True))
     n_free: int = dataclasses.field(default=0, metadata=dict(static=True))
     dtype: str = dataclasses.field(default="float64", metadata=dict(static=True))
+    fixed_names: tuple[str, ...] = dataclasses.field(default=(), metadata=dict(static=True))
+    n_groups: int = dataclasses.field(default=0, metadata=dict(static=True))
+    # what re-running the fit needs (data, function, settings): set by jm.fit
+    context: Any = dataclasses.field(default=None, repr=False, compare=False,
+                                     metadata=dict(static=True))
     starts: StartsReport | None = None
 
     @property
@@ -104,35 +114,86 @@ class FitResult:
     def status_message(self) -> str:
         return STATUS_MESSAGES[Status(int(self.status))]
 
-    def confint(self, level: float = 0.95, method: str = "wald") -> dict[str, tuple[float, float]]:
-        """Confidence intervals ``{name: (lower, upper)}`` for the flat parameters.
+    def confint(self, level: float = 0.95, method: str = "wald", *,
+                names: Any = None) -> dict[str, tuple[float, float]]:
+        """Confidence intervals ``{name: (lower, upper)}`` for the estimated parameters.
 
-        ``method="wald"``: θ̂ ± z_{(1+level)/2}·SE. Profile-likelihood intervals
-        (``method="profile"``) are not available yet.
+        ``method="wald"``: θ̂ ± z_{(1+level)/2}·SE (by ``cov_type``).
+        ``method="profile"``: {t : 2(ℓ̂ − ℓ_p(t)) ≤ χ²₁(level)}, where ℓ_p(t) is
+        the log-likelihood maximised over the other parameters with this one held
+        at t (see :meth:`profile`); asymmetric where the likelihood is. Where the
+        profile does not cross the threshold before the edge of the parameter
+        space, that end is the edge (±inf, or 0 for a positive parameter, ...); an
+        end that could not be computed (failed refits) is NaN. ``names`` limits
+        the parameters (default: all of ``param_names``); all are profiled
+        together, in one batched program.
         """
-        if method != "wald":
-            if method == "profile":
-                raise NotImplementedError(
-                    "profile-likelihood intervals are not implemented yet; use method='wald'"
-                )
-            raise ValueError(f"unknown confint method {method!r}; use 'wald'")
+        if method not in ("wald", "profile"):
+            raise ValueError(f"unknown confint method {method!r}; use 'wald' or 'profile'")
         if not 0.0 < level < 1.0:
             raise ValueError(f"level must be in (0, 1), got {level}")
+        if method == "profile":
+            from ._profile import profile_intervals
+
+            return {n: (iv.lower, iv.upper) for n, iv in profile_intervals(self, level, names).items()}
         q = NormalDist().inv_cdf(0.5 + level / 2.0)
         est = self.flat_params()
         se = np.sqrt(np.diag(np.asarray(self.cov)))
-        return {n: (float(e - q * s), float(e + q * s)) for n, e, s in zip(self.param_names, est, se)}
+        out = {n: (float(e - q * s), float(e + q * s)) for n, e, s in zip(self.param_names, est, se)}
+        return out if names is None else {n: out[n] for n in _as_names(names, self.param_names)}
+
+    def profile(self, name: str, level: float = 0.95, n_points: int = 21) -> Any:
+        """The profile log-likelihood of one parameter: a :class:`~jaxmle._profile.Profile`
+        with the grid (``values``), ``loglik``/``deviance`` there, and the crossings of
+        the χ²₁(level) threshold (``lower``, ``upper``; ``wald`` for comparison).
+
+        Each point is a re-fit with ``name`` held (all points share one compiled
+        program; each starts from its neighbour's solution). ``name`` is a flat name
+        (``"sigma"``, ``"beta[1]"``) of a parameter with an elementwise constraint.
+        """
+        from ._profile import profile
+
+        return profile(self, name, level, n_points)
+
+    def delta(self, fn: Any, level: float = 0.95) -> Any:
+        """Delta method for ``fn(params)`` (any JAX function, scalar or array output):
+        estimate, SE, covariance ``G cov Gᵀ`` with the exact Jacobian G (autodiff),
+        and Wald intervals; see :class:`~jaxmle._delta.DeltaResult`."""
+        from ._delta import delta
+
+        return delta(self, fn, level)
+
+    def bootstrap(self, simulate: Any, n: int = 2000, *, key: Any = None, level: float = 0.95,
+                  chunk_size: int | None = None, progress: bool | None = None) -> Any:
+        """Parametric bootstrap: ``n`` datasets ``simulate(params, key)`` drawn at θ̂,
+        refitted in one batched call (``fit_batch``'s program). Returns a
+        :class:`~jaxmle._bootstrap.BootstrapResult`: bootstrap SEs, percentile
+        intervals, bias, and the number of refits that failed (left out)."""
+        from ._bootstrap import bootstrap
+
+        return bootstrap(self, simulate, n, key=key, level=level, chunk_size=chunk_size,
+                         progress=progress)
 
     def flat_params(self) -> np.ndarray:
-        """Estimates as one flat vector, in the order of ``param_names``."""
+        """Estimates as one flat vector, in the order of ``param_names`` (fixed ones left out)."""
+        flat = self.flat_params_all()
+        if not self.fixed_names:
+            return flat
+        return flat[free_positions(self.params, self.fixed_names)]
+
+    def flat_params_all(self) -> np.ndarray:
+        """All parameters (estimated and fixed) as one flat vector, in pytree order."""
         leaves = jax.tree_util.tree_leaves(self.params)
         return np.concatenate([np.ravel(np.asarray(x)) for x in leaves]) if leaves else np.zeros(0)
 
-    def summary(self, level: float = 0.95) -> "Summary":
-        """A printable table like statsmodels': estimate, std err, z, P>|z|, CI."""
+    def summary(self, level: float = 0.95, ci: str = "wald") -> "Summary":
+        """A printable table like statsmodels': estimate, std err, z, P>|z|, CI.
+
+        ``ci="profile"`` shows profile-likelihood intervals instead of Wald ones.
+        """
         from ._summary import Summary
 
-        return Summary.from_result(self, level)
+        return Summary.from_result(self, level, ci)
 
     def __repr__(self) -> str:
         try:
@@ -141,6 +202,30 @@ class FitResult:
                     f"converged={bool(self.converged)})")
         except TypeError:  # batched or traced arrays
             return f"FitResult({self.kind}, {self.method}, params={self.params!r})"
+
+
+def all_flat_names(params: Any, batch_ndim: int = 0) -> tuple[str, ...]:
+    """Flat names of every element of a parameter pytree (estimated and fixed)."""
+    from ._params import flat_names, leaf_names
+
+    shapes = [np.shape(x)[batch_ndim:] for x in jax.tree_util.tree_leaves(params)]
+    return flat_names(leaf_names(params), shapes)
+
+
+def free_positions(params: Any, fixed_names: tuple[str, ...], batch_ndim: int = 0) -> np.ndarray:
+    """Positions of the estimated elements in the flat vector of all parameters."""
+    fixed = set(fixed_names)
+    return np.asarray([i for i, n in enumerate(all_flat_names(params, batch_ndim)) if n not in fixed],
+                      dtype=np.int64)
+
+
+def _as_names(names: Any, valid: tuple[str, ...]) -> list[str]:
+    names = [names] if isinstance(names, str) else list(names)
+    unknown = [n for n in names if n not in valid]
+    if unknown:
+        raise ValueError(f"unknown parameter name(s) {unknown}; the estimated parameters are "
+                         f"{list(valid)}")
+    return names
 
 
 def pvalue(z: float) -> float:

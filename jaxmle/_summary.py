@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ._result import FitResult, pvalue
+from ._result import FitResult, all_flat_names, pvalue
 
 _WIDTH = 78
 _COLUMNS = ("estimate", "std err", "z", "P>|z|")
@@ -36,17 +36,34 @@ class Summary:
     notes: tuple[str, ...]
 
     @classmethod
-    def from_result(cls, res: FitResult, level: float = 0.95) -> "Summary":
-        est = res.flat_params()
-        se = np.sqrt(np.diag(np.asarray(res.cov)))
+    def from_result(cls, res: FitResult, level: float = 0.95, ci: str = "wald") -> "Summary":
+        if ci not in ("wald", "profile"):
+            raise ValueError(f"unknown ci {ci!r}; use 'wald' or 'profile'")
+        if not 0.0 < level < 1.0:
+            raise ValueError(f"level must be in (0, 1), got {level}")
+        se = dict(zip(res.param_names, np.sqrt(np.diag(np.asarray(res.cov)))))
         q = NormalDist().inv_cdf(0.5 + level / 2.0)
+        intervals, notes = {}, []
+        if ci == "profile" and res.param_names:
+            from ._profile import profile_intervals
+
+            intervals = profile_intervals(res, level)
+            notes = [iv.note for iv in intervals.values() if iv.note]
         rows = []
-        for name, e, s in zip(res.param_names, est, se):
+        for name, e in zip(all_flat_names(res.params), res.flat_params_all()):
+            if name not in se:
+                rows.append(dict(name=f"{name} (fixed)", estimate=float(e), stderr=math.nan,
+                                 z=math.nan, pvalue=math.nan, lower=math.nan, upper=math.nan))
+                continue
+            s = se[name]
             z = e / s if s > 0 else math.nan
+            lo, hi = ((intervals[name].lower, intervals[name].upper) if name in intervals
+                      else (float(e - q * s), float(e + q * s)))
             rows.append(dict(name=name, estimate=float(e), stderr=float(s), z=float(z),
-                             pvalue=pvalue(z), lower=float(e - q * s), upper=float(e + q * s)))
+                             pvalue=pvalue(z), lower=lo, upper=hi))
         kind = "maximum likelihood" if res.kind == "mle" else "maximum a posteriori"
         converged = bool(res.converged)
+        covariance = res.cov_type + (f", {res.n_groups} clusters" if res.n_groups else "")
         header = (
             ("Estimation", f"{kind} ({res.method})"),
             ("Log-likelihood", f"{float(res.loglik):.6g}"),
@@ -57,9 +74,10 @@ class Summary:
             ("Converged", "yes" if converged else f"NO: {res.status_message}"),
             ("Iterations", f"{int(res.n_iter)}"),
             ("|gradient|", f"{float(res.grad_norm):.2e}"),
-            ("Covariance", res.cov_type),
+            ("Covariance", covariance),
+            ("Intervals", "profile likelihood" if ci == "profile" else "Wald"),
         )
-        return cls("jaxmle fit results", header, tuple(rows), level, _notes(res))
+        return cls("jaxmle fit results", header, tuple(rows), level, _notes(res) + tuple(notes))
 
     def as_dict(self) -> dict[str, Any]:
         """Rows keyed by parameter name, plus the header fields."""
@@ -114,6 +132,14 @@ def _notes(res: FitResult) -> tuple[str, ...]:
             "computed in float32: estimates and standard errors are float32-accurate only; run "
             "jax.config.update('jax_enable_x64', True) before creating arrays for float64"
         )
+    if res.fixed_names:
+        notes.append(f"held fixed (not estimated, not counted in AIC/BIC): "
+                     f"{', '.join(res.fixed_names)}")
+    if res.cov_type != "observed":
+        what = {"opg": "the outer product of the per-observation scores (OPG/BHHH)",
+                "sandwich": "the sandwich H⁻¹BH⁻¹ (Huber–White, robust to misspecification)"}
+        notes.append(f"standard errors from {what[res.cov_type]}"
+                     + (f", clustered over {res.n_groups} groups" if res.n_groups else ""))
     if res.n_free < len(res.param_names):
         notes.append(
             "some parameters live on a manifold (simplex, ...): their covariance is "
