@@ -1,7 +1,8 @@
 """jaxmle: maximum-likelihood fitting for any JAX log-likelihood.
 
-Public API (see ``API.md``): :func:`fit` and :class:`FitResult`, plus the warning
-classes. Everything in modules starting with ``_`` is private.
+Public API (see ``API.md``): :func:`fit`, :func:`fit_batch`, :func:`lrt` and
+:class:`FitResult`, plus the warning classes. Everything in modules starting with
+``_`` is private.
 """
 
 from ._batch import fit_batch as fit_batch
@@ -10,6 +11,7 @@ from ._cache import enable_compilation_cache as enable_compilation_cache
 from ._dist_compare import DistributionComparison as DistributionComparison
 from ._dist_result import DistributionFit as DistributionFit
 from ._fit import fit as fit
+from ._lrt import lrt as lrt
 from ._result import FitResult as FitResult
 from ._sharding import shard_observations as shard_observations
 from ._typing import ConvergenceWarning as ConvergenceWarning
@@ -35,5 +37,6 @@ __all__ = [
     "fit",
     "fit_batch",
     "fit_distribution",
+    "lrt",
     "shard_observations",
 ]

@@ -69,6 +69,7 @@ class Layout(NamedTuple):
     act_unc: np.ndarray         # (m_act,) unconstrained coordinates not fixed
     act_nat: np.ndarray         # (m_act,) natural index of each (elementwise leaf), else -1
     free_leaves: tuple          # the leaves with at least one free element
+    leaf_fixed: tuple           # per leaf: (fixed positions in the leaf, their index in values)
 
 
 @functools.lru_cache(maxsize=256)
@@ -76,10 +77,12 @@ def layout(space: ParamSpace, fixed: tuple[int, ...]) -> Layout:
     fixed_nat = np.asarray(fixed, dtype=np.int64)
     nat_fixed = np.zeros(space.k, bool)
     nat_fixed[fixed_nat] = True
-    act_unc, act_nat, free_leaves = [], [], []
+    act_unc, act_nat, free_leaves, leaf_fixed = [], [], [], []
     n0 = u0 = 0
     for leaf in space.leaves:
         mask = nat_fixed[n0:n0 + leaf.size]
+        pos = np.nonzero(mask)[0]
+        leaf_fixed.append((pos, np.searchsorted(fixed_nat, n0 + pos)))
         if elementwise(leaf):
             act_unc += [u0 + i for i in range(leaf.size) if not mask[i]]
             act_nat += [n0 + i for i in range(leaf.size) if not mask[i]]
@@ -90,7 +93,7 @@ def layout(space: ParamSpace, fixed: tuple[int, ...]) -> Layout:
             free_leaves.append(leaf)
         n0, u0 = n0 + leaf.size, u0 + leaf.unc_size
     return Layout(fixed_nat, np.nonzero(~nat_fixed)[0], np.asarray(act_unc, np.int64),
-                  np.asarray(act_nat, np.int64), tuple(free_leaves))
+                  np.asarray(act_nat, np.int64), tuple(free_leaves), tuple(leaf_fixed))
 
 
 def elementwise(leaf) -> bool:
@@ -168,19 +171,39 @@ class View:
         src = jnp.clip(pos - (pos > j).astype(pos.dtype), 0, m_act - 2)
         return jnp.where(pos == j, u, z[src])
 
-    def natural_flat_all(self, z: jax.Array) -> jax.Array:
-        """All k natural elements, the fixed ones set to their values."""
+    def natural_leaves(self, z: jax.Array) -> list[jax.Array]:
+        """The natural leaves, the fixed elements set to their values.
+
+        A wholly fixed leaf is built from the values alone, so it carries no
+        derivative at all (not even a zero one: log(p) at a fixed p = 0 must not
+        turn 0·∞ into NaN in the Hessian); a partly fixed one is the transform with
+        the fixed elements overwritten.
+        """
         za = self.z_active(z)
         if not self.holding.fixed:
-            return self.space.to_natural_flat(za)
+            return self.space.natural_leaves(za)
         full = jnp.zeros(self.space.m, za.dtype).at[self.lay.act_unc].set(za)
-        flat = self.space.to_natural_flat(full)
-        return flat.at[self.lay.fixed_nat].set(self.values.astype(flat.dtype))
+        parts = _params.unravel(full, [l.unc_shape for l in self.space.leaves])
+        values = self.values.astype(za.dtype)
+        out = []
+        for leaf, u, (pos, idx) in zip(self.space.leaves, parts, self.lay.leaf_fixed):
+            if len(pos) == leaf.size:
+                out.append(values[idx].reshape(leaf.shape))
+                continue
+            x = leaf.transform(u).reshape(leaf.shape)
+            if len(pos):
+                x = x.reshape(-1).at[pos].set(values[idx]).reshape(leaf.shape)
+            out.append(x)
+        return out
+
+    def natural_flat_all(self, z: jax.Array) -> jax.Array:
+        """All k natural elements, the fixed ones set to their values."""
+        return _params.ravel(self.natural_leaves(z))
 
     def to_natural(self, z: jax.Array) -> Any:
         if self.plain:
             return self.space.to_natural(z)
-        return self.space.unravel_natural(self.natural_flat_all(z))
+        return jax.tree_util.tree_unflatten(self.space.treedef, self.natural_leaves(z))
 
     def to_natural_flat(self, z: jax.Array) -> jax.Array:
         """The free natural elements (rows of ``cov``)."""

@@ -22,8 +22,8 @@ on the signed root g(u) = √D(u), which is close to linear in u:
 Every side ends in one of four ways, reported as is: ``"crossed"`` (D = c found);
 ``"edge"`` (D jumps from below c to a non-finite log-likelihood: the interval ends
 where the likelihood stops being finite); ``"open"`` (the profile stays below c as
-far as 256 standard errors or to the boundary of the parameter space: that end is
-the boundary, ±inf or e.g. 0 for a positive parameter); ``"failed"`` (a re-fit did
+far as 64 standard errors of u, or levels off below c: that end is the edge of
+the parameter space, ±inf or e.g. 0 for a positive parameter); ``"failed"`` (a re-fit did
 not converge: the end is NaN). All sides of all parameters advance together, one
 batched call per step.
 """
@@ -47,7 +47,8 @@ from ._result import FitResult
 from ._typing import ConvergenceWarning, Status, user_stacklevel
 
 _GTOL = 1e-7            # |√D − √c| at which a crossing is accepted (standard-error units)
-_REACH = 256.0          # give up bracketing (an open side) beyond this many SEs of u
+_REACH = 64.0           # give up bracketing (an open side) beyond this many SEs of u
+_PLATEAU = 1e-4         # ... or when √D rises by less than this while x grows ≥ 2×
 _MAX_ROUNDS = 60
 
 
@@ -297,7 +298,8 @@ def _record(t: _Side, x: float, ll: float, status: int, z: np.ndarray, loglik_ha
     if t.outside is None:
         if g < r:
             t.inside.append((x, g, z))
-            if x >= _REACH * t.s_u:
+            x1, g1, _ = t.inside[-2]
+            if x >= _REACH * t.s_u or (x >= 2.0 * x1 and g - g1 < _PLATEAU and x1 > 0):
                 t.status, t.root = "open", math.inf
         else:
             t.outside = (x, g, z)
@@ -418,11 +420,11 @@ def profile(res: FitResult, name: str, level: float = 0.95, n_points: int = 21) 
     sides = _make_sides(prob, name)
     _search(prob, sides, level)
     interval = _interval(prob, name, sides, level)
-    _grid(prob, sides, (int(n_points) - 1) // 2)
+    ends = _grid(prob, sides, (int(n_points) - 1) // 2)
     j, leaf, elem = prob.locate(name)
     u_hat = prob.z_hat[j]
-    xs = [(u_hat, prob.loglik, True)] + [(u_hat + t.side * x, ll, c) for t in sides
-                                          for x, ll, c in t.points]
+    xs = [(u_hat, prob.loglik, True)] + [(u_hat + t.side * x, ll, c) for t, end in zip(sides, ends)
+                                          for x, ll, c in t.points if x <= end * (1 + 1e-9)]
     u, ll, conv = (np.asarray(v) for v in zip(*xs))
     values = prob.natural(leaf, elem, u)
     order = np.argsort(values)
@@ -432,13 +434,17 @@ def profile(res: FitResult, name: str, level: float = 0.95, n_points: int = 21) 
                    interval)
 
 
-def _grid(prob: _Problem, sides: list[_Side], n_side: int) -> None:
+def _grid(prob: _Problem, sides: list[_Side], n_side: int) -> list[float]:
     """Evenly spaced points (in u) out to 1.2× each end, both sides together, each
-    started from the previous point of its side."""
-    spans = []
+    started from the previous point of its side. An open or failed side is drawn as
+    far as the other side's (or 3 SEs), within where it was searched. Returns the
+    ends (x)."""
+    found = [1.2 * t.root for t in sides if t.status in ("crossed", "edge")]
+    default = max(found + [3.0 * sides[0].s_u])
+    spans, ends = [], []
     for t in sides:
-        reach = t.inside[-1][0]
-        end = 1.2 * t.root if t.status in ("crossed", "edge") else reach
+        end = 1.2 * t.root if t.status in ("crossed", "edge") else min(t.inside[-1][0], default)
+        ends.append(end)
         spans.append(np.linspace(0.0, end, n_side + 1)[1:] if end > 0 else np.zeros(0))
     zs = [t.inside[0][2] for t in sides]
     for i in range(max(len(s) for s in spans)):
@@ -452,3 +458,4 @@ def _grid(prob: _Problem, sides: list[_Side], n_side: int) -> None:
                                     else math.nan, bool(ok)))
             if ok:
                 zs[k] = z[n]
+    return ends

@@ -62,10 +62,11 @@ class Summary:
             rows.append(dict(name=name, estimate=float(e), stderr=float(s), z=float(z),
                              pvalue=pvalue(z), lower=lo, upper=hi))
         kind = "maximum likelihood" if res.kind == "mle" else "maximum a posteriori"
+        estimation = f"{kind} ({res.method})" if res.method != "none" else "none: all fixed"
         converged = bool(res.converged)
         covariance = res.cov_type + (f", {res.n_groups} clusters" if res.n_groups else "")
         header = (
-            ("Estimation", f"{kind} ({res.method})"),
+            ("Estimation", estimation),
             ("Log-likelihood", f"{float(res.loglik):.6g}"),
             ("AIC", f"{float(res.aic):.6g}"),
             ("BIC", f"{float(res.bic):.6g}"),

@@ -1,6 +1,7 @@
-"""Diagnostic plots of fitted distributions (needs matplotlib: ``pip install 'jaxmle[plot]'``).
+"""Plots (need matplotlib: ``pip install 'jaxmle[plot]'``).
 
-:func:`plot_fit` draws the four-panel diagnostic of ``fitdistrplus``: the data
+:func:`plot_profile` draws profile-likelihood curves with the χ² threshold and
+both intervals (profile and Wald). :func:`plot_fit` draws the four-panel diagnostic of ``fitdistrplus``: the data
 (histogram, or bar chart of frequencies for counts) with the fitted densities,
 a Q–Q plot, a P–P plot and the empirical against the fitted CDFs, for one or
 several candidate distributions fitted to the same sample.
@@ -9,6 +10,7 @@ Examples
 --------
 >>> table = jm.compare_distributions(x, [dist.Gamma, dist.Weibull])  # doctest: +SKIP
 >>> jaxmle.plots.plot_fit(table, path="fit.png")                      # doctest: +SKIP
+>>> jaxmle.plots.plot_profile(res, ["mu", "sigma"], path="prof.png")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -183,3 +185,87 @@ def plot_fit(fits: Any, *, path: str | None = None, bins: Any = "auto",
     if path is not None:
         fig.savefig(path, dpi=dpi)
     return fig
+
+
+def plot_profile(profiles: Any, names: Any = None, *, path: str | None = None,
+                 level: float = 0.95, figsize: Sequence[float] | None = None,
+                 title: str | None = None, dpi: int = 100):
+    """Profile-likelihood curves, one panel per parameter.
+
+    Each panel shows the profile deviance 2(ℓ̂ − ℓ_p(t)) (points and line), the
+    quadratic (Wald) approximation ((t − θ̂)/SE)², the χ²₁(level) threshold, and
+    the two intervals: profile (solid verticals, where the curve crosses the
+    threshold) and Wald (dashed). An end that is open (no crossing before the edge
+    of the parameter space) is not drawn.
+
+    Parameters
+    ----------
+    profiles : Profile, list of Profile, or FitResult
+        Profiles from ``res.profile(name)``, or a fit, whose parameters ``names``
+        (default: all estimated ones) are then profiled at ``level``.
+    path : str, optional
+        Save the figure there.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    ImportError
+        If matplotlib is not installed.
+    """
+    from ._profile import Profile
+    from ._result import FitResult
+
+    figure_class = _figure_class()
+    if isinstance(profiles, FitResult):
+        chosen = profiles.param_names if names is None else (
+            [names] if isinstance(names, str) else list(names))
+        profiles = [profiles.profile(n, level=level) for n in chosen]
+    elif isinstance(profiles, Profile):
+        profiles = [profiles]
+    profiles = list(profiles)
+    if not profiles or not all(isinstance(p, Profile) for p in profiles):
+        raise TypeError("plot_profile needs a Profile, a list of them, or a FitResult")
+    k = len(profiles)
+    cols = min(k, 3)
+    rows = -(-k // cols)
+    fig = figure_class(figsize=tuple(figsize or (4.2 * cols, 3.4 * rows)), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for ax, prof in zip(axes, profiles):
+        _panel_profile(ax, prof)
+    for ax in axes[k:]:
+        ax.set_visible(False)
+    fig.suptitle(title or f"Profile likelihood ({profiles[0].level:.0%} intervals)")
+    if path is not None:
+        fig.savefig(path, dpi=dpi)
+    return fig
+
+
+def _panel_profile(ax, prof) -> None:
+    ok = prof.converged & np.isfinite(prof.deviance)
+    t, dev = prof.values[ok], prof.deviance[ok]
+    ax.plot(t, dev, "-", color="C0", lw=1.5, label="profile")
+    ax.plot(t, dev, "o", color="C0", ms=2.5)
+    if np.isfinite(prof.stderr) and prof.stderr > 0 and t.size:
+        grid = np.linspace(t.min(), t.max(), 200)
+        ax.plot(grid, ((grid - prof.estimate) / prof.stderr) ** 2, "--", color="C1", lw=1,
+                label="Wald (quadratic)")
+    ax.axhline(prof.threshold, color="0.4", lw=0.8, ls=":")
+    ax.text(ax.get_xlim()[0], prof.threshold, f" χ²₁({prof.level:g}) = {prof.threshold:.2f}",
+            va="bottom", fontsize="x-small", color="0.3")
+    for value, status in ((prof.lower, prof.interval.lower_status),
+                          (prof.upper, prof.interval.upper_status)):
+        if status in ("crossed", "edge") and np.isfinite(value):
+            ax.axvline(value, color="C0", lw=1)
+    for value in prof.wald:
+        if np.isfinite(value):
+            ax.axvline(value, color="C1", lw=1, ls="--")
+    ax.axvline(prof.estimate, color="0.2", lw=0.6)
+    top = max(2.0 * prof.threshold, float(np.nanmax(dev)) if dev.size else 0.0)
+    ax.set_ylim(-0.05 * top, min(top, 3.0 * prof.threshold))
+    ax.set_xlabel(prof.name)
+    ax.set_ylabel("deviance 2(ℓ̂ − ℓ_p)")
+    ax.set_title(f"{prof.name}: [{prof.lower:.4g}, {prof.upper:.4g}]", fontsize="small")
+    ax.legend(fontsize="x-small")

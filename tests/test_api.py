@@ -15,7 +15,7 @@ from jaxmle import _fit, _transforms
 def test_public_names():
     assert set(jm.__all__) == {
         "BatchFitResult", "ConvergenceWarning", "FitResult", "JaxmleWarning", "PrecisionWarning",
-        "SingularInformationWarning", "enable_compilation_cache", "fit", "fit_batch",
+        "SingularInformationWarning", "enable_compilation_cache", "fit", "fit_batch", "lrt",
         "shard_observations",
         "DistributionComparison", "DistributionFit", "compare_distributions", "fit_distribution",
     }

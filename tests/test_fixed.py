@@ -1,0 +1,184 @@
+"""Fixed parameters: ``fit(..., fixed=)`` and ``fit_batch(..., fixed=)``.
+
+Fixed values are traced inputs: a new value reuses the compiled program.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+import pytest
+import statsmodels.api as sm
+from numpy.testing import assert_allclose
+from numpyro.distributions import constraints
+
+import jaxmle as jm
+
+POS = {"sigma": constraints.positive}
+INIT = {"mu": 0.0, "sigma": 1.0}
+X = np.random.default_rng(11).normal(2.0, 1.5, 60)
+
+TRACES = {"n": 0}
+
+
+def normal(p, x):
+    TRACES["n"] += 1          # a Python side effect: runs only when JAX traces the function
+    return dist.Normal(p["mu"], p["sigma"]).log_prob(x)
+
+
+def test_fixed_scalar_matches_the_closed_form():
+    res = jm.fit(normal, X, INIT, constraints=POS, fixed={"sigma": 2.0})
+    n = X.size
+    assert res.param_names == ("mu",) and res.fixed_names == ("sigma",)
+    assert set(res.params) == {"mu", "sigma"} and float(res.params["sigma"]) == 2.0
+    assert_allclose(float(res.params["mu"]), X.mean(), rtol=1e-12)
+    assert_allclose(float(res.stderr["mu"]), 2.0 / np.sqrt(n), rtol=1e-10)
+    assert np.isnan(float(res.stderr["sigma"]))
+    assert np.shape(res.cov) == (1, 1) and np.shape(res.fisher_info) == (1, 1)
+    assert res.n_free == 1
+    ll = float(np.sum(dist.Normal(X.mean(), 2.0).log_prob(X)))
+    assert_allclose(float(res.loglik), ll, rtol=1e-12)
+    assert_allclose(float(res.aic), 2 * 1 - 2 * ll, rtol=1e-12)
+    # the score at the fixed parameter: ∂ℓ/∂σ = −n/σ + Σ(x − x̄)²/σ³
+    assert_allclose(float(res.score["sigma"]), -n / 2.0 + np.sum((X - X.mean()) ** 2) / 8.0,
+                    rtol=1e-10)
+    assert list(res.confint()) == ["mu"] and list(res.flat_params()) == [float(res.params["mu"])]
+    text = str(res.summary())
+    assert "sigma (fixed)" in text and "held fixed" in text
+
+
+def test_a_new_fixed_value_does_not_recompile():
+    first = jm.fit(normal, X, INIT, constraints=POS, fixed={"sigma": 1.0})
+    traces = TRACES["n"]
+    second = jm.fit(normal, X, INIT, constraints=POS, fixed={"sigma": 3.0})
+    assert TRACES["n"] == traces      # same program: the value is a traced input
+    assert float(second.params["sigma"]) == 3.0 and float(first.params["sigma"]) == 1.0
+    assert_allclose(float(second.stderr["mu"]), 3.0 / np.sqrt(X.size), rtol=1e-10)
+
+
+def logit_loglik(p, d):
+    eta = d["X"] @ p["beta"]
+    return d["y"] * eta - jnp.logaddexp(0.0, eta)
+
+
+@pytest.fixture(scope="module")
+def logit_data():
+    rng = np.random.default_rng(3)
+    Xd = np.column_stack([np.ones(300), rng.normal(size=(300, 3))])
+    y = rng.binomial(1, 1 / (1 + np.exp(-Xd @ np.array([0.2, 1.0, -0.7, 0.0])))).astype(float)
+    return {"X": Xd, "y": y}
+
+
+def test_fixing_an_element_equals_dropping_the_covariate(logit_data):
+    res = jm.fit(logit_loglik, logit_data, {"beta": np.zeros(4)}, fixed={"beta[3]": 0.0})
+    ref = sm.Logit(logit_data["y"], logit_data["X"][:, :3]).fit(disp=0, tol=1e-12)
+    assert res.param_names == ("beta[0]", "beta[1]", "beta[2]")
+    assert res.fixed_names == ("beta[3]",)
+    assert np.asarray(res.params["beta"]).shape == (4,) and float(res.params["beta"][3]) == 0.0
+    # rtol 1e-7: both at the same optimum, to the optimisers' precision
+    assert_allclose(res.flat_params(), ref.params, rtol=1e-7)
+    assert_allclose(np.asarray(res.cov), ref.cov_params(), rtol=1e-6)
+    assert np.isnan(float(res.stderr["beta"][3]))
+    assert_allclose(float(res.loglik), ref.llf, rtol=1e-10)
+
+
+def test_a_whole_array_leaf_takes_a_broadcast_scalar(logit_data):
+    res = jm.fit(logit_loglik, logit_data, {"beta": np.zeros(4)}, fixed={"beta": 0.0})
+    assert res.n_free == 0 and res.method == "none" and np.shape(res.cov) == (0, 0)
+    assert_allclose(float(res.loglik), 300 * np.log(0.5), rtol=1e-12)
+    assert bool(res.converged)
+    assert "none: all fixed" in str(res.summary())
+
+
+def test_every_parameter_fixed_evaluates_the_likelihood():
+    res = jm.fit(normal, X, INIT, constraints=POS, fixed={"mu": 1.0, "sigma": 2.0})
+    assert_allclose(float(res.loglik), float(np.sum(dist.Normal(1.0, 2.0).log_prob(X))),
+                    rtol=1e-12)
+    assert res.param_names == () and res.n_free == 0 and int(res.n_iter) == 0
+
+
+def zip_loglik(p, y):
+    """Zero-inflated Poisson: with probability pi a structural zero."""
+    log_pois = dist.Poisson(p["rate"]).log_prob(y)
+    zero = jnp.logaddexp(jnp.log(p["pi"]), jnp.log1p(-p["pi"]) + log_pois)
+    return jnp.where(y == 0, zero, jnp.log1p(-p["pi"]) + log_pois)
+
+
+def test_a_boundary_value_the_constraint_admits():
+    """pi = 0 (unit_interval is closed) reduces the ZIP to a Poisson: rate = mean."""
+    y = np.random.default_rng(4).poisson(2.5, 80).astype(float)
+    res = jm.fit(zip_loglik, y, {"rate": 1.0, "pi": 0.2},
+                 constraints={"rate": constraints.positive, "pi": constraints.unit_interval},
+                 fixed={"pi": 0.0})
+    assert_allclose(float(res.params["rate"]), y.mean(), rtol=1e-9)
+    assert_allclose(float(res.stderr["rate"]), np.sqrt(y.mean() / y.size), rtol=1e-8)
+
+
+def test_fit_batch_with_fixed_equals_single_fits():
+    xs = np.random.default_rng(5).normal(1.0, 2.0, size=(4, 60))
+    bres = jm.fit_batch(normal, xs, INIT, constraints=POS, fixed={"sigma": 2.0})
+    assert bres.param_names == ("mu",) and bres.fixed_names == ("sigma",)
+    assert np.asarray(bres.params["sigma"]).tolist() == [2.0] * 4
+    assert bres.flat_params().shape == (4, 1)
+    assert_allclose(bres.flat_params()[:, 0], xs.mean(axis=1), rtol=1e-12)
+    assert_allclose(bres.flat_stderr()[:, 0], 2.0 / np.sqrt(60), rtol=1e-10)
+    assert "mu" in str(bres.summary())
+    single = jm.fit(normal, xs[2], INIT, constraints=POS, fixed={"sigma": 2.0})
+    assert_allclose(np.asarray(bres[2].cov), np.asarray(single.cov), rtol=1e-12)
+
+
+def test_multistart_keeps_the_fixed_values():
+    res = jm.fit(normal, X, INIT, constraints=POS, fixed={"sigma": 2.0}, n_starts=3)
+    assert float(res.params["sigma"]) == 2.0 and res.n_at_best == 3
+    assert_allclose(float(res.params["mu"]), X.mean(), rtol=1e-12)
+
+
+def test_fixed_errors():
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['tau'\].*\['mu', 'sigma'\]"):
+        jm.fit(normal, X, INIT, constraints=POS, fixed={"tau": 1.0})
+    with pytest.raises(ValueError, match="violates the constraint"):
+        jm.fit(normal, X, INIT, constraints=POS, fixed={"sigma": -1.0})
+    with pytest.raises(ValueError, match="not finite"):
+        jm.fit(normal, X, INIT, constraints=POS, fixed={"mu": np.nan})
+    with pytest.raises(ValueError, match="has shape"):
+        jm.fit(logit_loglik, {"X": np.ones((5, 2)), "y": np.ones(5)}, {"beta": np.zeros(2)},
+               fixed={"beta": [0.0, 1.0, 2.0]})
+    with pytest.raises(ValueError, match="twice"):
+        jm.fit(logit_loglik, {"X": np.ones((5, 2)), "y": np.ones(5)}, {"beta": np.zeros(2)},
+               fixed={"beta": 0.0, "beta[1]": 1.0})
+    with pytest.raises(TypeError, match="dict"):
+        jm.fit(normal, X, INIT, constraints=POS, fixed=[("mu", 1.0)])
+
+
+def multinomial(p, counts):
+    return jnp.sum(counts * jnp.log(p["p"]))
+
+
+def test_an_element_of_a_simplex_cannot_be_fixed_alone():
+    counts = np.array([4.0, 3.0, 3.0])
+    init = {"p": np.full(3, 1 / 3)}
+    with pytest.raises(ValueError, match="ties its elements together"):
+        jm.fit(multinomial, counts, init, constraints={"p": constraints.simplex},
+               fixed={"p[0]": 0.5})
+    whole = jm.fit(multinomial, counts, init, constraints={"p": constraints.simplex},
+                   fixed={"p": [0.4, 0.3, 0.3]})
+    assert_allclose(float(whole.loglik), np.sum(counts * np.log([0.4, 0.3, 0.3])), rtol=1e-12)
+
+
+def test_jit_traced_kernel_with_fixed_values_vmaps():
+    """The kernel takes the fixed values as data: vmap over them gives one fit each."""
+    from jaxmle import _fit, _fixed, _transforms
+
+    leaves, treedef, names = _fit.prepare_init(INIT, np.dtype("float64"))
+    space = _transforms.build_space(leaves, names, treedef, POS)
+    holding, _ = _fixed.prepare_fixed({"sigma": 1.0}, space, leaves, np.float64)
+    config = _fit.KernelConfig(normal, space, "newton", False, "float64", holding)
+
+    def one(sigma):
+        data = _fixed.Inputs(jnp.asarray(X), jnp.reshape(sigma, (1,)))
+        return _fit.fit_kernel(config, data, leaves, None, jnp.asarray(1e-8),
+                               jnp.asarray(100, jnp.int32))
+
+    out = jax.jit(jax.vmap(one))(jnp.asarray([1.0, 2.0, 4.0]))
+    assert_allclose(np.asarray(out.stderr["mu"]), np.array([1.0, 2.0, 4.0]) / np.sqrt(X.size),
+                    rtol=1e-10)
