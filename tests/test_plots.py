@@ -68,3 +68,29 @@ def test_clear_message_without_matplotlib(monkeypatch, continuous):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(ImportError, match=r"pip install 'jaxmle\[plot\]'"):
         plots.plot_fit(continuous)
+
+
+def normal_loglik(p, x):
+    return dist.Normal(p["mu"], p["sigma"]).log_prob(x)
+
+
+def test_profile_curves_with_both_intervals(tmp_path):
+    pytest.importorskip("matplotlib")
+    from numpyro.distributions import constraints
+
+    from jaxmle.plots import plot_profile
+
+    x = np.random.default_rng(5).normal(1.0, 2.0, 30)
+    res = jm.fit(normal_loglik, x, {"mu": 0.0, "sigma": 1.0},
+                 constraints={"sigma": constraints.positive})
+    path = tmp_path / "profile.png"
+    fig = plot_profile(res, path=str(path))
+    assert _is_png(path) and len([ax for ax in fig.axes if ax.get_visible()]) == 2
+    ax = fig.axes[1]
+    prof = res.profile("sigma")
+    assert ax.get_xlabel() == "sigma" and f"{prof.lower:.4g}" in ax.get_title()
+    vertical = sorted(round(float(line.get_xdata()[0]), 9) for line in ax.lines
+                      if len(set(line.get_xdata())) == 1)
+    for end in (prof.lower, prof.upper, *prof.wald):
+        assert round(end, 9) in vertical
+    assert prof.plot(str(tmp_path / "one.svg")).axes[0].get_xlabel() == "sigma"
