@@ -74,7 +74,7 @@ class BootstrapResult:
                  " " * width + "".join(c.rjust(12) for c in ("estimate", "bias", "boot SE",
                                                                lo_h, hi_h))]
         for row in zip(self.names, self.estimate, self.bias, self.stderr, self.lower, self.upper):
-            lines.append(row[0].ljust(width) + "".join(f"{v:12.6g}" for v in row[1:]))
+            lines.append(row[0].ljust(width) + "".join(f" {v:11.6g}" for v in row[1:]))
         return "\n".join(lines)
 
     __repr__ = __str__

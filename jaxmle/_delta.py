@@ -45,8 +45,8 @@ class DeltaResult:
         for n, e, s, a, b in zip(self.names, np.ravel(self.estimate), np.ravel(self.stderr),
                                  np.ravel(self.lower), np.ravel(self.upper)):
             z = e / s if s > 0 else math.nan
-            lines.append(n.ljust(width) + "".join(f"{v:12.6g}" for v in (e, s, z))
-                         + f"{pvalue(z):12.3f}" + f"{a:12.6g}{b:12.6g}")
+            lines.append(n.ljust(width) + "".join(f" {v:11.6g}" for v in (e, s, z))
+                         + f"{pvalue(z):12.3f}" + f" {a:11.6g} {b:11.6g}")
         return "\n".join(lines)
 
     __repr__ = __str__

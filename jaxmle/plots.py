@@ -253,8 +253,8 @@ def _panel_profile(ax, prof) -> None:
         ax.plot(grid, ((grid - prof.estimate) / prof.stderr) ** 2, "--", color="C1", lw=1,
                 label="Wald (quadratic)")
     ax.axhline(prof.threshold, color="0.4", lw=0.8, ls=":")
-    ax.text(ax.get_xlim()[0], prof.threshold, f" χ²₁({prof.level:g}) = {prof.threshold:.2f}",
-            va="bottom", fontsize="x-small", color="0.3")
+    ax.text(ax.get_xlim()[1], prof.threshold, f"χ²₁({prof.level:g}) = {prof.threshold:.2f} ",
+            ha="right", va="bottom", fontsize="x-small", color="0.3")
     for value, status in ((prof.lower, prof.interval.lower_status),
                           (prof.upper, prof.interval.upper_status)):
         if status in ("crossed", "edge") and np.isfinite(value):
