@@ -33,11 +33,10 @@ from ._fit import (
     _reject_unavailable,
     float_dtype,
     prepare_init,
-    prepare_held,
     resolve_method,
     resolve_tolerances,
 )
-from ._fixed import Inputs, View, pack
+from ._fixed import Inputs, View, pack, prepare_held
 from ._result import FitResult
 from ._typing import (
     STATUS_LABELS,

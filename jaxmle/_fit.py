@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 from . import _objective, _params, _solvers, _transforms
-from ._fixed import Holding, View, pack, prepare_fixed, prepare_groups, unpack
+from ._fixed import Holding, View, pack, prepare_held, unpack
 from ._inference import flat_direction, observed_inference, score_outer_product
 from ._result import FitResult, FitStats
 from ._typing import (
@@ -244,30 +244,6 @@ def _reject_unavailable(priors, random, cov_type) -> None:
             raise NotImplementedError(f"{name}= is not available in this version of jaxmle yet")
     if cov_type not in ("observed", "opg", "sandwich"):
         raise ValueError(f"unknown cov_type {cov_type!r}: use 'observed', 'opg' or 'sandwich'")
-
-
-def check_per_observation(loglik: LogLikFn, params: Any, data: Any, cov_type: str) -> int | None:
-    """The number of per-observation terms, which OPG and sandwich covariances need."""
-    if cov_type == "observed":
-        return None
-    shape = jax.eval_shape(loglik, params, data).shape
-    if len(shape) != 1:
-        raise ValueError(
-            f"cov_type={cov_type!r} needs the per-observation scores, but loglik returned a "
-            f"{'scalar' if not shape else f'shape {shape}'}: return the 1-D vector of "
-            "per-observation log-likelihood terms instead of their sum")
-    return int(shape[0])
-
-
-def prepare_held(loglik: LogLikFn, data: Any, space: _transforms.ParamSpace,
-                 init_leaves: list[np.ndarray], fixed, cov_type: str, groups, dtype):
-    """Host-side checks shared by ``fit`` and ``fit_batch`` (``data`` is one dataset):
-    the :class:`Holding` and values of ``fixed``, and the cluster codes."""
-    holding, fixed_values = prepare_fixed(fixed, space, init_leaves, dtype)
-    params = jax.tree_util.tree_unflatten(space.treedef, list(init_leaves))
-    n_obs = check_per_observation(loglik, params, data, cov_type)
-    codes, n_groups = prepare_groups(groups, cov_type, n_obs)
-    return holding, fixed_values, codes, n_groups
 
 
 def fit(
