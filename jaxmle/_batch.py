@@ -38,6 +38,7 @@ from ._fit import (
 )
 from ._fixed import Inputs, View, pack, prepare_held
 from ._result import FitResult
+from ._solvers import UNLIMITED
 from ._typing import (
     STATUS_LABELS,
     STATUS_MESSAGES,
@@ -299,7 +300,6 @@ def run_batch(bc: BatchConfig, data: Any, init_leaves: list[np.ndarray], weights
         return (d if held is None else held._replace(data=d)), w
 
     max_active = np.int32(max(1, int(STRAGGLER_FRACTION * chunk)) if STRAGGLER_FRACTION else 0)
-    unlimited = np.int32(np.iinfo(np.int32).max)
     chunks: list[FitResult] = []
     pending: list[tuple[np.ndarray, Any]] = []   # (global indices, their solver states)
     with _progress_bar(progress, n_batch) as bar:
@@ -308,7 +308,7 @@ def run_batch(bc: BatchConfig, data: Any, init_leaves: list[np.ndarray], weights
             idx = _chunk_indices(start, chunk, n_batch)
             d, w = inputs(idx)
             state = begin(d, place([x[idx] for x in init_leaves]), w, tol)
-            out = advance(d, w, state, tol, max_iter, max_active, unlimited)
+            out = advance(d, w, state, tol, max_iter, max_active, UNLIMITED)
             if previous is not None:
                 _collect(previous, chunks, pending, bar)
             previous = (out, idx, min(chunk, n_batch - start))
@@ -351,14 +351,13 @@ class _ContinuationPlan:
 
     def next_pass(self, pool: int) -> tuple[int, np.int32, np.int32]:
         """(chunk size, stop when ≤ this many are active, iteration limit of the pass)."""
-        unlimited = np.int32(np.iinfo(np.int32).max)
         if pool > self.chunk // 2:
-            return self.chunk, self.max_active if pool > self.chunk else np.int32(0), unlimited
+            return self.chunk, self.max_active if pool > self.chunk else np.int32(0), UNLIMITED
         if not self.tail_done:
             self.tail_done = True
             return self.chunk, np.int32(0), self.tail_limit
         stop_at = max(1, int(STRAGGLER_FRACTION * self.small)) if pool > self.small else 0
-        return self.small, np.int32(stop_at), unlimited
+        return self.small, np.int32(stop_at), UNLIMITED
 
 
 def _small_chunk(chunk: int, n_devices: int) -> int:

@@ -113,7 +113,7 @@ def _batched_step(bc: BatchConfig, data: Any, data_axis, weights: Any, tol: jax.
         return kernel_solver(bc.kernel, d, w, tol).trial(s)
 
     def member_finish(s, t, fac):
-        return _solvers.make_solver("newton", None, tol).finish(s, t, fac)
+        return _solvers.newton_finish(s, t, fac, tol)
 
     trial = jax.vmap(member_trial, in_axes=(data_axis, w_axis, 0))
 

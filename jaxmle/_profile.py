@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _solvers
 from ._batch_kernel import BatchConfig, compiled_passes
 from ._fit import resolve_method
 from ._fixed import Holding, Inputs, ProfilePoint, View, elementwise, is_identity_transform, layout
@@ -230,7 +231,7 @@ class _Problem:
         tol, max_iter = self.ctx.tol, self.ctx.max_iter
         state = self.begin(inputs, [z0], self.weights, tol)
         out = self.advance(inputs, self.weights, state, tol, max_iter, np.int32(0),
-                           np.int32(np.iinfo(np.int32).max))
+                           _solvers.UNLIMITED)
         ll, status, z = jax.device_get((out.result.loglik, out.result.status,
                                         out.result.stats.z))
         return np.asarray(ll, float)[:n], np.asarray(status)[:n], np.asarray(z)[:n]

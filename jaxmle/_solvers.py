@@ -26,6 +26,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import lax
 
@@ -108,19 +109,17 @@ class Eigen(NamedTuple):
     scale: jax.Array        # D½
 
 
-def eigen(hess: jax.Array) -> Eigen:
-    scale = _scaling(hess)
-    hs = hess / jnp.outer(scale, scale)
-    hs = jnp.where(jnp.all(jnp.isfinite(hs)), hs, jnp.eye(hs.shape[0], dtype=hs.dtype))
-    values, vectors = jnp.linalg.eigh(hs)
-    return Eigen(values, vectors, scale)
-
-
 def _scaled(hess: jax.Array) -> tuple[jax.Array, jax.Array]:
     """D^-½ H D^-½ (the identity if H is not finite) and D½."""
     scale = _scaling(hess)
     hs = hess / jnp.outer(scale, scale)
     return jnp.where(jnp.all(jnp.isfinite(hs)), hs, jnp.eye(hs.shape[0], dtype=hs.dtype)), scale
+
+
+def eigen(hess: jax.Array) -> Eigen:
+    hs, scale = _scaled(hess)
+    values, vectors = jnp.linalg.eigh(hs)
+    return Eigen(values, vectors, scale)
 
 
 class Factor(NamedTuple):
@@ -262,7 +261,7 @@ def _backtrack_factor(f, f_t, slope, alpha, finite):
 
 
 class Trial(NamedTuple):
-    """What :func:`_newton_finish` needs to know about the iteration's trial point."""
+    """What :func:`newton_finish` needs to know about the iteration's trial point."""
 
     first: jax.Array
     finite: jax.Array
@@ -292,15 +291,15 @@ def _newton_step(fun: Objective, s: NewtonState, tol: jax.Array) -> NewtonState:
 
     The iteration is split in three so that a batch can factorise all members
     together: :func:`_newton_trial` (per member), :func:`factorize` (batch) and
-    :func:`_newton_finish` (per member).
+    :func:`newton_finish` (per member).
     """
     s, trial = _newton_trial(fun, s)
-    return _newton_finish(s, trial, _factorize_one(s.hess, s.damping), tol)
+    return newton_finish(s, trial, _factorize_one(s.hess, s.damping), tol)
 
 
 def _newton_trial(fun: Objective, s: NewtonState) -> tuple[NewtonState, Trial]:
     """Evaluate the trial point, accept or reject it, and adapt α, μ and the reach.
-    The returned state's ``fac`` is stale until :func:`_newton_finish`."""
+    The returned state's ``fac`` is stale until :func:`newton_finish`."""
     first = s.n_iter < 0
     direction, used = newton_direction(s.g, s.fac, s.damping)
     direction, capped = cap_indefinite_step(direction, s.z, s.fac, s.reach)
@@ -334,7 +333,7 @@ def _newton_trial(fun: Objective, s: NewtonState) -> tuple[NewtonState, Trial]:
     return state, Trial(first, finite, accept, f_t, g_t, jnp.diag(h_t), s.f)
 
 
-def _newton_finish(s: NewtonState, t: Trial, fac: Factor, tol: jax.Array) -> NewtonState:
+def newton_finish(s: NewtonState, t: Trial, fac: Factor, tol: jax.Array) -> NewtonState:
     """Convergence tests with the new factorisation; the iteration's status."""
     first, finite, accept = t.first, t.finite, t.accept
     z, f, g, hess, damping = s.z, s.f, s.g, s.hess, s.damping
@@ -462,10 +461,14 @@ def make_solver(method: Any, fun: Objective, tol: jax.Array) -> Solver:
         return Solver(lambda z0: _newton_init(fun, z0 + kink_jitter(z0), tol),
                       lambda s: _newton_step(fun, s, tol),
                       lambda s: _newton_trial(fun, s),
-                      lambda s, t, fac: _newton_finish(s, t, fac, tol))
+                      lambda s, t, fac: newton_finish(s, t, fac, tol))
     opt = _with_extra_args(optax_transformation(method))
     return Solver(lambda z0: _optax_init(opt, fun, z0 + kink_jitter(z0), tol),
                   lambda s: _optax_step(opt, fun, s, tol, objective_test=method == "lbfgs"))
+
+
+UNLIMITED = np.int32(np.iinfo(np.int32).max)
+"""An iteration limit that never binds."""
 
 
 def is_active(state: State, max_iter: jax.Array) -> jax.Array:
