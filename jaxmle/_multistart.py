@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._batch import run_batch
+from . import _sharding
+from ._batch import resolve_chunk_size, run_batch
 from ._batch_kernel import BatchConfig
 from ._fit import KernelConfig
 from ._result import FitResult, StartsReport
@@ -51,7 +52,8 @@ def fit_multistart(config: KernelConfig, data: Any, init_leaves: list[np.ndarray
     """The best of ``n_starts`` fits, with the :class:`StartsReport` of all of them."""
     leaves, zs = draw_starts(config.space, init_leaves, n_starts, key, scale)
     bc = BatchConfig(config, data_batched=False, weights_batched=False)
-    fits = run_batch(bc, data, leaves, weights, n_starts, tol, max_iter, chunk=n_starts,
+    fits = run_batch(bc, data, leaves, weights, n_starts, tol, max_iter,
+                     chunk=resolve_chunk_size(n_starts, None, n_starts, _sharding.device_count()),
                      progress=False)
     loglik = np.asarray(fits.loglik)
     converged = np.asarray(fits.converged, bool)

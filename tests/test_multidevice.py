@@ -79,7 +79,9 @@ def test_four_devices_shard_the_batch_and_the_observations():
         data, w = jm.shard_observations((X, y))       # 1001 rows: padded to 1004, weight 0
         assert data[0].sharding.num_devices == 4 and w.shape == (1004,)
         big = jm.fit(logistic, data, init={"beta": np.zeros(3)}, weights=w)
-        print(json.dumps({"mu": bres.params["mu"].tolist(), "se": bres.stderr["sigma"].tolist(),
+        starts = jm.fit(normal, xs[0], init={"mu": 0.0, "sigma": 1.0}, n_starts=5,
+                        constraints={"sigma": constraints.positive})   # 5 starts, 4 devices
+        print(json.dumps({"ms_mu": float(starts.params["mu"]), "ms_best": starts.n_at_best,"mu": bres.params["mu"].tolist(), "se": bres.stderr["sigma"].tolist(),
                           "n_iter": bres.n_iter.tolist(), "beta": big.params["beta"].tolist(),
                           "beta_se": big.stderr["beta"].tolist(), "nobs": float(big.nobs)}))
     """, _env(XLA_FLAGS="--xla_force_host_platform_device_count=4"))
@@ -90,6 +92,8 @@ def test_four_devices_shard_the_batch_and_the_observations():
     np.testing.assert_allclose(out["beta"], big.params["beta"], rtol=1e-10)
     np.testing.assert_allclose(out["beta_se"], big.stderr["beta"], rtol=1e-9)
     assert out["nobs"] == 1001.0
+    np.testing.assert_allclose(out["ms_mu"], bres.params["mu"][0], rtol=1e-9)
+    assert out["ms_best"] == 5
 
 
 def _free_port():
