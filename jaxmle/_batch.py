@@ -37,6 +37,7 @@ from ._fit import (
     resolve_tolerances,
 )
 from ._fixed import Inputs, View, pack, prepare_held
+from ._priors import prepare_priors
 from ._result import FitResult
 from ._solvers import UNLIMITED
 from ._typing import (
@@ -124,24 +125,25 @@ def fit_batch(
     SingularInformationWarning
         Some converged fits have a singular information matrix (NaN SEs).
     """
-    _reject_unavailable(priors, random, cov_type)
+    _reject_unavailable(random, cov_type, priors)
     dtype = float_dtype()
     data, n_batch, bad_data = prepare_batch_data(data)
     w, weights_batched = prepare_batch_weights(weights, n_batch, dtype)
-    init_leaves, space = prepare_batch_init(init, n_batch, constraints, dtype, batched_init)
+    init_leaves, space, prior, prior_values = prepare_batch_init(init, n_batch, constraints, dtype,
+                                                                 batched_init, priors)
     holding, fixed_values, codes, n_groups = prepare_held(
         loglik, jax.tree_util.tree_map(lambda x: x[0], data), space, [x[0] for x in init_leaves],
         fixed, cov_type, groups, dtype)
     view = View(space, holding)
-    method = resolve_method(method, view.m)
+    method = resolve_method(method, view.m, prior)
     tol, max_iter = resolve_tolerances(tol, max_iter, method, dtype)
     bc = BatchConfig(KernelConfig(loglik, space, method, w is not None, dtype.name, holding,
-                                  cov_type, n_groups),
+                                  cov_type, n_groups, prior),
                      data_batched=True, weights_batched=weights_batched)
     if bad_data.any():
         data = replace_datasets(data, bad_data)
     chunk = resolve_chunk_size(chunk_size, data, n_batch, _sharding.device_count(devices))
-    fits = run_batch(bc, pack(data, fixed_values, codes), init_leaves, w, n_batch, tol, max_iter,
+    fits = run_batch(bc, pack(data, fixed_values, codes, prior_values), init_leaves, w, n_batch, tol, max_iter,
                      chunk, progress, devices)
     if bad_data.any():
         fits = mark_unfitted(fits, bad_data)
@@ -213,8 +215,9 @@ def prepare_batch_weights(weights: Any, n_batch: int, dtype) -> tuple[np.ndarray
     return np.asarray(w, dtype), True
 
 
-def prepare_batch_init(init: Any, n_batch: int, constraints, dtype, batched_init: bool | None):
-    """Per-member init leaves (B, ...) and the parameter space of one fit."""
+def prepare_batch_init(init: Any, n_batch: int, constraints, dtype, batched_init: bool | None,
+                       priors: Any = None):
+    """Per-member init leaves (B, ...), the parameter space of one fit and its priors."""
     leaves, treedef, names = prepare_init(init, dtype)
     if batched_init is None:
         batched_init = all(x.ndim >= 1 and x.shape[0] == n_batch for x in leaves)
@@ -227,12 +230,13 @@ def prepare_batch_init(init: Any, n_batch: int, constraints, dtype, batched_init
         member = [x[0] for x in leaves]
     else:
         member = leaves
+    constraints, prior, prior_values = prepare_priors(priors, names, member, constraints, dtype)
     space = _transforms.build_space(member, names, treedef, constraints)
     if batched_init:
         check_batched_init(space, leaves)
-        return leaves, space
+        return leaves, space, prior, prior_values
     _transforms.check_init(space, member)
-    return [np.broadcast_to(x, (n_batch,) + x.shape) for x in leaves], space
+    return [np.broadcast_to(x, (n_batch,) + x.shape) for x in leaves], space, prior, prior_values
 
 
 def check_batched_init(space: _transforms.ParamSpace, leaves: list[np.ndarray]) -> None:

@@ -59,7 +59,7 @@ def _masked_data(bc: BatchConfig, data: Any, weights: Any) -> tuple[Any, Any]:
     if isinstance(data, Inputs):
         inner, axis = _masked_data(bc, data.data, weights)
         return data._replace(data=inner), Inputs(axis, None, None,
-                                                 None if data.profile is None else 0)
+                                                 None if data.profile is None else 0, None)
     if weights is None or not (bc.data_batched or bc.weights_batched):
         return _objective.mask_padding(data, weights), _axis(bc.data_batched)
     masked = jax.vmap(_objective.mask_padding, in_axes=(_axis(bc.data_batched),

@@ -136,7 +136,7 @@ def bootstrap(res: FitResult, simulate: Any, n: int = 2000, *, key: Any = None,
     init = [np.broadcast_to(np.asarray(x, dtype), (n,) + np.shape(x))
             for x in jax.tree_util.tree_leaves(res.params)]
     chunk = resolve_chunk_size(chunk_size, data, n, device_count())
-    fits = run_batch(bc, pack(data, ctx.fixed), init, ctx.weights, n, ctx.tol, ctx.max_iter,
+    fits = run_batch(bc, pack(data, ctx.fixed, prior=ctx.prior), init, ctx.weights, n, ctx.tol, ctx.max_iter,
                      chunk, progress)
     if bad.any():
         fits = mark_unfitted(fits, bad)

@@ -20,6 +20,7 @@ import numpy as np
 import optax
 
 from . import _objective, _params, _solvers, _transforms
+from ._priors import PriorSpec, l1_penalty, log_prior, prepare_priors
 from ._fixed import Holding, View, pack, prepare_held, unpack
 from ._inference import flat_direction, observed_inference, score_outer_product
 from ._result import FitResult, FitStats
@@ -34,7 +35,7 @@ from ._typing import (
 )
 
 AUTO_NEWTON_MAX_PARAMS = 200
-_DEFAULT_MAX_ITER = {"newton": 2000, "lbfgs": 10000}
+_DEFAULT_MAX_ITER = {"newton": 2000, "prox-newton": 2000, "lbfgs": 10000}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +50,7 @@ class KernelConfig:
     holding: Holding = Holding()    # fixed elements / profile point (values traced)
     cov_type: str = "observed"
     n_groups: int = 0               # clusters of the cluster-robust sandwich (0: none)
+    prior: PriorSpec | None = None  # MAP: the priors (their parameters are traced)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -62,6 +64,7 @@ class FitContext:
     groups: Any         # cluster codes, or None
     tol: Any
     max_iter: Any
+    prior: Any = None   # the priors' parameters (``config.prior``), or None
 
 
 def initial_z(config: KernelConfig, init_leaves: list[jax.Array]) -> jax.Array:
@@ -70,13 +73,45 @@ def initial_z(config: KernelConfig, init_leaves: list[jax.Array]) -> jax.Array:
     return View(config.space, config.holding).initial([jnp.asarray(x, dtype) for x in init_leaves])
 
 
+def kernel_objective(config: KernelConfig, view: View, inputs: Any,
+                     weights: jax.Array | None) -> Callable[[jax.Array], jax.Array]:
+    """f(z) = −ℓ(θ(z)), or −ℓ(θ(z)) − log π(θ(z)) with priors (the smooth part of it:
+    an L1 prior's |θ − m|/b is left to the proximal solver, see :func:`l1_weights`)."""
+    dtype = jnp.dtype(config.dtype)
+    neg_loglik = _objective.make_objective(config.loglik, view.to_natural, inputs.data, weights,
+                                           dtype)
+    if config.prior is None:
+        return neg_loglik
+
+    def neg_logpost(z):
+        prior = log_prior(config.prior, inputs.prior, view.natural_leaves(z), smooth_only=True)
+        return neg_loglik(z) - prior.astype(dtype)
+
+    return neg_logpost
+
+
+def l1_weights(config: KernelConfig, view: View, inputs: Any) -> tuple[jax.Array, jax.Array]:
+    """λ and m of the L1 penalties Σ λ_j |z_j − m_j|, per free coordinate of z (the
+    penalised leaves are unconstrained, so z_j = θ_j there)."""
+    dtype = jnp.dtype(config.dtype)
+    lam, loc = l1_penalty(config.prior, inputs.prior, [l.shape for l in config.space.leaves],
+                          dtype)
+    nat = np.asarray(view.lay.act_nat)
+    has = nat >= 0
+    idx = np.where(has, nat, 0)
+    return jnp.where(has, lam[idx], 0.0), jnp.where(has, loc[idx], 0.0)
+
+
 def kernel_solver(config: KernelConfig, data: Any, weights: jax.Array | None,
                   tol: jax.Array) -> _solvers.Solver:
-    """The solver's init/step pair for f(z) = −ℓ(θ(z)) on (padding-masked) data."""
+    """The solver's init/step pair for f(z) = −ℓ(θ(z)) (− log π) on (padding-masked) data."""
     inputs = unpack(data)
     view = View(config.space, config.holding, inputs)
-    objective = _objective.make_objective(config.loglik, view.to_natural, inputs.data, weights,
-                                          jnp.dtype(config.dtype))
+    objective = kernel_objective(config, view, inputs, weights)
+    if config.method == "prox-newton":
+        from ._proximal import make_prox_solver
+
+        return make_prox_solver(objective, *l1_weights(config, view, inputs), tol)
     return _solvers.make_solver(config.method, objective, tol)
 
 
@@ -86,17 +121,28 @@ def conclude(config: KernelConfig, data: Any, weights: jax.Array | None,
     inputs = unpack(data)
     view, dtype = View(config.space, config.holding, inputs), jnp.dtype(config.dtype)
     data = inputs.data
-    objective = _objective.make_objective(config.loglik, view.to_natural, data, weights, dtype)
+    objective = kernel_objective(config, view, inputs, weights)
     sol = _solvers.solution(final)
     params = view.to_natural(sol.z)
     nobs = _objective.count_observations(config.loglik, params, data, weights, dtype)
     if config.holding.profiled:
         return _profile_point(config, view, sol, params, nobs)
     hess = sol.hess if sol.hess is not None else _solvers.value_grad_hessian(objective, sol.z)[2]
+    loglik = _objective.total_loglik(config.loglik, params, data, weights, dtype)[0]
+    logpost = loglik
+    if config.prior is not None:
+        logpost = loglik + log_prior(config.prior, inputs.prior, view.natural_leaves(sol.z))
+    kink = None
+    if config.method == "prox-newton":
+        sol, hess, kink = _at_kinks(config, view, inputs, sol, hess)
 
     def loglik_flat(theta):
-        return _objective.total_loglik(config.loglik, view.unravel_free(theta), data, weights,
-                                       dtype)[0]
+        f = _objective.total_loglik(config.loglik, view.unravel_free(theta), data, weights,
+                                    dtype)[0]
+        if config.prior is None:
+            return f
+        leaves = jax.tree_util.tree_leaves(view.unravel_free(theta))
+        return f + log_prior(config.prior, inputs.prior, leaves)
 
     meat = None
     if config.cov_type != "observed":
@@ -106,12 +152,13 @@ def conclude(config: KernelConfig, data: Any, weights: jax.Array | None,
         meat = score_outer_product(per_obs, sol.z, weights, inputs.groups, config.n_groups)
     eig = _solvers.eigen(hess)
     inf = observed_inference(view, loglik_flat, sol.z, hess, sol.g, eig, config.cov_type, meat)
+    if kink is not None:
+        inf = _without_kinks(view, sol.z, inf, kink)
     status = sol.status
-    if view.m:
+    if view.m and kink is None:
         # a "converged" point where the likelihood is flat 3 SEs away is no regular maximum
         flat = (sol.status == Status.SUCCESS) & flat_direction(objective, sol.z, sol.f, eig)
         status = jnp.where(flat, Status.FLAT, sol.status).astype(jnp.int32)
-    loglik = -sol.f
     return FitResult(
         params=params,
         stderr=view.space.unravel_natural(view.fill(inf.stderr, jnp.nan)),
@@ -120,7 +167,7 @@ def conclude(config: KernelConfig, data: Any, weights: jax.Array | None,
         cov=inf.cov,
         fisher_info=inf.fisher_info,
         loglik=loglik,
-        logpost=loglik,
+        logpost=logpost,
         converged=status == Status.SUCCESS,
         status=status,
         n_iter=sol.n_iter,
@@ -134,7 +181,33 @@ def conclude(config: KernelConfig, data: Any, weights: jax.Array | None,
         dtype=config.dtype,
         fixed_names=view.fixed_names,
         n_groups=config.n_groups,
+        kind="mle" if config.prior is None else "map",
+        priors=() if config.prior is None else config.prior.labels,
     )
+
+
+def _at_kinks(config: KernelConfig, view: View, inputs: Any, sol: _solvers.Solution,
+              hess: jax.Array):
+    """At an L1 solution: the coordinates sitting on their kink (θ_j = m_j exactly) have
+    no curvature to speak of; they are taken out of the Hessian (unit rows), and the
+    gradient becomes the composite one (zero at the optimum, kinks included)."""
+    from ._proximal import composite_gradient
+
+    lam, loc = l1_weights(config, view, inputs)
+    kink = (lam > 0) & (sol.z == loc)
+    out = kink[:, None] | kink[None, :]
+    hess = jnp.where(out, jnp.eye(hess.shape[0], dtype=hess.dtype), hess)
+    g = composite_gradient(sol.g, sol.z, lam, loc)
+    return sol._replace(g=g), hess, kink
+
+
+def _without_kinks(view: View, z: jax.Array, inf: Any, kink: jax.Array) -> Any:
+    """No Gaussian approximation at a kink: NaN covariance rows and standard errors there
+    (the other parameters' covariance is that of the fit with these held at the kink)."""
+    on = jax.jvp(view.to_natural_flat, (z,), (kink.astype(z.dtype),))[1] != 0
+    mask = on[:, None] | on[None, :]
+    return inf._replace(cov=jnp.where(mask, jnp.nan, inf.cov),
+                        stderr=jnp.where(on, jnp.nan, inf.stderr))
 
 
 def _fixed_score(config: KernelConfig, view: View, z: jax.Array, data: Any,
@@ -191,12 +264,18 @@ def method_name(method: Any) -> str:
     return f"optax:{type(method).__name__}"
 
 
-def resolve_method(method: Any, n_free: int) -> Any:
+def resolve_method(method: Any, n_free: int, prior: PriorSpec | None = None) -> Any:
     """``"auto"`` → Newton for up to 200 free parameters, else L-BFGS; validate the rest.
 
     With no free parameter (everything fixed) the "fit" only evaluates ℓ: L-BFGS's
     init does that for a zero-length vector (Newton's eigen-step needs one coordinate).
+    Laplace (L1) priors need the proximal Newton solver (``"prox-newton"``).
     """
+    if prior is not None and prior.has_l1 and n_free:
+        if method not in ("auto", "newton", "prox-newton"):
+            raise ValueError(f"Laplace (L1) priors need method='newton' (a proximal Newton "
+                             f"step lands exactly on zero), not {method!r}")
+        return "prox-newton"
     if method == "auto":
         method = "newton" if n_free <= AUTO_NEWTON_MAX_PARAMS else "lbfgs"
     if method in ("newton", "lbfgs", "adam") or isinstance(method, optax.GradientTransformation):
@@ -238,12 +317,15 @@ def prepare_init(init: Any, dtype: np.dtype):
     return arrays, treedef, names
 
 
-def _reject_unavailable(priors, random, cov_type) -> None:
-    for name, value in (("priors", priors), ("random", random)):
-        if value:
-            raise NotImplementedError(f"{name}= is not available in this version of jaxmle yet")
+def _reject_unavailable(random, cov_type, priors=None) -> None:
+    if random:
+        raise NotImplementedError("random= is not available in this version of jaxmle yet")
     if cov_type not in ("observed", "opg", "sandwich"):
         raise ValueError(f"unknown cov_type {cov_type!r}: use 'observed', 'opg' or 'sandwich'")
+    if priors and cov_type != "observed":
+        raise ValueError(f"cov_type={cov_type!r} is for maximum likelihood; with priors the "
+                         "covariance is the inverse Hessian of the log posterior (cov_type="
+                         "'observed')")
 
 
 def fit(
@@ -359,22 +441,24 @@ def fit(
     >>> round(float(res.params["mu"]), 6), round(float(res.params["sigma"]) ** 2, 6)
     (171.0, 51.0)
     """
-    _reject_unavailable(priors, random, cov_type)
+    _reject_unavailable(random, cov_type, priors)
     dtype = float_dtype()
     data = _objective.prepare_data(data)
     init_leaves, treedef, names = prepare_init(init, dtype)
+    constraints, prior, prior_values = prepare_priors(priors, names, init_leaves, constraints,
+                                                      dtype)
     space = _transforms.build_space(init_leaves, names, treedef, constraints)
     holding, fixed_values, codes, n_groups = prepare_held(loglik, data, space, init_leaves, fixed,
                                                           cov_type, groups, dtype)
     _transforms.check_init(space, init_leaves)
     view = View(space, holding)
-    method = resolve_method(method, view.m)
+    method = resolve_method(method, view.m, prior)
     w = _objective.prepare_weights(weights, dtype)
     tol, max_iter = resolve_tolerances(tol, max_iter, method, dtype)
     config = KernelConfig(loglik, space, method, w is not None, dtype.name, holding, cov_type,
-                          n_groups)
-    context = FitContext(config, data, w, fixed_values, codes, tol, max_iter)
-    data = pack(data, fixed_values, codes)
+                          n_groups, prior)
+    context = FitContext(config, data, w, fixed_values, codes, tol, max_iter, prior_values)
+    data = pack(data, fixed_values, codes, prior_values)
     if n_starts != 1:
         if int(n_starts) != n_starts or n_starts < 1:
             raise ValueError(f"n_starts must be a positive integer, got {n_starts}")

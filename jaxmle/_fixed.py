@@ -51,15 +51,19 @@ class Inputs(NamedTuple):
     fixed: Any = None       # (n_fixed,) natural values of the fixed elements
     groups: Any = None      # (n,) int32 cluster codes (cluster-robust sandwich)
     profile: Any = None     # ProfilePoint
+    prior: Any = None       # the priors' parameters (see :mod:`jaxmle._priors`)
 
 
 def unpack(data: Any) -> Inputs:
     return data if isinstance(data, Inputs) else Inputs(data)
 
 
-def pack(data: Any, fixed: Any = None, groups: Any = None) -> Any:
-    """``Inputs`` when fixed values or groups travel with the data, else the data itself."""
-    return data if fixed is None and groups is None else Inputs(data, fixed, groups)
+def pack(data: Any, fixed: Any = None, groups: Any = None, prior: Any = None) -> Any:
+    """``Inputs`` when fixed values, groups or prior parameters travel with the data,
+    else the data itself."""
+    if fixed is None and groups is None and prior is None:
+        return data
+    return Inputs(data, fixed, groups, prior=prior)
 
 
 class Layout(NamedTuple):

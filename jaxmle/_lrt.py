@@ -172,6 +172,9 @@ def lrt(restricted: FitResult, full: FitResult) -> LRTResult:
             raise TypeError(f"lrt needs two FitResults; {label} is {type(res).__name__}")
         if np.ndim(res.loglik) != 0:
             raise TypeError(f"lrt needs single fits; {label} is batched (index it first)")
+        if res.kind != "mle":
+            raise ValueError(f"lrt needs maximum-likelihood fits; {label} is a {res.kind.upper()} "
+                             "fit (compare MAP models with res.laplace().log_evidence)")
         if not bool(res.converged):
             warnings.warn(f"lrt: the {label} fit did not converge; the test is not reliable",
                           ConvergenceWarning, stacklevel=user_stacklevel())

@@ -165,6 +165,10 @@ class _Problem:
             raise ValueError("profiles need a converged fit (this one stopped with: "
                              f"{res.status_message})")
         config = ctx.config
+        if config.method == "prox-newton":
+            raise ValueError("profiles are not available for fits with Laplace (L1) priors: the "
+                             "log posterior has kinks; use the Wald intervals of the non-zero "
+                             "coefficients or res.bootstrap")
         self.res, self.ctx, self.space = res, ctx, config.space
         self.lay = layout(config.space, config.holding.fixed)
         holding = Holding(config.holding.fixed, profiled=True)
@@ -176,7 +180,7 @@ class _Problem:
         self.weights = ctx.weights
         self.n_slots = n_slots
         self.z_hat = np.asarray(res.stats.z, dtype=float)
-        self.loglik = float(res.loglik)
+        self.loglik = float(res.logpost)   # the objective (ℓ, or ℓ + log π for MAP)
         self.se = dict(zip(res.param_names, np.sqrt(np.diag(np.asarray(res.cov)))))
         self.dtype = np.dtype(config.dtype)
 
@@ -227,7 +231,7 @@ class _Problem:
         js = np.asarray(js + [js[0]] * pad, np.int32)
         us = np.asarray(us + [us[0]] * pad, self.dtype)
         z0 = np.stack(zs + [zs[0]] * pad).astype(self.dtype)
-        inputs = Inputs(self.data, self.ctx.fixed, None, ProfilePoint(js, us))
+        inputs = Inputs(self.data, self.ctx.fixed, None, ProfilePoint(js, us), self.ctx.prior)
         tol, max_iter = self.ctx.tol, self.ctx.max_iter
         state = self.begin(inputs, [z0], self.weights, tol)
         out = self.advance(inputs, self.weights, state, tol, max_iter, np.int32(0),

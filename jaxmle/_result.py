@@ -90,6 +90,7 @@ class FitResult:
     dtype: str = dataclasses.field(default="float64", metadata=dict(static=True))
     fixed_names: tuple[str, ...] = dataclasses.field(default=(), metadata=dict(static=True))
     n_groups: int = dataclasses.field(default=0, metadata=dict(static=True))
+    priors: tuple[str, ...] = dataclasses.field(default=(), metadata=dict(static=True))
     # what re-running the fit needs (data, function, settings): set by jm.fit
     context: Any = dataclasses.field(default=None, repr=False, compare=False,
                                      metadata=dict(static=True))

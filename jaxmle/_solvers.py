@@ -484,8 +484,7 @@ def iterate(step: Callable[[State], State], state: State, max_iter: jax.Array) -
 def solution(final: State) -> Solution:
     """The outcome of a final state (``MAX_ITER`` when it stopped without ``done``)."""
     status = jnp.where(final.done, final.status, Status.MAX_ITER).astype(jnp.int32)
-    newton = isinstance(final, NewtonState)
-    return Solution(final.z, final.f, final.g, final.hess if newton else None,
+    return Solution(final.z, final.f, final.g, getattr(final, "hess", None),
                     final.n_iter, final.n_rejected, status)
 
 
