@@ -84,7 +84,8 @@ def kernel_objective(config: KernelConfig, view: View, inputs: Any,
         return neg_loglik
 
     def neg_logpost(z):
-        prior = log_prior(config.prior, inputs.prior, view.natural_leaves(z), smooth_only=True)
+        prior = log_prior(config.prior, inputs.prior, view.natural_leaves(z), view.to_natural(z),
+                          inputs.data, smooth_only=True)
         return neg_loglik(z) - prior.astype(dtype)
 
     return neg_logpost
@@ -131,7 +132,8 @@ def conclude(config: KernelConfig, data: Any, weights: jax.Array | None,
     loglik = _objective.total_loglik(config.loglik, params, data, weights, dtype)[0]
     logpost = loglik
     if config.prior is not None:
-        logpost = loglik + log_prior(config.prior, inputs.prior, view.natural_leaves(sol.z))
+        logpost = loglik + log_prior(config.prior, inputs.prior, view.natural_leaves(sol.z),
+                                     params, data)
     kink = None
     if config.method == "prox-newton":
         sol, hess, kink = _at_kinks(config, view, inputs, sol, hess)
@@ -141,8 +143,8 @@ def conclude(config: KernelConfig, data: Any, weights: jax.Array | None,
                                     dtype)[0]
         if config.prior is None:
             return f
-        leaves = jax.tree_util.tree_leaves(view.unravel_free(theta))
-        return f + log_prior(config.prior, inputs.prior, leaves)
+        tree = view.unravel_free(theta)
+        return f + log_prior(config.prior, inputs.prior, jax.tree_util.tree_leaves(tree), tree, data)
 
     meat = None
     if config.cov_type != "observed":

@@ -40,6 +40,7 @@ class PriorSpec:
     labels: tuple[str, ...]         # "mu ~ Normal(loc=0, scale=10)", for the summary
     l1: tuple[bool, ...]            # a Laplace prior on a real leaf: an L1 penalty
     complete: bool                  # every parameter leaf has a prior (a proper posterior)
+    function: Any = None            # priors=callable: log π(params, data), a joint prior
 
     @property
     def has_l1(self) -> bool:
@@ -49,11 +50,17 @@ class PriorSpec:
         return [jax.tree_util.tree_unflatten(t, v) for t, v in zip(self.treedefs, values)]
 
 
-def log_prior(spec: PriorSpec, values: Any, natural_leaves: list[jax.Array],
-              smooth_only: bool = False) -> jax.Array:
-    """Σ_j log π_j(θ_j). With ``smooth_only``, an L1 prior contributes only its
-    constant −log(2b) (its |θ − m|/b term is the proximal solver's)."""
+def log_prior(spec: PriorSpec, values: Any, natural_leaves: list[jax.Array], params: Any,
+              data: Any, smooth_only: bool = False) -> jax.Array:
+    """Σ_j log π_j(θ_j) (or the user's joint log π(θ, data)). With ``smooth_only``, an L1
+    prior contributes only its constant −log(2b) (its |θ − m|/b term is the proximal
+    solver's)."""
     total = jnp.zeros((), natural_leaves[0].dtype if natural_leaves else jnp.float32)
+    if spec.function is not None:
+        out = jnp.asarray(spec.function(params, data))
+        if out.ndim != 0:
+            raise ValueError(f"the log prior function must return a scalar, got shape {out.shape}")
+        return out.astype(total.dtype)
     for d, i, l1 in zip(spec.distributions(values), spec.leaves, spec.l1):
         x = natural_leaves[i]
         if smooth_only and l1:
@@ -89,10 +96,15 @@ def prepare_priors(priors: Mapping[str, Any] | None, names: tuple[str, ...],
     """Validate the priors; return the constraints (a prior's support where the user gave
     none), the static :class:`PriorSpec` and the traced prior parameters."""
     constraints = dict(constraints or {})
-    if not priors:
+    if priors is None or (isinstance(priors, Mapping) and not priors):
         return constraints, None, None
+    if callable(priors) and not isinstance(priors, Mapping):
+        labels = tuple(getattr(priors, "labels", None) or
+                       (f"log prior: {getattr(priors, '__name__', type(priors).__name__)}",))
+        return constraints, PriorSpec((), (), (), labels, (), True, priors), None
     if not isinstance(priors, Mapping):
-        raise TypeError(f"priors must be a dict {{name: numpyro distribution}}, got {priors!r}")
+        raise TypeError(f"priors must be a dict {{name: numpyro distribution}} or a function "
+                        f"log_prior(params, data), got {priors!r}")
     unknown = sorted(set(priors) - set(names))
     if unknown:
         raise ValueError(f"priors given for unknown parameter(s) {unknown}; the parameters in "

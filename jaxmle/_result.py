@@ -95,6 +95,9 @@ class FitResult:
     context: Any = dataclasses.field(default=None, repr=False, compare=False,
                                      metadata=dict(static=True))
     starts: StartsReport | None = None
+    # fit_model: the model's ``numpyro.deterministic`` sites at θ̂ and their delta-method SEs
+    deterministic: Any = None
+    deterministic_stderr: Any = None
 
     @property
     def aic(self) -> Any:
