@@ -12,6 +12,7 @@ from ._dist_compare import DistributionComparison as DistributionComparison
 from ._dist_result import DistributionFit as DistributionFit
 from ._fit import fit as fit
 from ._lrt import lrt as lrt
+from ._model import fit_model as fit_model
 from ._result import FitResult as FitResult
 from ._sharding import shard_observations as shard_observations
 from ._typing import ConvergenceWarning as ConvergenceWarning
@@ -37,6 +38,7 @@ __all__ = [
     "fit",
     "fit_batch",
     "fit_distribution",
+    "fit_model",
     "lrt",
     "shard_observations",
 ]

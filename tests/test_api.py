@@ -18,6 +18,7 @@ def test_public_names():
         "SingularInformationWarning", "enable_compilation_cache", "fit", "fit_batch", "lrt",
         "shard_observations",
         "DistributionComparison", "DistributionFit", "compare_distributions", "fit_distribution",
+        "fit_model",
     }
     for name in jm.__all__:
         assert hasattr(jm, name)

@@ -1,0 +1,312 @@
+"""``jm.fit_model``: maximum likelihood or MAP of an ordinary NumPyro model function.
+
+The model is traced with NumPyro's own handlers (``seed``, ``substitute``,
+``trace``). Its sites map onto :func:`jaxmle.fit` as follows:
+
+* latent (unobserved) ``numpyro.sample`` sites and ``numpyro.param`` sites are the
+  parameters, constrained to their distribution's support (``param``: its
+  ``constraint=``); a discrete latent site is an error;
+* observed sample sites (``obs=...``; ``numpyro.factor`` terms, ``handlers.mask``,
+  ``handlers.scale``, plates and ``to_event`` included) form the log-likelihood,
+  counted exactly as ``numpyro.infer.util.log_density`` counts them;
+* ``method="mle"`` drops the latent sites' distributions; ``method="map"`` keeps them
+  as a joint prior (``priors=`` callable of ``jm.fit``: hierarchical priors work),
+  so ``res.loglik`` stays the likelihood and ``res.logpost`` adds the prior;
+* ``numpyro.deterministic`` sites are reported at the optimum
+  (``res.deterministic``) with delta-method standard errors
+  (``res.deterministic_stderr``);
+* the missing entries of ``obs_mask=`` (NumPyro's ``<name>_unobserved`` site) are
+  held at a value and left out of every term: missing responses drop out of the
+  likelihood.
+
+Array arguments of the model are traced data (new data of the same shapes reuses
+the compiled program); other arguments are static and must be hashable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import numpy as np
+from numpyro import handlers
+from numpyro.distributions import constraints
+from numpyro.infer import init_to_median
+
+from ._fit import fit
+from ._model_trace import ModelCall, ModelLogLik, ModelLogPrior, ModelSites, split_args
+from ._priors import _elementwise_support, describe
+from ._result import FitResult
+
+
+@dataclasses.dataclass
+class Sites:
+    """What the discovery trace found (host side, concrete values)."""
+
+    params: dict            # name -> initial value (latent sample sites and param sites)
+    constraints: dict       # name -> numpyro constraint
+    latent: list            # latent sample sites (they have a distribution: a prior)
+    observed: list          # observed sample sites (the likelihood)
+    held: dict              # obs_mask imputation sites -> value held fixed
+    deterministic: list     # float deterministic sites
+    nobs: float             # observations in the observed (non-factor) sites
+    labels: dict            # latent name -> "name ~ Normal(loc=0, scale=1)"
+
+
+def fit_model(model: Callable, *args: Any, method: str = "mle", init: Mapping | None = None,
+              solver: Any = "auto", fixed: Mapping | None = None,
+              random: Sequence[str] | None = None, tol: float | None = None,
+              max_iter: int | None = None, n_starts: int = 1, start_scale: float = 1.0,
+              **kwargs: Any) -> FitResult:
+    r"""MLE or MAP of a NumPyro model function ``model(*args, **kwargs)``.
+
+    Parameters
+    ----------
+    model : callable
+        An ordinary NumPyro model, called with ``*args, **kwargs`` (the data must be
+        given: ``obs=y`` with ``y`` an array).
+    method : {"mle", "map"}
+        ``"mle"``: maximise the likelihood of the observed sites, the latent sites'
+        distributions dropped (their supports kept as constraints). ``"map"``: the
+        posterior mode, the latent distributions kept as a (joint) prior.
+    init : dict, optional
+        Starting values by site name (others: the prior median, NumPyro's
+        ``init_to_median``; ``numpyro.param`` sites: their ``init_value``). A scalar
+        is broadcast to the site's shape.
+    solver : str or optax.GradientTransformation
+        ``jm.fit``'s ``method``: "auto" (Newton up to 200 parameters, else L-BFGS),
+        "newton", "lbfgs", "adam", or an optax optimiser.
+    fixed, tol, max_iter, n_starts, start_scale
+        As in :func:`jaxmle.fit` (names are site names).
+    random : list of str, optional
+        Latent sites to integrate out by Laplace (``jm.fit(random=)``); their
+        distribution stays inside the likelihood in both modes.
+    **kwargs
+        The model's keyword arguments (``y=y``).
+
+    Returns
+    -------
+    FitResult
+        ``params`` keyed by site name; ``deterministic`` / ``deterministic_stderr``:
+        the model's ``numpyro.deterministic`` sites at the optimum and their
+        delta-method standard errors.
+    """
+    if method not in ("mle", "map"):
+        raise ValueError(f"method must be 'mle' or 'map', got {method!r} (the optimiser is "
+                         "chosen with solver=)")
+    treedef, static, arrays = split_args(args, kwargs)
+    call = ModelCall(model, treedef, static)
+    sites = discover(call, arrays, init)
+    random = _check_random(random, sites)
+    data = {"args": arrays, "held": sites.held}
+    if not arrays and not sites.held:
+        data["none"] = np.zeros(())   # jm.fit needs a data leaf; the model closes over its data
+    loglik = ModelLogLik(call, tuple(sites.observed) + tuple(random))
+    priors = None
+    prior_sites = tuple(n for n in sites.latent if n not in random)
+    if method == "map" and prior_sites:
+        priors = ModelLogPrior(call, prior_sites, tuple(sites.labels[n] for n in prior_sites))
+    res = fit(loglik, data, sites.params, constraints=sites.constraints, priors=priors,
+              method=solver, fixed=fixed, random=random or None, tol=tol, max_iter=max_iter,
+              n_starts=n_starts, start_scale=start_scale)
+    if sites.nobs > 0:
+        res = dataclasses.replace(res, nobs=np.asarray(sites.nobs, np.asarray(res.nobs).dtype))
+    if sites.deterministic:
+        res = _with_deterministic(res, ModelSites(call, tuple(sites.deterministic)), data)
+    return res
+
+
+def discover(call: ModelCall, arrays: list, init: Mapping | None) -> Sites:
+    """Run the model once (seeded, concrete) at the starting values and sort its sites."""
+    init = dict(init or {})
+    chosen = {}
+
+    def strategy(site):
+        name = site["name"]
+        if site["type"] in ("sample", "param") and name in init:
+            if site["type"] == "sample" and site["is_observed"]:
+                return None
+            chosen[name] = True
+            return init[name]
+        return init_to_median(site, num_samples=15)
+
+    args, kwargs = call.rebuild(arrays)
+    seeded = handlers.seed(call.model, rng_seed=0)
+    try:
+        tr = handlers.trace(handlers.substitute(seeded, substitute_fn=strategy)).get_trace(
+            *args, **kwargs)
+    except Exception as err:
+        raise type(err)(f"running the model with its arguments failed: {err}") from err
+    params, supports, latent, observed, held, det = {}, {}, [], [], {}, []
+    nobs, labels = 0.0, {}
+    names = set(tr)
+    for name, site in tr.items():
+        kind = site["type"]
+        if kind == "param":
+            params[name] = _init_value(name, init, site["value"])
+            supports[name] = site["kwargs"].get("constraint") or constraints.real
+        elif kind == "deterministic":
+            value = np.asarray(site["value"])
+            if value.dtype.kind == "f" and value.size:
+                det.append(name)
+        elif kind != "sample":
+            continue
+        elif site["is_observed"]:
+            observed.append(name)
+            nobs += _count(site)
+        elif _is_imputation(name, tr, names):
+            held[name] = np.asarray(site["value"])
+        else:
+            fn = site["fn"]
+            if fn.support.is_discrete:
+                raise ValueError(
+                    f"latent site '{name}' has a discrete distribution ({type(fn).__name__}): "
+                    "fit_model fits continuous parameters only. Marginalise it out (e.g. "
+                    "dist.MixtureSameFamily), or, if it is your response, pass the data as "
+                    f"obs= (was the model called with {name}=None?)")
+            params[name] = _init_value(name, init, site["value"])
+            supports[name] = _elementwise_support(fn.support)
+            latent.append(name)
+            labels[name] = f"{name} ~ {describe(fn)}"
+    det = [n for n in det if f"{n}_unobserved" not in held]
+    unknown = sorted(set(init) - set(params))
+    if unknown:
+        raise ValueError(f"init given for unknown site(s) {unknown}; the model's parameters "
+                         f"(latent sample and param sites) are {sorted(params)}")
+    if not params:
+        raise ValueError("the model has no latent sample site or numpyro.param site: there is "
+                         "nothing to estimate")
+    if not observed:
+        raise ValueError(
+            "the model has no observed site (numpyro.sample(..., obs=data) or numpyro.factor): "
+            "there is no likelihood to maximise. Pass the data to the model (e.g. y=y, not "
+            f"y=None); its latent sites are {latent}")
+    _check_dependent(call, arrays, params, held, latent, labels, tr)
+    return Sites(params, supports, latent, observed, held, det, nobs, labels)
+
+
+def _init_value(name: str, init: Mapping, value: Any) -> np.ndarray:
+    shape = np.shape(value)
+    if name not in init:
+        return np.asarray(value)
+    given = np.asarray(init[name], dtype=float)
+    try:
+        return np.array(np.broadcast_to(given, shape))
+    except ValueError:
+        raise ValueError(f"init for site '{name}' has shape {given.shape}, but the site has "
+                         f"shape {shape}") from None
+
+
+def _is_imputation(name: str, tr: Any, names: set) -> bool:
+    """NumPyro's ``obs_mask`` splits site ``y`` into ``y_observed`` and ``y_unobserved``."""
+    if not name.endswith("_unobserved"):
+        return False
+    base = name[: -len("_unobserved")]
+    partner = f"{base}_observed"
+    return partner in names and tr[partner]["is_observed"] and base in names
+
+
+def _count(site: dict) -> float:
+    """Observations at an observed site: its batch elements not masked out (0 for a
+    factor)."""
+    fn = site["fn"]
+    from numpyro.distributions.distribution import MaskedDistribution, Unit
+
+    inner = fn
+    while isinstance(inner, MaskedDistribution):
+        inner = inner.base_dist
+    if isinstance(inner, Unit):
+        return 0.0
+    shape = tuple(fn.batch_shape)
+    mask = getattr(fn, "_mask", None) if isinstance(fn, MaskedDistribution) else None
+    if mask is None or isinstance(mask, bool):
+        return float(np.prod(shape, dtype=int)) * (0.0 if mask is False else 1.0)
+    return float(np.sum(np.broadcast_to(np.asarray(mask), shape)))
+
+
+def _check_dependent(call: ModelCall, arrays: list, params: dict, held: dict,
+                     latent: list, labels: dict, tr: Any) -> None:
+    """Trace the model abstractly with the parameters as tracers: a support that moves
+    with the parameters (Uniform(0, θ)) cannot be a fixed constraint; a prior that does
+    (θⱼ ~ N(μ, τ)) gets a label without the start values."""
+    found: dict = {}
+
+    def probe(p):
+        out = call.trace(p, {"args": arrays, "held": held})
+        for name in latent:
+            site = out[name]
+            found[name] = (_has_tracer(site["fn"].support), _dist_has_tracer(site["fn"]))
+        return 0.0
+
+    jax.eval_shape(probe, params)
+    for name, (support, prior) in found.items():
+        if support:
+            raise ValueError(
+                f"the support of latent site '{name}' ({type(tr[name]['fn']).__name__}) "
+                "depends on other parameters, so it cannot be a fixed constraint; "
+                "reparameterise (e.g. u ~ Uniform(0, 1) and x = u * upper)")
+        if prior:
+            labels[name] = f"{name} ~ {_dist_name(tr[name]['fn'])}(depends on parameters)"
+
+
+def _has_tracer(c: Any) -> bool:
+    """Does a constraint hold a traced bound (recursing into ``independent`` etc.)?"""
+    if isinstance(c, jax.core.Tracer):
+        return True
+    if isinstance(c, constraints.Constraint):
+        return any(_has_tracer(v) for v in vars(c).values())
+    if isinstance(c, (list, tuple)):
+        return any(_has_tracer(v) for v in c)
+    return False
+
+
+def _dist_has_tracer(fn: Any) -> bool:
+    try:
+        leaves = jax.tree_util.tree_leaves(fn)
+    except Exception:  # a distribution that is no pytree: assume it depends on them
+        return True
+    return any(isinstance(x, jax.core.Tracer) for x in leaves)
+
+
+def _dist_name(fn: Any) -> str:
+    text = describe(fn)
+    return text.split("(", 1)[0]
+
+
+def _check_random(random: Sequence[str] | None, sites: Sites) -> tuple[str, ...]:
+    if not random:
+        return ()
+    random = (random,) if isinstance(random, str) else tuple(random)
+    bad = sorted(set(random) - set(sites.latent))
+    if bad:
+        raise ValueError(f"random= names {bad} are not latent sample sites of the model; "
+                         f"those are {sites.latent}")
+    return random
+
+
+def _with_deterministic(res: FitResult, sites: ModelSites, data: dict) -> FitResult:
+    """The deterministic sites at θ̂, with delta-method SEs (``res.delta``)."""
+    fn = jax.jit(lambda p: sites(p, data))
+    d = res.delta(fn)
+    tr_shapes = _det_shapes(sites, res.params, data)
+    est, se = np.ravel(d.estimate), np.ravel(d.stderr)
+    values, errors, start = {}, {}, 0
+    for name, shape in zip(sites.names, tr_shapes):
+        size = int(np.prod(shape, dtype=int))
+        values[name] = est[start:start + size].reshape(shape)
+        errors[name] = se[start:start + size].reshape(shape)
+        start += size
+    return dataclasses.replace(res, deterministic=values, deterministic_stderr=errors)
+
+
+def _det_shapes(sites: ModelSites, params: Any, data: dict) -> list[tuple[int, ...]]:
+    shapes = []
+
+    def probe(p):
+        tr = sites.call.trace(p, data)
+        shapes.extend(tuple(np.shape(tr[n]["value"])) for n in sites.names)
+        return 0.0
+
+    jax.eval_shape(probe, params)
+    return shapes
