@@ -208,21 +208,23 @@ def _is_imputation(name: str, tr: Any, names: set) -> bool:
 
 
 def _count(site: dict) -> float:
-    """Observations at an observed site: its batch elements not masked out (0 for a
-    factor)."""
-    fn = site["fn"]
-    from numpyro.distributions.distribution import MaskedDistribution, Unit
+    """Observations at an observed site: its batch elements not masked out, where the
+    dimensions a ``to_event`` reinterpreted count as batch (a factor counts none)."""
+    from numpyro.distributions.distribution import Independent, MaskedDistribution, Unit
 
-    inner = fn
-    while isinstance(inner, MaskedDistribution):
-        inner = inner.base_dist
-    if isinstance(inner, Unit):
+    fn, mask = site["fn"], None
+    while isinstance(fn, MaskedDistribution):
+        mask = fn._mask if mask is None or isinstance(mask, bool) else mask
+        fn = fn.base_dist
+    if isinstance(fn, Unit) or mask is False:
         return 0.0
-    shape = tuple(fn.batch_shape)
-    mask = getattr(fn, "_mask", None) if isinstance(fn, MaskedDistribution) else None
-    if mask is None or isinstance(mask, bool):
-        return float(np.prod(shape, dtype=int)) * (0.0 if mask is False else 1.0)
-    return float(np.sum(np.broadcast_to(np.asarray(mask), shape)))
+    outer = tuple(fn.batch_shape)
+    while isinstance(fn, Independent):
+        fn = fn.base_dist
+    per = np.prod(fn.batch_shape, dtype=int) / max(np.prod(outer, dtype=int), 1)
+    if mask is None or mask is True:
+        return float(np.prod(outer, dtype=int) * per)
+    return float(np.sum(np.broadcast_to(np.asarray(mask), outer)) * per)
 
 
 def _check_dependent(call: ModelCall, arrays: list, params: dict, held: dict,

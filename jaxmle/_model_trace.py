@@ -144,8 +144,11 @@ def split_args(args: tuple, kwargs: dict) -> tuple[Any, tuple, list[np.ndarray]]
 
 
 def _arg_label(path: str) -> str:
-    """'[0][1]' -> 'args[1]', "[1]['y']" -> 'y'."""
+    """'[0][1]' -> 'args[1]', "[1]['opts'][0]" -> 'opts[0]'."""
     if path.startswith("[0]"):
         return "args" + path[3:]
     rest = path[3:]
-    return rest[2:-2] if rest.startswith("['") and rest.endswith("']") else "kwargs" + rest
+    if rest.startswith("['") and "']" in rest:
+        end = rest.index("']")
+        return rest[2:end] + rest[end + 2:]
+    return "kwargs" + rest

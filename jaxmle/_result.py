@@ -178,6 +178,16 @@ class FitResult:
         return bootstrap(self, simulate, n, key=key, level=level, chunk_size=chunk_size,
                          progress=progress)
 
+    def laplace(self) -> Any:
+        """The Laplace approximation of the posterior of a MAP fit: a Gaussian in the
+        unconstrained coordinates at the mode of their posterior (Jacobian included),
+        with ``sample(key, n)`` (draws in the natural space) and ``log_evidence`` (the
+        Laplace estimate of the log marginal likelihood); see
+        :class:`~jaxmle._laplace.LaplaceApproximation`."""
+        from ._laplace import laplace
+
+        return laplace(self)
+
     def flat_params(self) -> np.ndarray:
         """Estimates as one flat vector, in the order of ``param_names`` (fixed ones left out)."""
         flat = self.flat_params_all()

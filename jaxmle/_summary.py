@@ -61,13 +61,15 @@ class Summary:
                       else (float(e - q * s), float(e + q * s)))
             rows.append(dict(name=name, estimate=float(e), stderr=float(s), z=float(z),
                              pvalue=pvalue(z), lower=lo, upper=hi))
-        kind = "maximum likelihood" if res.kind == "mle" else "maximum a posteriori"
+        rows.extend(_deterministic_rows(res, q))
+        kind = "maximum likelihood" if res.kind == "mle" else "MAP"
         estimation = f"{kind} ({res.method})" if res.method != "none" else "none: all fixed"
         converged = bool(res.converged)
         covariance = res.cov_type + (f", {res.n_groups} clusters" if res.n_groups else "")
         header = (
             ("Estimation", estimation),
             ("Log-likelihood", f"{float(res.loglik):.6g}"),
+            *((("Log-posterior", f"{float(res.logpost):.6g}"),) if res.kind == "map" else ()),
             ("AIC", f"{float(res.aic):.6g}"),
             ("BIC", f"{float(res.bic):.6g}"),
             ("No. observations", f"{float(res.nobs):g}"),
@@ -112,8 +114,34 @@ class Summary:
         return "<pre>" + str(self) + "</pre>"
 
 
+def _deterministic_rows(res: FitResult, q: float) -> list[dict[str, Any]]:
+    """``fit_model``: the model's deterministic sites (delta-method SEs)."""
+    if not res.deterministic:
+        return []
+    rows = []
+    for name, value in res.deterministic.items():
+        se_all = np.ravel(np.asarray(res.deterministic_stderr[name], dtype=float))
+        values = np.ravel(np.asarray(value, dtype=float))
+        labels = all_flat_names({name: np.asarray(value)})
+        for label, e, s in zip(labels, values, se_all):
+            z = e / s if s > 0 else math.nan
+            rows.append(dict(name=f"{label} (deterministic)", estimate=float(e), stderr=float(s),
+                             z=float(z), pvalue=pvalue(z), lower=float(e - q * s),
+                             upper=float(e + q * s)))
+    return rows
+
+
 def _notes(res: FitResult) -> tuple[str, ...]:
     notes = []
+    if res.kind == "map":
+        notes.append("MAP: the mode of the posterior density of the parameters as given (no "
+                     "Jacobian term); standard errors from the Hessian of the log posterior. "
+                     "Priors: " + "; ".join(res.priors))
+        kinks = [n for n, s, e in zip(res.param_names, np.sqrt(np.diag(np.asarray(res.cov))),
+                                      res.flat_params()) if np.isnan(s) and e == 0]
+        if res.method == "prox-newton" and kinks:
+            notes.append(f"exactly 0 under their Laplace (L1) prior: {', '.join(kinks)} (no "
+                         "standard error at the kink of the prior)")
     if res.starts is not None:
         k = len(np.asarray(res.starts.loglik))
         n_conv = int(np.sum(np.asarray(res.starts.converged)))
