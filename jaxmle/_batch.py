@@ -147,6 +147,8 @@ def fit_batch(
                      chunk, progress, devices)
     if bad_data.any():
         fits = mark_unfitted(fits, bad_data)
+    if prior is not None:
+        fits = dataclasses.replace(fits, priors=prior.labels)
     report_batch(fits, view.unc_names, bad_data)
     return BatchFitResult(fits)
 

@@ -472,7 +472,8 @@ def fit(
                              float(start_scale))
     else:
         res = compiled_kernel(config)(data, init_leaves, w, tol, max_iter)
-    res = dataclasses.replace(res, context=context)
+    # labels are host-side (not part of the compiled program's key)
+    res = dataclasses.replace(res, context=context, priors=() if prior is None else prior.labels)
     report(res, view.unc_names)
     return res
 

@@ -120,15 +120,13 @@ def fit_model(model: Callable, *args: Any, method: str = "mle", init: Mapping | 
 def discover(call: ModelCall, arrays: list, init: Mapping | None) -> Sites:
     """Run the model once (seeded, concrete) at the starting values and sort its sites."""
     init = dict(init or {})
-    chosen = {}
 
     def strategy(site):
         name = site["name"]
-        if site["type"] in ("sample", "param") and name in init:
-            if site["type"] == "sample" and site["is_observed"]:
-                return None
-            chosen[name] = True
-            return init[name]
+        if site["type"] == "sample" and name in init and not site["is_observed"]:
+            return _init_value(name, init[name], site["fn"].shape(site["kwargs"]["sample_shape"]))
+        if site["type"] == "param" and name in init:
+            return _init_value(name, init[name], np.shape(site["value"]))
         return init_to_median(site, num_samples=15)
 
     args, kwargs = call.rebuild(arrays)
@@ -136,15 +134,21 @@ def discover(call: ModelCall, arrays: list, init: Mapping | None) -> Sites:
     try:
         tr = handlers.trace(handlers.substitute(seeded, substitute_fn=strategy)).get_trace(
             *args, **kwargs)
+    except _InitError as err:
+        raise ValueError(str(err)) from None
     except Exception as err:
-        raise type(err)(f"running the model with its arguments failed: {err}") from err
+        try:
+            wrapped = type(err)(f"running the model with its arguments failed: {err}")
+        except Exception:
+            raise err from None
+        raise wrapped from err
     params, supports, latent, observed, held, det = {}, {}, [], [], {}, []
     nobs, labels = 0.0, {}
     names = set(tr)
     for name, site in tr.items():
         kind = site["type"]
         if kind == "param":
-            params[name] = _init_value(name, init, site["value"])
+            params[name] = np.asarray(site["value"])
             supports[name] = site["kwargs"].get("constraint") or constraints.real
         elif kind == "deterministic":
             value = np.asarray(site["value"])
@@ -165,7 +169,7 @@ def discover(call: ModelCall, arrays: list, init: Mapping | None) -> Sites:
                     "fit_model fits continuous parameters only. Marginalise it out (e.g. "
                     "dist.MixtureSameFamily), or, if it is your response, pass the data as "
                     f"obs= (was the model called with {name}=None?)")
-            params[name] = _init_value(name, init, site["value"])
+            params[name] = np.asarray(site["value"])
             supports[name] = _elementwise_support(fn.support)
             latent.append(name)
             labels[name] = f"{name} ~ {describe(fn)}"
@@ -186,16 +190,18 @@ def discover(call: ModelCall, arrays: list, init: Mapping | None) -> Sites:
     return Sites(params, supports, latent, observed, held, det, nobs, labels)
 
 
-def _init_value(name: str, init: Mapping, value: Any) -> np.ndarray:
-    shape = np.shape(value)
-    if name not in init:
-        return np.asarray(value)
-    given = np.asarray(init[name], dtype=float)
+class _InitError(ValueError):
+    pass
+
+
+def _init_value(name: str, given: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """A user's start for a site, a scalar broadcast to the site's shape."""
+    given = np.asarray(given, dtype=float)
     try:
         return np.array(np.broadcast_to(given, shape))
     except ValueError:
-        raise ValueError(f"init for site '{name}' has shape {given.shape}, but the site has "
-                         f"shape {shape}") from None
+        raise _InitError(f"init for site '{name}' has shape {given.shape}, but the site has "
+                         f"shape {tuple(shape)}") from None
 
 
 def _is_imputation(name: str, tr: Any, names: set) -> bool:

@@ -37,7 +37,7 @@ class PriorSpec:
     names: tuple[str, ...]          # leaf names with a prior
     leaves: tuple[int, ...]         # their positions among the parameter leaves
     treedefs: tuple[Any, ...]       # each distribution's pytree structure
-    labels: tuple[str, ...]         # "mu ~ Normal(loc=0, scale=10)", for the summary
+    labels: tuple[str, ...] = dataclasses.field(compare=False)  # "mu ~ Normal(loc=0, scale=10)"
     l1: tuple[bool, ...]            # a Laplace prior on a real leaf: an L1 penalty
     complete: bool                  # every parameter leaf has a prior (a proper posterior)
     function: Any = None            # priors=callable: log π(params, data), a joint prior
@@ -129,7 +129,7 @@ def prepare_priors(priors: Mapping[str, Any] | None, names: tuple[str, ...],
 
 def _as_traced(x: Any, dtype: Any) -> np.ndarray:
     arr = np.asarray(x)
-    return arr.astype(dtype) if arr.dtype.kind == "f" else arr
+    return arr.astype(dtype) if arr.dtype.kind in "iuf" else arr
 
 
 def _check_prior(name: str, d: Any, shape: tuple[int, ...]) -> None:
