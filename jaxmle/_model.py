@@ -32,7 +32,7 @@ import jax
 import numpy as np
 from numpyro import handlers
 from numpyro.distributions import constraints
-from numpyro.infer import init_to_median
+from numpyro.distributions.transforms import biject_to
 
 from ._fit import fit
 from ._model_trace import ModelCall, ModelLogLik, ModelLogPrior, ModelSites, split_args
@@ -71,8 +71,9 @@ def fit_model(model: Callable, *args: Any, method: str = "mle", init: Mapping | 
         distributions dropped (their supports kept as constraints). ``"map"``: the
         posterior mode, the latent distributions kept as a (joint) prior.
     init : dict, optional
-        Starting values by site name (others: the prior median, NumPyro's
-        ``init_to_median``; ``numpyro.param`` sites: their ``init_value``). A scalar
+        Starting values by site name (others: the mean of the site's distribution
+        where finite, else the centre of its support, biject_to(support)(0);
+        ``numpyro.param`` sites: their ``init_value``). A scalar
         is broadcast to the site's shape.
     solver : str or optax.GradientTransformation
         ``jm.fit``'s ``method``: "auto" (Newton up to 200 parameters, else L-BFGS),
@@ -127,7 +128,7 @@ def discover(call: ModelCall, arrays: list, init: Mapping | None) -> Sites:
             return _init_value(name, init[name], site["fn"].shape(site["kwargs"]["sample_shape"]))
         if site["type"] == "param" and name in init:
             return _init_value(name, init[name], np.shape(site["value"]))
-        return init_to_median(site, num_samples=15)
+        return _default_init(site)
 
     args, kwargs = call.rebuild(arrays)
     seeded = handlers.seed(call.model, rng_seed=0)
@@ -190,6 +191,25 @@ def discover(call: ModelCall, arrays: list, init: Mapping | None) -> Sites:
     return Sites(params, supports, latent, observed, held, det, nobs, labels)
 
 
+def _default_init(site: dict) -> Any:
+    """The start of a latent site: its distribution's mean where that is finite and inside
+    the support, else the centre of the unconstrained space (biject_to(support)(0): 0, 1,
+    0.5, the uniform simplex, ...). No sampling: nothing random to compile."""
+    if site["type"] != "sample" or site["is_observed"] or site["fn"].support.is_discrete:
+        return None
+    fn = site["fn"]
+    shape = tuple(fn.shape(site["kwargs"]["sample_shape"]))
+    transform = biject_to(fn.support)
+    try:
+        mean = np.broadcast_to(np.asarray(fn.mean), shape)
+        if (np.all(np.isfinite(mean)) and np.all(np.asarray(fn.support.check(mean)))
+                and np.all(np.isfinite(np.asarray(transform.inv(mean))))):
+            return np.array(mean)
+    except Exception:  # no mean implemented, or an odd shape: use the centre
+        pass
+    return np.asarray(transform(np.zeros(transform.inverse_shape(shape))))
+
+
 class _InitError(ValueError):
     pass
 
@@ -214,9 +234,10 @@ def _is_imputation(name: str, tr: Any, names: set) -> bool:
 
 
 def _count(site: dict) -> float:
-    """Observations at an observed site: its batch elements not masked out, where the
-    dimensions a ``to_event`` reinterpreted count as batch (a factor counts none)."""
-    from numpyro.distributions.distribution import Independent, MaskedDistribution, Unit
+    """Observations at an observed site: its log-density terms (batch elements, the value
+    broadcast) not masked out; a site whose whole value is one event (``to_event``)
+    counts the value's leading axis. A factor counts none."""
+    from numpyro.distributions.distribution import MaskedDistribution, Unit
 
     fn, mask = site["fn"], None
     while isinstance(fn, MaskedDistribution):
@@ -224,13 +245,14 @@ def _count(site: dict) -> float:
         fn = fn.base_dist
     if isinstance(fn, Unit) or mask is False:
         return 0.0
-    outer = tuple(fn.batch_shape)
-    while isinstance(fn, Independent):
-        fn = fn.base_dist
-    per = np.prod(fn.batch_shape, dtype=int) / max(np.prod(outer, dtype=int), 1)
-    if mask is None or mask is True:
-        return float(np.prod(outer, dtype=int) * per)
-    return float(np.sum(np.broadcast_to(np.asarray(mask), outer)) * per)
+    value_shape = np.shape(site["value"])
+    batch = np.broadcast_shapes(tuple(fn.batch_shape),
+                                value_shape[:len(value_shape) - len(fn.event_shape)])
+    if mask is not None and mask is not True:
+        return float(np.sum(np.broadcast_to(np.asarray(mask), batch)))
+    if batch == () and value_shape:
+        return float(value_shape[0])
+    return float(np.prod(batch, dtype=int))
 
 
 def _check_dependent(call: ModelCall, arrays: list, params: dict, held: dict,

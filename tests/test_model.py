@@ -1,0 +1,282 @@
+"""``jm.fit_model``: NumPyro model functions fitted by MLE and MAP.
+
+Every fit is checked against an independent answer: ``jm.fit`` of the hand-written
+likelihood, least squares, scipy on the penalised objective, NumPyro's own
+``log_density``.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+import scipy.optimize
+from numpyro import handlers
+from numpyro.distributions import constraints
+from numpyro.infer.util import log_density
+
+import jaxmle as jm
+from jaxmle import _fit
+
+RNG = np.random.default_rng(20261122)
+
+# ------------------------------------------------------------------ linear regression
+
+N, P = 60, 3
+X = np.column_stack([np.ones(N), RNG.normal(size=(N, P - 1))])
+Y = X @ np.array([1.0, -2.0, 0.5]) + RNG.normal(scale=0.7, size=N)
+X0 = np.array([1.0, 0.3, -0.2])
+TRACES = {"n": 0}
+
+
+def linreg(x, y=None):
+    if isinstance(x, jax.core.Tracer):
+        TRACES["n"] += 1      # only while jm.fit's kernel is traced (compiled)
+    beta = numpyro.sample("beta", dist.Normal(0, 10).expand([x.shape[1]]).to_event(1))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(5.0))
+    numpyro.deterministic("mean_x0", X0 @ beta)
+    numpyro.deterministic("sigma2", sigma ** 2)
+    with numpyro.plate("obs", x.shape[0]):
+        numpyro.sample("y", dist.Normal(x @ beta, sigma), obs=y)
+
+
+def linreg_loglik(p, d):
+    return dist.Normal(d["x"] @ p["beta"], p["sigma"]).log_prob(d["y"])
+
+
+@pytest.fixture(scope="module")
+def ols():
+    return jm.fit_model(linreg, X, y=Y)
+
+
+def test_mle_of_a_linear_regression_equals_fit_and_least_squares(ols):
+    ref = jm.fit(linreg_loglik, {"x": X, "y": Y}, init={"beta": np.zeros(P), "sigma": 1.0},
+                 constraints={"sigma": constraints.positive})
+    assert ols.kind == "mle" and bool(ols.converged) and ols.priors == ()
+    assert ols.param_names == ref.param_names == ("beta[0]", "beta[1]", "beta[2]", "sigma")
+    for name in ("beta", "sigma"):
+        np.testing.assert_allclose(ols.params[name], ref.params[name], rtol=1e-9)
+        np.testing.assert_allclose(ols.stderr[name], ref.stderr[name], rtol=1e-7)
+    np.testing.assert_allclose(ols.loglik, ref.loglik, rtol=1e-12)
+    np.testing.assert_allclose(ols.logpost, ols.loglik)
+    beta, *_ = np.linalg.lstsq(X, Y, rcond=None)
+    rss = np.sum((Y - X @ beta) ** 2)
+    np.testing.assert_allclose(ols.params["beta"], beta, rtol=1e-9)
+    np.testing.assert_allclose(ols.params["sigma"], np.sqrt(rss / N), rtol=1e-9)
+    # MLE covariance of beta: sigma_hat^2 (X'X)^-1
+    np.testing.assert_allclose(ols.cov[:P, :P], rss / N * np.linalg.inv(X.T @ X), rtol=1e-7)
+    assert float(ols.nobs) == N and float(ols.bic) == pytest.approx(4 * np.log(N) - 2 * ols.loglik)
+
+
+def test_deterministic_sites_have_delta_method_standard_errors(ols):
+    assert set(ols.deterministic) == {"mean_x0", "sigma2"}
+    d = ols.delta(lambda p: jnp.stack([X0 @ p["beta"], p["sigma"] ** 2]))
+    np.testing.assert_allclose(ols.deterministic["mean_x0"], d.estimate[0], rtol=1e-12)
+    np.testing.assert_allclose(ols.deterministic["sigma2"], d.estimate[1], rtol=1e-12)
+    np.testing.assert_allclose(ols.deterministic_stderr["mean_x0"], d.stderr[0], rtol=1e-10)
+    np.testing.assert_allclose(ols.deterministic_stderr["sigma2"], d.stderr[1], rtol=1e-10)
+    # closed forms: Var(x0'b) = x0' cov x0; Var(s^2) = (2 s)^2 Var(s)
+    cov = np.asarray(ols.cov)
+    np.testing.assert_allclose(ols.deterministic_stderr["mean_x0"] ** 2,
+                               X0 @ cov[:P, :P] @ X0, rtol=1e-9)
+    np.testing.assert_allclose(ols.deterministic_stderr["sigma2"],
+                               2 * ols.params["sigma"] * ols.stderr["sigma"], rtol=1e-9)
+    assert "mean_x0" in str(ols.summary())
+
+
+def test_new_data_of_the_same_shape_does_not_recompile(ols):
+    before, misses = TRACES["n"], _fit.compiled_kernel.cache_info().misses
+    y2 = X @ np.array([0.0, 1.0, 1.0]) + RNG.normal(size=N)
+    res = jm.fit_model(linreg, X, y=y2, init={"beta": 0.0, "sigma": 2.0})  # a scalar init broadcasts
+    assert TRACES["n"] == before and _fit.compiled_kernel.cache_info().misses == misses
+    np.testing.assert_allclose(res.params["beta"], np.linalg.lstsq(X, y2, rcond=None)[0],
+                               rtol=1e-9)
+    assert before > 0
+
+
+def test_param_sites_are_parameters_with_their_constraint(ols):
+    def model(x, y):
+        beta = numpyro.param("beta", jnp.zeros(x.shape[1]))
+        sigma = numpyro.param("sigma", 1.0, constraint=constraints.positive)
+        numpyro.sample("y", dist.Normal(x @ beta, sigma).to_event(1), obs=y)
+
+    for method in ("mle", "map"):   # no prior on a param site: MAP is the MLE
+        res = jm.fit_model(model, X, Y, method=method)
+        assert res.kind == "mle" and float(res.nobs) == N   # to_event(1): N observations
+        np.testing.assert_allclose(res.params["sigma"], ols.params["sigma"], rtol=1e-9)
+        np.testing.assert_allclose(res.stderr["beta"], ols.stderr["beta"], rtol=1e-7)
+
+
+# ------------------------------------------------------------------ logistic regression, MAP
+
+NL = 120
+XL = RNG.normal(size=(NL, 3))
+YL = (RNG.uniform(size=NL) < 1 / (1 + np.exp(-XL @ np.array([1.5, -1.0, 0.5])))).astype(float)
+
+
+def logistic(x, y=None):
+    beta = numpyro.sample("beta", dist.Normal(0, 1).expand([x.shape[1]]).to_event(1))
+    numpyro.sample("y", dist.Bernoulli(logits=x @ beta), obs=y)
+
+
+def test_map_of_a_logistic_model_equals_fit_with_priors_and_scipy():
+    res = jm.fit_model(logistic, XL, y=YL, method="map")
+    ref = jm.fit(lambda p, d: dist.Bernoulli(logits=d[0] @ p["beta"]).log_prob(d[1]), (XL, YL),
+                 init={"beta": np.zeros(3)}, priors={"beta": dist.Normal(0.0, 1.0)})
+    assert res.kind == "map" and bool(res.converged)
+    assert res.priors == ("beta ~ Normal(loc=0, scale=1).expand([3]).to_event(1)",)
+    np.testing.assert_allclose(res.params["beta"], ref.params["beta"], rtol=1e-9)
+    np.testing.assert_allclose(res.cov, ref.cov, rtol=1e-7)
+    np.testing.assert_allclose([res.loglik, res.logpost], [ref.loglik, ref.logpost], rtol=1e-10)
+
+    def neg_logpost(b):
+        eta = XL @ b
+        return -(np.sum(YL * eta - np.logaddexp(0, eta)) - 0.5 * b @ b - 1.5 * np.log(2 * np.pi))
+
+    opt = scipy.optimize.minimize(neg_logpost, np.zeros(3), method="BFGS",
+                                  options={"gtol": 1e-10})
+    np.testing.assert_allclose(res.params["beta"], opt.x, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(res.logpost, -opt.fun, rtol=1e-10)
+    # the MAP shrinks towards 0 relative to the MLE
+    mle = jm.fit_model(logistic, XL, y=YL, method="mle", solver="newton")
+    assert np.all(np.abs(res.params["beta"]) < np.abs(mle.params["beta"]))
+    assert res.loglik < mle.loglik
+
+
+# ------------------------------------------------------------------ plates, masks, factor, scale
+
+NM = 40
+XM = RNG.normal(size=NM)
+YM = 0.5 + 1.5 * XM + RNG.normal(scale=0.8, size=NM)
+MASK = RNG.uniform(size=NM) < 0.8
+Z = RNG.normal(loc=2.0, size=(NM, 2))
+ZMISS = RNG.uniform(size=NM) < 0.75          # observed entries of the obs_mask response
+W = RNG.normal(size=NM)
+SCALE = 2.5
+
+
+def messy(x, y, z, w, m, zmask):
+    a = numpyro.sample("a", dist.Normal(0, 5))
+    b = numpyro.sample("b", dist.Normal(0, 5))
+    s = numpyro.sample("s", dist.LogNormal(0, 1))
+    mu = numpyro.sample("mu", dist.Normal(0, 3).expand([2]).to_event(1))
+    with numpyro.plate("rows", x.shape[0]):
+        with handlers.mask(mask=m):
+            numpyro.sample("y", dist.Normal(a + b * x, s), obs=y)
+        numpyro.sample("z", dist.Normal(mu, 1.0).to_event(1), obs=z, obs_mask=zmask)
+    with handlers.scale(scale=SCALE):
+        numpyro.sample("w", dist.Normal(a, 1.0), obs=w)
+    numpyro.factor("shrink", -0.5 * b ** 2)
+
+
+def messy_loglik(p, d):
+    x, y, z, w, m, zmask = d
+    ly = jnp.where(m, dist.Normal(p["a"] + p["b"] * x, p["s"]).log_prob(y), 0.0)
+    lz = jnp.where(zmask, dist.Normal(p["mu"], 1.0).log_prob(z).sum(-1), 0.0)
+    lw = SCALE * dist.Normal(p["a"], 1.0).log_prob(w)
+    return ly.sum() + lz.sum() + lw.sum() - 0.5 * p["b"] ** 2
+
+
+def test_plates_masks_obs_mask_factor_and_scale_are_honoured():
+    data = (XM, YM, Z, W, MASK, ZMISS)
+    res = jm.fit_model(messy, *data)
+    init = {"a": 0.0, "b": 0.0, "s": 1.0, "mu": np.zeros(2)}
+    ref = jm.fit(messy_loglik, data, init=init, constraints={"s": constraints.positive})
+    assert bool(res.converged) and set(res.params) == set(init)   # z_unobserved: no parameter
+    for name in init:
+        np.testing.assert_allclose(res.params[name], ref.params[name], rtol=1e-8, atol=1e-12)
+        np.testing.assert_allclose(res.stderr[name], ref.stderr[name], rtol=1e-6)
+    np.testing.assert_allclose(res.loglik, ref.loglik, rtol=1e-12)
+    # the likelihood counts sites as NumPyro's log_density: the joint minus the latent priors
+    p = {k: jnp.asarray(v) for k, v in res.params.items()}
+    held = {"z_unobserved": jnp.zeros((NM, 2))}
+    joint, _ = log_density(handlers.seed(messy, 0), data, {}, {**p, **held})
+    priors = (dist.Normal(0, 5).log_prob(p["a"]) + dist.Normal(0, 5).log_prob(p["b"])
+              + dist.LogNormal(0, 1).log_prob(p["s"]) + dist.Normal(0, 3).log_prob(p["mu"]).sum()
+              + jnp.where(ZMISS, 0.0, dist.Normal(p["mu"], 1.0).log_prob(held["z_unobserved"])
+                          .sum(-1)).sum())
+    np.testing.assert_allclose(res.loglik, joint - priors, rtol=1e-12)
+    # nobs: unmasked y rows + observed z rows + w rows (the factor counts none)
+    assert float(res.nobs) == MASK.sum() + ZMISS.sum() + NM
+    assert res.deterministic is None    # obs_mask's combined response is no derived quantity
+
+
+# ------------------------------------------------------------------ hierarchical MAP
+
+J, NJ = 6, 8
+GROUP = np.repeat(np.arange(J), NJ)
+YH = (RNG.normal(3.0, 1.0, size=J)[GROUP] + RNG.normal(scale=1.5, size=J * NJ))
+
+
+def hierarchical(g, y, n_groups):
+    mu = numpyro.sample("mu", dist.Normal(0, 10))
+    tau = numpyro.sample("tau", dist.LogNormal(0, 0.5))
+    with numpyro.plate("groups", n_groups):
+        theta = numpyro.sample("theta", dist.Normal(mu, tau))
+    numpyro.deterministic("spread", tau * jnp.sqrt(2.0))
+    with numpyro.plate("obs", g.shape[0]):
+        numpyro.sample("y", dist.Normal(theta[g], 1.5), obs=y)
+
+
+def test_hierarchical_map_is_the_mode_of_numpyros_log_density():
+    res = jm.fit_model(hierarchical, GROUP, YH, J, method="map")
+    assert bool(res.converged) and res.params["theta"].shape == (J,)
+    assert res.priors == ("mu ~ Normal(loc=0, scale=10)", "tau ~ LogNormal(loc=0, scale=0.5)",
+                          "theta ~ Normal(depends on parameters)")
+
+    def neg(v):   # NumPyro's joint density in the natural parameters (no Jacobian)
+        p = {"mu": v[0], "tau": jnp.exp(v[1]), "theta": v[2:]}
+        return -log_density(hierarchical, (GROUP, YH, J), {}, p)[0]
+
+    f = jax.jit(jax.value_and_grad(neg))
+    v0 = np.concatenate([[0.0, 0.0], np.zeros(J)])
+    opt = scipy.optimize.minimize(lambda v: tuple(np.asarray(a) for a in f(v)), v0, jac=True,
+                                  method="BFGS", options={"gtol": 1e-10})
+    np.testing.assert_allclose(res.params["mu"], opt.x[0], rtol=1e-6)
+    np.testing.assert_allclose(res.params["tau"], np.exp(opt.x[1]), rtol=1e-6)
+    np.testing.assert_allclose(res.params["theta"], opt.x[2:], rtol=1e-6)
+    np.testing.assert_allclose(res.logpost, -opt.fun, rtol=1e-10)
+    # partial pooling: the group modes lie between the group means and mu
+    means = np.array([YH[GROUP == j].mean() for j in range(J)])
+    assert np.all(np.abs(res.params["theta"] - res.params["mu"]) < np.abs(means - res.params["mu"]))
+    np.testing.assert_allclose(res.deterministic_stderr["spread"],
+                               np.sqrt(2.0) * res.stderr["tau"], rtol=1e-9)
+
+
+# ------------------------------------------------------------------ clear errors
+
+
+def test_clear_errors():
+    def mixture(y):
+        z = numpyro.sample("z", dist.Bernoulli(0.5))
+        numpyro.sample("y", dist.Normal(3.0 * z, 1.0), obs=y)
+
+    with pytest.raises(ValueError, match="latent site 'z' has a discrete distribution"):
+        jm.fit_model(mixture, YM)
+    with pytest.raises(ValueError, match="latent site 'y' has a discrete .* y=None"):
+        jm.fit_model(logistic, XL)               # the response was not passed
+    with pytest.raises(ValueError, match="no observed site"):
+        jm.fit_model(linreg, X)                  # y=None: a continuous 'y' is no data
+    with pytest.raises(ValueError, match=r"unknown site\(s\) \['gamma'\]"):
+        jm.fit_model(linreg, X, y=Y, init={"gamma": 1.0})
+    with pytest.raises(ValueError, match="init for site 'beta' has shape"):
+        jm.fit_model(linreg, X, y=Y, init={"beta": np.zeros(5)})
+    with pytest.raises(ValueError, match="method must be 'mle' or 'map'"):
+        jm.fit_model(linreg, X, y=Y, method="newton")
+    with pytest.raises(ValueError, match="random= names"):
+        jm.fit_model(linreg, X, y=Y, random=["gamma"])
+
+    def bounded(y):
+        top = numpyro.sample("top", dist.LogNormal(0, 1))
+        u = numpyro.sample("u", dist.Uniform(0, top))
+        numpyro.sample("y", dist.Normal(u, 1.0), obs=y)
+
+    with pytest.raises(ValueError, match="support of latent site 'u' .* depends on other"):
+        jm.fit_model(bounded, YM)
+
+    def with_options(y, opts):
+        numpyro.sample("y", dist.Normal(numpyro.sample("m", dist.Normal(0, 1)), 1.0), obs=y)
+
+    with pytest.raises(TypeError, match=r"model argument opts\[0\] .* neither an array nor hashable"):
+        jm.fit_model(with_options, YM, opts=[{1, 2}])
