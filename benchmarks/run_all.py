@@ -27,23 +27,25 @@ SCRIPTS = {
     "big": "bench_big.py",
     "robustness": "bench_robustness.py",
     "batch": "bench_batch.py",
+    "map": "bench_map.py",
 }
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="small,big,robustness,batch")
+    ap.add_argument("--only", default="small,big,robustness,batch,map")
     ap.add_argument("--quick", action="store_true", help="smoke-test sizes; results are not representative")
     ap.add_argument("--no-statsmodels", action="store_true", help="skip the single ~17 s statsmodels 1e6 fit")
     ap.add_argument("--out", default=os.path.join(C.HERE, "RESULTS.md"))
     args = ap.parse_args(argv)
 
-    extra = {"small": [], "big": [], "robustness": [], "batch": []}
+    extra = {"small": [], "big": [], "robustness": [], "batch": [], "map": []}
     if args.quick:
         extra["small"] += ["--repeats-cold", "2", "--repeats-warm", "5"]
         extra["big"] += ["--n", "100000", "--repeats", "2"]
         extra["robustness"] += ["--m", "500"]
         extra["batch"] += ["--B", "2000", "--loop-n", "20", "--scaling", "1000,10000"]
+        extra["map"] += ["--repeats", "3"]
     if args.no_statsmodels:
         extra["big"].append("--no-statsmodels")
 
