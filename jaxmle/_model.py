@@ -26,6 +26,7 @@ the compiled program); other arguments are static and must be hashable.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -317,8 +318,8 @@ def _check_random(random: Sequence[str] | None, sites: Sites) -> tuple[str, ...]
 
 def _with_deterministic(res: FitResult, sites: ModelSites, data: dict) -> FitResult:
     """The deterministic sites at θ̂, with delta-method SEs (``res.delta``)."""
-    fn = jax.jit(lambda p: sites(p, data))
-    d = res.delta(fn)
+    compiled = _compiled_sites(sites)
+    d = res.delta(lambda p: compiled(p, data))
     tr_shapes = _det_shapes(sites, res.params, data)
     est, se = np.ravel(d.estimate), np.ravel(d.stderr)
     values, errors, start = {}, {}, 0
@@ -328,6 +329,13 @@ def _with_deterministic(res: FitResult, sites: ModelSites, data: dict) -> FitRes
         errors[name] = se[start:start + size].reshape(shape)
         start += size
     return dataclasses.replace(res, deterministic=values, deterministic_stderr=errors)
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_sites(sites: ModelSites) -> Callable:
+    """One jitted program per model and set of sites (data traced): refits, and the MLE
+    and MAP fits of one model, share it (and its forward-mode derivative)."""
+    return jax.jit(sites)
 
 
 def _det_shapes(sites: ModelSites, params: Any, data: dict) -> list[tuple[int, ...]]:
