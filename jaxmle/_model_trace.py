@@ -116,7 +116,8 @@ class ModelSites:
 
 
 def split_args(args: tuple, kwargs: dict) -> tuple[Any, tuple, list[np.ndarray]]:
-    """(treedef, static leaves with ``ARRAY`` markers, array leaves) of the model's arguments.
+    """(treedef, static leaves with ``ARRAY`` markers, array leaves) of the model's arguments;
+    raises for NaN/inf in an array (naming the argument).
 
     Arrays (numpy, JAX, numpy scalars, anything with ``__array__`` such as a pandas
     Series) are traced data; the rest must be hashable (they select the program)."""
@@ -130,6 +131,7 @@ def split_args(args: tuple, kwargs: dict) -> tuple[Any, tuple, list[np.ndarray]]
         elif isinstance(leaf, (np.ndarray, np.generic, jax.Array)) or hasattr(leaf, "__array__"):
             static.append(ARRAY)
             arrays.append(leaf if isinstance(leaf, jax.Array) else np.asarray(leaf))
+            _check_finite(path, arrays[-1])
         else:
             try:
                 hash(leaf)
@@ -141,6 +143,18 @@ def split_args(args: tuple, kwargs: dict) -> tuple[Any, tuple, list[np.ndarray]]
                     "or close over it in the model") from err
             static.append(leaf)
     return treedef, tuple(static), arrays
+
+
+def _check_finite(path: str, arr: Any) -> None:
+    if isinstance(arr, jax.core.Tracer) or not jnp.issubdtype(arr.dtype, jnp.inexact):
+        return
+    bad = ~np.isfinite(np.asarray(arr))
+    if bad.any():
+        raise ValueError(
+            f"model argument {_arg_label(path)} contains {int(bad.sum())} NaN/inf value(s): "
+            "fit_model needs finite data. For missing responses, fill them with any finite "
+            "value and pass obs_mask= to numpyro.sample (or wrap the site in "
+            "numpyro.handlers.mask(mask=...)); the masked entries drop out of the likelihood")
 
 
 def _arg_label(path: str) -> str:

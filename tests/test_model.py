@@ -265,6 +265,8 @@ def test_clear_errors():
         jm.fit_model(linreg, X, y=Y, init={"gamma": 1.0})
     with pytest.raises(ValueError, match="init for site 'beta' has shape"):
         jm.fit_model(linreg, X, y=Y, init={"beta": np.zeros(5)})
+    with pytest.raises(ValueError, match="model argument y contains 1 NaN.*obs_mask"):
+        jm.fit_model(linreg, X, y=np.where(np.arange(N) == 3, np.nan, Y))
     with pytest.raises(ValueError, match="method must be 'mle' or 'map'"):
         jm.fit_model(linreg, X, y=Y, method="newton")
     with pytest.raises(ValueError, match="random= names"):
