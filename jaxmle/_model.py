@@ -188,7 +188,7 @@ def discover(call: ModelCall, arrays: list, init: Mapping | None) -> Sites:
             "the model has no observed site (numpyro.sample(..., obs=data) or numpyro.factor): "
             "there is no likelihood to maximise. Pass the data to the model (e.g. y=y, not "
             f"y=None); its latent sites are {latent}")
-    _check_dependent(call, arrays, params, held, latent, labels, tr)
+    _check_dependent(call, arrays, (params, supports), held, latent, labels, tr)
     return Sites(params, supports, latent, observed, held, det, nobs, labels)
 
 
@@ -256,48 +256,54 @@ def _count(site: dict) -> float:
     return float(np.prod(batch, dtype=int))
 
 
-def _check_dependent(call: ModelCall, arrays: list, params: dict, held: dict,
-                     latent: list, labels: dict, tr: Any) -> None:
-    """Trace the model abstractly with the parameters as tracers: a support that moves
-    with the parameters (Uniform(0, θ)) cannot be a fixed constraint; a prior that does
-    (θⱼ ~ N(μ, τ)) gets a label without the start values."""
-    found: dict = {}
-
-    def probe(p):
-        out = call.trace(p, {"args": arrays, "held": held})
-        for name in latent:
-            site = out[name]
-            found[name] = (_has_tracer(site["fn"].support), _dist_has_tracer(site["fn"]))
-        return 0.0
-
-    jax.eval_shape(probe, params)
-    for name, (support, prior) in found.items():
-        if support:
+def _check_dependent(call: ModelCall, arrays: list, sites: tuple, held: dict, latent: list,
+                     labels: dict, tr: Any) -> None:
+    """Run the model again with every parameter moved: a support that moves with them
+    (Uniform(0, θ)) cannot be a fixed constraint; a prior that does (θⱼ ~ N(μ, τ)) gets a
+    label without the start values."""
+    params, supports = sites
+    moved = {}
+    for name, value in params.items():
+        t = biject_to(supports[name])
+        moved[name] = np.asarray(t(np.asarray(t.inv(value)) + 0.37))
+    tr2 = call.trace(moved, {"args": arrays, "held": held})
+    for name in latent:
+        before, after = tr[name]["fn"], tr2[name]["fn"]
+        if _differ(_constraint_leaves(before.support), _constraint_leaves(after.support)):
             raise ValueError(
-                f"the support of latent site '{name}' ({type(tr[name]['fn']).__name__}) "
-                "depends on other parameters, so it cannot be a fixed constraint; "
-                "reparameterise (e.g. u ~ Uniform(0, 1) and x = u * upper)")
-        if prior:
-            labels[name] = f"{name} ~ {_dist_name(tr[name]['fn'])}(depends on parameters)"
+                f"the support of latent site '{name}' ({type(before).__name__}) depends on "
+                "other parameters, so it cannot be a fixed constraint; reparameterise (e.g. "
+                "u ~ Uniform(0, 1) and x = u * upper)")
+        if _differ(_dist_leaves(before), _dist_leaves(after)):
+            labels[name] = f"{name} ~ {_dist_name(before)}(depends on parameters)"
 
 
-def _has_tracer(c: Any) -> bool:
-    """Does a constraint hold a traced bound (recursing into ``independent`` etc.)?"""
-    if isinstance(c, jax.core.Tracer):
-        return True
+def _constraint_leaves(c: Any) -> list:
+    """The array attributes of a constraint (recursing into ``independent`` etc.)."""
     if isinstance(c, constraints.Constraint):
-        return any(_has_tracer(v) for v in vars(c).values())
+        return [x for v in vars(c).values() for x in _constraint_leaves(v)]
     if isinstance(c, (list, tuple)):
-        return any(_has_tracer(v) for v in c)
-    return False
+        return [x for v in c for x in _constraint_leaves(v)]
+    if isinstance(c, (np.ndarray, np.generic, jax.Array, float, int)):
+        return [c]
+    return []
 
 
-def _dist_has_tracer(fn: Any) -> bool:
+def _dist_leaves(fn: Any) -> list | None:
     try:
-        leaves = jax.tree_util.tree_leaves(fn)
+        return jax.tree_util.tree_leaves(fn)
     except Exception:  # a distribution that is no pytree: assume it depends on them
+        return None
+
+
+def _differ(a: list | None, b: list | None) -> bool:
+    if a is None or b is None or len(a) != len(b):
         return True
-    return any(isinstance(x, jax.core.Tracer) for x in leaves)
+    for x, y in zip(a, b):
+        x, y = np.asarray(x), np.asarray(y)
+        if x.shape != y.shape or not np.array_equal(x, y, equal_nan=x.dtype.kind in "fc"):
+            return True
+    return False
 
 
 def _dist_name(fn: Any) -> str:
