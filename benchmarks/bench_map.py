@@ -164,7 +164,7 @@ def section_map(repeats):
                  C.fmt_ratio(adam_row[2], base), C.fmt_err(adam_row[3])])
     return ("### MAP: logistic regression n=1000, p=10+intercept, Normal(0, 1) priors (L2)\n\n"
             + C.md_table(["contender", "first call", "warm (median)", "ratio to jaxmle",
-                          "max |error| vs reference (median over datasets)"], rows) + "\n")
+                          "max abs. error vs reference (median over datasets)"], rows) + "\n")
 
 
 def section_l1(repeats):
@@ -189,7 +189,7 @@ def section_l1(repeats):
     zeros = np.mean([np.sum(a == 0) for a, _ in o1])
     rows = [["jaxmle (proximal Newton)", C.fmt_s(f1), C.fmt_s(w1), C.fmt_ratio(w1, w1), f"{zeros:.1f} exact zeros"],
             ["scikit-learn saga (tol 1e-10)", C.fmt_s(f2), C.fmt_s(w2), C.fmt_ratio(w2, w1),
-             f"max |Δβ| = {diff:.1e}; same zero pattern: {same_zeros}"]]
+             f"max abs. Δβ = {diff:.1e}; same zero pattern: {same_zeros}"]]
     return (f"### L1: logistic regression n=1000, p=20+intercept, Laplace(0, {b}) priors\n\n"
             + C.md_table(["contender", "first call", "warm (median)", "ratio to jaxmle", "agreement"],
                          rows) + "\n")
@@ -224,7 +224,7 @@ def section_laplace(repeats):
     bad = sum(d > 1e-4 for d in dz)
     rows = [["jaxmle fit(priors=) + laplace()", C.fmt_s(f1), C.fmt_s(w1), C.fmt_ratio(w1, w1), ""],
             ["NumPyro AutoLaplaceApproximation + Minimize", C.fmt_s(f2), C.fmt_s(w2),
-             C.fmt_ratio(w2, w1), f"median |Δmean| = {np.median(dz):.1e}, |Δcov| = {np.median(dc):.1e}"
+             C.fmt_ratio(w2, w1), f"median max abs. Δmean = {np.median(dz):.1e}, Δcov = {np.median(dc):.1e}"
              + (f"; {bad} of {len(dz)} disagree (NumPyro's Minimize BFGS misses the mode on some "
                               "datasets: see the MAP table)" if bad else "")]]
     return ("### Laplace approximation of the same logistic posterior\n\n"
