@@ -29,7 +29,6 @@ from ._batch_kernel import BatchConfig, PassOutput, compiled_passes
 from ._batch_result import BatchFitResult
 from ._fit import (
     KernelConfig,
-    _nonfinite_start_message,
     _reject_unavailable,
     float_dtype,
     prepare_init,
@@ -38,6 +37,7 @@ from ._fit import (
 )
 from ._fixed import Inputs, View, pack, prepare_held
 from ._priors import prepare_priors
+from ._report import nonfinite_start_message
 from ._result import FitResult
 from ._solvers import UNLIMITED
 from ._typing import (
@@ -468,7 +468,7 @@ def report_batch(fits: FitResult, unc_names: tuple[str, ...], bad_data: np.ndarr
     n = status.shape[0]
     start_failed = status == Status.NONFINITE_START
     if start_failed.all():
-        raise ValueError(_nonfinite_start_message(_member(fits, 0), unc_names)
+        raise ValueError(nonfinite_start_message(_member(fits, 0), unc_names)
                          + " (for every dataset in the batch)")
     level = user_stacklevel()
     failed = status != Status.SUCCESS

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import warnings
 from typing import Any, Callable, Mapping
 
 import jax
@@ -20,19 +19,12 @@ import numpy as np
 import optax
 
 from . import _objective, _params, _solvers, _transforms
-from ._priors import PriorSpec, l1_penalty, log_prior, prepare_priors
 from ._fixed import Holding, View, pack, prepare_held, unpack
 from ._inference import flat_direction, observed_inference, score_outer_product
+from ._priors import PriorSpec, log_prior, prepare_priors
+from ._report import report
 from ._result import FitResult, FitStats
-from ._typing import (
-    STATUS_MESSAGES,
-    ConvergenceWarning,
-    LogLikFn,
-    PrecisionWarning,
-    SingularInformationWarning,
-    Status,
-    user_stacklevel,
-)
+from ._typing import LogLikFn, Status
 
 AUTO_NEWTON_MAX_PARAMS = 200
 _DEFAULT_MAX_ITER = {"newton": 2000, "prox-newton": 2000, "lbfgs": 10000}
@@ -91,18 +83,6 @@ def kernel_objective(config: KernelConfig, view: View, inputs: Any,
     return neg_logpost
 
 
-def l1_weights(config: KernelConfig, view: View, inputs: Any) -> tuple[jax.Array, jax.Array]:
-    """λ and m of the L1 penalties Σ λ_j |z_j − m_j|, per free coordinate of z (the
-    penalised leaves are unconstrained, so z_j = θ_j there)."""
-    dtype = jnp.dtype(config.dtype)
-    lam, loc = l1_penalty(config.prior, inputs.prior, [l.shape for l in config.space.leaves],
-                          dtype)
-    nat = np.asarray(view.lay.act_nat)
-    has = nat >= 0
-    idx = np.where(has, nat, 0)
-    return jnp.where(has, lam[idx], 0.0), jnp.where(has, loc[idx], 0.0)
-
-
 def kernel_solver(config: KernelConfig, data: Any, weights: jax.Array | None,
                   tol: jax.Array) -> _solvers.Solver:
     """The solver's init/step pair for f(z) = −ℓ(θ(z)) (− log π) on (padding-masked) data."""
@@ -110,7 +90,7 @@ def kernel_solver(config: KernelConfig, data: Any, weights: jax.Array | None,
     view = View(config.space, config.holding, inputs)
     objective = kernel_objective(config, view, inputs, weights)
     if config.method == "prox-newton":
-        from ._proximal import make_prox_solver
+        from ._proximal import l1_weights, make_prox_solver
 
         return make_prox_solver(objective, *l1_weights(config, view, inputs), tol)
     return _solvers.make_solver(config.method, objective, tol)
@@ -136,7 +116,9 @@ def conclude(config: KernelConfig, data: Any, weights: jax.Array | None,
                                      params, data)
     kink = None
     if config.method == "prox-newton":
-        sol, hess, kink = _at_kinks(config, view, inputs, sol, hess)
+        from ._proximal import at_kinks
+
+        sol, hess, kink = at_kinks(config, view, inputs, sol, hess)
 
     def loglik_flat(theta):
         f = _objective.total_loglik(config.loglik, view.unravel_free(theta), data, weights,
@@ -155,7 +137,9 @@ def conclude(config: KernelConfig, data: Any, weights: jax.Array | None,
     eig = _solvers.eigen(hess)
     inf = observed_inference(view, loglik_flat, sol.z, hess, sol.g, eig, config.cov_type, meat)
     if kink is not None:
-        inf = _without_kinks(view, sol.z, inf, kink)
+        from ._proximal import without_kinks
+
+        inf = without_kinks(view, sol.z, inf, kink)
     status = sol.status
     if view.m and kink is None:
         # a "converged" point where the likelihood is flat 3 SEs away is no regular maximum
@@ -186,30 +170,6 @@ def conclude(config: KernelConfig, data: Any, weights: jax.Array | None,
         kind="mle" if config.prior is None else "map",
         priors=() if config.prior is None else config.prior.labels,
     )
-
-
-def _at_kinks(config: KernelConfig, view: View, inputs: Any, sol: _solvers.Solution,
-              hess: jax.Array):
-    """At an L1 solution: the coordinates sitting on their kink (θ_j = m_j exactly) have
-    no curvature to speak of; they are taken out of the Hessian (unit rows), and the
-    gradient becomes the composite one (zero at the optimum, kinks included)."""
-    from ._proximal import composite_gradient
-
-    lam, loc = l1_weights(config, view, inputs)
-    kink = (lam > 0) & (sol.z == loc)
-    out = kink[:, None] | kink[None, :]
-    hess = jnp.where(out, jnp.eye(hess.shape[0], dtype=hess.dtype), hess)
-    g = composite_gradient(sol.g, sol.z, lam, loc)
-    return sol._replace(g=g), hess, kink
-
-
-def _without_kinks(view: View, z: jax.Array, inf: Any, kink: jax.Array) -> Any:
-    """No Gaussian approximation at a kink: NaN covariance rows and standard errors there
-    (the other parameters' covariance is that of the fit with these held at the kink)."""
-    on = jax.jvp(view.to_natural_flat, (z,), (kink.astype(z.dtype),))[1] != 0
-    mask = on[:, None] | on[None, :]
-    return inf._replace(cov=jnp.where(mask, jnp.nan, inf.cov),
-                        stderr=jnp.where(on, jnp.nan, inf.stderr))
 
 
 def _fixed_score(config: KernelConfig, view: View, z: jax.Array, data: Any,
@@ -487,43 +447,3 @@ def resolve_tolerances(tol, max_iter, method, dtype) -> tuple[np.ndarray, np.nda
     if max_iter < 1:
         raise ValueError(f"max_iter must be a positive integer, got {max_iter}")
     return np.asarray(tol, dtype), np.asarray(max_iter, np.int32)
-
-
-def report(res: FitResult, unc_names: tuple[str, ...]) -> None:
-    """Raise for a non-finite start; warn for non-convergence and singular information."""
-    status_code, singular, eig = jax.device_get(
-        (res.status, res.stats.singular, res.stats.info_eigvals))
-    status = Status(int(status_code))
-    if status == Status.NONFINITE_START:
-        raise ValueError(_nonfinite_start_message(res, unc_names))
-    level = user_stacklevel()
-    if status != Status.SUCCESS:
-        warnings.warn(
-            f"fit did not converge after {int(res.n_iter)} iterations: {STATUS_MESSAGES[status]} "
-            f"(|gradient| = {float(res.grad_norm):.3g}); the estimates are not a maximum",
-            ConvergenceWarning, stacklevel=level)
-    if singular.any() and status == Status.SUCCESS:  # else implied by the warning above
-        names = [n for n, s in zip(res.param_names, singular) if s]
-        what = ("not positive definite (the point is not a maximum in those directions)"
-                if np.nanmin(eig) < -1e-8 * np.nanmax(np.abs(eig)) else "singular")
-        warnings.warn(
-            f"the information matrix is {what} for parameter(s) {names}: they are not identified "
-            "by the data (e.g. collinear covariates, or a redundant parameter); their standard "
-            "errors are NaN", SingularInformationWarning, stacklevel=level)
-    if res.dtype == "float32":
-        warnings.warn(
-            "fit ran in float32: standard errors are float32-accurate only; enable float64 with "
-            "jax.config.update('jax_enable_x64', True) at the start of the program",
-            PrecisionWarning, stacklevel=level)
-
-
-def _nonfinite_start_message(res: FitResult, unc_names: tuple[str, ...]) -> str:
-    f0 = float(res.loglik)  # the kernel reports the values at init for a bad start
-    if not np.isfinite(f0):
-        return (f"the log-likelihood is {f0} at init; check that init is plausible for the data "
-                "(e.g. data outside the support of the distribution at these parameters)")
-    bad = np.asarray(~np.isfinite(res.stats.grad_z))
-    names = sorted({n for n, b in zip(unc_names, bad) if b})
-    return (f"the gradient (or second derivative) of the log-likelihood is not finite at init "
-            f"for parameter(s) {names}: the log-likelihood is not twice differentiable there "
-            "(e.g. x**k at x = 0, sqrt or abs at 0); start elsewhere or rewrite that term")

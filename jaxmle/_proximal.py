@@ -29,8 +29,10 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
+from ._priors import l1_penalty
 from ._solvers import _eps, _small_change, eigen, kink_jitter, value_grad_hessian
 from ._typing import Status
 
@@ -166,3 +168,39 @@ def make_prox_solver(fun: Callable, lam: jax.Array, loc: jax.Array, tol: jax.Arr
         return _init(fun, z0 + kink_jitter(z0), tol)
 
     return Solver(init, lambda s: _step(fun, lam, loc, s, tol))
+
+
+# --------------------------------------------------------------------------- kernel glue
+
+
+def l1_weights(config: Any, view: Any, inputs: Any) -> tuple[jax.Array, jax.Array]:
+    """λ and m of the L1 penalties Σ λ_j |z_j − m_j|, per free coordinate of z (the
+    penalised leaves are unconstrained, so z_j = θ_j there)."""
+    dtype = jnp.dtype(config.dtype)
+    lam, loc = l1_penalty(config.prior, inputs.prior, [l.shape for l in config.space.leaves],
+                          dtype)
+    nat = np.asarray(view.lay.act_nat)
+    has = nat >= 0
+    idx = np.where(has, nat, 0)
+    return jnp.where(has, lam[idx], 0.0), jnp.where(has, loc[idx], 0.0)
+
+
+def at_kinks(config: Any, view: Any, inputs: Any, sol: Any, hess: jax.Array):
+    """At an L1 solution: the coordinates sitting on their kink (θ_j = m_j exactly) have
+    no curvature to speak of; they are taken out of the Hessian (unit rows), and the
+    gradient becomes the composite one (zero at the optimum, kinks included)."""
+    lam, loc = l1_weights(config, view, inputs)
+    kink = (lam > 0) & (sol.z == loc)
+    out = kink[:, None] | kink[None, :]
+    hess = jnp.where(out, jnp.eye(hess.shape[0], dtype=hess.dtype), hess)
+    g = composite_gradient(sol.g, sol.z, lam, loc)
+    return sol._replace(g=g), hess, kink
+
+
+def without_kinks(view: Any, z: jax.Array, inf: Any, kink: jax.Array) -> Any:
+    """No Gaussian approximation at a kink: NaN covariance rows and standard errors there
+    (the other parameters' covariance is that of the fit with these held at the kink)."""
+    on = jax.jvp(view.to_natural_flat, (z,), (kink.astype(z.dtype),))[1] != 0
+    mask = on[:, None] | on[None, :]
+    return inf._replace(cov=jnp.where(mask, jnp.nan, inf.cov),
+                        stderr=jnp.where(on, jnp.nan, inf.stderr))
