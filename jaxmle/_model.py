@@ -50,7 +50,7 @@ class Sites:
     latent: list            # latent sample sites (they have a distribution: a prior)
     observed: list          # observed sample sites (the likelihood)
     held: dict              # obs_mask imputation sites -> value held fixed
-    deterministic: list     # float deterministic sites
+    deterministic: dict     # float deterministic sites -> shape
     nobs: float             # observations in the observed (non-factor) sites
     labels: dict            # latent name -> "name ~ Normal(loc=0, scale=1)"
 
@@ -115,7 +115,8 @@ def fit_model(model: Callable, *args: Any, method: str = "mle", init: Mapping | 
     if sites.nobs > 0:
         res = dataclasses.replace(res, nobs=np.asarray(sites.nobs, np.asarray(res.nobs).dtype))
     if sites.deterministic:
-        res = _with_deterministic(res, ModelSites(call, tuple(sites.deterministic)), data)
+        res = _with_deterministic(res, ModelSites(call, tuple(sites.deterministic)),
+                                  tuple(sites.deterministic.values()), data)
     return res
 
 
@@ -144,7 +145,7 @@ def discover(call: ModelCall, arrays: list, init: Mapping | None) -> Sites:
         except Exception:
             raise err from None
         raise wrapped from err
-    params, supports, latent, observed, held, det = {}, {}, [], [], {}, []
+    params, supports, latent, observed, held, det = {}, {}, [], [], {}, {}
     nobs, labels = 0.0, {}
     names = set(tr)
     for name, site in tr.items():
@@ -155,7 +156,7 @@ def discover(call: ModelCall, arrays: list, init: Mapping | None) -> Sites:
         elif kind == "deterministic":
             value = np.asarray(site["value"])
             if value.dtype.kind == "f" and value.size:
-                det.append(name)
+                det[name] = value.shape
         elif kind != "sample":
             continue
         elif site["is_observed"]:
@@ -175,7 +176,7 @@ def discover(call: ModelCall, arrays: list, init: Mapping | None) -> Sites:
             supports[name] = _elementwise_support(fn.support)
             latent.append(name)
             labels[name] = f"{name} ~ {describe(fn)}"
-    det = [n for n in det if f"{n}_unobserved" not in held]
+    det = {n: shape for n, shape in det.items() if f"{n}_unobserved" not in held}
     unknown = sorted(set(init) - set(params))
     if unknown:
         raise ValueError(f"init given for unknown site(s) {unknown}; the model's parameters "
@@ -322,14 +323,14 @@ def _check_random(random: Sequence[str] | None, sites: Sites) -> tuple[str, ...]
     return random
 
 
-def _with_deterministic(res: FitResult, sites: ModelSites, data: dict) -> FitResult:
+def _with_deterministic(res: FitResult, sites: ModelSites, shapes: tuple, data: dict
+                        ) -> FitResult:
     """The deterministic sites at θ̂, with delta-method SEs (``res.delta``)."""
     compiled = _compiled_sites(sites)
     d = res.delta(lambda p: compiled(p, data))
-    tr_shapes = _det_shapes(sites, res.params, data)
     est, se = np.ravel(d.estimate), np.ravel(d.stderr)
     values, errors, start = {}, {}, 0
-    for name, shape in zip(sites.names, tr_shapes):
+    for name, shape in zip(sites.names, shapes):
         size = int(np.prod(shape, dtype=int))
         values[name] = est[start:start + size].reshape(shape)
         errors[name] = se[start:start + size].reshape(shape)
@@ -342,15 +343,3 @@ def _compiled_sites(sites: ModelSites) -> Callable:
     """One jitted program per model and set of sites (data traced): refits, and the MLE
     and MAP fits of one model, share it (and its forward-mode derivative)."""
     return jax.jit(sites)
-
-
-def _det_shapes(sites: ModelSites, params: Any, data: dict) -> list[tuple[int, ...]]:
-    shapes = []
-
-    def probe(p):
-        tr = sites.call.trace(p, data)
-        shapes.extend(tuple(np.shape(tr[n]["value"])) for n in sites.names)
-        return 0.0
-
-    jax.eval_shape(probe, params)
-    return shapes
