@@ -301,3 +301,34 @@ def test_observations_are_counted_per_row():
     tr = handlers.trace(handlers.seed(model, 0)).get_trace(Y, np.zeros((7, 2)))
     assert {n: _count(s) for n, s in tr.items()} == {"whole": N, "bcast": N, "rows": 7,
                                                    "masked": N // 3, "f": 0}
+
+
+# ------------------------------------------------------------------ simplex parameter, mixture
+
+YMIX = np.concatenate([RNG.normal(-2.0, 1.0, 70), RNG.normal(1.5, 1.0, 30)])
+
+
+def mixture(y):
+    w = numpyro.sample("w", dist.Dirichlet(jnp.ones(2)))
+    mu = numpyro.sample("mu", dist.Normal(jnp.array([-1.0, 1.0]), 5.0).to_event(1))
+    with numpyro.plate("n", len(y)):
+        numpyro.sample("y", dist.MixtureSameFamily(dist.Categorical(w), dist.Normal(mu, 1.0)),
+                       obs=y)
+
+
+def test_mixture_mle_with_a_simplex_parameter_equals_scipy():
+    res = jm.fit_model(mixture, list(YMIX), method="mle")   # a list of numbers is data
+    assert bool(res.converged) and res.params["w"].shape == (2,)
+    np.testing.assert_allclose(np.sum(res.params["w"]), 1.0, rtol=1e-14)
+
+    def neg(v):
+        w = 1 / (1 + np.exp(-v[0]))
+        dens = (w * np.exp(-0.5 * (YMIX - v[1]) ** 2) + (1 - w) * np.exp(-0.5 * (YMIX - v[2]) ** 2))
+        return -np.sum(np.log(dens / np.sqrt(2 * np.pi)))
+
+    opt = scipy.optimize.minimize(neg, [0.0, -1.0, 1.0], method="BFGS", options={"gtol": 1e-9})
+    np.testing.assert_allclose(res.params["w"][0], 1 / (1 + np.exp(-opt.x[0])), rtol=1e-6)
+    np.testing.assert_allclose(res.params["mu"], opt.x[1:], rtol=1e-6)
+    np.testing.assert_allclose(res.loglik, -opt.fun, rtol=1e-10)
+    # the simplex has one free coordinate: the weights' covariance is rank-deficient
+    assert res.n_free == 3 and np.isclose(res.stderr["w"][0], res.stderr["w"][1])
