@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -39,6 +40,7 @@ from ._fit import fit
 from ._model_trace import ModelCall, ModelLogLik, ModelLogPrior, ModelSites, split_args
 from ._priors import _elementwise_support, describe
 from ._result import FitResult
+from ._typing import JaxmleWarning, user_stacklevel
 
 
 @dataclasses.dataclass
@@ -157,6 +159,14 @@ def discover(call: ModelCall, arrays: list, init: Mapping | None) -> Sites:
             value = np.asarray(site["value"])
             if value.dtype.kind == "f" and value.size:
                 det[name] = value.shape
+        elif kind == "plate":
+            size, sub = site["args"]
+            if sub is not None and sub != size:
+                warnings.warn(
+                    f"plate '{name}' subsamples {sub} of {size}: fit_model fits one fixed "
+                    f"subsample (seed 0) with its log-density scaled by {size}/{sub}, as "
+                    "NumPyro's log_density counts it; drop subsample_size to fit all the data",
+                    JaxmleWarning, stacklevel=user_stacklevel())
         elif kind != "sample":
             continue
         elif site["is_observed"]:

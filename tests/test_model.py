@@ -272,6 +272,15 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="random= names"):
         jm.fit_model(linreg, X, y=Y, random=["gamma"])
 
+    def subsampled(y):
+        mu = numpyro.sample("mu", dist.Normal(0, 10))
+        with numpyro.plate("n", len(y), subsample_size=10) as idx:
+            numpyro.sample("y", dist.Normal(mu, 2.0), obs=y[idx])
+
+    with pytest.warns(jm.JaxmleWarning, match="plate 'n' subsamples 10 of 40"):
+        with pytest.raises(ValueError, match="unknown site"):   # (stops before compiling)
+            jm.fit_model(subsampled, YM, init={"sigma": 1.0})
+
     def bounded(y):
         top = numpyro.sample("top", dist.LogNormal(0, 1))
         u = numpyro.sample("u", dist.Uniform(0, top))
