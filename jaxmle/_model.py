@@ -39,7 +39,7 @@ from numpyro.distributions.transforms import biject_to
 from ._fit import fit
 from ._model_trace import ModelCall, ModelLogLik, ModelLogPrior, ModelSites, split_args
 from ._priors import _elementwise_support, describe
-from ._result import FitResult
+from ._result import FitResult, free_positions
 from ._typing import JaxmleWarning, user_stacklevel
 
 
@@ -335,10 +335,20 @@ def _check_random(random: Sequence[str] | None, sites: Sites) -> tuple[str, ...]
 
 def _with_deterministic(res: FitResult, sites: ModelSites, shapes: tuple, data: dict
                         ) -> FitResult:
-    """The deterministic sites at θ̂, with delta-method SEs (``res.delta``)."""
-    compiled = _compiled_sites(sites)
-    d = res.delta(lambda p: compiled(p, data))
-    est, se = np.ravel(d.estimate), np.ravel(d.stderr)
+    """The deterministic sites g(θ̂) with delta-method SEs, sqrt(diag(G cov Gᵀ)) with
+    G = ∂g/∂θ over the estimated parameters: ``res.delta`` of the same function, with the
+    value and Jacobian from one compiled program (a refit costs no eager tracing)."""
+    value, jac = _compiled_sites(sites)(res.params, data)
+    k_all = sum(int(np.size(x)) for x in jax.tree_util.tree_leaves(res.params))
+    jac = np.concatenate([np.asarray(j).reshape(value.shape[0], -1)
+                          for j in jax.tree_util.tree_leaves(jac)], axis=1).reshape(-1, k_all)
+    jac = jac[:, free_positions(res.params, res.fixed_names)]
+    cov = np.asarray(res.cov, dtype=float)
+    bad = np.isnan(cov)
+    cov_g = jac @ np.where(bad, 0.0, cov) @ jac.T
+    tainted = (np.abs(jac) > 0) @ bad.any(axis=1)       # depends on a NaN-SE parameter
+    var = np.where(tainted, np.nan, np.diag(cov_g))
+    est, se = np.asarray(value, dtype=float), np.sqrt(np.maximum(var, 0.0))
     values, errors, start = {}, {}, 0
     for name, shape in zip(sites.names, shapes):
         size = int(np.prod(shape, dtype=int))
@@ -350,6 +360,9 @@ def _with_deterministic(res: FitResult, sites: ModelSites, shapes: tuple, data: 
 
 @functools.lru_cache(maxsize=64)
 def _compiled_sites(sites: ModelSites) -> Callable:
-    """One jitted program per model and set of sites (data traced): refits, and the MLE
-    and MAP fits of one model, share it (and its forward-mode derivative)."""
-    return jax.jit(sites)
+    """g(θ) and ∂g/∂θ in one jitted program per model and set of sites (data traced):
+    refits, and the MLE and MAP fits of one model, share it."""
+    def value_and_jacobian(params, data):
+        return sites(params, data), jax.jacfwd(sites)(params, data)
+
+    return jax.jit(value_and_jacobian)
