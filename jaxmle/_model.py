@@ -131,7 +131,9 @@ def discover(call: ModelCall, arrays: list, init: Mapping | None) -> Sites:
         if site["type"] == "sample" and name in init and not site["is_observed"]:
             return _init_value(name, init[name], site["fn"].shape(site["kwargs"]["sample_shape"]))
         if site["type"] == "param" and name in init:
-            return _init_value(name, init[name], np.shape(site["value"]))
+            default = site["args"][0] if site["args"] else None
+            shape = np.shape(init[name]) if callable(default) else np.shape(default)
+            return _init_value(name, init[name], shape)
         return _default_init(site)
 
     args, kwargs = call.rebuild(arrays)

@@ -341,3 +341,23 @@ def test_mixture_mle_with_a_simplex_parameter_equals_scipy():
     np.testing.assert_allclose(res.loglik, -opt.fun, rtol=1e-10)
     # the simplex has one free coordinate: the weights' covariance is rank-deficient
     assert res.n_free == 3 and np.isclose(res.stderr["w"][0], res.stderr["w"][1])
+
+
+def test_init_overrides_and_broadcasts_for_sample_and_param_sites():
+    from jaxmle._model import discover
+    from jaxmle._model_trace import ModelCall, split_args
+
+    def model(x, y):
+        b = numpyro.param("b", jnp.zeros(x.shape[1]))
+        s = numpyro.sample("s", dist.HalfCauchy(1.0))          # no finite mean: starts at 1
+        m = numpyro.sample("m", dist.Normal(3.0, 1.0).expand([2]).to_event(1))  # at its mean
+        numpyro.sample("y", dist.Normal(x @ b + m.sum(), s), obs=y)
+
+    treedef, static, arrays = split_args((X, Y), {})
+    call = ModelCall(model, treedef, static)
+    found = discover(call, arrays, {"b": 0.5})
+    np.testing.assert_array_equal(found.params["b"], [0.5, 0.5, 0.5])
+    assert float(found.params["s"]) == 1.0 and found.params["m"].tolist() == [3.0, 3.0]
+    assert discover(call, arrays, {"b": [1.0, 2.0, 3.0], "s": 2.0}).params["s"] == 2.0
+    with pytest.raises(ValueError, match=r"init for site 'b' has shape \(2,\)"):
+        discover(call, arrays, {"b": [1.0, 2.0]})
