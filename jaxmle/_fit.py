@@ -359,6 +359,13 @@ def fit(
     >>> round(float(res.params["mu"]), 6), round(float(res.params["sigma"]) ** 2, 6)
     (171.0, 51.0)
     """
+    if random is not None and len(random):
+        from ._random import fit_random
+
+        return fit_random(loglik, data, init, random=random, constraints=constraints,
+                          priors=priors, method=method, weights=weights, cov_type=cov_type,
+                          fixed=fixed, groups=groups, tol=tol, max_iter=max_iter,
+                          n_starts=n_starts, key=key, start_scale=start_scale)
     _reject_unavailable(priors, random, cov_type)
     dtype = float_dtype()
     data = _objective.prepare_data(data)
