@@ -32,8 +32,8 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from ._fixed import View, pack, unpack
-from ._random_inner import (Layout, _Problem, block_inverse_diag, cholesky, grad_and_blocks,
-                            joint, laplace, mode)
+from ._random_inner import (Layout, block_inverse_diag, chol_solve, cholesky, grad_and_blocks,
+                            joint, laplace, solve_mode)
 from ._random_structure import choose_layout, dense, holds, probe_residual
 from ._result import FitResult, free_positions
 from ._typing import SingularInformationWarning, user_stacklevel
@@ -159,26 +159,22 @@ def _fit_marginal(fit, marginal, data, u0, theta0, constraints, method, kwargs):
 @functools.lru_cache(maxsize=64)
 def _predict_kernel(marginal: MarginalLogLik) -> Callable:
     """(θ̂, (data, u0)) ↦ û, diag (−Hᵤᵤ)⁻¹, J = dû/dθ (all natural elements), probe residual."""
-    problem = _Problem(marginal.loglik, marginal.layout)
-
     def run(theta, data_aug):
         data, u0 = data_aug
         flat, unravel = ravel_pytree(theta)
-        U0 = marginal.layout.pack(u0)
 
-        def u_of(x):
-            return mode(problem, unravel(x), data, U0)
+        def ell(V, x=flat):
+            return joint(marginal.loglik, marginal.layout, unravel(x), V, data)
 
-        U = u_of(flat)
-        J = jax.jacfwd(u_of)(flat)
-
-        def ell(V):
-            return joint(marginal.loglik, marginal.layout, theta, V, data)
-
+        U = solve_mode(ell, marginal.layout.pack(u0))
         _, blocks = grad_and_blocks(ell, U)
+        chol = cholesky(blocks)
+        # J = dû/dθ = (−Hᵤᵤ)⁻¹ ∂θ∇ᵤℓ, one column per natural element of θ
+        cross = jax.jacfwd(lambda x: jax.grad(ell)(U, x))(flat)          # (G, K, k)
+        J = jax.vmap(lambda c: chol_solve(chol, c), in_axes=-1, out_axes=-1)(cross)
         resid = (probe_residual(ell, U, blocks) if marginal.layout.n_groups > 1
                  else jnp.zeros((), U.dtype))
-        return U, block_inverse_diag(cholesky(blocks)), J, resid
+        return U, block_inverse_diag(chol), J, resid
 
     return jax.jit(run)
 
@@ -240,7 +236,7 @@ def _boundary(res: FitResult) -> tuple[FitResult, tuple[str, ...]]:
     """
     cfg = res.context.config
     view = View(cfg.space, cfg.holding)
-    cands = _candidates(view)
+    cands = [c for c in _candidates(view) if _near_edge(res, c)]
     if not cands or not bool(res.converged):
         return res, ()
     z = np.asarray(res.stats.z)
@@ -282,6 +278,18 @@ def _boundary(res: FitResult) -> tuple[FitResult, tuple[str, ...]]:
     return dataclasses.replace(res, params=params, stderr=stderr, cov=cov), tuple(names)
 
 
+def _near_edge(res: FitResult, cand) -> bool:
+    """Worth checking (the check compiles L): singular information, or an edge of the
+    parameter space within 2 standard errors of the estimate."""
+    _, nat, leaf = cand
+    value, se = res.flat_params_all()[nat], _params_flat(res.stderr)[nat]
+    singular = np.asarray(res.stats.singular)
+    if singular.any() or not np.isfinite(se):
+        return True
+    edges = [_edge_value(leaf, e, np.nan) for e in (-math.inf, math.inf)]
+    return any(np.isfinite(e) and abs(value - e) < 2 * se for e in edges)
+
+
 def _params_flat(tree: Any) -> np.ndarray:
     leaves = jax.tree_util.tree_leaves(tree)
     return np.concatenate([np.ravel(np.asarray(x)) for x in leaves]) if leaves else np.zeros(0)
@@ -292,3 +300,40 @@ def _edge_value(leaf, edge: float, current: float) -> float:
     with np.errstate(all="ignore"):
         v = float(np.asarray(leaf.transform(jnp.asarray(edge))).reshape(-1)[0])
     return v if math.isfinite(v) else current
+
+
+# --------------------------------------------------------------------------- fit_batch
+
+
+def fit_batch_random(loglik: Callable, data: Any, init: Any, *, random: Any,
+                     constraints: Any = None, method: Any = "auto", weights: Any = None,
+                     cov_type: str = "observed", groups: Any = None,
+                     batched_init: bool | None = None, **kwargs):
+    """``jm.fit_batch`` with ``random=``: the marginal fits of B datasets (θ only).
+
+    The structure is probed on the first dataset; u's start (from ``init``) is
+    shared, or per dataset with ``batched_init``. The random effects' predictions
+    are not computed for a batch (refit a member with ``jm.fit`` for them).
+    """
+    from ._batch import fit_batch
+    from ._fit import float_dtype
+
+    _reject(weights, cov_type, groups)
+    dtype = float_dtype()
+    names, theta0, u0 = split_init(init, random, constraints)
+    n_batch = int(np.shape(jax.tree_util.tree_leaves(data)[0])[0])
+    if batched_init is None:
+        batched_init = all(np.ndim(x) >= 1 and np.shape(x)[0] == n_batch
+                           for x in jax.tree_util.tree_leaves(init))
+    u0 = {n: np.asarray(v, dtype) for n, v in u0.items()}
+    if not batched_init:
+        u0 = {n: np.broadcast_to(v, (n_batch,) + v.shape).copy() for n, v in u0.items()}
+    first = jax.tree_util.tree_map(lambda x: np.asarray(x)[0], (data, u0, theta0) if batched_init
+                                   else (data, u0))
+    theta_1 = first[2] if batched_init else theta0
+    theta_j = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), theta_1)
+    shapes = tuple(first[1][n].shape for n in names)
+    layout = choose_layout(loglik, names, shapes, theta_j, first[0], first[1])
+    method = "lbfgs" if method == "auto" else method
+    return fit_batch(MarginalLogLik(loglik, layout), (data, u0), theta0, constraints=constraints,
+                     method=method, batched_init=batched_init, **kwargs)

@@ -153,7 +153,7 @@ def block_inverse_diag(chol: jax.Array) -> jax.Array:
     K = chol.shape[-1]
     eye = jnp.broadcast_to(jnp.eye(K, dtype=chol.dtype), chol.shape)
     linv = jnp.stack([_tri_solve(chol, eye[..., j], False) for j in range(K)], -1)
-    return jnp.sum(linv**2, axis=-1)
+    return jnp.sum(linv**2, axis=-2)
 
 
 # --------------------------------------------------------------------------- inner Newton

@@ -114,6 +114,12 @@ class Summary:
 
 def _notes(res: FitResult) -> tuple[str, ...]:
     notes = []
+    if res.random_info is not None:
+        notes.append(res.random_info.describe() + "; Log-likelihood is the Laplace marginal")
+        if res.random_info.boundary:
+            notes.append(f"{', '.join(res.random_info.boundary)} on the boundary (flat likelihood "
+                         "up to the edge): a likelihood-ratio test of it is a boundary test "
+                         "(½χ²₀ + ½χ²₁ reference)")
     if res.starts is not None:
         k = len(np.asarray(res.starts.loglik))
         n_conv = int(np.sum(np.asarray(res.starts.converged)))
