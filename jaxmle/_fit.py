@@ -309,6 +309,12 @@ def fit(
         coordinates. The values are traced: new values reuse the compiled program.
         Fixing every parameter evaluates ℓ there (``method`` "none", 0×0 ``cov``),
         e.g. for a likelihood-ratio test of a simple hypothesis.
+    random : list of str, optional
+        Names of ``init`` leaves to integrate out by the Laplace approximation:
+        ``loglik`` is then the joint log-density of the data and these random
+        effects, ``params`` holds the other parameters θ, ``loglik`` of the result
+        is the Laplace marginal log-likelihood, and ``random``/``random_stderr``
+        hold the predictions û(θ̂) and their SEs (see :mod:`jaxmle._random`).
     groups : array, optional
         Cluster labels (one per observation) for ``cov_type="sandwich"``: the
         cluster-robust B = Σ_g S_g S_gᵀ, S_g = Σ_{i∈g} wᵢsᵢ (statsmodels'
