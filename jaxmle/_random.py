@@ -50,17 +50,23 @@ class BoundaryWarning(UserWarning):
 class MarginalLogLik:
     """L(θ) of a joint log-density ``loglik`` with the ``layout``'s leaves integrated out.
 
-    Called as ``marginal(theta, (data, u0))``: u0 (the random leaves' starting
-    values) travels with the data, so it is traced, batched by ``fit_batch``,
-    and every inner solve starts there.
+    Called as ``marginal(theta, augment(data, u0))``: u0 (the random leaves'
+    starting values) travels with the data, so it is traced, batched by
+    ``fit_batch``, and every inner solve starts there.
     """
 
     loglik: Callable
     layout: Layout
 
     def __call__(self, theta: dict, data: Any) -> jax.Array:
-        data, u0 = data
+        data, u0 = data["data"], data["u0"]
         return laplace(self.loglik, self.layout, theta, data, self.layout.pack(u0))[0]
+
+
+def augment(data: Any, u0: dict) -> dict:
+    """The marginal's data: the user's data and u's start (a dict: the fit's data
+    checks and ``fit_batch``'s batching see plain pytree leaves)."""
+    return {"data": data, "u0": u0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,7 +135,7 @@ def fit_random(loglik: Callable, data: Any, init: Any, *, random: Any,
     for attempt in ("as probed", "dense"):
         res, caught = _fit_marginal(fit, MarginalLogLik(loglik, layout), data, u0, theta0,
                                     constraints, method, kwargs)
-        pred = _predict_kernel(res.context.config.loglik)(res.params, (res.context.data[0], u0))
+        pred = _predict_kernel(res.context.config.loglik)(res.params, augment(res.context.data["data"], u0))
         if layout.n_groups == 1 or holds(pred[3]):
             break
         warnings.warn("the random effects' groups looked independent at the start but are "
@@ -149,7 +155,7 @@ def fit_random(loglik: Callable, data: Any, init: Any, *, random: Any,
 def _fit_marginal(fit, marginal, data, u0, theta0, constraints, method, kwargs):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        res = fit(marginal, (data, u0), theta0, constraints=constraints, method=method, **kwargs)
+        res = fit(marginal, augment(data, u0), theta0, constraints=constraints, method=method, **kwargs)
     return res, caught
 
 
@@ -158,9 +164,9 @@ def _fit_marginal(fit, marginal, data, u0, theta0, constraints, method, kwargs):
 
 @functools.lru_cache(maxsize=64)
 def _predict_kernel(marginal: MarginalLogLik) -> Callable:
-    """(θ̂, (data, u0)) ↦ û, diag (−Hᵤᵤ)⁻¹, J = dû/dθ (all natural elements), probe residual."""
+    """(θ̂, augmented data) ↦ û, diag (−Hᵤᵤ)⁻¹, J = dû/dθ (all natural elements), probe residual."""
     def run(theta, data_aug):
-        data, u0 = data_aug
+        data, u0 = data_aug["data"], data_aug["u0"]
         flat, unravel = ravel_pytree(theta)
 
         def ell(V, x=flat):
@@ -335,5 +341,5 @@ def fit_batch_random(loglik: Callable, data: Any, init: Any, *, random: Any,
     shapes = tuple(first[1][n].shape for n in names)
     layout = choose_layout(loglik, names, shapes, theta_j, first[0], first[1])
     method = "lbfgs" if method == "auto" else method
-    return fit_batch(MarginalLogLik(loglik, layout), (data, u0), theta0, constraints=constraints,
+    return fit_batch(MarginalLogLik(loglik, layout), augment(data, u0), theta0, constraints=constraints,
                      method=method, batched_init=batched_init, **kwargs)

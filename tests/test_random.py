@@ -20,7 +20,7 @@ from numpyro.distributions import constraints
 from scipy import optimize, special
 
 import jaxmle as jm
-from jaxmle._random import BoundaryWarning, MarginalLogLik
+from jaxmle._random import BoundaryWarning, MarginalLogLik, augment
 from jaxmle._random_inner import Layout
 from jaxmle._random_structure import choose_layout
 
@@ -272,7 +272,7 @@ def test_implicit_gradient_and_hessian_match_finite_differences(poisson_problem)
     x0, unravel = ravel_pytree(theta)
 
     def L(x):
-        return marginal(unravel(x), (data, u0))
+        return marginal(unravel(x), augment(data, u0))
 
     value_and_grad = jax.jit(jax.value_and_grad(L))
     hess = np.asarray(jax.jit(jax.hessian(L))(x0))
@@ -291,7 +291,7 @@ def test_block_and_dense_agree(poisson_problem):
     data, u0, theta = poisson_problem
     block = MarginalLogLik(POISSON, Layout(("b",), ((20,),), 20))
     dense = MarginalLogLik(POISSON, Layout(("b",), ((20,),), 1))
-    vb, vd = (float(jax.jit(m)(theta, (data, u0))) for m in (block, dense))
+    vb, vd = (float(jax.jit(m)(theta, augment(data, u0))) for m in (block, dense))
     assert abs(vb - vd) < 1e-11 * abs(vd)
     assert choose_layout(POISSON, ("b",), ((20,),), theta, data, u0).n_groups == 20
 
@@ -311,9 +311,9 @@ def test_probe_catches_a_coupled_model(poisson_problem):
     # with the (wrong) block layout the marginal would be wrong (or the inner solve fail)
     wrong = MarginalLogLik(random_walk, Layout(("b",), ((20,),), 20))
     right = MarginalLogLik(random_walk, Layout(("b",), ((20,),), 1))
-    value = float(jax.jit(right)(theta, (data, u0)))
+    value = float(jax.jit(right)(theta, augment(data, u0)))
     assert np.isfinite(value)
-    assert not abs(float(jax.jit(wrong)(theta, (data, u0))) - value) < 1e-3
+    assert not abs(float(jax.jit(wrong)(theta, augment(data, u0))) - value) < 1e-3
 
 
 # --------------------------------------------------------------------------- machinery
