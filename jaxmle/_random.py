@@ -34,7 +34,8 @@ from jax.flatten_util import ravel_pytree
 from ._fixed import View, pack, unpack
 from ._random_inner import (Layout, block_inverse_diag, chol_solve, cholesky, grad_and_blocks,
                             joint, laplace, solve_mode)
-from ._random_structure import choose_layout, dense, holds, probe_residual
+from ._objective import prepare_data
+from ._random_structure import candidate_layout, choose_layout, dense, holds, probe_residual
 from ._result import FitResult, free_positions
 from ._typing import SingularInformationWarning, user_stacklevel
 
@@ -128,15 +129,15 @@ def fit_random(loglik: Callable, data: Any, init: Any, *, random: Any,
     dtype = float_dtype()
     names, theta0, u0 = split_init(init, random, constraints)
     u0 = {n: np.asarray(v, dtype) for n, v in u0.items()}
+    data = prepare_data(data)
     theta_j = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), theta0)
     shapes = tuple(u0[n].shape for n in names)
-    layout = choose_layout(loglik, names, shapes, theta_j, data, u0)
-    method = "lbfgs" if method == "auto" else method
+    layout, u_start = _start(loglik, candidate_layout(names, shapes), theta_j, data, u0)
     for attempt in ("as probed", "dense"):
-        res, caught = _fit_marginal(fit, MarginalLogLik(loglik, layout), data, u0, theta0,
+        res, caught = _fit_marginal(fit, MarginalLogLik(loglik, layout), data, u_start, theta0,
                                     constraints, method, kwargs)
-        pred = _predict_kernel(res.context.config.loglik)(res.params, augment(res.context.data["data"], u0))
-        if layout.n_groups == 1 or holds(pred[3]):
+        pred = _predict_kernel(MarginalLogLik(loglik, layout))(res.params, augment(data, u_start))
+        if layout.n_groups == 1 or holds(pred[4]):
             break
         warnings.warn("the random effects' groups looked independent at the start but are "
                       "coupled at the estimate: refitting with a dense inner Hessian",
@@ -152,10 +153,23 @@ def fit_random(loglik: Callable, data: Any, init: Any, *, random: Any,
     return dataclasses.replace(res, random_info=info)
 
 
+def _start(loglik: Callable, layout: Layout, theta: dict, data: Any, u0: dict):
+    """The layout the probe at (θ₀, u₀) confirms, and the inner solves' start: û(θ₀) when
+    it was found (the same compiled program later gives the predictions at θ̂)."""
+    out = _predict_kernel(MarginalLogLik(loglik, layout))(theta, augment(data, u0))
+    if layout.n_groups > 1 and not holds(out[3]):
+        return dense(layout), u0
+    U = np.asarray(out[0])
+    if not np.all(np.isfinite(U)):
+        return layout, u0
+    return layout, {n: np.asarray(v) for n, v in layout.unpack(jnp.asarray(U)).items()}
+
+
 def _fit_marginal(fit, marginal, data, u0, theta0, constraints, method, kwargs):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        res = fit(marginal, augment(data, u0), theta0, constraints=constraints, method=method, **kwargs)
+        res = fit(marginal, augment(data, u0), theta0, constraints=constraints, method=method,
+                  **kwargs)
     return res, caught
 
 
@@ -164,7 +178,8 @@ def _fit_marginal(fit, marginal, data, u0, theta0, constraints, method, kwargs):
 
 @functools.lru_cache(maxsize=64)
 def _predict_kernel(marginal: MarginalLogLik) -> Callable:
-    """(θ̂, augmented data) ↦ û, diag (−Hᵤᵤ)⁻¹, J = dû/dθ (all natural elements), probe residual."""
+    """(θ, augmented data) ↦ û, diag (−Hᵤᵤ)⁻¹, J = dû/dθ (all natural elements), and the
+    structure probe's residual at u₀ and at û (one program for the start and the end)."""
     def run(theta, data_aug):
         data, u0 = data_aug["data"], data_aug["u0"]
         flat, unravel = ravel_pytree(theta)
@@ -172,15 +187,19 @@ def _predict_kernel(marginal: MarginalLogLik) -> Callable:
         def ell(V, x=flat):
             return joint(marginal.loglik, marginal.layout, unravel(x), V, data)
 
-        U = solve_mode(ell, marginal.layout.pack(u0))
+        U0 = marginal.layout.pack(u0)
+        U = solve_mode(ell, U0)
         _, blocks = grad_and_blocks(ell, U)
         chol = cholesky(blocks)
         # J = dû/dθ = (−Hᵤᵤ)⁻¹ ∂θ∇ᵤℓ, one column per natural element of θ
         cross = jax.jacfwd(lambda x: jax.grad(ell)(U, x))(flat)          # (G, K, k)
         J = jax.vmap(lambda c: chol_solve(chol, c), in_axes=-1, out_axes=-1)(cross)
-        resid = (probe_residual(ell, U, blocks) if marginal.layout.n_groups > 1
-                 else jnp.zeros((), U.dtype))
-        return U, block_inverse_diag(chol), J, resid
+        if marginal.layout.n_groups > 1:
+            resid0 = probe_residual(ell, U0, grad_and_blocks(ell, U0)[1])
+            resid = probe_residual(ell, U, blocks)
+        else:
+            resid0 = resid = jnp.zeros((), U.dtype)
+        return U, block_inverse_diag(chol), J, resid0, resid
 
     return jax.jit(run)
 
@@ -188,7 +207,7 @@ def _predict_kernel(marginal: MarginalLogLik) -> Callable:
 def _with_predictions(res: FitResult, pred) -> FitResult:
     """û, its conditional SEs and its sdreport SEs, (−Hᵤᵤ)⁻¹ + J·cov·Jᵀ, into the result."""
     layout = res.context.config.loglik.layout
-    U, cond_var, J, _ = (np.asarray(x) for x in jax.device_get(pred))
+    U, cond_var, J = (np.asarray(x) for x in jax.device_get(pred[:3]))
     J = J.reshape(U.shape + (-1,))[..., free_positions(res.params, res.fixed_names)]
     cov = np.asarray(res.cov)
     total_var = cond_var + np.einsum("gki,ij,gkj->gk", J, cov, J)
@@ -340,6 +359,5 @@ def fit_batch_random(loglik: Callable, data: Any, init: Any, *, random: Any,
     theta_j = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), theta_1)
     shapes = tuple(first[1][n].shape for n in names)
     layout = choose_layout(loglik, names, shapes, theta_j, first[0], first[1])
-    method = "lbfgs" if method == "auto" else method
     return fit_batch(MarginalLogLik(loglik, layout), augment(data, u0), theta0, constraints=constraints,
                      method=method, batched_init=batched_init, **kwargs)
