@@ -64,6 +64,12 @@ class MarginalLogLik:
         return laplace(self.loglik, self.layout, theta, data, self.layout.pack(u0))[0]
 
 
+@functools.lru_cache(maxsize=256)
+def marginal_for(loglik: Callable, layout: Layout) -> MarginalLogLik:
+    """One MarginalLogLik object per problem (``jm.lrt`` checks nesting by identity)."""
+    return MarginalLogLik(loglik, layout)
+
+
 def augment(data: Any, u0: dict) -> dict:
     """The marginal's data: the user's data and u's start (a dict: the fit's data
     checks and ``fit_batch``'s batching see plain pytree leaves)."""
@@ -134,15 +140,18 @@ def fit_random(loglik: Callable, data: Any, init: Any, *, random: Any,
     shapes = tuple(u0[n].shape for n in names)
     layout, u_start = _start(loglik, candidate_layout(names, shapes), theta_j, data, u0)
     for attempt in ("as probed", "dense"):
-        res, caught = _fit_marginal(fit, MarginalLogLik(loglik, layout), data, u_start, theta0,
+        res, caught = _fit_marginal(fit, marginal_for(loglik, layout), data, u_start, theta0,
                                     constraints, method, kwargs)
-        pred = _predict_kernel(MarginalLogLik(loglik, layout))(res.params, augment(data, u_start))
+        pred = _predict_kernel(marginal_for(loglik, layout))(res.params, augment(data, u_start))
         if layout.n_groups == 1 or holds(pred[4]):
             break
         warnings.warn("the random effects' groups looked independent at the start but are "
                       "coupled at the estimate: refitting with a dense inner Hessian",
                       UserWarning, stacklevel=user_stacklevel())
         layout = dense(layout)
+    # re-fits (profiles, bootstrap) start from init's u; fits of the same data compare equal
+    res = dataclasses.replace(res, context=dataclasses.replace(
+        res.context, data=augment(res.context.data["data"], u0)))
     res = _with_predictions(res, pred)
     res, boundary = _boundary(res)
     for w in caught:  # the marginal fit's warnings, less those the boundary explains
@@ -156,7 +165,7 @@ def fit_random(loglik: Callable, data: Any, init: Any, *, random: Any,
 def _start(loglik: Callable, layout: Layout, theta: dict, data: Any, u0: dict):
     """The layout the probe at (θ₀, u₀) confirms, and the inner solves' start: û(θ₀) when
     it was found (the same compiled program later gives the predictions at θ̂)."""
-    out = _predict_kernel(MarginalLogLik(loglik, layout))(theta, augment(data, u0))
+    out = _predict_kernel(marginal_for(loglik, layout))(theta, augment(data, u0))
     if layout.n_groups > 1 and not holds(out[3]):
         return dense(layout), u0
     U = np.asarray(out[0])
@@ -359,5 +368,5 @@ def fit_batch_random(loglik: Callable, data: Any, init: Any, *, random: Any,
     theta_j = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), theta_1)
     shapes = tuple(first[1][n].shape for n in names)
     layout = choose_layout(loglik, names, shapes, theta_j, first[0], first[1])
-    return fit_batch(MarginalLogLik(loglik, layout), augment(data, u0), theta0, constraints=constraints,
+    return fit_batch(marginal_for(loglik, layout), augment(data, u0), theta0, constraints=constraints,
                      method=method, batched_init=batched_init, **kwargs)
