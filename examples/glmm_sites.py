@@ -64,7 +64,7 @@ def model(y, X, site):
 
 
 t0 = time.perf_counter()
-mcmc = numpyro.infer.MCMC(numpyro.infer.NUTS(model), num_warmup=500, num_samples=500,
+mcmc = numpyro.infer.MCMC(numpyro.infer.NUTS(model), num_warmup=300, num_samples=300,
                           progress_bar=False)
 mcmc.run(jax.random.PRNGKey(0), counts, X, site)
 post = mcmc.get_samples()
