@@ -368,5 +368,5 @@ def fit_batch_random(loglik: Callable, data: Any, init: Any, *, random: Any,
     theta_j = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), theta_1)
     shapes = tuple(first[1][n].shape for n in names)
     layout = choose_layout(loglik, names, shapes, theta_j, first[0], first[1])
-    return fit_batch(marginal_for(loglik, layout), augment(data, u0), theta0, constraints=constraints,
-                     method=method, batched_init=batched_init, **kwargs)
+    return fit_batch(marginal_for(loglik, layout), augment(data, u0), theta0,
+                     constraints=constraints, method=method, batched_init=batched_init, **kwargs)

@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
@@ -79,7 +80,6 @@ def grad_and_blocks(ell: Callable[[jax.Array], jax.Array], U: jax.Array):
 
     Exact when the blocks are the whole Hessian (independent groups, or G = 1).
     """
-    G, K = U.shape
     g, hvp = jax.linearize(jax.grad(ell), U)
     cols = jax.vmap(hvp)(colours_like(U))          # (K, G, K): cols[j, g] = H_g[:, j]
     blocks = jnp.transpose(cols, (1, 2, 0))
@@ -233,9 +233,16 @@ def _mode_primal(problem: _Problem, theta, data, U0):
 mode = jax.custom_jvp(_mode_primal, nondiff_argnums=(0,))
 
 
+def _zero_tangent(p):
+    p = jnp.asarray(p)
+    if jnp.issubdtype(p.dtype, jnp.inexact):
+        return jnp.zeros_like(p)
+    return np.zeros(p.shape, jax.dtypes.float0)      # integer data (group indices)
+
+
 def _instantiate(primal, tangent):
     return jax.tree_util.tree_map(
-        lambda p, t: jnp.zeros_like(p) if isinstance(t, SymbolicZero) else t, primal, tangent,
+        lambda p, t: _zero_tangent(p) if isinstance(t, SymbolicZero) else t, primal, tangent,
         is_leaf=lambda t: isinstance(t, SymbolicZero))
 
 
