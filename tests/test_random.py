@@ -316,6 +316,34 @@ def test_probe_catches_a_coupled_model(poisson_problem):
     assert not abs(float(jax.jit(wrong)(theta, augment(data, u0))) - value) < 1e-3
 
 
+def ar1(p, data):
+    """AR(1) effects over time, b_t = ρ b_{t−1} + e_t: independent only at ρ = 0."""
+    y, X, g = data
+    b = p["b"]
+    e = jnp.concatenate([b[:1] * jnp.sqrt(1 - p["rho"] ** 2), b[1:] - p["rho"] * b[:-1]])
+    return (dist.Poisson(jnp.exp(X @ p["beta"] + b[g])).log_prob(y).sum()
+            + dist.Normal(0.0, p["sigma"]).log_prob(e).sum())
+
+
+def test_coupling_that_appears_at_the_estimate_is_caught():
+    """Started at ρ = 0 the probe sees independent groups; at ρ̂ it does not: dense refit."""
+    rng = np.random.default_rng(0)
+    T, n = 30, 5
+    b = np.zeros(T)
+    b[0] = 0.5 * rng.normal()
+    for t in range(1, T):
+        b[t] = 0.8 * b[t - 1] + 0.5 * rng.normal()
+    g = np.repeat(np.arange(T), n)
+    X = np.ones((T * n, 1))
+    y = rng.poisson(np.exp(1.0 + b[g])).astype(float)
+    init = {"beta": np.zeros(1), "sigma": 1.0, "rho": 0.0, "b": np.zeros(T)}
+    cons = {"sigma": constraints.positive, "rho": constraints.interval(-1.0, 1.0)}
+    with pytest.warns(UserWarning, match="coupled at the estimate"):
+        res = jm.fit(ar1, (y, X, g), init, constraints=cons, random=["b"])
+    assert res.random_info.n_groups == 1 and bool(res.converged)
+    assert 0.5 < float(res.params["rho"]) < 0.95
+
+
 # --------------------------------------------------------------------------- machinery
 
 
