@@ -116,8 +116,6 @@ def test_unknown_method():
 def test_features_of_later_versions_say_so():
     with pytest.raises(NotImplementedError, match="priors"):
         jm.fit(normal, X, init=INIT, constraints=POS, priors={"mu": dist.Normal(0, 1)})
-    with pytest.raises(NotImplementedError, match="random"):
-        jm.fit(normal, X, init=INIT, constraints=POS, random=["mu"])
     with pytest.raises(ValueError, match="unknown cov_type 'hc3'"):
         jm.fit(normal, X, init=INIT, constraints=POS, cov_type="hc3")
 
