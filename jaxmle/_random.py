@@ -16,6 +16,13 @@ out as well: REML.
 
 Afterwards û(θ̂) is reported with standard errors as TMB's ``sdreport``:
 Var(û) = (−Hᵤᵤ)⁻¹ + J·Cov(θ̂)·Jᵀ, J = dû/dθ (and the conditional part alone).
+
+Sequence of ``fit_random``: one compiled inner program at (θ₀, u₀) probes the
+structure (:mod:`jaxmle._random_structure`) and finds û(θ₀), the start of every
+inner solve (u's start travels in the marginal's data, so it is traced); the
+ordinary ``jm.fit`` maximises L; the same inner program at θ̂ gives the
+predictions and probes the structure again (a coupling seen only there → a dense
+refit); finally a variance component flat up to its edge is reported on it.
 """
 
 from __future__ import annotations
@@ -32,11 +39,11 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from ._fixed import View, pack, unpack
+from ._objective import prepare_data
 from ._random_inner import (Layout, block_inverse_diag, chol_solve, cholesky, grad_and_blocks,
                             joint, laplace, solve_mode)
-from ._objective import prepare_data
 from ._random_structure import candidate_layout, choose_layout, dense, holds, probe_residual
-from ._result import FitResult, free_positions
+from ._result import FitResult, all_flat_names, free_positions
 from ._typing import SingularInformationWarning, user_stacklevel
 
 BOUNDARY_STEP = 20.0        # unconstrained distance of the boundary probe
@@ -285,8 +292,6 @@ def _boundary(res: FitResult) -> tuple[FitResult, tuple[str, ...]]:
     stderr_all = np.array(_params_flat(res.stderr))
     names, flagged = [], []
     free_names = list(res.param_names)
-    from ._result import all_flat_names
-
     all_names = all_flat_names(res.params)
     for (j, nat, leaf), vals in zip(cands, values):
         side = np.nonzero(vals >= float(res.loglik) - BOUNDARY_DROP)[0]
