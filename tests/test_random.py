@@ -250,9 +250,10 @@ def test_glmm_close_to_the_exact_marginal(glmm_fit):
                             options=dict(xatol=1e-8, fatol=1e-10, maxiter=4000))
     assert ref.success
     se = np.asarray(res.stderr["beta"])
-    np.testing.assert_array_less(np.abs(res.params["beta"] - ref.x[:2]), 0.2 * se)
-    assert abs(float(res.params["sigma"]) / math.exp(ref.x[2]) - 1) < 0.1
-    assert abs(float(res.loglik) + ref.fun) < 1.0
+    np.testing.assert_array_less(np.abs(res.params["beta"] - ref.x[:2]), 0.05 * se)
+    # Laplace's known downward bias (measured: σ −0.3% Poisson, −2.7% Bernoulli)
+    assert -0.05 < float(res.params["sigma"]) / math.exp(ref.x[2]) - 1 < 0.005
+    assert -0.5 < float(res.loglik) + ref.fun < 0.0
 
 
 # --------------------------------------------------------------------------- derivatives, structure
