@@ -125,6 +125,14 @@ def fit_batch(
     SingularInformationWarning
         Some converged fits have a singular information matrix (NaN SEs).
     """
+    if random is not None and len(random):
+        from ._random import fit_batch_random
+
+        return fit_batch_random(loglik, data, init, random=random, constraints=constraints,
+                                priors=priors, method=method, weights=weights, cov_type=cov_type,
+                                fixed=fixed, groups=groups, tol=tol, max_iter=max_iter,
+                                chunk_size=chunk_size, batched_init=batched_init,
+                                progress=progress, devices=devices)
     _reject_unavailable(random, cov_type, priors)
     dtype = float_dtype()
     data, n_batch, bad_data = prepare_batch_data(data)

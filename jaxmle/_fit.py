@@ -353,6 +353,12 @@ def fit(
         coordinates. The values are traced: new values reuse the compiled program.
         Fixing every parameter evaluates ℓ there (``method`` "none", 0×0 ``cov``),
         e.g. for a likelihood-ratio test of a simple hypothesis.
+    random : list of str, optional
+        Names of ``init`` leaves to integrate out by the Laplace approximation:
+        ``loglik`` is then the joint log-density of the data and these random
+        effects, ``params`` holds the other parameters θ, ``loglik`` of the result
+        is the Laplace marginal log-likelihood, and ``random``/``random_stderr``
+        hold the predictions û(θ̂) and their SEs (see :mod:`jaxmle._random`).
     groups : array, optional
         Cluster labels (one per observation) for ``cov_type="sandwich"``: the
         cluster-robust B = Σ_g S_g S_gᵀ, S_g = Σ_{i∈g} wᵢsᵢ (statsmodels'
@@ -403,6 +409,13 @@ def fit(
     >>> round(float(res.params["mu"]), 6), round(float(res.params["sigma"]) ** 2, 6)
     (171.0, 51.0)
     """
+    if random is not None and len(random):
+        from ._random import fit_random
+
+        return fit_random(loglik, data, init, random=random, constraints=constraints,
+                          priors=priors, method=method, weights=weights, cov_type=cov_type,
+                          fixed=fixed, groups=groups, tol=tol, max_iter=max_iter,
+                          n_starts=n_starts, key=key, start_scale=start_scale)
     _reject_unavailable(random, cov_type, priors)
     dtype = float_dtype()
     data = _objective.prepare_data(data)

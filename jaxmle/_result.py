@@ -67,6 +67,12 @@ class FitResult:
     starts : StartsReport or None
         With ``n_starts=K``: the outcome of every start (``n_at_best`` of them
         reached the reported optimum).
+    random, random_stderr, random_cond_stderr : dicts or None
+        With ``fit(..., random=[...])``: the random effects' predictions û(θ̂)
+        (the mode given θ̂) by leaf name, their standard errors including θ̂'s
+        uncertainty (as TMB's sdreport) and conditional on θ̂. ``params`` then
+        holds θ only and ``loglik`` is the Laplace marginal log-likelihood;
+        ``random_info`` says what was integrated out and how.
     """
 
     params: Any
@@ -98,6 +104,11 @@ class FitResult:
     # fit_model: the model's ``numpyro.deterministic`` sites at θ̂ and their delta-method SEs
     deterministic: Any = None
     deterministic_stderr: Any = None
+    # random effects (``fit(..., random=[...])``): predictions û(θ̂) and their SEs, by leaf
+    random: Any = None
+    random_stderr: Any = None           # sdreport: (−Hᵤᵤ)⁻¹ + J·cov·Jᵀ, J = dû/dθ
+    random_cond_stderr: Any = None      # conditional on θ̂: (−Hᵤᵤ)⁻¹ only
+    random_info: Any = dataclasses.field(default=None, metadata=dict(static=True))
 
     @property
     def aic(self) -> Any:

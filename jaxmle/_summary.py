@@ -133,6 +133,12 @@ def _deterministic_rows(res: FitResult, q: float) -> list[dict[str, Any]]:
 
 def _notes(res: FitResult) -> tuple[str, ...]:
     notes = []
+    if res.random_info is not None:
+        notes.append(res.random_info.describe() + "; Log-likelihood is the Laplace marginal")
+        if res.random_info.boundary:
+            notes.append(f"{', '.join(res.random_info.boundary)} on the boundary (flat likelihood "
+                         "up to the edge): a likelihood-ratio test of it is a boundary test "
+                         "(½χ²₀ + ½χ²₁ reference)")
     if res.kind == "map":
         notes.append("MAP: the mode of the posterior density of the parameters as given (no "
                      "Jacobian term); standard errors from the Hessian of the log posterior. "
