@@ -31,7 +31,6 @@ import _common as C  # noqa: E402
 C.enable_x64()
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import numpyro  # noqa: E402
 import numpyro.distributions as dist  # noqa: E402
@@ -89,7 +88,7 @@ def reference(X, y):
 def timed(fn, repeats, make_args):
     """First call (compile) and the median of ``repeats`` warm calls on new data."""
     t0 = C.now()
-    out = fn(*make_args(0))
+    fn(*make_args(0))
     first = C.now() - t0
     times, outs = [], []
     for r in range(1, repeats + 1):

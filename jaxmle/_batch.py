@@ -29,7 +29,7 @@ from ._batch_kernel import BatchConfig, PassOutput, compiled_passes
 from ._batch_result import BatchFitResult
 from ._fit import (
     KernelConfig,
-    _reject_unavailable,
+    _check_options,
     float_dtype,
     prepare_init,
     resolve_method,
@@ -133,7 +133,7 @@ def fit_batch(
                                 fixed=fixed, groups=groups, tol=tol, max_iter=max_iter,
                                 chunk_size=chunk_size, batched_init=batched_init,
                                 progress=progress, devices=devices)
-    _reject_unavailable(random, cov_type, priors)
+    _check_options(cov_type, priors)
     dtype = float_dtype()
     data, n_batch, bad_data = prepare_batch_data(data)
     w, weights_batched = prepare_batch_weights(weights, n_batch, dtype)

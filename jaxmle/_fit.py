@@ -279,9 +279,7 @@ def prepare_init(init: Any, dtype: np.dtype):
     return arrays, treedef, names
 
 
-def _reject_unavailable(random, cov_type, priors=None) -> None:
-    if random:
-        raise NotImplementedError("random= is not available in this version of jaxmle yet")
+def _check_options(cov_type, priors=None) -> None:
     if cov_type not in ("observed", "opg", "sandwich"):
         raise ValueError(f"unknown cov_type {cov_type!r}: use 'observed', 'opg' or 'sandwich'")
     if priors and cov_type != "observed":
@@ -416,7 +414,7 @@ def fit(
                           priors=priors, method=method, weights=weights, cov_type=cov_type,
                           fixed=fixed, groups=groups, tol=tol, max_iter=max_iter,
                           n_starts=n_starts, key=key, start_scale=start_scale)
-    _reject_unavailable(random, cov_type, priors)
+    _check_options(cov_type, priors)
     dtype = float_dtype()
     data = _objective.prepare_data(data)
     init_leaves, treedef, names = prepare_init(init, dtype)

@@ -39,7 +39,10 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from ._fixed import View, pack, unpack
+from numpyro.distributions import constraints as npc
+
 from ._objective import prepare_data
+from ._priors import _elementwise_support
 from ._random_inner import (Layout, block_inverse_diag, chol_solve, cholesky, grad_and_blocks,
                             joint, laplace, solve_mode)
 from ._random_structure import candidate_layout, choose_layout, dense, holds, probe_residual
@@ -113,7 +116,8 @@ def split_init(init: Any, random: Any, constraints: Any) -> tuple[tuple[str, ...
         raise ValueError(f"random names {unknown} are not keys of init ({list(init)})")
     if len(set(names)) != len(names):
         raise ValueError(f"random names repeat: {list(names)}")
-    constrained = [n for n in names if constraints and n in constraints]
+    constrained = [n for n in names if constraints and n in constraints
+                   and _elementwise_support(constraints[n]) is not npc.real]
     if constrained:
         raise ValueError(f"random effects {constrained} must be unconstrained (real): integrate "
                          "out an unconstrained parameterisation instead")
@@ -141,6 +145,7 @@ def fit_random(loglik: Callable, data: Any, init: Any, *, random: Any,
     _reject(weights, cov_type, groups)
     dtype = float_dtype()
     names, theta0, u0 = split_init(init, random, constraints)
+    constraints = {k: v for k, v in (constraints or {}).items() if k not in names} or None
     u0 = {n: np.asarray(v, dtype) for n, v in u0.items()}
     data = prepare_data(data)
     theta_j = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), theta0)
@@ -285,12 +290,12 @@ def _boundary(res: FitResult) -> tuple[FitResult, tuple[str, ...]]:
     zs = np.repeat(z[None], 2 * len(cands), axis=0)
     for r, (j, _, _) in enumerate(np.repeat(cands, 2, axis=0)):
         zs[r, j] += steps[r]
-    packed = pack(res.context.data, res.context.fixed)
+    packed = pack(res.context.data, res.context.fixed, prior=res.context.prior)
     values = np.asarray(_values_kernel(cfg)(jnp.asarray(zs), packed)).reshape(len(cands), 2)
     flat_all = res.flat_params_all()
     cov = np.array(res.cov)
     stderr_all = np.array(_params_flat(res.stderr))
-    names, flagged = [], []
+    names = []
     free_names = list(res.param_names)
     all_names = all_flat_names(res.params)
     for (j, nat, leaf), vals in zip(cands, values):
@@ -360,6 +365,7 @@ def fit_batch_random(loglik: Callable, data: Any, init: Any, *, random: Any,
     _reject(weights, cov_type, groups)
     dtype = float_dtype()
     names, theta0, u0 = split_init(init, random, constraints)
+    constraints = {k: v for k, v in (constraints or {}).items() if k not in names} or None
     n_batch = int(np.shape(jax.tree_util.tree_leaves(data)[0])[0])
     if batched_init is None:
         batched_init = all(np.ndim(x) >= 1 and np.shape(x)[0] == n_batch

@@ -361,3 +361,33 @@ def test_init_overrides_and_broadcasts_for_sample_and_param_sites():
     assert discover(call, arrays, {"b": [1.0, 2.0, 3.0], "s": 2.0}).params["s"] == 2.0
     with pytest.raises(ValueError, match=r"init for site 'b' has shape \(2,\)"):
         discover(call, arrays, {"b": [1.0, 2.0]})
+
+
+def test_random_sites_are_integrated_out_like_a_hand_written_joint_loglik():
+    """fit_model(random=["u"]) keeps u's distribution in the likelihood: the same Laplace
+    marginal fit as jm.fit(random=["u"]) of the hand-written joint log-density."""
+    rng = np.random.default_rng(0)
+    G, m = 12, 6
+    g = np.repeat(np.arange(G), m)
+    x = rng.normal(size=G * m)
+    y = rng.poisson(np.exp(0.3 + 0.5 * x + rng.normal(0, 0.5, G)[g])).astype(float)
+
+    def glmm(x, g, G, y=None):
+        beta = numpyro.sample("beta", dist.Normal(0, 5).expand([2]).to_event(1))
+        sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
+        with numpyro.plate("groups", G):
+            u = numpyro.sample("u", dist.Normal(0, sigma))
+        numpyro.sample("y", dist.Poisson(jnp.exp(beta[0] + beta[1] * x + u[g])), obs=y)
+
+    def joint(p, d):
+        x, g, y = d
+        eta = p["beta"][0] + p["beta"][1] * x + p["u"][g]
+        return (dist.Poisson(jnp.exp(eta)).log_prob(y).sum()
+                + dist.Normal(0, p["sigma"]).log_prob(p["u"]).sum())
+
+    res = jm.fit_model(glmm, x, g, G, y=y, method="mle", random=["u"])
+    ref = jm.fit(joint, (x, g, y), {"beta": np.zeros(2), "sigma": 1.0, "u": np.zeros(G)},
+                 constraints={"sigma": constraints.positive}, random=["u"])
+    np.testing.assert_allclose(float(res.loglik), float(ref.loglik), rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(res.params["beta"]), np.asarray(ref.params["beta"]), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(res.random["u"]), np.asarray(ref.random["u"]), rtol=1e-6, atol=1e-8)

@@ -7,7 +7,6 @@ Laplace priors are L1 penalties (checked with scikit-learn's saga solver and wit
 the optimality (KKT) conditions).
 """
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
