@@ -236,7 +236,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--md-out")
     args = ap.parse_args(argv)
-    md = ("## (e) MAP, L1 and Laplace approximation\n\n"
+    md = ("## (f) MAP, L1 and the Laplace approximation\n\n"
           "Warm = median over new datasets of the same shape; first call includes compilation. "
           "Ratio = contender warm time / jaxmle warm time (> 1: jaxmle faster).\n\n"
           + section_map(args.repeats) + "\n" + section_l1(args.repeats) + "\n"
