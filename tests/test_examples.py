@@ -9,6 +9,8 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+# smaller runs of the same scripts where the size is a command-line option (compile-bound CI)
+ARGS = {"simulation_study.py": ["--B", "2000"]}
 
 
 def _run(args, timeout=600):
@@ -17,7 +19,7 @@ def _run(args, timeout=600):
 
 @pytest.mark.parametrize("script", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_example_runs(script):
-    out = _run([sys.executable, str(script)])
+    out = _run([sys.executable, str(script), *ARGS.get(script.name, [])])
     assert out.returncode == 0, out.stderr
     assert "jaxmle fit results" in out.stdout
     assert "Converged:                          NO" not in out.stdout
