@@ -16,11 +16,3 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
-
-# The slowest files (subprocesses, random-effects programs) go first, so that the xdist
-# workers are not left waiting on one long test at the end of the run.
-_SLOW_FIRST = ("test_examples.py", "test_multidevice.py", "test_random.py", "test_cli_fit.py")
-
-
-def pytest_collection_modifyitems(config, items):
-    items.sort(key=lambda item: item.path.name not in _SLOW_FIRST)
