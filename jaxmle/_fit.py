@@ -76,8 +76,8 @@ def kernel_objective(config: KernelConfig, view: View, inputs: Any,
         return neg_loglik
 
     def neg_logpost(z):
-        prior = log_prior(config.prior, inputs.prior, view.natural_leaves(z), view.to_natural(z),
-                          inputs.data, smooth_only=True)
+        prior = log_prior(config.prior, inputs.prior, view.to_natural(z), inputs.data,
+                          smooth_only=True)
         return neg_loglik(z) - prior.astype(dtype)
 
     return neg_logpost
@@ -112,8 +112,7 @@ def conclude(config: KernelConfig, data: Any, weights: jax.Array | None,
     loglik = _objective.total_loglik(config.loglik, params, data, weights, dtype)[0]
     logpost = loglik
     if config.prior is not None:
-        logpost = loglik + log_prior(config.prior, inputs.prior, view.natural_leaves(sol.z),
-                                     params, data)
+        logpost = loglik + log_prior(config.prior, inputs.prior, params, data)
     kink = None
     if config.method == "prox-newton":
         from ._proximal import at_kinks
@@ -121,12 +120,11 @@ def conclude(config: KernelConfig, data: Any, weights: jax.Array | None,
         sol, hess, kink = at_kinks(config, view, inputs, sol, hess)
 
     def loglik_flat(theta):
-        f = _objective.total_loglik(config.loglik, view.unravel_free(theta), data, weights,
-                                    dtype)[0]
+        tree = view.unravel_free(theta)
+        f = _objective.total_loglik(config.loglik, tree, data, weights, dtype)[0]
         if config.prior is None:
             return f
-        tree = view.unravel_free(theta)
-        return f + log_prior(config.prior, inputs.prior, jax.tree_util.tree_leaves(tree), tree, data)
+        return f + log_prior(config.prior, inputs.prior, tree, data)
 
     meat = None
     if config.cov_type != "observed":
@@ -168,7 +166,6 @@ def conclude(config: KernelConfig, data: Any, weights: jax.Array | None,
         fixed_names=view.fixed_names,
         n_groups=config.n_groups,
         kind="mle" if config.prior is None else "map",
-        priors=() if config.prior is None else config.prior.labels,
     )
 
 
@@ -253,17 +250,11 @@ def float_dtype() -> np.dtype:
     return np.dtype(jax.dtypes.canonicalize_dtype(np.float64))
 
 
-def _is_number_list(x: Any) -> bool:
-    """A (nested) list of numbers, which stands for an array, not a pytree node."""
-    return isinstance(x, list) and bool(x) and all(
-        isinstance(e, (int, float, np.number)) or _is_number_list(e) for e in x)
-
-
 def prepare_init(init: Any, dtype: np.dtype):
     """Flatten ``init`` into float arrays; names in pytree order."""
     if init is None:
         raise ValueError("init is required: a dict (or pytree) of starting values")
-    init = jax.tree_util.tree_map(np.asarray, init, is_leaf=_is_number_list)
+    init = jax.tree_util.tree_map(np.asarray, init, is_leaf=_params.is_number_list)
     leaves, treedef = jax.tree_util.tree_flatten(init)
     if not leaves:
         raise ValueError("init has no parameters")

@@ -61,11 +61,10 @@ def _mode_and_curvature(config: Any, data: Any, weights: Any, z0: jax.Array, tol
                         max_iter: jax.Array):
     inputs = unpack(data)
     view, objective = _posterior_objective(config, inputs, weights)
-    sol = _solvers.minimise("newton", objective, z0, tol, max_iter)
-    f, _, hess = _solvers.value_grad_hessian(objective, sol.z)
-    chol = jnp.linalg.cholesky(0.5 * (hess + hess.T))
+    sol = _solvers.minimise("newton", objective, z0, tol, max_iter)  # f, H at its last z
+    chol = jnp.linalg.cholesky(0.5 * (sol.hess + sol.hess.T))
     m = sol.z.shape[0]
-    log_evidence = -f + 0.5 * m * math.log(2 * math.pi) - jnp.sum(jnp.log(jnp.diag(chol)))
+    log_evidence = -sol.f + 0.5 * m * math.log(2 * math.pi) - jnp.sum(jnp.log(jnp.diag(chol)))
     return sol, chol, log_evidence, view.to_natural(sol.z)
 
 

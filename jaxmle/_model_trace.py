@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro import handlers
 
+from ._params import is_number_list
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelCall:
@@ -121,9 +123,9 @@ def split_args(args: tuple, kwargs: dict) -> tuple[Any, tuple, list[np.ndarray]]
 
     Arrays (numpy, JAX, numpy scalars, anything with ``__array__`` such as a pandas
     Series) are traced data; the rest must be hashable (they select the program)."""
-    tree = jax.tree_util.tree_map(lambda x: np.asarray(x) if _is_number_list(x) else x,
+    tree = jax.tree_util.tree_map(lambda x: np.asarray(x) if is_number_list(x) else x,
                                   (tuple(args), dict(kwargs)),
-                                  is_leaf=_is_number_list)   # [1., 2.] is data, not a tuple
+                                  is_leaf=is_number_list)   # [1., 2.] is data, not a tuple
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     static, arrays = [], []
     paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
@@ -145,11 +147,6 @@ def split_args(args: tuple, kwargs: dict) -> tuple[Any, tuple, list[np.ndarray]]
                     "or close over it in the model") from err
             static.append(leaf)
     return treedef, tuple(static), arrays
-
-
-def _is_number_list(x: Any) -> bool:
-    return isinstance(x, list) and bool(x) and all(
-        isinstance(e, (int, float, np.number)) or _is_number_list(e) for e in x)
 
 
 def _check_finite(path: str, arr: Any) -> None:

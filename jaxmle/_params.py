@@ -51,3 +51,9 @@ def unravel(flat: jax.Array, shapes: Sequence[tuple[int, ...]]) -> list[jax.Arra
     sizes = [int(np.prod(s, dtype=int)) for s in shapes]
     offsets = np.cumsum([0] + sizes)
     return [flat[offsets[i]:offsets[i + 1]].reshape(s) for i, s in enumerate(shapes)]
+
+
+def is_number_list(x: Any) -> bool:
+    """A (nested) list of numbers, which stands for an array, not a pytree node."""
+    return isinstance(x, list) and bool(x) and all(
+        isinstance(e, (int, float, np.number)) or is_number_list(e) for e in x)

@@ -39,7 +39,6 @@ class PriorSpec:
     treedefs: tuple[Any, ...]       # each distribution's pytree structure
     labels: tuple[str, ...] = dataclasses.field(compare=False)  # "mu ~ Normal(loc=0, scale=10)"
     l1: tuple[bool, ...]            # a Laplace prior on a real leaf: an L1 penalty
-    complete: bool                  # every parameter leaf has a prior (a proper posterior)
     function: Any = None            # priors=callable: log π(params, data), a joint prior
 
     @property
@@ -50,11 +49,12 @@ class PriorSpec:
         return [jax.tree_util.tree_unflatten(t, v) for t, v in zip(self.treedefs, values)]
 
 
-def log_prior(spec: PriorSpec, values: Any, natural_leaves: list[jax.Array], params: Any,
-              data: Any, smooth_only: bool = False) -> jax.Array:
+def log_prior(spec: PriorSpec, values: Any, params: Any, data: Any,
+              smooth_only: bool = False) -> jax.Array:
     """Σ_j log π_j(θ_j) (or the user's joint log π(θ, data)). With ``smooth_only``, an L1
     prior contributes only its constant −log(2b) (its |θ − m|/b term is the proximal
     solver's)."""
+    natural_leaves = jax.tree_util.tree_leaves(params)
     total = jnp.zeros((), natural_leaves[0].dtype if natural_leaves else jnp.float32)
     if spec.function is not None:
         out = jnp.asarray(spec.function(params, data))
@@ -101,7 +101,7 @@ def prepare_priors(priors: Mapping[str, Any] | None, names: tuple[str, ...],
     if callable(priors) and not isinstance(priors, Mapping):
         labels = tuple(getattr(priors, "labels", None) or
                        (f"log prior: {getattr(priors, '__name__', type(priors).__name__)}",))
-        return constraints, PriorSpec((), (), (), labels, (), True, priors), None
+        return constraints, PriorSpec((), (), (), labels, (), priors), None
     if not isinstance(priors, Mapping):
         raise TypeError(f"priors must be a dict {{name: numpyro distribution}} or a function "
                         f"log_prior(params, data), got {priors!r}")
@@ -123,7 +123,7 @@ def prepare_priors(priors: Mapping[str, Any] | None, names: tuple[str, ...],
         labels.append(f"{name} ~ {describe(d)}")
         l1.append(_is_laplace(d) and _is_real(constraints[name]))
     spec = PriorSpec(tuple(names[i] for i in chosen), tuple(chosen), tuple(treedefs),
-                     tuple(labels), tuple(l1), len(chosen) == len(names))
+                     tuple(labels), tuple(l1))
     return constraints, spec, values
 
 

@@ -46,7 +46,7 @@ from ._priors import _elementwise_support
 from ._random_inner import (Layout, block_inverse_diag, chol_solve, cholesky, grad_and_blocks,
                             joint, laplace, solve_mode)
 from ._random_structure import candidate_layout, choose_layout, dense, holds, probe_residual
-from ._result import FitResult, all_flat_names, free_positions
+from ._result import FitResult, all_flat_names, flat_values, free_positions
 from ._typing import SingularInformationWarning, user_stacklevel
 
 BOUNDARY_STEP = 20.0        # unconstrained distance of the boundary probe
@@ -294,7 +294,7 @@ def _boundary(res: FitResult) -> tuple[FitResult, tuple[str, ...]]:
     values = np.asarray(_values_kernel(cfg)(jnp.asarray(zs), packed)).reshape(len(cands), 2)
     flat_all = res.flat_params_all()
     cov = np.array(res.cov)
-    stderr_all = np.array(_params_flat(res.stderr))
+    stderr_all = np.array(flat_values(res.stderr))
     names = []
     free_names = list(res.param_names)
     all_names = all_flat_names(res.params)
@@ -326,17 +326,12 @@ def _near_edge(res: FitResult, cand) -> bool:
     """Worth checking (the check compiles L): singular information, or an edge of the
     parameter space within 2 standard errors of the estimate."""
     _, nat, leaf = cand
-    value, se = res.flat_params_all()[nat], _params_flat(res.stderr)[nat]
+    value, se = res.flat_params_all()[nat], flat_values(res.stderr)[nat]
     singular = np.asarray(res.stats.singular)
     if singular.any() or not np.isfinite(se):
         return True
     edges = [_edge_value(leaf, e, np.nan) for e in (-math.inf, math.inf)]
     return any(np.isfinite(e) and abs(value - e) < 2 * se for e in edges)
-
-
-def _params_flat(tree: Any) -> np.ndarray:
-    leaves = jax.tree_util.tree_leaves(tree)
-    return np.concatenate([np.ravel(np.asarray(x)) for x in leaves]) if leaves else np.zeros(0)
 
 
 def _edge_value(leaf, edge: float, current: float) -> float:

@@ -208,8 +208,7 @@ class FitResult:
 
     def flat_params_all(self) -> np.ndarray:
         """All parameters (estimated and fixed) as one flat vector, in pytree order."""
-        leaves = jax.tree_util.tree_leaves(self.params)
-        return np.concatenate([np.ravel(np.asarray(x)) for x in leaves]) if leaves else np.zeros(0)
+        return flat_values(self.params)
 
     def summary(self, level: float = 0.95, ci: str = "wald") -> "Summary":
         """A printable table like statsmodels': estimate, std err, z, P>|z|, CI.
@@ -227,6 +226,12 @@ class FitResult:
                     f"converged={bool(self.converged)})")
         except TypeError:  # batched or traced arrays
             return f"FitResult({self.kind}, {self.method}, params={self.params!r})"
+
+
+def flat_values(tree: Any) -> np.ndarray:
+    """The leaves of a pytree of arrays as one flat numpy vector, in pytree order."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    return np.concatenate([np.ravel(np.asarray(x)) for x in leaves]) if leaves else np.zeros(0)
 
 
 def all_flat_names(params: Any, batch_ndim: int = 0) -> tuple[str, ...]:
