@@ -9,6 +9,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from . import _export
 from ._result import FitResult, free_positions
 from ._typing import STATUS_LABELS, Status
 
@@ -16,7 +17,8 @@ from ._typing import STATUS_LABELS, Status
 _FORWARDED = frozenset({
     "params", "stderr", "score", "cov", "fisher_info", "loglik", "logpost", "converged",
     "status", "n_iter", "grad_norm", "nobs", "stats", "aic", "bic", "param_names", "method",
-    "kind", "cov_type", "n_free", "dtype", "fixed_names", "n_groups",
+    "kind", "cov_type", "n_free", "dtype", "fixed_names", "n_groups", "zvalues", "tvalues",
+    "pvalues",
 })
 
 
@@ -88,6 +90,28 @@ class BatchFitResult:
         estimates and standard errors over the converged fits."""
         return BatchSummary.from_batch(self)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The batch as plain Python (NaN/±inf as None; ``json.dumps`` works): the keys
+        of :meth:`FitResult.to_dict` with a leading batch axis on every per-fit value
+        (``params``, ``stderr``, ``cov``, ``loglik``, ``converged``, ``status``,
+        ``status_label``, ``n_iter``, ``grad_norm``, ...), plus ``n_fits`` and
+        ``n_converged``; no ``estimates`` table (see :meth:`to_dataframe`)."""
+        return _export.batch_to_dict(self)
+
+    def to_dataframe(self) -> Any:
+        """One row per dataset (index ``fit``; needs pandas): a column per estimated flat
+        parameter (its estimate), ``se_<name>`` (its SE), then ``converged``, ``status``,
+        ``status_label``, ``loglik``, ``n_iter``, ``grad_norm``."""
+        return _export.batch_to_dataframe(self)
+
+    def simulation_summary(self, true_params: Any, level: float = 0.95) -> Any:
+        """Bias, empirical SD, mean SE, SE/SD, RMSE and Wald coverage of the true values,
+        per estimated parameter over the converged fits (a
+        :class:`~jaxmle._export.SimulationSummary`: ``print`` it, ``to_dict()``,
+        ``to_dataframe()``). ``true_params`` is a pytree like ``params`` or a dict of flat
+        names (``{"beta[0]": 1.0}``); parameters it leaves out are left out."""
+        return _export.simulation_summary(self, true_params, level)
+
     def __repr__(self) -> str:
         try:
             return (f"BatchFitResult({len(self)} fits, {self.n_converged} converged, "
@@ -132,6 +156,16 @@ class BatchSummary:
 
     def as_dict(self) -> dict[str, Any]:
         return {"n": self.n, "status": dict(self.counts), "params": {r["name"]: r for r in self.rows}}
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"n", "method", "status": {label: count}, "params": {name: row}, "versions"}``
+        as plain Python (NaN as None)."""
+        return _export.batch_summary_to_dict(self)
+
+    def to_dataframe(self) -> Any:
+        """The rows (index ``name``; columns ``mean``, ``sd``, ``q025``, ``median``,
+        ``q975``, ``mean_se``, ``se_over_sd``); needs pandas."""
+        return _export.batch_summary_to_dataframe(self)
 
     def __str__(self) -> str:
         width = 78

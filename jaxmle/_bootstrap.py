@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _export
 from ._batch import mark_unfitted, prepare_batch_data, replace_datasets, resolve_chunk_size, run_batch
 from ._batch_kernel import BatchConfig
 from ._batch_result import BatchFitResult
@@ -55,6 +56,18 @@ class BootstrapResult:
     def confint(self) -> dict[str, tuple[float, float]]:
         """Percentile intervals ``{name: (lower, upper)}``."""
         return {n: (float(a), float(b)) for n, a, b in zip(self.names, self.lower, self.upper)}
+
+    def to_dict(self, draws: bool = False) -> dict[str, Any]:
+        """Plain Python (NaN as None): ``names``, ``level``, ``n``, ``n_failed``,
+        ``failures`` ({reason: count}), ``estimates`` ({name: {estimate, bias, stderr,
+        ci_lower, ci_upper}}), ``versions``; with ``draws=True`` also the (n_ok, k)
+        refit estimates as nested lists."""
+        return _export.bootstrap_to_dict(self, draws)
+
+    def to_dataframe(self) -> Any:
+        """One row per parameter (index ``name``): ``estimate``, ``bias``, ``stderr``
+        (bootstrap SE), ``ci_lower``, ``ci_upper`` (percentile); needs pandas."""
+        return _export.bootstrap_to_dataframe(self)
 
     def derived(self, fn: Any) -> "BootstrapResult":
         """The same summaries for ``fn(params)`` (scalar or array), evaluated on every

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _export
 from ._params import element_names
 from ._result import FitResult, free_positions, pvalue
 
@@ -36,6 +37,17 @@ class DeltaResult:
     def confint(self) -> dict[str, tuple[float, float]]:
         lo, hi = np.ravel(self.lower), np.ravel(self.upper)
         return {n: (float(a), float(b)) for n, a, b in zip(self.names, lo, hi)}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain Python (NaN as None): ``names`` (flat, ``fn[0]``...), ``shape``, ``level``,
+        ``estimates`` ({name: {estimate, stderr, z, pvalue, ci_lower, ci_upper}}), ``cov``,
+        ``jacobian``, ``versions``."""
+        return _export.delta_to_dict(self)
+
+    def to_dataframe(self) -> Any:
+        """One row per output element (index ``name``): ``estimate``, ``stderr``, ``z``,
+        ``pvalue``, ``ci_lower``, ``ci_upper``; needs pandas."""
+        return _export.delta_to_dataframe(self)
 
     def __str__(self) -> str:
         lo_h, hi_h = f"[{(1 - self.level) / 2:.3f}", f"{(1 + self.level) / 2:.3f}]"

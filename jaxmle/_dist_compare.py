@@ -8,6 +8,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from . import _export
 from ._dist_fit import fit_distribution
 from ._dist_registry import spec_for
 from ._dist_result import DistributionFit
@@ -56,18 +57,14 @@ class DistributionComparison:
         return self.fits[name]
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"criterion", "nobs", "ranking": [rows], "skipped": {name: reason}}``."""
-        return {"criterion": self.criterion, "nobs": self.nobs,
-                "ranking": [dict(r) for r in self.rows], "skipped": dict(self.skipped)}
+        """``{"criterion", "nobs", "ranking": [rows], "skipped": {name: reason},
+        "fits": {name: DistributionFit.to_dict()}, "versions"}`` as plain Python (NaN,
+        e.g. the KS p-value, as None)."""
+        return _export.comparison_to_dict(self)
 
     def to_dataframe(self):
         """The ranking as a pandas DataFrame indexed by distribution (needs pandas)."""
-        try:
-            import pandas as pd
-        except ImportError as err:
-            raise ImportError("to_dataframe() needs pandas: pip install pandas "
-                              "(or use to_dict())") from err
-        return pd.DataFrame(list(self.rows)).set_index("distribution")
+        return _export.comparison_to_dataframe(self)
 
     def plot(self, path: str | None = None, **kwargs: Any):
         """Four-panel diagnostic of every fitted candidate (see :func:`jaxmle.plots.plot_fit`)."""

@@ -11,6 +11,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from . import _export
 from ._dist_registry import DistSpec
 from ._params import element_names
 from ._result import FitResult
@@ -149,22 +150,18 @@ class DistributionFit:
 
         return plot_fit(self, path=path, **kwargs)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain Python numbers and lists (NaN where undefined), e.g. for JSON."""
-        def plain(v):
-            v = np.asarray(v)
-            return v.item() if v.ndim == 0 else v.tolist()
+    def to_dict(self, level: float = 0.95) -> dict[str, Any]:
+        """Plain Python (NaN/±inf as None, so ``json.dumps`` works): ``distribution``,
+        ``numpyro_class``, ``kind``, ``method``, ``params``, ``stderr``, ``fixed``,
+        ``estimated``, ``param_names``, ``level``, ``estimates`` ({flat name: {estimate,
+        stderr, z, pvalue, ci_lower, ci_upper, fixed}}), ``cov``, ``loglik``, ``aic``,
+        ``bic``, ``nobs``, ``n_params``, ``converged``, ``n_iter``, ``status``,
+        ``status_label``, ``grad_norm``, ``notes``, ``versions``."""
+        return _export.distfit_to_dict(self, level)
 
-        return {
-            "distribution": self.name, "numpyro_class": self.distribution.__name__,
-            "params": {k: plain(v) for k, v in self.params.items()},
-            "stderr": {k: plain(v) for k, v in self.stderr.items()},
-            "fixed": {k: plain(v) for k, v in self.fixed.items()},
-            "param_names": list(self.param_names), "cov": np.asarray(self.cov).tolist(),
-            "loglik": self.loglik, "aic": self.aic, "bic": self.bic, "nobs": self.nobs,
-            "n_params": self.n_params, "converged": self.converged, "n_iter": self.n_iter,
-            "notes": list(self.notes),
-        }
+    def to_dataframe(self, level: float = 0.95) -> Any:
+        """One row per flat parameter, as :meth:`FitResult.to_dataframe` (needs pandas)."""
+        return _export.distfit_to_dataframe(self, level)
 
     def __repr__(self) -> str:
         est = ", ".join(f"{k}={_short(v)}" for k, v in self.params.items())

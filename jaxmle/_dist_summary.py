@@ -66,5 +66,10 @@ def distribution_summary(fit, level: float = 0.95) -> Summary:
     notes = list(fit.notes) + _fixed_notes(fit)
     if fit.result is not None:
         notes.extend(_notes(fit.result))
+    res = fit.result
+    stats = (("distribution", fit.name), ("method", res.method if res is not None else None),
+             ("loglik", fit.loglik), ("aic", fit.aic), ("bic", fit.bic), ("nobs", fit.nobs),
+             ("n_params", fit.n_params), ("converged", fit.converged), ("n_iter", fit.n_iter),
+             ("grad_norm", float(res.grad_norm) if res is not None else None))
     return Summary(f"jaxmle fit results: {fit.name}", _header(fit), tuple(_rows(fit, level)),
-                   level, tuple(notes))
+                   level, tuple(notes), stats)

@@ -10,6 +10,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from . import _export
 from ._fixed import layout
 from ._result import FitResult
 from ._typing import ConvergenceWarning, user_stacklevel
@@ -57,6 +58,15 @@ class LRTResult:
     nested: str
     boundary: tuple[str, ...] = ()
     pvalue_boundary: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields above as plain Python (``boundary`` a list, None where undefined)
+        and ``versions``."""
+        return _export.lrt_to_dict(self)
+
+    def to_dataframe(self) -> Any:
+        """A one-row DataFrame of the fields (``boundary`` joined by commas; needs pandas)."""
+        return _export.lrt_to_dataframe(self)
 
     def __str__(self) -> str:
         lines = ["Likelihood-ratio test",

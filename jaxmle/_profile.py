@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _solvers
+from . import _export, _solvers
 from ._batch_kernel import BatchConfig, compiled_passes
 from ._fit import resolve_method
 from ._fixed import Holding, Inputs, ProfilePoint, View, elementwise, is_identity_transform, layout
@@ -111,6 +111,18 @@ class Profile:
     def wald(self) -> tuple[float, float]:
         half = math.sqrt(self.threshold) * self.stderr
         return self.estimate - half, self.estimate + half
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain Python (NaN/±inf as None: an open end is None, see ``lower_status``):
+        ``name``, ``estimate``, ``stderr``, ``level``, ``threshold``, ``max_loglik``,
+        ``lower``, ``upper``, ``lower_status``, ``upper_status``, ``wald``, ``note``, the
+        grid ``values`` and ``loglik``, ``deviance``, ``converged`` there, ``versions``."""
+        return _export.profile_to_dict(self)
+
+    def to_dataframe(self) -> Any:
+        """One row per grid point: ``value``, ``loglik``, ``deviance``, ``converged``
+        (needs pandas)."""
+        return _export.profile_to_dataframe(self)
 
     def plot(self, path: str | None = None, **kwargs: Any):
         """Draw the profile (needs matplotlib); see :func:`jaxmle.plots.plot_profile`."""

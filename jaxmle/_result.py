@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import jax
 import numpy as np
 
+from . import _export
 from ._typing import STATUS_MESSAGES, Status
 
 if TYPE_CHECKING:
@@ -218,6 +219,45 @@ class FitResult:
         from ._summary import Summary
 
         return Summary.from_result(self, level, ci)
+
+    @property
+    def zvalues(self) -> Any:
+        """Wald z = estimate / SE as a pytree shaped like ``params`` (numpy; NaN where the
+        SE is NaN or 0: fixed parameters, singular directions). Batched fits: leading axis."""
+        return _export.zvalues(self.params, self.stderr)
+
+    @property
+    def tvalues(self) -> Any:
+        """Alias of :attr:`zvalues` (statsmodels' name; the reference is the normal)."""
+        return self.zvalues
+
+    @property
+    def pvalues(self) -> Any:
+        """Two-sided Wald p-values 2(1 − Φ(|z|)), a pytree shaped like ``params`` (NaN
+        where ``zvalues`` is NaN)."""
+        return _export.pvalues(self.params, self.stderr)
+
+    def to_dict(self, level: float = 0.95) -> dict[str, Any]:
+        """The fit as plain Python (str, int, float, bool, None, lists, dicts), so that
+        ``json.dumps(res.to_dict(), allow_nan=False)`` works; NaN and ±inf become None.
+
+        Keys: ``kind``, ``method``, ``cov_type``, ``dtype``, ``param_names`` (estimated),
+        ``fixed_names``, ``params`` and ``stderr`` (shaped like ``params``: dicts of
+        numbers and nested lists), ``level``, ``estimates`` (``{flat name: {estimate,
+        stderr, z, pvalue, ci_lower, ci_upper, fixed}}``, Wald at ``level``, fixed
+        parameters included), ``cov`` (nested lists, rows and columns ``param_names``),
+        ``loglik``, ``logpost``, ``aic``, ``bic``, ``nobs``, ``n_free``, ``n_groups``,
+        ``converged``, ``status`` (code), ``status_label``, ``n_iter``, ``grad_norm``,
+        ``singular`` (names), ``priors`` (labels), ``versions``; and where present
+        ``starts``, ``deterministic``/``deterministic_stderr``, ``random``/
+        ``random_stderr``/``random_cond_stderr``/``random_info``."""
+        return _export.fit_to_dict(self, level)
+
+    def to_dataframe(self, level: float = 0.95, include_fixed: bool = True) -> Any:
+        """One row per flat parameter (index ``name``; needs pandas): ``estimate``,
+        ``stderr``, ``z``, ``pvalue``, ``ci_lower``, ``ci_upper`` (Wald at ``level``) and
+        ``fixed`` (fixed parameters have NaN inference; ``include_fixed=False`` drops them)."""
+        return _export.fit_to_dataframe(self, level, include_fixed)
 
     def __repr__(self) -> str:
         try:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _export
 from ._result import FitResult, all_flat_names, pvalue
 
 _WIDTH = 78
@@ -27,13 +28,19 @@ def _num(x: float, width: int = 10) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Summary:
-    """The rows and header of a fit summary; ``str()`` renders the table."""
+    """The rows and header of a fit summary; ``str()`` renders the table.
+
+    ``rows`` hold numbers (floats); ``header`` the printed (rounded) strings, and
+    ``stats`` the same fit statistics as numbers (``loglik``, ``aic``, ``bic``, ``nobs``,
+    ``converged``, ``n_iter``, ``grad_norm``, ...).
+    """
 
     title: str
     header: tuple[tuple[str, str], ...]
     rows: tuple[dict[str, Any], ...]
     level: float
     notes: tuple[str, ...]
+    stats: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
     def from_result(cls, res: FitResult, level: float = 0.95, ci: str = "wald") -> "Summary":
@@ -80,11 +87,31 @@ class Summary:
             ("Covariance", covariance),
             ("Intervals", "profile likelihood" if ci == "profile" else "Wald"),
         )
-        return cls("jaxmle fit results", header, tuple(rows), level, _notes(res) + tuple(notes))
+        stats = (("kind", res.kind), ("method", res.method), ("loglik", float(res.loglik)),
+                 ("logpost", float(res.logpost)), ("aic", float(res.aic)),
+                 ("bic", float(res.bic)), ("nobs", float(res.nobs)), ("n_free", res.n_free),
+                 ("converged", converged), ("status", int(res.status)),
+                 ("n_iter", int(res.n_iter)), ("grad_norm", float(res.grad_norm)),
+                 ("cov_type", res.cov_type), ("n_groups", res.n_groups), ("intervals", ci))
+        return cls("jaxmle fit results", header, tuple(rows), level, _notes(res) + tuple(notes),
+                   stats)
 
     def as_dict(self) -> dict[str, Any]:
-        """Rows keyed by parameter name, plus the header fields."""
-        return {"header": dict(self.header), "params": {r["name"]: r for r in self.rows}}
+        """Rows keyed by parameter name (numbers), the header fields (printed strings) and
+        ``stats`` (the header's numbers)."""
+        return {"header": dict(self.header), "stats": dict(self.stats),
+                "params": {r["name"]: r for r in self.rows}}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain Python (NaN as None): ``title``, ``level``, ``stats`` (numbers),
+        ``params`` (``{row name: {estimate, stderr, z, pvalue, ci_lower, ci_upper}}``, with
+        the ``(fixed)``/``(deterministic)`` rows as printed), ``notes``, ``header``
+        (strings) and ``versions``."""
+        return _export.summary_to_dict(self)
+
+    def to_dataframe(self) -> Any:
+        """The table's rows as numbers (index: row name as printed; needs pandas)."""
+        return _export.summary_to_dataframe(self)
 
     def __str__(self) -> str:
         lines = [self.title.center(_WIDTH), "=" * _WIDTH]
