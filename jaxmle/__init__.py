@@ -1,13 +1,16 @@
 """jaxmle: maximum-likelihood fitting for any JAX log-likelihood.
 
-Public API (see ``API.md``): :func:`fit`, :func:`fit_batch`, :func:`lrt` and
-:class:`FitResult`, plus the warning classes. Everything in modules starting with
-``_`` is private.
+Public API (the contract is ``docs/API.md`` in the repository): :func:`fit`,
+:func:`fit_batch`, :func:`stack_datasets`, :func:`lrt`, :func:`fit_model`,
+:func:`fit_distribution`, :func:`compare_distributions` and the result classes
+(:class:`FitResult`, :class:`BatchFitResult`, ...), plus the warning classes.
+Everything in modules starting with ``_`` is private.
 """
 
 from ._batch import fit_batch as fit_batch
 from ._batch_result import BatchFitResult as BatchFitResult
 from ._cache import enable_compilation_cache as enable_compilation_cache
+from ._data import stack_datasets as stack_datasets
 from ._dist_compare import DistributionComparison as DistributionComparison
 from ._dist_result import DistributionFit as DistributionFit
 from ._fit import fit as fit
@@ -41,4 +44,5 @@ __all__ = [
     "fit_model",
     "lrt",
     "shard_observations",
+    "stack_datasets",
 ]

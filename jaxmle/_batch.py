@@ -24,7 +24,7 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
-from . import _objective, _params, _sharding, _transforms
+from . import _data, _objective, _params, _sharding, _transforms
 from ._batch_kernel import BatchConfig, PassOutput, compiled_passes
 from ._batch_result import BatchFitResult
 from ._fit import (
@@ -89,7 +89,11 @@ def fit_batch(
         As in :func:`jaxmle.fit`; ``fixed`` values and ``groups`` are shared by all
         datasets.
     data : pytree of arrays
-        Each leaf shaped (B, ...). A dataset containing NaN/inf is not fitted: its
+        Read as :func:`jaxmle.fit` reads one dataset (tuple, dict, nested, a
+        DataFrame of columns shaped (B, ...) is not possible: use a dict), each leaf
+        shaped (B, ...): the leading axis indexes the datasets. A top-level Python list
+        of arrays is refused as ambiguous; :func:`jaxmle.stack_datasets` turns a list
+        of separate datasets into such a batch. A dataset containing NaN/inf is not fitted: its
         results are NaN, its ``status`` is ``NONFINITE_DATA``, and a warning names it;
         the other datasets are fitted normally.
     init : pytree
@@ -106,8 +110,10 @@ def fit_batch(
         has a leading axis of length B (pass ``False`` if a shared vector parameter
         happens to have length B).
     progress : bool, optional
-        Show a progress bar over datasets (tqdm). Default: only for runs that take
-        more than a second.
+        A progress bar of finished fits (tqdm): it says "compiling…" until the
+        program is compiled (its rate and ETA start after that), and names the phase
+        where the slow fits continue. Default: on when attached to a terminal;
+        ``True`` shows it anywhere, ``False`` never.
     devices : sequence of jax.Device, optional
         Devices to shard the batch axis over (default: all devices of the default
         backend, when there are several).
@@ -139,9 +145,12 @@ def fit_batch(
     w, weights_batched = prepare_batch_weights(weights, n_batch, dtype)
     init_leaves, space, prior, prior_values = prepare_batch_init(init, n_batch, constraints, dtype,
                                                                  batched_init, priors)
+    first = jax.tree_util.tree_map(lambda x: x[0], data)
+    if not getattr(loglik, "jaxmle_checked", False):
+        _objective.check_loglik(loglik, jax.tree_util.tree_unflatten(
+            space.treedef, [x[0] for x in init_leaves]), first, batch=n_batch)
     holding, fixed_values, codes, n_groups = prepare_held(
-        loglik, jax.tree_util.tree_map(lambda x: x[0], data), space, [x[0] for x in init_leaves],
-        fixed, cov_type, groups, dtype)
+        loglik, first, space, [x[0] for x in init_leaves], fixed, cov_type, groups, dtype)
     view = View(space, holding)
     method = resolve_method(method, view.m, prior)
     tol, max_iter = resolve_tolerances(tol, max_iter, method, dtype)
@@ -164,11 +173,22 @@ def fit_batch(
 # --------------------------------------------------------------------------- inputs
 
 
-def prepare_batch_data(data: Any) -> tuple[Any, int, np.ndarray]:
-    """Host arrays with a common leading batch axis; which datasets are not finite."""
-    if isinstance(data, (list, tuple)) and data and all(np.ndim(x) >= 1 for x in data) \
-            and _is_numeric_sequence(data):
-        data = np.asarray(data)
+def prepare_batch_data(data: Any, *, from_user: bool = True) -> tuple[Any, int, np.ndarray]:
+    """Host arrays with a common leading batch axis; which datasets are not finite.
+
+    The data pytree is read exactly as :func:`jaxmle.fit` reads one dataset (see
+    :mod:`jaxmle._data`), every leaf carrying the batch axis first. A top-level
+    Python list of arrays is refused as ambiguous (fields of one batch, or separate
+    datasets?): a tuple or dict says the first, :func:`jaxmle.stack_datasets` the second.
+    """
+    if from_user and isinstance(data, list) and data and not _params.is_number_list(data) \
+            and not all(isinstance(x, list) for x in data):
+        raise TypeError(
+            f"fit_batch got a Python list of {len(data)} items: that could be the fields of one "
+            "batch (every leaf with a leading batch axis) or separate datasets. Pass the fields "
+            "as a tuple or dict, e.g. (y, x) with y and x shaped (B, n), or a list of separate "
+            f"datasets as jm.stack_datasets([...]) (which here would give B = {len(data)})")
+    data = _data.convert(data)
     leaves, treedef = jax.tree_util.tree_flatten(data)
     if not leaves:
         raise ValueError("data is empty: pass an array or a pytree of arrays with a batch axis")
@@ -180,12 +200,17 @@ def prepare_batch_data(data: Any) -> tuple[Any, int, np.ndarray]:
         if arr.dtype.kind not in "biuf":
             raise TypeError(f"{label} must be numeric, got dtype {arr.dtype}")
         if arr.ndim == 0:
-            raise ValueError(f"{label} is a scalar: every data leaf needs a leading batch axis")
+            raise ValueError(f"{label} is a scalar: fit_batch needs a leading batch axis on every "
+                             "data leaf (shape (B, ...))")
         arrays.append(arr)
     sizes = {a.shape[0] for a in arrays}
     if len(sizes) != 1:
-        shapes = {n: a.shape for n, a in zip(names, arrays)}
-        raise ValueError(f"data leaves disagree on the batch size (leading axis): {shapes}")
+        shapes = ", ".join(f"'{n}': {a.shape[0]}" if n != "param" else str(a.shape[0])
+                           for n, a in zip(names, arrays))
+        raise ValueError(
+            "fit_batch reads the leading axis of every data leaf as the batch axis (B datasets), "
+            f"but the leaves' leading sizes differ ({shapes}); give every leaf the shape (B, ...), "
+            "or stack a list of separate datasets with jm.stack_datasets([...])")
     n_batch = sizes.pop()
     if n_batch == 0:
         raise ValueError("the batch is empty (leading axis of length 0)")
@@ -198,20 +223,13 @@ def prepare_batch_data(data: Any) -> tuple[Any, int, np.ndarray]:
     return jax.tree_util.tree_unflatten(treedef, arrays), n_batch, bad
 
 
-def _is_numeric_sequence(data) -> bool:
-    try:
-        return np.asarray(data).dtype.kind in "biuf"
-    except ValueError:  # ragged
-        return False
-
-
 def prepare_batch_weights(weights: Any, n_batch: int, dtype) -> tuple[np.ndarray | None, bool]:
     """Shared (n,) or per-dataset (B, n) weights, finite and non-negative."""
     if weights is None:
         return None, False
     w = np.asarray(weights)
     if w.ndim == 1:
-        return _objective.prepare_weights(w, dtype), False
+        return _data.prepare_weights(w, dtype), False
     if w.ndim != 2 or w.shape[0] != n_batch:
         raise ValueError(
             f"weights must be (n,) shared by all datasets or (B, n) = ({n_batch}, n) per "
@@ -222,6 +240,10 @@ def prepare_batch_weights(weights: Any, n_batch: int, dtype) -> tuple[np.ndarray
     if np.any(w < 0):
         rows = np.nonzero((w < 0).any(axis=1))[0]
         raise ValueError(f"weights must be non-negative; negative in datasets {rows[:10].tolist()}")
+    empty = ~(w > 0).any(axis=1)
+    if empty.any():
+        raise ValueError(f"weights: no observations with positive weight in dataset(s) "
+                         f"{np.nonzero(empty)[0][:10].tolist()}, so there is nothing to fit there")
     return np.asarray(w, dtype), True
 
 
@@ -286,9 +308,11 @@ def resolve_chunk_size(chunk_size: int | None, data: Any, n_batch: int, n_device
         chunk = 2 ** round(math.log2(max(_CHUNK_BYTES / max(per_member, 1.0), 1.0)))
         chunk = int(np.clip(chunk, _CHUNK_MIN, _CHUNK_MAX))
     else:
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) \
+                or chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive integer (datasets per compiled "
+                             f"call), got {chunk_size!r}")
         chunk = int(chunk_size)
-        if chunk < 1:
-            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
     chunk = min(chunk, n_batch)
     return -(-chunk // n_devices) * n_devices
 
@@ -313,16 +337,17 @@ def run_batch(bc: BatchConfig, data: Any, init_leaves: list[np.ndarray], weights
         w = shared_w if not bc.weights_batched else place(_take(weights, idx))
         return (d if held is None else held._replace(data=d)), w
 
-    max_active = np.int32(max(1, int(STRAGGLER_FRACTION * chunk)) if STRAGGLER_FRACTION else 0)
+    max_active = np.int32(_stop_at(chunk))
     chunks: list[FitResult] = []
     pending: list[tuple[np.ndarray, Any]] = []   # (global indices, their solver states)
-    with _progress_bar(progress, n_batch) as bar:
+    with _Progress(progress, n_batch) as bar:
         previous = None
         for start in range(0, n_batch, chunk):
             idx = _chunk_indices(start, chunk, n_batch)
             d, w = inputs(idx)
             state = begin(d, place([x[idx] for x in init_leaves]), w, tol)
             out = advance(d, w, state, tol, max_iter, max_active, UNLIMITED)
+            bar.compiled()   # the programs are compiled (and cached) once the first call returns
             if previous is not None:
                 _collect(previous, chunks, pending, bar)
             previous = (out, idx, min(chunk, n_batch - start))
@@ -335,15 +360,22 @@ def run_batch(bc: BatchConfig, data: Any, init_leaves: list[np.ndarray], weights
             states = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs), *[s for _, s in pending])
             pending = []
             size, stop_at, limit = plan.next_pass(len(index))
+            bar.phase(f"continuing {len(index)} slow fit{'s' if len(index) > 1 else ''}")
             for start in range(0, len(index), size):
                 idx = _chunk_indices(start, size, len(index))
                 n_valid = min(size, len(index) - start)
                 d, w = inputs(index[idx])
                 out = advance(d, w, place(_padded_states(states, idx, n_valid)), tol, max_iter,
                               stop_at, limit)
-                _store(out, index[idx[:n_valid]], n_valid, fits, pending)
-            bar.set_postfix_str(f"{len(index)} slow fits continued", refresh=False)
+                _store(out, index[idx[:n_valid]], n_valid, fits, pending, bar)
     return fits
+
+
+def _stop_at(size: int) -> int:
+    """A pass over ``size`` members stops when at most this many are still iterating:
+    2% (at least 1, so one slow fit does not hold up its chunk), and always fewer than
+    ``size`` so every pass makes progress."""
+    return min(max(1, int(STRAGGLER_FRACTION * size)), size - 1) if STRAGGLER_FRACTION else 0
 
 
 class _ContinuationPlan:
@@ -370,7 +402,7 @@ class _ContinuationPlan:
         if not self.tail_done:
             self.tail_done = True
             return self.chunk, np.int32(0), self.tail_limit
-        stop_at = max(1, int(STRAGGLER_FRACTION * self.small)) if pool > self.small else 0
+        stop_at = _stop_at(self.small) if pool > self.small else 0
         return self.small, np.int32(stop_at), UNLIMITED
 
 
@@ -393,21 +425,23 @@ def _collect(item, chunks: list, pending: list, bar) -> None:
     out, idx, n_valid = item
     result, active = jax.device_get((out.result, out.active))
     chunks.append(jax.tree_util.tree_map(lambda x: x[:n_valid], result))
-    _keep_unfinished(out, active, idx[:n_valid], n_valid, pending)
-    bar.update(n_valid)
+    n_left = _keep_unfinished(out, active, idx[:n_valid], n_valid, pending)
+    bar.update(n_valid - n_left)
 
 
 def _keep_unfinished(out: PassOutput, active: np.ndarray, index: np.ndarray, n_valid: int,
-                     pending: list) -> None:
-    """Host copies of the solver states of the members still iterating (small arrays)."""
+                     pending: list) -> int:
+    """Host copies of the solver states of the members still iterating (small arrays);
+    returns how many there are."""
     local = np.nonzero(active[:n_valid])[0]
     if local.size:
         state = jax.device_get(out.state)
         pending.append((index[local], jax.tree_util.tree_map(lambda x: x[local], state)))
+    return int(local.size)
 
 
 def _store(out: PassOutput, index: np.ndarray, n_valid: int, fits: FitResult,
-           pending: list) -> None:
+           pending: list, bar) -> None:
     """Write a continuation pass's results into the batch; keep the still-unfinished."""
     result, active = jax.device_get((out.result, out.active))
 
@@ -415,7 +449,7 @@ def _store(out: PassOutput, index: np.ndarray, n_valid: int, fits: FitResult,
         dst[index] = src[:n_valid]
 
     jax.tree_util.tree_map(put, fits, result)
-    _keep_unfinished(out, active, index, n_valid, pending)
+    bar.update(n_valid - _keep_unfinished(out, active, index, n_valid, pending))
 
 
 def _padded_states(states: Any, idx: np.ndarray, n_valid: int) -> Any:
@@ -426,23 +460,57 @@ def _padded_states(states: Any, idx: np.ndarray, n_valid: int) -> Any:
     return state._replace(done=done)
 
 
-class _NoBar:
-    def update(self, n): ...
-    def set_postfix_str(self, s, refresh=True): ...
-    def __enter__(self): return self
-    def __exit__(self, *exc): return False
+class _Progress:
+    """The progress bar of a batch: finished fits over B.
 
+    It says "compiling…" until the programs are compiled and only then starts its
+    clock (a rate that counted the compile would promise a wrong ETA); a fit counts
+    when it has finished, so the bar stands below 100% while the slow fits continue,
+    a phase it names. On by default on a terminal (tqdm decides), ``progress=True``
+    forces it, ``False`` turns it off.
+    """
 
-def _progress_bar(progress: bool | None, total: int):
-    if progress is False:
-        return _NoBar()
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm comes with numpyro
-        return _NoBar()
-    # default: only on a terminal, and only once the run has taken a second
-    return tqdm(total=total, unit="fit", desc="jaxmle.fit_batch", delay=0.0 if progress else 1.0,
-                disable=None if progress is None else False, leave=bool(progress))
+    DESC = "jaxmle.fit_batch"
+
+    def __init__(self, progress: bool | None, total: int):
+        self.bar = None
+        if progress is False:
+            return
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:  # pragma: no cover - tqdm comes with numpyro
+            return
+        self.bar = tqdm(total=total, unit="fit", desc=f"{self.DESC} (compiling…)",
+                        disable=None if progress is None else False, leave=bool(progress))
+        if self.bar.disable:
+            self.bar = None
+        else:
+            self.bar.refresh()
+        self.compiling = True
+
+    def compiled(self) -> None:
+        if self.bar is not None and self.compiling:
+            self.compiling = False
+            self.bar.set_description(self.DESC, refresh=False)
+            self.bar.reset()          # n is still 0: this starts the clock now
+
+    def phase(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.set_description(f"{self.DESC} ({text})")
+
+    def update(self, n: int) -> None:
+        if self.bar is not None and n:
+            self.bar.update(n)
+
+    def __enter__(self) -> "_Progress":
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        if self.bar is not None:
+            if self.bar.n >= self.bar.total:
+                self.bar.set_description(self.DESC, refresh=False)
+            self.bar.close()
+        return False
 
 
 # --------------------------------------------------------------------------- report

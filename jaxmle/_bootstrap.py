@@ -140,7 +140,7 @@ def bootstrap(res: FitResult, simulate: Any, n: int = 2000, *, key: Any = None,
     keys = jax.random.split(jax.random.PRNGKey(0) if key is None else key, n)
     sim = _simulator(simulate)(res.params, keys)
     _check_shapes(sim, ctx.data, n)
-    data, _, bad = prepare_batch_data(sim)
+    data, _, bad = prepare_batch_data(sim, from_user=False)
     if bad.any():
         data = replace_datasets(data, bad)
     config = dataclasses.replace(ctx.config, cov_type="observed", n_groups=0)

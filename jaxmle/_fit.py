@@ -17,8 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from numpyro.distributions import constraints as npc
 
-from . import _objective, _params, _solvers, _transforms
+from . import _data, _objective, _params, _solvers, _transforms
 from ._fixed import Holding, View, pack, prepare_held, unpack
 from ._inference import flat_direction, observed_inference, score_outer_product
 from ._priors import PriorSpec, log_prior, prepare_priors
@@ -217,6 +218,87 @@ def compiled_kernel(config: KernelConfig) -> Callable[..., FitResult]:
     return jax.jit(functools.partial(fit_kernel, config))
 
 
+_SEEN: set = set()
+
+
+def call_key(kernel: Callable, args: Any) -> tuple:
+    """What decides whether calling ``kernel`` on ``args`` compiles: the cheap checks
+    before the compile run only for a key not yet seen."""
+    leaves, treedef = jax.tree_util.tree_flatten(args)
+    return (id(kernel), treedef,
+            tuple((np.shape(x), str(getattr(x, "dtype", type(x).__name__))) for x in leaves))
+
+
+def remember(key: tuple) -> None:
+    if len(_SEEN) > 4096:
+        _SEEN.clear()
+    _SEEN.add(key)
+
+
+@functools.lru_cache(maxsize=128)
+def start_program(config: KernelConfig) -> Callable:
+    """ℓ at the start, per observation (or the total), and log π there: a small compiled
+    program (no derivatives) run before the fit's own is compiled."""
+    dtype = jnp.dtype(config.dtype)
+
+    def run(data, init_leaves, weights):
+        inputs = unpack(data)
+        view = View(config.space, config.holding, inputs)
+        params = view.to_natural(initial_z(config, init_leaves))
+        terms = jnp.asarray(config.loglik(params, _objective.mask_padding(inputs.data, weights)))
+        if weights is not None and terms.shape == weights.shape:
+            terms = jnp.where(weights > 0, terms, 0.0)
+        prior = jnp.zeros((), dtype)
+        if config.prior is not None:
+            prior = log_prior(config.prior, inputs.prior, params, inputs.data)
+        return terms.astype(dtype), prior.astype(dtype), params
+
+    return jax.jit(run)
+
+
+def check_start(config: KernelConfig, data: Any, init_leaves: list, weights: Any,
+                view: View) -> None:
+    """Raise, naming the parameters' start values and the offending observations, if the
+    log-likelihood (or log prior) is not finite at the start."""
+    if any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(data)):
+        return
+    terms, prior, params = jax.device_get(start_program(config)(data, init_leaves, weights))
+    total = float(np.sum(terms))
+    if np.isfinite(total) and np.isfinite(prior):
+        return
+    names = _params.leaf_names(params)
+    values = ", ".join(f"{n}={_short(v)}" for n, v in zip(names, jax.tree_util.tree_leaves(params)))
+    if not np.isfinite(prior):
+        raise ValueError(f"the log prior is {float(prior)} at the start ({values}): start inside "
+                         "the support of every prior")
+    what = f"the log-likelihood is {total} at init ({values})"
+    if terms.ndim == 1:
+        bad = np.nonzero(~np.isfinite(terms))[0]
+        what += (f": {bad.size} of {terms.size} per-observation terms are not finite (first at "
+                 f"observation(s) {bad[:10].tolist()})")
+    raise ValueError(what + "; start where every observation has positive density at these "
+                     "parameter values (e.g. data outside the support of the distribution, a "
+                     "scale at 0, a probability at 0 or 1), or check the log-likelihood there")
+
+
+def _short(v: Any) -> str:
+    v = np.asarray(v)
+    if v.ndim == 0:
+        return f"{float(v):.6g}"
+    flat = ", ".join(f"{float(x):.4g}" for x in v.ravel()[:4])
+    return f"[{flat}{', ...' if v.size > 4 else ''}]"
+
+
+def constrained_leaves(space: _transforms.ParamSpace) -> frozenset:
+    """Names of the leaves with a constraint other than the real line."""
+    def is_real(c):
+        while hasattr(c, "base_constraint"):
+            c = c.base_constraint
+        return c is npc.real
+
+    return frozenset(l.name for l in space.leaves if not is_real(l.constraint))
+
+
 def method_name(method: Any) -> str:
     if isinstance(method, str):
         return method
@@ -245,9 +327,7 @@ def resolve_method(method: Any, n_free: int, prior: PriorSpec | None = None) -> 
     )
 
 
-def float_dtype() -> np.dtype:
-    """float64 when ``jax_enable_x64`` is on, else float32."""
-    return np.dtype(jax.dtypes.canonicalize_dtype(np.float64))
+float_dtype = _data.float_dtype
 
 
 def prepare_init(init: Any, dtype: np.dtype):
@@ -310,16 +390,28 @@ def fit(
     loglik : callable
         ``loglik(params, data)`` written in JAX, returning a scalar total or a 1-D
         vector of per-observation log-likelihoods.
-    data : pytree of arrays
-        Passed to ``loglik`` unchanged (traced: new data of the same shapes does
-        not recompile). Must be finite.
+    data : array or pytree of arrays
+        Passed to ``loglik`` as numeric arrays (traced: new data of the same shapes
+        does not recompile). Accepted: NumPy/JAX arrays and scalars; (nested) lists
+        of numbers, which become arrays, also inside containers; tuples, lists,
+        dicts, NamedTuples and other pytrees of these; a pandas ``DataFrame``, which
+        ``loglik`` receives as a dict of its columns by name (``d["y"]``; float and
+        integer columns stay float/int arrays, booleans become 0/1); a pandas
+        ``Series``, received as an array. Must be finite; non-numeric leaves or
+        columns (strings, objects, None) are a ``TypeError`` naming them.
     init : pytree
         Starting values; its structure is the structure of ``params``.
     constraints : dict, optional
         ``{name: numpyro.distributions.constraints.*}``; default ``real``.
     method : {"auto", "newton", "lbfgs", "adam"} or optax.GradientTransformation
-        ``"auto"``: Newton (exact Hessian, trust region) for up to 200 free
-        parameters, else L-BFGS.
+        ``"auto"``: Newton for up to 200 free parameters, else L-BFGS.
+        ``"newton"``: the exact Hessian, a backtracking line search (unrolled into
+        the single compiled loop) and Levenberg–Marquardt damping, which grows when
+        the line search gives up and, where the Hessian is indefinite, is raised
+        past its most negative eigenvalue (the step there capped at first to half of
+        each coordinate's size), so every step descends (see :mod:`jaxmle._solvers`).
+        ``"lbfgs"``: ``optax.lbfgs`` with its zoom line search; ``"adam"`` or any
+        optax transformation: first-order steps (give them a looser ``tol``).
     weights : array, optional
         Per-observation weights multiplying the terms (0 masks padding); ``nobs``
         is their sum.
@@ -348,6 +440,10 @@ def fit(
         effects, ``params`` holds the other parameters θ, ``loglik`` of the result
         is the Laplace marginal log-likelihood, and ``random``/``random_stderr``
         hold the predictions û(θ̂) and their SEs (see :mod:`jaxmle._random`).
+        A dict ``{name: "random" | "flat"}`` marks fixed effects (no density term
+        in ``loglik``) to integrate out under a flat prior: REML, e.g.
+        ``random={"b": "random", "beta": "flat"}``; their estimates and GLS SEs are
+        then in ``random``/``random_cond_stderr``, and AIC/BIC count them (as lme4).
     groups : array, optional
         Cluster labels (one per observation) for ``cov_type="sandwich"``: the
         cluster-robust B = Σ_g S_g S_gᵀ, S_g = Σ_{i∈g} wᵢsᵢ (statsmodels'
@@ -389,11 +485,16 @@ def fit(
 
     Examples
     --------
+    Define the log-likelihood once, with ``def`` (not a fresh ``lambda`` per call):
+    the compiled program is cached by the function, so a second fit of same-shaped
+    data reuses it.
+
     >>> import jaxmle as jm, numpyro.distributions as dist
     >>> from numpyro.distributions import constraints
+    >>> def loglik(p, x):
+    ...     return dist.Normal(p["mu"], p["sigma"]).log_prob(x)
     >>> x = [160., 162., 165., 167., 170., 172., 175., 177., 180., 182.]
-    >>> res = jm.fit(lambda p, x: dist.Normal(p["mu"], p["sigma"]).log_prob(x), x,
-    ...              init={"mu": 150.0, "sigma": 5.0},
+    >>> res = jm.fit(loglik, x, init={"mu": 150.0, "sigma": 5.0},
     ...              constraints={"sigma": constraints.positive})
     >>> round(float(res.params["mu"]), 6), round(float(res.params["sigma"]) ** 2, 6)
     (171.0, 51.0)
@@ -407,17 +508,20 @@ def fit(
                           n_starts=n_starts, key=key, start_scale=start_scale)
     _check_options(cov_type, priors)
     dtype = float_dtype()
-    data = _objective.prepare_data(data)
+    data = _data.prepare_data(data)
     init_leaves, treedef, names = prepare_init(init, dtype)
     constraints, prior, prior_values = prepare_priors(priors, names, init_leaves, constraints,
                                                       dtype)
     space = _transforms.build_space(init_leaves, names, treedef, constraints)
+    internal = getattr(loglik, "jaxmle_checked", False)   # e.g. the random effects' marginal
+    if not internal:
+        _objective.check_loglik(loglik, jax.tree_util.tree_unflatten(treedef, init_leaves), data)
     holding, fixed_values, codes, n_groups = prepare_held(loglik, data, space, init_leaves, fixed,
                                                           cov_type, groups, dtype)
     _transforms.check_init(space, init_leaves)
     view = View(space, holding)
     method = resolve_method(method, view.m, prior)
-    w = _objective.prepare_weights(weights, dtype)
+    w = _data.prepare_weights(weights, dtype)
     tol, max_iter = resolve_tolerances(tol, max_iter, method, dtype)
     config = KernelConfig(loglik, space, method, w is not None, dtype.name, holding, cov_type,
                           n_groups, prior)
@@ -433,10 +537,17 @@ def fit(
         res = fit_multistart(config, data, init_leaves, w, tol, max_iter, int(n_starts), key,
                              float(start_scale))
     else:
-        res = compiled_kernel(config)(data, init_leaves, w, tol, max_iter)
+        kernel = compiled_kernel(config)
+        key = call_key(kernel, (data, init_leaves, w))
+        if not internal and key not in _SEEN:
+            check_start(config, data, init_leaves, w, view)   # before compiling the fit
+        res = kernel(data, init_leaves, w, tol, max_iter)
+        remember(key)
+        if int(res.status) == Status.NONFINITE_START and not np.isfinite(float(res.loglik)):
+            check_start(config, data, init_leaves, w, view)
     # labels are host-side (not part of the compiled program's key)
     res = dataclasses.replace(res, context=context, priors=() if prior is None else prior.labels)
-    report(res, view.unc_names)
+    report(res, view.unc_names, constrained_leaves(space))
     return res
 
 

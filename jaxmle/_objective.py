@@ -1,4 +1,4 @@
-"""The objective the optimiser minimises, and host-side checks of the data.
+"""The objective the optimiser minimises (the data is checked in :mod:`jaxmle._data`).
 
 For data x, weights w and natural parameters θ(z),
 
@@ -19,89 +19,6 @@ import numpy as np
 
 from ._params import leaf_names
 from ._typing import LogLikFn
-
-
-def prepare_data(data: Any) -> Any:
-    """Turn a plain list of numbers into an array; check every leaf is finite numeric data."""
-    if isinstance(data, (list, tuple)) and data and all(
-        isinstance(v, numbers.Number) for v in data
-    ):
-        data = np.asarray(data)
-    leaves = jax.tree_util.tree_leaves(data)
-    names = leaf_names(data)
-    if not leaves:
-        raise ValueError("data is empty: pass an array or a pytree of arrays")
-    for name, leaf in zip(names, leaves):
-        _check_leaf(name, leaf)
-    # array-likes that jit does not take (pandas Series, lists inside a pytree) -> numpy
-    return jax.tree_util.tree_map(
-        lambda x: x if isinstance(x, (jax.Array, np.ndarray, jax.core.Tracer)) else np.asarray(x),
-        data)
-
-
-def _check_leaf(name: str, leaf: Any) -> None:
-    label = "data" if name == "param" else f"data leaf '{name}'"
-    if isinstance(leaf, jax.core.Tracer):
-        return
-    if isinstance(leaf, jax.Array):
-        _check_device_leaf(label, leaf)
-        return
-    try:
-        arr = np.asarray(leaf)
-    except Exception as err:
-        raise TypeError(f"{label} is not an array: {type(leaf).__name__}") from err
-    if arr.dtype.kind not in "biufc":
-        raise TypeError(f"{label} must be numeric, got dtype {arr.dtype}")
-    if arr.dtype.kind in "fc":
-        _raise_if_not_finite(label, arr)
-
-
-def _raise_if_not_finite(label: str, arr: np.ndarray) -> None:
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        idx = np.argwhere(bad)[:5]
-        where = ", ".join(str(tuple(i)) if len(i) > 1 else str(int(i[0])) for i in idx)
-        raise ValueError(
-            f"{label} contains {int(bad.sum())} NaN/inf value(s) (first at index {where}); "
-            "drop or impute them, or give them weight 0 after replacing them by a finite value"
-        )
-
-
-def _check_device_leaf(label: str, leaf: jax.Array) -> None:
-    """Check a device array where it lives (sharded or on another host: no transfer)."""
-    if not jnp.issubdtype(leaf.dtype, jnp.number):
-        raise TypeError(f"{label} must be numeric, got dtype {leaf.dtype}")
-    if jnp.issubdtype(leaf.dtype, jnp.inexact) and not bool(jnp.all(jnp.isfinite(leaf))):
-        if leaf.is_fully_addressable:
-            _raise_if_not_finite(label, np.asarray(leaf))
-        raise ValueError(f"{label} contains NaN/inf values; drop or impute them")
-
-
-def prepare_weights(weights: Any, dtype: Any) -> jax.Array | None:
-    """Check per-observation weights: a finite, non-negative 1-D array."""
-    if weights is None:
-        return None
-    if isinstance(weights, jax.Array) and not isinstance(weights, jax.core.Tracer):
-        return _prepare_device_weights(weights, dtype)
-    w = np.asarray(weights)
-    if w.ndim != 1:
-        raise ValueError(f"weights must be a 1-D array (one weight per observation), got shape {w.shape}")
-    if not np.all(np.isfinite(w)):
-        raise ValueError(f"weights contain {int((~np.isfinite(w)).sum())} NaN/inf value(s)")
-    if np.any(w < 0):
-        raise ValueError(f"weights must be non-negative; {int((w < 0).sum())} are negative")
-    return np.asarray(w, dtype=dtype)
-
-
-def _prepare_device_weights(w: jax.Array, dtype: Any) -> jax.Array:
-    """The checks of :func:`prepare_weights` done where the (possibly sharded) array lives."""
-    if w.ndim != 1:
-        raise ValueError(f"weights must be a 1-D array (one weight per observation), got shape {w.shape}")
-    if not bool(jnp.all(jnp.isfinite(w))):
-        raise ValueError("weights contain NaN/inf values")
-    if bool(jnp.any(w < 0)):
-        raise ValueError("weights must be non-negative")
-    return w.astype(dtype)
 
 
 def leading_axis(data: Any) -> int:
@@ -183,3 +100,141 @@ def make_objective(loglik: LogLikFn, to_params: Callable[[jax.Array], Any], data
         return -total_loglik(loglik, to_params(z), data, weights, dtype)[0]
 
     return objective
+
+
+# --------------------------------------------------------------------------- checks at init
+
+
+class MissingKeyError(KeyError):
+    """The log-likelihood read a parameter (or data field) that is not there."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+_CHECKED: set = set()       # signatures whose log-likelihood passed check_loglik
+
+
+def check_loglik(loglik: Any, params: Any, data: Any, *, batch: int | None = None) -> None:
+    """Trace ``loglik(params, data)`` abstractly (nothing is compiled or computed) and turn
+    what goes wrong into an error that names the problem: not callable, a parameter or
+    data field that is not there, shapes that do not fit the log-likelihood, an output
+    that is not one real scalar or vector. A signature that passed is not traced again.
+
+    ``batch``: the batch size in ``fit_batch`` (for the hint on per-dataset inits).
+    """
+    if not callable(loglik):
+        raise TypeError(f"loglik must be a function loglik(params, data), got "
+                        f"{type(loglik).__name__}")
+    p_leaves, p_def = jax.tree_util.tree_flatten(params)
+    d_leaves, d_def = jax.tree_util.tree_flatten(data)
+    try:
+        key = (loglik, p_def, d_def, _shapes(p_leaves), _shapes(d_leaves))
+        hash(key)
+    except TypeError:
+        key = None
+    if key is not None and key in _CHECKED:
+        return
+
+    def call(track, pl, dl):
+        p = jax.tree_util.tree_unflatten(p_def, pl)
+        d = jax.tree_util.tree_unflatten(d_def, dl)
+        if track:
+            p, d = _track(p, "parameter", "init", ()), _track(d, "data field", "data", ())
+        return _checked_output(loglik(p, d))
+
+    try:
+        jax.eval_shape(lambda pl, dl: call(False, pl, dl), p_leaves, d_leaves)
+    except _OutputError as err:
+        raise err.cls(str(err)) from None
+    except Exception as err:  # diagnose with the key-tracking containers
+        try:
+            jax.eval_shape(lambda pl, dl: call(True, pl, dl), p_leaves, d_leaves)
+        except MissingKeyError as missing:
+            raise MissingKeyError(str(missing)) from None
+        except Exception:
+            pass
+        raise _explain(err, params, batch) from err
+    if key is not None:
+        if len(_CHECKED) > 4096:
+            _CHECKED.clear()
+        _CHECKED.add(key)
+
+
+class _OutputError(Exception):
+    def __init__(self, message: str, cls: type = TypeError):
+        super().__init__(message)
+        self.cls = cls
+
+
+def _shapes(leaves: list) -> tuple:
+    return tuple((np.shape(x), str(getattr(x, "dtype", type(x).__name__))) for x in leaves)
+
+
+def _checked_output(out: Any) -> jax.Array:
+    what = type(out).__name__
+    if out is None:
+        raise _OutputError("loglik returned None (a missing `return`?): it must return the "
+                           "log-likelihood, a real scalar or a 1-D vector of per-observation terms")
+    if isinstance(out, (str, bytes, tuple, list, dict)) or not (
+            isinstance(out, (jax.Array, np.ndarray, np.generic, numbers.Number))
+            or hasattr(out, "__jax_array__")):
+        raise _OutputError(f"loglik returned a {what}; it must return the log-likelihood, one "
+                           "real scalar (the total) or a 1-D vector of per-observation terms")
+    arr = jnp.asarray(out)
+    if not jnp.issubdtype(arr.dtype, jnp.floating):
+        raise _OutputError(
+            f"loglik returned values of dtype {arr.dtype}; the log-likelihood must be real "
+            "floating-point numbers (integer or boolean output has no derivatives)")
+    if arr.ndim > 1:
+        raise _OutputError(
+            f"loglik must return a scalar (the total) or a 1-D vector of per-observation terms; "
+            f"it returned shape {arr.shape}", ValueError)
+    return arr
+
+
+def _track(tree: Any, what: str, owner: str, path: tuple) -> Any:
+    """Dicts that name a missing key and list the present ones (for diagnosis only)."""
+    if isinstance(tree, dict):
+        return _KeyTracker({k: _track(v, what, owner, path + (k,)) for k, v in tree.items()},
+                           what, owner, path)
+    if isinstance(tree, (list, tuple)) and not hasattr(tree, "_fields"):
+        return type(tree)(_track(v, what, owner, path + (i,)) for i, v in enumerate(tree))
+    return tree
+
+
+class _KeyTracker(dict):
+    def __init__(self, items: dict, what: str, owner: str, path: tuple):
+        super().__init__(items)
+        self._what, self._owner, self._path = what, owner, path
+
+    def __missing__(self, key: Any):
+        where = "".join(f"[{k!r}]" for k in self._path)
+        name = ".".join(map(str, self._path + (key,)))
+        raise MissingKeyError(
+            f"loglik reads {self._what} '{name}', which {self._owner}{where} does not hold; "
+            f"{self._owner}{where} holds {sorted(map(str, self.keys()))}")
+
+
+def _explain(err: Exception, params: Any, batch: int | None) -> Exception:
+    """The user's log-likelihood failed on the parameters' shapes: say which ones."""
+    names = leaf_names(params)
+    shapes = [np.shape(x) for x in jax.tree_util.tree_leaves(params)]
+    text = str(err).split("\n")[0]
+    suspects = [n for n, s in zip(names, shapes) if s and _mentions(text, s)]
+    listing = ", ".join(f"'{n}' {s}" for n, s in zip(names, shapes))
+    msg = (f"loglik(params, data) fails at init with {type(err).__name__}: {text}\n"
+           f"The parameters' shapes from init: {listing}.")
+    if suspects:
+        msg += (f" The shape of {', '.join(repr(n) for n in suspects)} appears in the error: "
+                "check that init gives each parameter the shape the log-likelihood expects.")
+    if batch is not None and any(s and s[0] != batch for s in shapes):
+        msg += (f" In fit_batch, a per-dataset init needs a leading axis of length B = {batch} "
+                "on every leaf (batched_init=True); a shared init has one fit's shapes.")
+    cls = type(err) if type(err) in (TypeError, ValueError, IndexError) else ValueError
+    return cls(msg)
+
+
+def _mentions(text: str, shape: tuple) -> bool:
+    dims = ", ".join(map(str, shape))
+    return (f"({dims})" in text or f"({dims},)" in text or f"[{','.join(map(str, shape))}]" in text)

@@ -19,8 +19,13 @@ from ._typing import (
 )
 
 
-def report(res: FitResult, unc_names: tuple[str, ...]) -> None:
-    """Raise for a non-finite start; warn for non-convergence and singular information."""
+RUNAWAY_Z = 25.0   # |z| past which a constrained coordinate counts as run to its edge
+
+
+def report(res: FitResult, unc_names: tuple[str, ...],
+           constrained: frozenset = frozenset()) -> None:
+    """Raise for a non-finite start; warn for non-convergence (naming the parameters that
+    run away to the edge of their constraints), and singular information."""
     status_code, singular, eig = jax.device_get(
         (res.status, res.stats.singular, res.stats.info_eigvals))
     status = Status(int(status_code))
@@ -30,7 +35,8 @@ def report(res: FitResult, unc_names: tuple[str, ...]) -> None:
     if status != Status.SUCCESS:
         warnings.warn(
             f"fit did not converge after {int(res.n_iter)} iterations: {STATUS_MESSAGES[status]} "
-            f"(|gradient| = {float(res.grad_norm):.3g}); the estimates are not a maximum",
+            f"(|gradient| = {float(res.grad_norm):.3g}); the estimates are not a maximum"
+            + unbounded_message(res, unc_names, constrained),
             ConvergenceWarning, stacklevel=level)
     if singular.any() and status == Status.SUCCESS:  # else implied by the warning above
         names = [n for n, s in zip(res.param_names, singular) if s]
@@ -57,3 +63,38 @@ def nonfinite_start_message(res: FitResult, unc_names: tuple[str, ...]) -> str:
     return (f"the gradient (or second derivative) of the log-likelihood is not finite at init "
             f"for parameter(s) {names}: the log-likelihood is not twice differentiable there "
             "(e.g. x**k at x = 0, sqrt or abs at 0); start elsewhere or rewrite that term")
+
+
+def running_away(res: FitResult, unc_names: tuple[str, ...], constrained: frozenset) -> list[str]:
+    """Constrained parameters whose unconstrained coordinate has gone far out (|z| ≥ 25:
+    e.g. a scale below 1e-11) while the log-likelihood still rises outward."""
+    z, g = np.asarray(res.stats.z), np.asarray(res.stats.grad_z)
+    if z.shape != g.shape or z.ndim != 1 or z.size != len(unc_names):
+        return []
+    out = (np.abs(z) >= RUNAWAY_Z) & (g * z < 0)   # g = ∇(−ℓ): −g points further out
+    return sorted({n for n, o in zip(unc_names, out) if o and n in constrained})
+
+
+def unbounded_message(res: FitResult, unc_names: tuple[str, ...], constrained: frozenset) -> str:
+    names = running_away(res, unc_names, constrained)
+    if not names:
+        return ""
+    leaves = dict(zip(_leaf_names(res.params), jax.tree_util.tree_leaves(res.params)))
+    now = ", ".join(f"{n} = {_value(leaves.get(n))}" for n in names)
+    return (f". The log-likelihood is unbounded: it still grows as {names} run to the edge of "
+            f"their constraint (now {now}; log-likelihood {float(res.loglik):.6g}), so there is "
+            "no maximum. Usual causes: a joint density of data and random effects maximised "
+            "over the random effects (integrate them out with random=[...]), a scale that can "
+            "shrink to 0 on coinciding observations (all values equal, a mixture component on "
+            "a single point, a model that fits exactly), or a missing normalising term")
+
+
+def _leaf_names(tree) -> tuple[str, ...]:
+    from ._params import leaf_names
+
+    return leaf_names(tree)
+
+
+def _value(v) -> str:
+    v = np.asarray(v)
+    return f"{float(v):.3g}" if v.ndim == 0 else f"array of shape {v.shape}"

@@ -18,7 +18,7 @@ def test_public_names():
         "SingularInformationWarning", "enable_compilation_cache", "fit", "fit_batch", "lrt",
         "shard_observations",
         "DistributionComparison", "DistributionFit", "compare_distributions", "fit_distribution",
-        "fit_model",
+        "fit_model", "stack_datasets",
     }
     for name in jm.__all__:
         assert hasattr(jm, name)

@@ -212,7 +212,7 @@ def test_same_shapes_do_not_recompile(normal_sets):
 
 
 def test_bad_batches_are_rejected_with_clear_errors(normal_sets):
-    with pytest.raises(ValueError, match="disagree on the batch size"):
+    with pytest.raises(ValueError, match="leading sizes differ"):
         jm.fit_batch(logistic, (np.ones((3, 5, 2)), np.ones((4, 5))), init={"beta": np.zeros(2)})
     with pytest.raises(ValueError, match="leading batch axis"):
         jm.fit_batch(normal, np.float64(1.0), init=INIT)
