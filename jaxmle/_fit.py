@@ -225,8 +225,7 @@ def call_key(kernel: Callable, args: Any) -> tuple:
     """What decides whether calling ``kernel`` on ``args`` compiles: the cheap checks
     before the compile run only for a key not yet seen."""
     leaves, treedef = jax.tree_util.tree_flatten(args)
-    return (id(kernel), treedef,
-            tuple((np.shape(x), str(getattr(x, "dtype", type(x).__name__))) for x in leaves))
+    return id(kernel), treedef, _params.shape_signature(leaves)
 
 
 def remember(key: tuple) -> None:
@@ -289,6 +288,7 @@ def _short(v: Any) -> str:
     return f"[{flat}{', ...' if v.size > 4 else ''}]"
 
 
+@functools.lru_cache(maxsize=256)
 def constrained_leaves(space: _transforms.ParamSpace) -> frozenset:
     """Names of the leaves with a constraint other than the real line."""
     def is_real(c):

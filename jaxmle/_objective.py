@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._params import leaf_names
+from ._params import leaf_names, shape_signature
 from ._typing import LogLikFn
 
 
@@ -129,7 +129,7 @@ def check_loglik(loglik: Any, params: Any, data: Any, *, batch: int | None = Non
     p_leaves, p_def = jax.tree_util.tree_flatten(params)
     d_leaves, d_def = jax.tree_util.tree_flatten(data)
     try:
-        key = (loglik, p_def, d_def, _shapes(p_leaves), _shapes(d_leaves))
+        key = (loglik, p_def, d_def, shape_signature(p_leaves), shape_signature(d_leaves))
         hash(key)
     except TypeError:
         key = None
@@ -165,10 +165,6 @@ class _OutputError(Exception):
     def __init__(self, message: str, cls: type = TypeError):
         super().__init__(message)
         self.cls = cls
-
-
-def _shapes(leaves: list) -> tuple:
-    return tuple((np.shape(x), str(getattr(x, "dtype", type(x).__name__))) for x in leaves)
 
 
 def _checked_output(out: Any) -> jax.Array:

@@ -57,3 +57,9 @@ def is_number_list(x: Any) -> bool:
     """A (nested) list of numbers, which stands for an array, not a pytree node."""
     return isinstance(x, list) and bool(x) and all(
         isinstance(e, (int, float, np.number)) or is_number_list(e) for e in x)
+
+
+def shape_signature(leaves: Sequence[Any]) -> tuple:
+    """(shape, dtype) of each leaf: what decides whether a traced program is reused."""
+    return tuple((x.shape, x.dtype) if hasattr(x, "dtype") and hasattr(x, "shape")
+                 else (np.shape(x), type(x)) for x in leaves)
