@@ -130,6 +130,18 @@ def _check_nesting(restricted: FitResult, full: FitResult) -> tuple[str, tuple[s
     return "checked", tuple(boundary)
 
 
+def _reml_leaves(res: FitResult) -> tuple[tuple[str, int], ...]:
+    """The fixed effects a REML fit integrates out (``random={..: "flat"}``), with sizes."""
+    info = res.random_info
+    if info is None or not info.reml:
+        return ()
+    return tuple((n, s) for n, s in zip(info.names, info.sizes) if n in info.flat)
+
+
+def _describe_reml(leaves: tuple[tuple[str, int], ...]) -> str:
+    return ", ".join(f"{n} ({s})" for n, s in leaves) if leaves else "none (not REML)"
+
+
 def _leaf_names(leaf) -> list[str]:
     from ._params import element_names
 
@@ -188,6 +200,12 @@ def lrt(restricted: FitResult, full: FitResult) -> LRTResult:
         if not bool(res.converged):
             warnings.warn(f"lrt: the {label} fit did not converge; the test is not reliable",
                           ConvergenceWarning, stacklevel=user_stacklevel())
+    reml_r, reml_f = _reml_leaves(restricted), _reml_leaves(full)
+    if reml_r != reml_f:
+        raise ValueError(
+            "REML log-likelihoods are comparable only between fits that integrate out the same "
+            f"fixed effects (restricted: {_describe_reml(reml_r)}; full: {_describe_reml(reml_f)}):"
+            " compare models with different fixed effects by maximum likelihood")
     df = int(full.n_free) - int(restricted.n_free)
     if df <= 0:
         raise ValueError(

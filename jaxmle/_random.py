@@ -11,8 +11,12 @@ over θ (everything else). The marginal is itself a log-likelihood function of
 the ordinary fit machinery runs on it unchanged: ``fixed=``, profiles, ``lrt``,
 AIC/BIC, ``fit_batch``. Its gradient and Hessian are exact (autodiff through
 the implicit derivative of û, :mod:`jaxmle._random_inner`). Naming the fixed
-effects random too (their density flat: no term for them in ℓ) integrates them
-out as well: REML.
+effects with the role ``"flat"`` (``random={"b": "random", "beta": "flat"}``, no
+density term for them in ℓ) integrates them out under a flat prior as well: REML.
+Such leaves are recorded in :class:`RandomInfo` (``flat``); the summary says REML
+and shows them (their conditional mode given θ̂, the GLS estimate in a linear mixed
+model, with its conditional SE), and AIC/BIC count them as parameters, as lme4
+does (``n_free`` includes them).
 
 Afterwards û(θ̂) is reported with standard errors as TMB's ``sdreport``:
 Var(û) = (−Hᵤᵤ)⁻¹ + J·Cov(θ̂)·Jᵀ, J = dû/dθ (and the conditional part alone).
@@ -31,7 +35,7 @@ import dataclasses
 import functools
 import math
 import warnings
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -41,7 +45,9 @@ from jax.flatten_util import ravel_pytree
 from ._fixed import View, pack, unpack
 from numpyro.distributions import constraints as npc
 
-from ._objective import prepare_data
+from ._data import prepare_data
+from ._objective import check_loglik
+from ._params import is_number_list
 from ._priors import _elementwise_support
 from ._random_inner import (Layout, block_inverse_diag, chol_solve, cholesky, grad_and_blocks,
                             joint, laplace, solve_mode)
@@ -65,6 +71,8 @@ class MarginalLogLik:
     starting values) travels with the data, so it is traced, batched by
     ``fit_batch``, and every inner solve starts there.
     """
+
+    jaxmle_checked = True   # fit() checks the user's joint log-density, not this wrapper
 
     loglik: Callable
     layout: Layout
@@ -95,20 +103,64 @@ class RandomInfo:
     n_groups: int               # G of the block-diagonal inner Hessian (1: dense)
     block: int                  # K
     boundary: tuple[str, ...] = ()
+    flat: tuple[str, ...] = ()  # leaves integrated out under a flat prior (REML)
+
+    @property
+    def reml(self) -> bool:
+        """Fixed effects are integrated out (``random={..., "beta": "flat"}``): REML."""
+        return bool(self.flat)
+
+    @property
+    def n_flat(self) -> int:
+        """Elements of the flat leaves: the fixed effects AIC/BIC count under REML."""
+        return sum(s for n, s in zip(self.names, self.sizes) if n in self.flat)
 
     def describe(self) -> str:
-        leaves = ", ".join(f"{n} ({s})" for n, s in zip(self.names, self.sizes))
+        def listing(keep):
+            return ", ".join(f"{n} ({s})" for n, s in zip(self.names, self.sizes) if keep(n))
+
         how = (f"block-diagonal inner Hessian, {self.n_groups} groups of {self.block}"
                if self.n_groups > 1 else f"dense inner Hessian, {self.block}×{self.block}")
-        return f"random effects {leaves} integrated out by Laplace ({how})"
+        if not self.reml:
+            return f"random effects {listing(lambda n: True)} integrated out by Laplace ({how})"
+        random = listing(lambda n: n not in self.flat)
+        flat = ", ".join(f"{n} ({s}, flat prior)" for n, s in zip(self.names, self.sizes)
+                         if n in self.flat)
+        return (f"REML: {'random effects ' + random + ' and ' if random else ''}fixed effects "
+                f"{flat} integrated out by Laplace ({how})")
+
+
+ROLES = ("random", "flat")
+
+
+def parse_random(random: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``random=``: a name, a list of names, or ``{name: "random" | "flat"}``. Returns
+    every name to integrate out and those with a flat prior (REML's fixed effects)."""
+    if isinstance(random, str):
+        return (random,), ()
+    if isinstance(random, Mapping):
+        bad = {n: r for n, r in random.items() if not (isinstance(r, str) and r in ROLES)}
+        if bad:
+            raise ValueError(f"random= roles must be 'random' (a random effect whose density is "
+                             f"in loglik) or 'flat' (a fixed effect integrated out under a flat "
+                             f"prior: REML); got {bad}")
+        return tuple(random), tuple(n for n, r in random.items() if r == "flat")
+    return tuple(random), ()
+
+
+def with_info(res: Any, info: RandomInfo) -> Any:
+    """A FitResult (single or batched) labelled with ``info``; under REML, ``n_free``
+    (AIC/BIC) also counts the fixed effects integrated out, as lme4 does."""
+    return dataclasses.replace(res, random_info=info, n_free=res.n_free + info.n_flat)
 
 
 # --------------------------------------------------------------------------- host side
 
 
-def split_init(init: Any, random: Any, constraints: Any) -> tuple[tuple[str, ...], dict, dict]:
-    """The random leaves' names, θ's init, and u's init (float arrays)."""
-    names = (random,) if isinstance(random, str) else tuple(random)
+def split_init(init: Any, random: Any,
+               constraints: Any) -> tuple[tuple[str, ...], tuple[str, ...], dict, dict]:
+    """The random leaves' names, the flat (REML) ones, θ's init, and u's init."""
+    names, flat = parse_random(random)
     if not isinstance(init, dict):
         raise TypeError("random= needs init to be a dict whose keys include the random leaves")
     unknown = [n for n in names if n not in init]
@@ -124,7 +176,7 @@ def split_init(init: Any, random: Any, constraints: Any) -> tuple[tuple[str, ...
     theta = {k: v for k, v in init.items() if k not in names}
     if not theta:
         raise ValueError("random= names every parameter: at least one must be estimated")
-    return names, theta, {n: init[n] for n in names}
+    return names, flat, theta, {n: init[n] for n in names}
 
 
 def _reject(weights, cov_type, groups) -> None:
@@ -144,10 +196,12 @@ def fit_random(loglik: Callable, data: Any, init: Any, *, random: Any,
 
     _reject(weights, cov_type, groups)
     dtype = float_dtype()
-    names, theta0, u0 = split_init(init, random, constraints)
+    names, flat, theta0, u0 = split_init(init, random, constraints)
     constraints = {k: v for k, v in (constraints or {}).items() if k not in names} or None
     u0 = {n: np.asarray(v, dtype) for n, v in u0.items()}
     data = prepare_data(data)
+    check_loglik(loglik, jax.tree_util.tree_map(lambda x: np.asarray(x, dtype), init,
+                                                is_leaf=is_number_list), data)
     theta_j = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), theta0)
     shapes = tuple(u0[n].shape for n in names)
     layout, u_start = _start(loglik, candidate_layout(names, shapes), theta_j, data, u0)
@@ -170,8 +224,8 @@ def fit_random(loglik: Callable, data: Any, init: Any, *, random: Any,
         if not (boundary and issubclass(w.category, SingularInformationWarning)):
             warnings.warn(w.message, w.category, stacklevel=user_stacklevel())
     info = RandomInfo(names, tuple(int(np.prod(s, dtype=int)) for s in shapes), layout.n_groups,
-                      layout.block, boundary)
-    return dataclasses.replace(res, random_info=info)
+                      layout.block, boundary, flat)
+    return with_info(res, info)
 
 
 def _start(loglik: Callable, layout: Layout, theta: dict, data: Any, u0: dict):
@@ -359,7 +413,7 @@ def fit_batch_random(loglik: Callable, data: Any, init: Any, *, random: Any,
 
     _reject(weights, cov_type, groups)
     dtype = float_dtype()
-    names, theta0, u0 = split_init(init, random, constraints)
+    names, flat, theta0, u0 = split_init(init, random, constraints)
     constraints = {k: v for k, v in (constraints or {}).items() if k not in names} or None
     n_batch = int(np.shape(jax.tree_util.tree_leaves(data)[0])[0])
     if batched_init is None:
@@ -374,5 +428,10 @@ def fit_batch_random(loglik: Callable, data: Any, init: Any, *, random: Any,
     theta_j = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), theta_1)
     shapes = tuple(first[1][n].shape for n in names)
     layout = choose_layout(loglik, names, shapes, theta_j, first[0], first[1])
-    return fit_batch(marginal_for(loglik, layout), augment(data, u0), theta0,
+    bres = fit_batch(marginal_for(loglik, layout), augment(data, u0), theta0,
                      constraints=constraints, method=method, batched_init=batched_init, **kwargs)
+    if not flat:
+        return bres
+    info = RandomInfo(names, tuple(int(np.prod(s, dtype=int)) for s in shapes), layout.n_groups,
+                      layout.block, (), flat)
+    return dataclasses.replace(bres, fits=with_info(bres.fits, info))

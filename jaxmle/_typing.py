@@ -36,9 +36,10 @@ STATUS_MESSAGES = {
         "likelihood is bounded"
     ),
     Status.STALLED: (
-        "no step could improve the log-likelihood (the trust region collapsed) "
-        "while the gradient is not small: the likelihood may be non-smooth, "
-        "unbounded, or numerically flat here"
+        "no step could improve the log-likelihood while the gradient is not small "
+        "(Newton: the line search kept failing and the Levenberg–Marquardt damping grew "
+        "without bound; optax: the step reached a non-finite value): the likelihood may "
+        "be non-smooth, unbounded, or numerically flat here"
     ),
     Status.NONFINITE_START: "the log-likelihood or its gradient is not finite at init",
     Status.NONFINITE_DATA: "the dataset contains NaN/inf values and was not fitted",

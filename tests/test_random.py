@@ -165,14 +165,21 @@ def test_lmm_ml_matches_statsmodels(diet, lmm_ml):
     assert "random effects b (24) integrated out by Laplace" in str(res.summary())
 
 
-def test_lmm_reml_by_integrating_the_fixed_effects(diet):
+@pytest.fixture(scope="module")
+def lmm_reml(diet):
+    df, data, G = diet
+    init = {"beta": np.zeros(2), "sigma": 1.0, "tau": 1.0, "b": np.zeros(G)}
+    return fit_quiet(lmm, data, init, constraints=POS, random={"b": "random", "beta": "flat"})
+
+
+def test_lmm_reml_by_integrating_the_fixed_effects(diet, lmm_reml):
     import statsmodels.formula.api as smf
 
     df, data, G = diet
     m = smf.mixedlm("Weight ~ Time", df, groups=df.Pig).fit(reml=True)
-    init = {"beta": np.zeros(2), "sigma": 1.0, "tau": 1.0, "b": np.zeros(G)}
-    res = fit_quiet(lmm, data, init, constraints=POS, random=["b", "beta"])
+    res = lmm_reml
     assert set(res.params) == {"sigma", "tau"} and res.random_info.n_groups == 1  # dense
+    assert res.random_info.reml and res.random_info.flat == ("beta",)
     _close(res.params["sigma"] ** 2, m.scale, res.stderr["sigma"] * 2 * res.params["sigma"])
     _close(res.params["tau"] ** 2, m.cov_re.to_numpy()[0, 0],
            res.stderr["tau"] * 2 * res.params["tau"])
@@ -180,6 +187,32 @@ def test_lmm_reml_by_integrating_the_fixed_effects(diet):
     _close(res.random["beta"], m.fe_params.to_numpy(), m.bse_fe.to_numpy())
     # β's conditional SE given the variance components is the GLS one statsmodels reports
     np.testing.assert_allclose(res.random_cond_stderr["beta"], m.bse_fe.to_numpy(), rtol=1e-4)
+
+
+def test_reml_summary_shows_the_fixed_effects_and_counts_them_in_aic(diet, lmm_reml, lmm_ml):
+    import statsmodels.formula.api as smf
+
+    df, _, _ = diet
+    m = smf.mixedlm("Weight ~ Time", df, groups=df.Pig).fit(reml=True)
+    res = lmm_reml
+    summary = res.summary()
+    text = str(summary)
+    assert "REML (newton)" in text and "fixed effects beta (2, flat prior)" in text
+    rows = summary.as_dict()["params"]
+    for i, name in enumerate(["beta[0] (GLS)", "beta[1] (GLS)"]):      # statsmodels' GLS β̂, SE
+        _close(rows[name]["estimate"], m.fe_params.iloc[i], m.bse_fe.iloc[i])
+        np.testing.assert_allclose(rows[name]["stderr"], m.bse_fe.iloc[i], rtol=1e-4)
+    assert list(rows)[:2] == ["beta[0] (GLS)", "beta[1] (GLS)"]
+    # AIC counts the fixed effects, as lme4 does for REML: 2 variances + 2 fixed effects
+    assert res.n_free == 4 and len(res.param_names) == 2
+    np.testing.assert_allclose(float(res.aic), 2 * 4 - 2 * m.llf, rtol=1e-9)
+    np.testing.assert_allclose(float(res.bic), 4 * np.log(len(df)) - 2 * m.llf, rtol=1e-9)
+    assert "AIC/BIC count the 2 fixed effects as parameters, as lme4" in text
+    assert "exact observed information of the Laplace marginal" in text
+    assert "REML" not in str(lmm_ml.summary())
+    # a REML and an ML log-likelihood are not comparable
+    with pytest.raises(ValueError, match="REML log-likelihoods are comparable only"):
+        jm.lrt(res, lmm_ml)
 
 
 def test_lmm_random_slope_cholesky_covariance(diet):
@@ -378,6 +411,8 @@ def test_random_fit_rejects_what_it_cannot_do(diet):
     init = {"beta": np.zeros(2), "sigma": 1.0, "tau": 1.0, "b": np.zeros(G)}
     with pytest.raises(ValueError, match="not keys of init"):
         jm.fit(lmm, data, init, constraints=POS, random=["c"])
+    with pytest.raises(ValueError, match="roles must be 'random'.*'flat'.*'beta': 'reml'"):
+        jm.fit(lmm, data, init, constraints=POS, random={"b": "random", "beta": "reml"})
     with pytest.raises(ValueError, match="unconstrained"):
         jm.fit(lmm, data, init, constraints={**POS, "b": constraints.positive}, random=["b"])
     with pytest.raises(NotImplementedError, match="weights"):
