@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 import warnings
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from . import _dist_start, _dist_support
+from ._dist_logpmf import exact_log_prob
 from ._dist_registry import DistSpec
 from ._dist_result import DistributionFit, build_fit
 from ._fit import fit, float_dtype
@@ -26,10 +28,14 @@ FALLBACK_STARTS = 8  # multi-start size of the last attempt for a fit that does 
 
 @functools.lru_cache(maxsize=None)
 def loglik_for(cls: Any) -> Callable:
-    """One log-likelihood function object per class (the compile cache keys on its identity)."""
+    """One log-likelihood function object per class (the compile cache keys on its identity);
+    the exact log-pmf of :mod:`jaxmle._dist_logpmf` where NumPyro's is inexact."""
+    exact = exact_log_prob(cls)
 
     def loglik(params, data):
         x, held = data
+        if exact is not None:
+            return exact({**params, **held}, x)
         return cls(**params, **held).log_prob(x)
 
     loglik.__name__ = loglik.__qualname__ = f"{cls.__name__}_loglik"
@@ -58,8 +64,21 @@ def check_fixed(spec: DistSpec, fixed: Mapping[str, Any] | None) -> dict[str, np
         if getattr(constraint, "is_discrete", False) and name not in out:
             raise ValueError(
                 f"{spec.name} parameter '{name}' is integer-valued and is not estimated by maximum "
-                f"likelihood here; give it, e.g. fixed={{'{name}': 20}}")
+                f"likelihood here; give it, e.g. {fixed_hint(name, 20)}")
     return out
+
+
+def fixed_hint(name: str, value: Any) -> str:
+    """How to fix a parameter, in Python syntax (``jaxmle fit`` rewrites it, :func:`cli_hints`)."""
+    return f"fixed={{'{name}': {value}}}"
+
+
+_FIXED_HINT = re.compile(r"fixed=\{'(\w+)': ([^{}]+?)\}")
+
+
+def cli_hints(message: str) -> str:
+    """A message's :func:`fixed_hint` s in command-line syntax: ``--fixed total_count=20``."""
+    return _FIXED_HINT.sub(lambda m: f"--fixed {m[1]}={m[2]}", message)
 
 
 def param_shapes(spec: DistSpec, x: np.ndarray) -> dict[str, tuple[int, ...]]:

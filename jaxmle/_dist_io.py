@@ -3,8 +3,11 @@
 No pandas: the ``csv`` module and numpy. The file is opened read-only and
 never written. Every problem is an :class:`InputError` with a one-line message.
 
-Format: the delimiter is the first of ``,``, tab and ``;`` that occurs on
-every one of the first non-blank lines, else runs of whitespace. Lines
+Format: the delimiter is the first of ``,``, tab and ``;`` that occurs on the
+first non-blank line and on at least half of the first 20, else runs of
+whitespace. Every row must have as many fields as the header (or, without
+one, the first row): a ragged row is an error naming its line and field count
+(extra empty trailing fields are allowed). Lines
 starting with ``#`` are comments. The first row is a header when one of its
 cells is neither a number nor a missing-value token. Blank lines between data
 rows are rows whose cells are all missing; blank lines before the first and
@@ -71,9 +74,31 @@ def _is_number(cell: str) -> bool:
 def _delimiter(lines: list[str]) -> str | None:
     sample = [ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#")][:_SAMPLE_LINES]
     for delim in (",", "\t", ";"):
-        if sample and all(delim in ln for ln in sample):
+        # on the first line and on most others: a ragged row ("7" in a CSV file) is not
+        # a reason to read the file as whitespace-separated (it is reported as ragged)
+        if sample and delim in sample[0] and 2 * sum(delim in ln for ln in sample) >= len(sample):
             return delim
     return None
+
+
+def _fields(n: int) -> str:
+    return f"{n} field{'' if n == 1 else 's'}"
+
+
+def check_ragged(rows: list[tuple[int, list[str]]], header: list[str] | None) -> None:
+    """Every non-blank row has the header's number of fields (without a header, the first
+    row's); extra fields that are empty are allowed (a trailing delimiter)."""
+    if not rows:
+        return
+    width = len(header) if header is not None else len(rows[0][1])
+    ref = "the header has" if header is not None else f"line {rows[0][0]} has"
+    ragged = [(line, len(cells)) for line, cells in rows if any(cells)
+              and (len(cells) < width or any(cells[width:]))]
+    if ragged:
+        (line, n), more = ragged[0], [r[0] for r in ragged[1:]]
+        also = f" (also line(s) {_show(more, str)})" if more else ""
+        raise InputError(f"line {line} has {_fields(n)}, {ref} {width}{also}: every row needs one "
+                         "field per column (write a missing value as an empty field or NA)")
 
 
 def split_rows(text: str) -> list[tuple[int, list[str]]]:
@@ -138,6 +163,7 @@ def read_column(path: str, column: str | None = None, strict: bool = False) -> C
         raise InputError(f"{source} contains no data")
     header = rows[0][1] if _has_header(rows[0][1]) else None
     body = rows[1:] if header is not None else rows
+    check_ragged(body, header)
     width = max([len(header or [])] + [len(cells) for _, cells in body])
     index, label = _choose(column, header, width)
     values, missing, bad, infinite = [], [], [], []

@@ -171,9 +171,15 @@ class DistributionFit:
 
 @functools.lru_cache(maxsize=None)
 def compiled_method(cls: Any, method: str):
-    """``jit(lambda params, x: cls(**params).<method>(x))``, one per class and method."""
+    """``jit(lambda params, x: cls(**params).<method>(x))``, one per class and method (the
+    exact log-pmf of :mod:`jaxmle._dist_logpmf` where NumPyro's ``log_prob`` is inexact)."""
+    from ._dist_logpmf import exact_log_prob
+
+    exact = exact_log_prob(cls) if method == "log_prob" else None
 
     def call(params, x):
+        if exact is not None:
+            return exact(params, x)
         return getattr(cls(**params), method)(x)
 
     return jax.jit(call)

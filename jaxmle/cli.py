@@ -8,6 +8,7 @@ one-line ``error:`` message and a non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -31,7 +32,8 @@ read, never modified.
 
 Missing values (empty cells, NA, NaN, N/A, null, None) are dropped and counted
 (an error with --strict). Non-numeric or infinite values are an error naming
-their lines. A candidate whose support does not contain the data (e.g. gamma
+their lines; so is a row with more or fewer fields than the header (line and
+field count). A candidate whose support does not contain the data (e.g. gamma
 with a negative value) is skipped with the reason; the others are still fitted.
 """
 
@@ -47,8 +49,9 @@ distribution names:
 exit status:
   0  the fits ran (some candidates may have been skipped)
   1  no candidate could be fitted, or an internal error
-  2  bad input: unreadable file, unknown column or distribution, non-numeric or
-     infinite values, missing values with --strict, no data, bad option
+  2  bad input: unreadable file, unknown column or distribution, a ragged row,
+     non-numeric or infinite values, missing values with --strict, no data, bad
+     option
 
 examples:
   jaxmle fit waiting.csv --column waiting --dist gamma,weibull,lognormal
@@ -215,6 +218,7 @@ def _write_json(path: str, payload: dict) -> None:
 
 def _fit_all(values, classes, fixed, criterion, report):
     """compare_distributions with every warning turned into one 'warning:' line."""
+    from ._dist_fit import cli_hints
     from .distributions import compare_distributions
 
     with warnings.catch_warnings(record=True) as caught:
@@ -222,7 +226,9 @@ def _fit_all(values, classes, fixed, criterion, report):
         try:
             table = compare_distributions(values, classes, fixed=fixed, criterion=criterion)
         except ValueError as err:
-            raise _Fail(str(err), EXIT_FAILED) from None
+            raise _Fail(cli_hints(str(err)), EXIT_FAILED) from None
+    # hints in command-line syntax (--fixed total_count=20), not the Python API's fixed={...}
+    table = dataclasses.replace(table, skipped={k: cli_hints(v) for k, v in table.skipped.items()})
     for w in caught:
         print(f"warning: {w.message}", file=report)
     used = {k for f in table.fits.values() for k in f.fixed}

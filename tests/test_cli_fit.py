@@ -40,6 +40,7 @@ def workdir(tmp_path_factory):
     (d / "holes.csv").write_text("id,waiting\n1,2.5\n2,\n3,1.5\n4,NA\n")
     (d / "header_only.csv").write_text("id,waiting\n")
     (d / "negative.csv").write_text("waiting\n2.5\n-1.0\n3.5\n")
+    (d / "ragged.csv").write_text("id,waiting,desk\n1,2.5,A\n2,3.0,B\n3,1.5\n4\n5,2.0,A\n")
     (d / "cache").mkdir()
     return d
 
@@ -59,8 +60,8 @@ def _cli(d, *args):
 
 def test_happy_path_json_plot_and_a_skipped_candidate(workdir):
     before = _digests(workdir)
-    out = _cli(workdir, "fit", "data.csv", "--column", "waiting", "--dist", "gamma,weibull,beta",
-               "--json", "out.json", "--plot", "fit.png")
+    out = _cli(workdir, "fit", "data.csv", "--column", "waiting", "--dist",
+               "gamma,weibull,beta,binomial", "--json", "out.json", "--plot", "fit.png")
     assert out.returncode == 0, out.stderr
     assert "Traceback" not in out.stderr and "Warning" not in out.stderr
     text = out.stdout
@@ -68,12 +69,17 @@ def test_happy_path_json_plot_and_a_skipped_candidate(workdir):
     assert "jaxmle fit results: Gamma" in text and "jaxmle fit results: Weibull" in text
     assert "Distribution comparison (ranked by AIC)" in text
     assert "Skipped Beta: needs values in [0, 1]" in text
+    # the hint in the command line's syntax, not the Python API's fixed={...}
+    assert ("Skipped Binomial: parameter 'total_count' is integer-valued and is not estimated by "
+            "maximum likelihood here; give it, e.g. --fixed total_count=20") in text
+    assert "fixed={" not in text
     result = json.loads((workdir / "out.json").read_text())
     reference = jm.compare_distributions(waiting_times(), [dist.Gamma, dist.Weibull])
     assert [r["distribution"] for r in result["ranking"]] == reference.names
     assert result["input"] == {"file": "data.csv", "column": "waiting", "n": N,
                                "missing_dropped": 0, "missing_lines": []}
     assert "Beta" in result["skipped"]
+    assert result["skipped"]["Binomial"].endswith("give it, e.g. --fixed total_count=20")
     for name in reference.names:
         fit = result["fits"][name]
         for key, value in reference[name].params.items():
@@ -97,6 +103,13 @@ BAD_INPUTS = {
                               "(--strict)"),
     "empty data": (["fit", "header_only.csv", "-c", "waiting"], 2,
                    "error: column 'waiting' has no numeric values"),
+    "ragged row": (["fit", "ragged.csv", "-c", "waiting"], 2,
+                   "error: line 4 has 2 fields, the header has 3 (also line(s) 5)"),
+    "binomial without total_count": (["fit", "negative.csv", "--dist", "binomial"], 1,
+                                     "error: no candidate could be fitted: Binomial: parameter "
+                                     "'total_count' is integer-valued and is not estimated by "
+                                     "maximum likelihood here; give it, e.g. --fixed "
+                                     "total_count=20"),
     "outside every support": (["fit", "negative.csv", "--dist", "gamma,lognormal"], 1,
                               "error: no candidate could be fitted: Gamma: needs values > 0, but "
                               "1 of 3 observations are outside: index 1 (value -1)"),
@@ -227,3 +240,32 @@ def test_reading_refuses_infinite_values_and_names_without_a_header(tmp_path):
     path.write_text("")
     with pytest.raises(_dist_io.InputError, match="contains no data"):
         _dist_io.read_column(str(path))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("a,b,c\n1,2,3\n4,5\n6,7,8\n", "line 3 has 2 fields, the header has 3"),
+    ("a,b,c\n1,2,3\n4\n6,7,8\n", "line 3 has 1 field, the header has 3"),   # was "unknown column"
+    ("a,b\n1,2\n3,4,5\n", "line 3 has 3 fields, the header has 2"),
+    ("1 2 3\n4 5 6\n7 8\n", "line 3 has 2 fields, line 1 has 3"),          # no header
+    ("a;b\n1;2\n\n3\n", "line 4 has 1 field, the header has 2"),            # blank line is fine
+])
+def test_a_ragged_row_names_its_line_and_field_count(tmp_path, text, message):
+    path = tmp_path / "in.txt"
+    path.write_text(text)
+    with pytest.raises(_dist_io.InputError, match=message):
+        _dist_io.read_column(str(path), "1" if text[0] == "1" else "b")
+
+
+def test_a_trailing_empty_field_is_not_ragged(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_text("a,b\n1,2,\n3,4\n")
+    np.testing.assert_array_equal(_dist_io.read_column(str(path), "b").values, [2, 4])
+
+
+def test_the_python_api_keeps_the_python_hint_and_the_cli_rewrites_it():
+    from jaxmle._dist_fit import cli_hints
+
+    with pytest.raises(ValueError, match=r"give it, e\.g\. fixed=\{'total_count': 20\}"):
+        jm.fit_distribution(dist.Binomial, [1.0, 2.0, 3.0])
+    assert cli_hints("x; give it, e.g. fixed={'total_count': 20}") == \
+        "x; give it, e.g. --fixed total_count=20"
