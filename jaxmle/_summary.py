@@ -68,8 +68,11 @@ class Summary:
                       else (float(e - q * s), float(e + q * s)))
             rows.append(dict(name=name, estimate=float(e), stderr=float(s), z=float(z),
                              pvalue=pvalue(z), lower=lo, upper=hi))
+        rows[:0] = _flat_rows(res, q)
         rows.extend(_deterministic_rows(res, q))
         kind = "maximum likelihood" if res.kind == "mle" else "MAP"
+        if res.random_info is not None and res.random_info.reml:
+            kind = "REML"
         estimation = f"{kind} ({res.method})" if res.method != "none" else "none: all fixed"
         converged = bool(res.converged)
         covariance = res.cov_type + (f", {res.n_groups} clusters" if res.n_groups else "")
@@ -158,14 +161,66 @@ def _deterministic_rows(res: FitResult, q: float) -> list[dict[str, Any]]:
     return rows
 
 
+def _flat_rows(res: FitResult, q: float) -> list[dict[str, Any]]:
+    """REML: the fixed effects integrated out under a flat prior, at their conditional
+    mode given θ̂ (the GLS estimate in a linear mixed model) with the conditional SE
+    (what lme4 and statsmodels MixedLM report), marked ``(GLS)``."""
+    info = res.random_info
+    if info is None or not info.reml or res.random is None:
+        return []
+    rows = []
+    for leaf in info.flat:
+        est = np.ravel(np.asarray(res.random[leaf], dtype=float))
+        se = np.ravel(np.asarray(res.random_cond_stderr[leaf], dtype=float))
+        for label, e, s in zip(all_flat_names({leaf: np.asarray(res.random[leaf])}), est, se):
+            z = e / s if s > 0 else math.nan
+            rows.append(dict(name=f"{label} (GLS)", estimate=float(e), stderr=float(s),
+                             z=float(z), pvalue=pvalue(z), lower=float(e - q * s),
+                             upper=float(e + q * s)))
+    return rows
+
+
+def _leaf_names(params: Any) -> list[str]:
+    from ._params import leaf_names
+
+    return list(leaf_names(params))
+
+
+def _random_notes(res: FitResult) -> list[str]:
+    info = res.random_info
+    notes = [info.describe() + "; Log-likelihood is the Laplace marginal"
+             + (" (the REML log-likelihood: compare it only between fits with the same fixed "
+                "effects)" if info.reml else "")]
+    if info.reml:
+        flat = ", ".join(info.flat)
+        if res.random is None:
+            notes.append(f"REML: the fixed effects ({flat}) are not estimated in a batch; refit "
+                         "a member with jm.fit for them")
+        else:
+            notes.append(f"REML: rows marked (GLS) are the fixed effects ({flat}) at their mode "
+                         "given the variance parameters (the GLS estimate for a linear mixed "
+                         "model) with its conditional standard error, as lme4 and statsmodels "
+                         "MixedLM report (res.random, res.random_cond_stderr; res.random_stderr "
+                         "adds the variance parameters' uncertainty, as TMB's sdreport)")
+        n_theta = res.n_free - info.n_flat
+        notes.append(f"AIC/BIC count the {info.n_flat} fixed effects as parameters, as lme4 "
+                     f"does for REML fits: {res.n_free} = {n_theta} estimated + {info.n_flat} "
+                     "integrated out (statsmodels reports no AIC for REML)")
+    notes.append(f"standard errors of {', '.join(_leaf_names(res.params))} from the exact "
+                 "observed information of the Laplace marginal (autodiff Hessian); lme4's glmer "
+                 "uses a finite-difference Hessian, so standard errors of ported models can "
+                 "differ by ~1%")
+    if info.boundary:
+        notes.append(f"{', '.join(info.boundary)} on the boundary (flat likelihood "
+                     "up to the edge): a likelihood-ratio test of it is a boundary test "
+                     "(½χ²₀ + ½χ²₁ reference)")
+    return notes
+
+
 def _notes(res: FitResult) -> tuple[str, ...]:
     notes = []
     if res.random_info is not None:
-        notes.append(res.random_info.describe() + "; Log-likelihood is the Laplace marginal")
-        if res.random_info.boundary:
-            notes.append(f"{', '.join(res.random_info.boundary)} on the boundary (flat likelihood "
-                         "up to the edge): a likelihood-ratio test of it is a boundary test "
-                         "(½χ²₀ + ½χ²₁ reference)")
+        notes.extend(_random_notes(res))
     if res.kind == "map":
         notes.append("MAP: the mode of the posterior density of the parameters as given (no "
                      "Jacobian term); standard errors from the Hessian of the log posterior. "
@@ -202,7 +257,8 @@ def _notes(res: FitResult) -> tuple[str, ...]:
                 "sandwich": "the sandwich H⁻¹BH⁻¹ (Huber–White, robust to misspecification)"}
         notes.append(f"standard errors from {what[res.cov_type]}"
                      + (f", clustered over {res.n_groups} groups" if res.n_groups else ""))
-    if res.n_free < len(res.param_names):
+    n_flat = res.random_info.n_flat if res.random_info is not None else 0
+    if res.n_free - n_flat < len(res.param_names):
         notes.append(
             "some parameters live on a manifold (simplex, ...): their covariance is "
             "rank-deficient and z-tests against 0 are not meaningful for them"
