@@ -17,6 +17,7 @@ result is the same.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import warnings
 from typing import Any, Mapping
@@ -24,7 +25,7 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
-from . import _data, _objective, _params, _sharding, _transforms
+from . import _data, _fit, _objective, _params, _sharding, _transforms
 from ._batch_kernel import BatchConfig, PassOutput, compiled_passes
 from ._batch_result import BatchFitResult
 from ._fit import (
@@ -160,8 +161,12 @@ def fit_batch(
     if bad_data.any():
         data = replace_datasets(data, bad_data)
     chunk = resolve_chunk_size(chunk_size, data, n_batch, _sharding.device_count(devices))
-    fits = run_batch(bc, pack(data, fixed_values, codes, prior_values), init_leaves, w, n_batch, tol, max_iter,
-                     chunk, progress, devices)
+    packed = pack(data, fixed_values, codes, prior_values)
+    key = ("batch", bc, chunk, _params.shape_signature(jax.tree_util.tree_leaves((first, w))))
+    if not getattr(loglik, "jaxmle_checked", False) and key not in _fit._SEEN:
+        check_batch_start(bc, packed, init_leaves, w, n_batch, chunk, bad_data)
+    fits = run_batch(bc, packed, init_leaves, w, n_batch, tol, max_iter, chunk, progress, devices)
+    _fit.remember(key)
     if bad_data.any():
         fits = mark_unfitted(fits, bad_data)
     if prior is not None:
@@ -283,6 +288,35 @@ def check_batched_init(space: _transforms.ParamSpace, leaves: list[np.ndarray]) 
                 raise ValueError(
                     f"init for parameter '{leaf.name}' {what} its constraint {leaf.constraint!r} "
                     f"for dataset(s) {rows[:10].tolist()}")
+
+
+@functools.lru_cache(maxsize=64)
+def batch_start_program(bc: BatchConfig, packed_inputs: bool) -> Any:
+    """The start values of a chunk of members: :func:`jaxmle._fit.start_program`, vmapped."""
+    run = _fit.start_program(bc.kernel).__wrapped__
+    data_axes = Inputs(0, None, None, None, None) if packed_inputs else 0
+    return jax.jit(jax.vmap(run, in_axes=(data_axes, 0, 0 if bc.weights_batched else None)))
+
+
+def check_batch_start(bc: BatchConfig, data: Any, init_leaves: list, weights: Any,
+                      n_batch: int, chunk: int, bad_data: np.ndarray) -> None:
+    """Before the batch program is compiled: raise if the log-likelihood is not finite at
+    the start for every dataset (some bad starts are only reported: those fits fail)."""
+    program = batch_start_program(bc, isinstance(data, Inputs))
+    first = None
+    for start in range(0, n_batch, chunk):
+        idx = np.minimum(np.arange(start, start + chunk), n_batch - 1)
+        d = data._replace(data=_take(data.data, idx)) if isinstance(data, Inputs) else _take(data, idx)
+        w = weights[idx] if bc.weights_batched else weights
+        terms, prior, params = jax.device_get(program(d, [x[idx] for x in init_leaves], w))
+        totals = terms.reshape(chunk, -1).sum(axis=1) + prior
+        finite = np.isfinite(totals) & ~bad_data[idx]
+        if finite.any():
+            return
+        if first is None:
+            first = _fit.start_message(terms[0], prior[0], jax.tree_util.tree_map(lambda x: x[0],
+                                                                              params))
+    raise ValueError(f"{first} (for every dataset in the batch)")
 
 
 def replace_datasets(data: Any, bad: np.ndarray) -> Any:

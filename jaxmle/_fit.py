@@ -261,23 +261,29 @@ def check_start(config: KernelConfig, data: Any, init_leaves: list, weights: Any
     log-likelihood (or log prior) is not finite at the start."""
     if any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(data)):
         return
-    terms, prior, params = jax.device_get(start_program(config)(data, init_leaves, weights))
+    message = start_message(*jax.device_get(start_program(config)(data, init_leaves, weights)))
+    if message:
+        raise ValueError(message)
+
+
+def start_message(terms: np.ndarray, prior: np.ndarray, params: Any) -> str | None:
+    """What is not finite at the start (None if all is well)."""
     total = float(np.sum(terms))
     if np.isfinite(total) and np.isfinite(prior):
-        return
+        return None
     names = _params.leaf_names(params)
     values = ", ".join(f"{n}={_short(v)}" for n, v in zip(names, jax.tree_util.tree_leaves(params)))
     if not np.isfinite(prior):
-        raise ValueError(f"the log prior is {float(prior)} at the start ({values}): start inside "
-                         "the support of every prior")
+        return (f"the log prior is {float(prior)} at the start ({values}): start inside the "
+                "support of every prior")
     what = f"the log-likelihood is {total} at init ({values})"
-    if terms.ndim == 1:
+    if np.ndim(terms) == 1:
         bad = np.nonzero(~np.isfinite(terms))[0]
         what += (f": {bad.size} of {terms.size} per-observation terms are not finite (first at "
                  f"observation(s) {bad[:10].tolist()})")
-    raise ValueError(what + "; start where every observation has positive density at these "
-                     "parameter values (e.g. data outside the support of the distribution, a "
-                     "scale at 0, a probability at 0 or 1), or check the log-likelihood there")
+    return what + ("; start where every observation has positive density at these parameter "
+                   "values (e.g. data outside the support of the distribution, a scale at 0, a "
+                   "probability at 0 or 1), or check the log-likelihood there")
 
 
 def _short(v: Any) -> str:

@@ -267,3 +267,21 @@ def test_the_progress_bar_starts_its_clock_after_compiling_and_names_the_slow_ph
     err = capsys.readouterr().err
     assert "continuing 4 slow fits" in err and "10/10" in err
     assert _batch._Progress(False, 10).bar is None
+
+
+def test_fit_batch_raises_before_compiling_when_no_dataset_has_a_finite_start(monkeypatch):
+    from jaxmle import _batch_kernel
+
+    traced = []
+    original = _batch_kernel.advance
+    monkeypatch.setattr(_batch_kernel, "advance", lambda *a: traced.append(1) or original(*a))
+    _batch_kernel.compiled_passes.cache_clear()
+
+    def gamma(p, x):
+        return dist.Gamma(p["shape"], p["rate"]).log_prob(x)
+
+    with pytest.raises(ValueError, match=r"-inf at init \(rate=1, shape=2\).*for every dataset"):
+        jm.fit_batch(gamma, -np.abs(XS[:, :5]), {"shape": 2.0, "rate": 1.0},
+                     constraints={"shape": constraints.positive, "rate": constraints.positive})
+    assert traced == []
+    _batch_kernel.compiled_passes.cache_clear()
