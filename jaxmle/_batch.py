@@ -90,9 +90,9 @@ def fit_batch(
         As in :func:`jaxmle.fit`; ``fixed`` values and ``groups`` are shared by all
         datasets.
     data : pytree of arrays
-        Read as :func:`jaxmle.fit` reads one dataset (tuple, dict, nested, a
-        DataFrame of columns shaped (B, ...) is not possible: use a dict), each leaf
-        shaped (B, ...): the leading axis indexes the datasets. A top-level Python list
+        Read as :func:`jaxmle.fit` reads one dataset (an array, a tuple, dict or
+        nested pytree of arrays), with every leaf shaped (B, ...): the leading axis
+        indexes the datasets. A top-level Python list
         of arrays is refused as ambiguous; :func:`jaxmle.stack_datasets` turns a list
         of separate datasets into such a batch. A dataset containing NaN/inf is not fitted: its
         results are NaN, its ``status`` is ``NONFINITE_DATA``, and a warning names it;
