@@ -193,6 +193,13 @@ def prepare_batch_data(data: Any, *, from_user: bool = True) -> tuple[Any, int, 
             "batch (every leaf with a leading batch axis) or separate datasets. Pass the fields "
             "as a tuple or dict, e.g. (y, x) with y and x shaped (B, n), or a list of separate "
             f"datasets as jm.stack_datasets([...]) (which here would give B = {len(data)})")
+    if from_user and _data.pandas_kind(data) is not None:
+        raise TypeError(
+            f"fit_batch got a pandas {_data.pandas_kind(data)}: its columns have one axis, the "
+            "rows, which fit_batch would read as the batch axis (one dataset per row). For a "
+            "long-format frame with a dataset column, stack its groups: jm.stack_datasets("
+            "[g[cols] for _, g in df.groupby('dataset')]) (groups of equal size; pad ragged "
+            "ones and give the padding weight 0)")
     data = _data.convert(data)
     leaves, treedef = jax.tree_util.tree_flatten(data)
     if not leaves:

@@ -79,6 +79,8 @@ def test_fit_batch_refuses_an_ambiguous_list_and_names_mismatched_leading_sizes(
         jm.stack_datasets([{"x": np.ones(2)}, {"x": np.ones(3)}])
     with pytest.raises(ValueError, match="dataset 2 has a different structure"):
         jm.stack_datasets([(1.0, 2.0), (1.0, 2.0), {"y": 1.0}])
+    with pytest.raises(TypeError, match=r"pandas DataFrame.*stack_datasets"):
+        jm.fit_batch(linreg_dict, pd.DataFrame({"y": YS[0], "x": XS[0]}), AB)
     with pytest.raises(ValueError, match="empty list"):
         jm.stack_datasets([])
     with pytest.raises(TypeError, match="dataset 1: data leaf 'y' is a string"):
