@@ -83,9 +83,11 @@ def fit_model(model: Callable, *args: Any, method: str = "mle", init: Mapping | 
         "newton", "lbfgs", "adam", or an optax optimiser.
     fixed, tol, max_iter, n_starts, start_scale
         As in :func:`jaxmle.fit` (names are site names).
-    random : list of str, optional
+    random : list of str, or dict of roles, optional
         Latent sites to integrate out by Laplace (``jm.fit(random=)``); their
-        distribution stays inside the likelihood in both modes.
+        distribution stays inside the likelihood in both modes. As in ``jm.fit``,
+        ``{"u": "random", "beta": "flat"}`` integrates ``beta`` out under a flat prior
+        (REML): its own distribution in the model is then left out.
     **kwargs
         The model's keyword arguments (``y=y``).
 
@@ -102,17 +104,21 @@ def fit_model(model: Callable, *args: Any, method: str = "mle", init: Mapping | 
     treedef, static, arrays = split_args(args, kwargs)
     call = ModelCall(model, treedef, static)
     sites = discover(call, arrays, init)
-    random = _check_random(random, sites)
+    random, roles = _check_random(random, sites)
     data = {"args": arrays, "held": sites.held}
     if not arrays and not sites.held:
         data["none"] = np.zeros(())   # jm.fit needs a data leaf; the model closes over its data
-    loglik = ModelLogLik(call, tuple(sites.observed) + tuple(random))
+    # a "flat" site (REML's fixed effects) is integrated out under a flat prior: its own
+    # density in the model is left out of the likelihood
+    counted = tuple(n for n in random if roles.get(n, "random") != "flat")
+    loglik = ModelLogLik(call, tuple(sites.observed) + counted)
     priors = None
     prior_sites = tuple(n for n in sites.latent if n not in random)
     if method == "map" and prior_sites:
         priors = ModelLogPrior(call, prior_sites, tuple(sites.labels[n] for n in prior_sites))
     res = fit(loglik, data, sites.params, constraints=sites.constraints, priors=priors,
-              method=solver, fixed=fixed, random=random or None, tol=tol, max_iter=max_iter,
+              method=solver, fixed=fixed, random=(roles or random) or None, tol=tol,
+              max_iter=max_iter,
               n_starts=n_starts, start_scale=start_scale)
     if sites.nobs > 0:
         res = dataclasses.replace(res, nobs=np.asarray(sites.nobs, np.asarray(res.nobs).dtype))
@@ -324,15 +330,18 @@ def _dist_name(fn: Any) -> str:
     return text.split("(", 1)[0]
 
 
-def _check_random(random: Sequence[str] | None, sites: Sites) -> tuple[str, ...]:
+def _check_random(random: Any, sites: Sites) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The latent sites to integrate out, and their roles when given as a dict
+    (``{"u": "random", "beta": "flat"}``: REML, as in ``jm.fit``)."""
     if not random:
-        return ()
+        return (), {}
+    roles = dict(random) if isinstance(random, Mapping) else {}
     random = (random,) if isinstance(random, str) else tuple(random)
     bad = sorted(set(random) - set(sites.latent))
     if bad:
         raise ValueError(f"random= names {bad} are not latent sample sites of the model; "
                          f"those are {sites.latent}")
-    return random
+    return random, roles
 
 
 def _with_deterministic(res: FitResult, sites: ModelSites, shapes: tuple, data: dict

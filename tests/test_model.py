@@ -391,3 +391,37 @@ def test_random_sites_are_integrated_out_like_a_hand_written_joint_loglik():
     np.testing.assert_allclose(float(res.loglik), float(ref.loglik), rtol=1e-10)
     np.testing.assert_allclose(np.asarray(res.params["beta"]), np.asarray(ref.params["beta"]), rtol=1e-6)
     np.testing.assert_allclose(np.asarray(res.random["u"]), np.asarray(ref.random["u"]), rtol=1e-6, atol=1e-8)
+
+
+def test_random_roles_reach_fit_and_a_flat_site_leaves_its_density_out(monkeypatch):
+    """fit_model(random={"u": "random", "beta": "flat"}) is REML as in jm.fit: the roles are
+    passed on, and beta's own prior is not part of the likelihood (nothing is compiled)."""
+    import jaxmle._model as model_module
+
+    def lmm(x, g, G, y=None):
+        beta = numpyro.sample("beta", dist.Normal(0, 5).expand([2]).to_event(1))
+        sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
+        tau = numpyro.sample("tau", dist.HalfNormal(1.0))
+        with numpyro.plate("groups", G):
+            u = numpyro.sample("u", dist.Normal(0, tau))
+        numpyro.sample("y", dist.Normal(beta[0] + beta[1] * x + u[g], sigma), obs=y)
+
+    seen = {}
+
+    class Captured(Exception):
+        pass
+
+    def capture(loglik, data, init, **kwargs):
+        seen.update(loglik=loglik, data=data, init=init, **kwargs)
+        raise Captured
+
+    monkeypatch.setattr(model_module, "fit", capture)
+    g = np.repeat(np.arange(3), 2)
+    x, y = np.linspace(0, 1, 6), np.linspace(1, 2, 6)
+    with pytest.raises(Captured):
+        jm.fit_model(lmm, x, g, 3, y=y, random={"u": "random", "beta": "flat"})
+    assert seen["random"] == {"u": "random", "beta": "flat"} and seen["priors"] is None
+    p = {"beta": np.array([0.5, 1.0]), "sigma": 0.7, "tau": 0.4, "u": np.array([0.1, -0.2, 0.3])}
+    expected = (dist.Normal(p["beta"][0] + p["beta"][1] * x + p["u"][g], p["sigma"]).log_prob(y).sum()
+                + dist.Normal(0, p["tau"]).log_prob(p["u"]).sum())
+    np.testing.assert_allclose(float(seen["loglik"](p, seen["data"])), float(expected), rtol=1e-12)
