@@ -165,21 +165,28 @@ def test_a_loglik_that_is_not_a_function_of_real_output(loglik, match):
         jm.fit(loglik, XS[0], {"a": 0.0})
 
 
+def gamma(p, x):
+    return dist.Gamma(p["shape"], p["rate"]).log_prob(x)
+
+
+GAMMA_CONS = {"shape": constraints.positive, "rate": constraints.positive}
+
+
+def traces_of(monkeypatch, module, name, program_cache):
+    """Record every trace of ``module.name`` (the body of a cached compiled program)."""
+    traced, original = [], getattr(module, name)
+    monkeypatch.setattr(module, name, lambda *a: traced.append(1) or original(*a))
+    program_cache.cache_clear()   # the caller clears it again after the test
+    return traced
+
+
 def test_a_loglik_not_finite_at_init_raises_before_compiling_and_names_the_parameters(
         monkeypatch):
-    traced = []
-    original = _fit.fit_kernel
-    monkeypatch.setattr(_fit, "fit_kernel", lambda *a: traced.append(1) or original(*a))
-    _fit.compiled_kernel.cache_clear()
-
-    def gamma(p, x):
-        return dist.Gamma(p["shape"], p["rate"]).log_prob(x)
-
+    traced = traces_of(monkeypatch, _fit, "fit_kernel", _fit.compiled_kernel)
     x = np.array([1.0, 2.0, -1.0, 3.0, -0.5])
-    cons = {"shape": constraints.positive, "rate": constraints.positive}
     with pytest.raises(ValueError, match=r"-inf at init \(rate=2, shape=1\): 2 of 5 "
                                          r"per-observation terms.*observation\(s\) \[2, 4\]"):
-        jm.fit(gamma, x, {"shape": 1.0, "rate": 2.0}, constraints=cons)
+        jm.fit(gamma, x, {"shape": 1.0, "rate": 2.0}, constraints=GAMMA_CONS)
     assert traced == []           # the fit's program was never traced, let alone compiled
     _fit.compiled_kernel.cache_clear()
 
@@ -274,16 +281,8 @@ def test_the_progress_bar_starts_its_clock_after_compiling_and_names_the_slow_ph
 def test_fit_batch_raises_before_compiling_when_no_dataset_has_a_finite_start(monkeypatch):
     from jaxmle import _batch_kernel
 
-    traced = []
-    original = _batch_kernel.advance
-    monkeypatch.setattr(_batch_kernel, "advance", lambda *a: traced.append(1) or original(*a))
-    _batch_kernel.compiled_passes.cache_clear()
-
-    def gamma(p, x):
-        return dist.Gamma(p["shape"], p["rate"]).log_prob(x)
-
+    traced = traces_of(monkeypatch, _batch_kernel, "advance", _batch_kernel.compiled_passes)
     with pytest.raises(ValueError, match=r"-inf at init \(rate=1, shape=2\).*for every dataset"):
-        jm.fit_batch(gamma, -np.abs(XS[:, :5]), {"shape": 2.0, "rate": 1.0},
-                     constraints={"shape": constraints.positive, "rate": constraints.positive})
+        jm.fit_batch(gamma, -np.abs(XS[:, :5]), {"shape": 2.0, "rate": 1.0}, constraints=GAMMA_CONS)
     assert traced == []
     _batch_kernel.compiled_passes.cache_clear()
