@@ -549,7 +549,8 @@ def fit(
             check_start(config, data, init_leaves, w, view)   # before compiling the fit
         res = kernel(data, init_leaves, w, tol, max_iter)
         remember(key)
-        if int(res.status) == Status.NONFINITE_START and not np.isfinite(float(res.loglik)):
+        if not isinstance(res.status, jax.core.Tracer) and int(res.status) == \
+                Status.NONFINITE_START and not np.isfinite(float(res.loglik)):
             check_start(config, data, init_leaves, w, view)
     # labels are host-side (not part of the compiled program's key)
     res = dataclasses.replace(res, context=context, priors=() if prior is None else prior.labels)
