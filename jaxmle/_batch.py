@@ -315,14 +315,12 @@ def check_batch_start(bc: BatchConfig, data: Any, init_leaves: list, weights: An
         idx = np.minimum(np.arange(start, start + chunk), n_batch - 1)
         d = data._replace(data=_take(data.data, idx)) if isinstance(data, Inputs) else _take(data, idx)
         w = weights[idx] if bc.weights_batched else weights
-        terms, prior, params = jax.device_get(program(d, [x[idx] for x in init_leaves], w))
-        totals = terms.reshape(chunk, -1).sum(axis=1) + prior
-        finite = np.isfinite(totals) & ~bad_data[idx]
+        start = jax.device_get(program(d, [x[idx] for x in init_leaves], w))
+        finite = np.isfinite(start.total + start.prior) & ~bad_data[idx]
         if finite.any():
             return
         if first is None:
-            first = _fit.start_message(terms[0], prior[0], jax.tree_util.tree_map(lambda x: x[0],
-                                                                              params))
+            first = _fit.start_message(jax.tree_util.tree_map(lambda x: x[0], start))
     raise ValueError(f"{first} (for every dataset in the batch)")
 
 

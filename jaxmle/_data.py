@@ -6,9 +6,9 @@ Accepted containers (checked on the host, before anything is compiled):
 * a (nested) Python list of numbers, which is an array, at the top or anywhere inside;
 * tuples, lists, dicts, NamedTuples and other registered pytrees of the above;
 * a pandas ``DataFrame``: a dict of its columns by name (``d["y"]`` works in the
-  log-likelihood); a ``Series`` (or ``Index``): an array. Integer columns stay
-  integers, booleans (here and in arrays) become 0/1 floats, nullable columns with
-  missing values become NaN (and are refused as such).
+  log-likelihood); a ``Series`` (or ``Index``): an array. Integer and boolean columns
+  keep their type (counts, group codes, masks), nullable columns with missing values
+  become NaN (and are refused as such).
 
 Everything else non-numeric (strings, object or categorical columns, dates, None)
 is a ``TypeError`` naming the leaf or column; NaN/inf is a ``ValueError`` naming the
@@ -103,8 +103,6 @@ def convert(x: Any, path: str = "") -> Any:
     if isinstance(x, jax.core.Tracer):
         return x
     if isinstance(x, (jax.Array, np.ndarray)):
-        if x.dtype == bool:
-            return x.astype(float_dtype())
         return x
     kind = pandas_kind(x)
     if kind == "DataFrame":
@@ -144,7 +142,7 @@ def _as_numeric_array(x: Any, path: str) -> np.ndarray:
     if arr.dtype.kind not in "biufc":
         what = "strings" if arr.dtype.kind in "SU" else f"dtype {arr.dtype}"
         raise TypeError(f"{_label(path)} must be numeric, got {type(x).__name__} of {what}")
-    return arr.astype(float_dtype()) if arr.dtype == bool else arr
+    return arr
 
 
 def pandas_kind(x: Any) -> str | None:
@@ -166,9 +164,10 @@ def _pandas_column(s: Any, path: str) -> np.ndarray:
     dtype = s.dtype
     kind = getattr(dtype, "kind", "O")
     if kind in "biuf":
-        missing = bool(s.isna().any())
-        if kind == "b" or (missing and kind in "iu"):
+        if s.isna().any() and kind in "biu":   # nullable column with missing values
             return s.to_numpy(dtype=float_dtype(), na_value=np.nan)
+        if kind == "b":
+            return s.to_numpy(dtype=bool)
         if kind in "iu":
             return s.to_numpy(dtype=np.int64)
         return s.to_numpy(dtype=np.float64 if dtype.itemsize >= 8 else np.float32,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -234,10 +234,22 @@ def remember(key: tuple) -> None:
     _SEEN.add(key)
 
 
+class StartValues(NamedTuple):
+    """ℓ and log π at the start, reduced to a few replicated numbers (the data may be
+    sharded over devices or hosts: nothing per observation leaves the program)."""
+
+    total: Any          # ℓ(θ₀)
+    n_terms: Any        # per-observation terms (0: loglik returned the total)
+    n_bad: Any          # how many of them are not finite
+    first_bad: Any      # (10,) their first indices, −1 padded
+    prior: Any          # log π(θ₀) (0 without priors)
+    params: Any         # θ₀ (with fixed values)
+
+
 @functools.lru_cache(maxsize=128)
 def start_program(config: KernelConfig) -> Callable:
-    """ℓ at the start, per observation (or the total), and log π there: a small compiled
-    program (no derivatives) run before the fit's own is compiled."""
+    """:class:`StartValues` at the start: a small compiled program (no derivatives) run
+    before the fit's own is compiled."""
     dtype = jnp.dtype(config.dtype)
 
     def run(data, init_leaves, weights):
@@ -245,12 +257,17 @@ def start_program(config: KernelConfig) -> Callable:
         view = View(config.space, config.holding, inputs)
         params = view.to_natural(initial_z(config, init_leaves))
         terms = jnp.asarray(config.loglik(params, _objective.mask_padding(inputs.data, weights)))
+        terms = terms.astype(dtype)
         if weights is not None and terms.shape == weights.shape:
             terms = jnp.where(weights > 0, terms, 0.0)
+        bad = ~jnp.isfinite(jnp.atleast_1d(terms))
+        first = jnp.nonzero(bad, size=10, fill_value=-1)[0] if terms.ndim == 1 \
+            else jnp.full(10, -1)
         prior = jnp.zeros((), dtype)
         if config.prior is not None:
-            prior = log_prior(config.prior, inputs.prior, params, inputs.data)
-        return terms.astype(dtype), prior.astype(dtype), params
+            prior = log_prior(config.prior, inputs.prior, params, inputs.data).astype(dtype)
+        return StartValues(jnp.sum(terms), jnp.asarray(terms.size if terms.ndim == 1 else 0),
+                           jnp.sum(bad), first, prior, params)
 
     return jax.jit(run)
 
@@ -261,26 +278,27 @@ def check_start(config: KernelConfig, data: Any, init_leaves: list, weights: Any
     log-likelihood (or log prior) is not finite at the start."""
     if any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(data)):
         return
-    message = start_message(*jax.device_get(start_program(config)(data, init_leaves, weights)))
+    message = start_message(jax.device_get(start_program(config)(data, init_leaves, weights)))
     if message:
         raise ValueError(message)
 
 
-def start_message(terms: np.ndarray, prior: np.ndarray, params: Any) -> str | None:
+def start_message(start: StartValues) -> str | None:
     """What is not finite at the start (None if all is well)."""
-    total = float(np.sum(terms))
+    total, prior = float(start.total), float(start.prior)
     if np.isfinite(total) and np.isfinite(prior):
         return None
-    names = _params.leaf_names(params)
-    values = ", ".join(f"{n}={_short(v)}" for n, v in zip(names, jax.tree_util.tree_leaves(params)))
+    names = _params.leaf_names(start.params)
+    values = ", ".join(f"{n}={_short(v)}"
+                       for n, v in zip(names, jax.tree_util.tree_leaves(start.params)))
     if not np.isfinite(prior):
-        return (f"the log prior is {float(prior)} at the start ({values}): start inside the "
+        return (f"the log prior is {prior} at the start ({values}): start inside the "
                 "support of every prior")
     what = f"the log-likelihood is {total} at init ({values})"
-    if np.ndim(terms) == 1:
-        bad = np.nonzero(~np.isfinite(terms))[0]
-        what += (f": {bad.size} of {terms.size} per-observation terms are not finite (first at "
-                 f"observation(s) {bad[:10].tolist()})")
+    if int(start.n_terms):
+        first = [int(i) for i in np.asarray(start.first_bad) if i >= 0]
+        what += (f": {int(start.n_bad)} of {int(start.n_terms)} per-observation terms are not "
+                 f"finite (first at observation(s) {first})")
     return what + ("; start where every observation has positive density at these parameter "
                    "values (e.g. data outside the support of the distribution, a scale at 0, a "
                    "probability at 0 or 1), or check the log-likelihood there")
@@ -402,7 +420,7 @@ def fit(
         of numbers, which become arrays, also inside containers; tuples, lists,
         dicts, NamedTuples and other pytrees of these; a pandas ``DataFrame``, which
         ``loglik`` receives as a dict of its columns by name (``d["y"]``; float and
-        integer columns stay float/int arrays, booleans become 0/1); a pandas
+        integer and boolean columns keep their type); a pandas
         ``Series``, received as an array. Must be finite; non-numeric leaves or
         columns (strings, objects, None) are a ``TypeError`` naming them.
     init : pytree
