@@ -8,6 +8,7 @@ import warnings
 import jax
 import numpy as np
 
+from ._params import leaf_names
 from ._result import FitResult
 from ._typing import (
     STATUS_MESSAGES,
@@ -79,7 +80,7 @@ def unbounded_message(res: FitResult, unc_names: tuple[str, ...], constrained: f
     names = running_away(res, unc_names, constrained)
     if not names:
         return ""
-    leaves = dict(zip(_leaf_names(res.params), jax.tree_util.tree_leaves(res.params)))
+    leaves = dict(zip(leaf_names(res.params), jax.tree_util.tree_leaves(res.params)))
     now = ", ".join(f"{n} = {_value(leaves.get(n))}" for n in names)
     return (f". The log-likelihood is unbounded: it still grows as {names} run to the edge of "
             f"their constraint (now {now}; log-likelihood {float(res.loglik):.6g}), so there is "
@@ -87,12 +88,6 @@ def unbounded_message(res: FitResult, unc_names: tuple[str, ...], constrained: f
             "over the random effects (integrate them out with random=[...]), a scale that can "
             "shrink to 0 on coinciding observations (all values equal, a mixture component on "
             "a single point, a model that fits exactly), or a missing normalising term")
-
-
-def _leaf_names(tree) -> tuple[str, ...]:
-    from ._params import leaf_names
-
-    return leaf_names(tree)
 
 
 def _value(v) -> str:

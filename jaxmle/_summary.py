@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from . import _export
+from ._params import leaf_names
 from ._result import FitResult, all_flat_names, pvalue
 
 _WIDTH = 78
@@ -180,12 +181,6 @@ def _flat_rows(res: FitResult, q: float) -> list[dict[str, Any]]:
     return rows
 
 
-def _leaf_names(params: Any) -> list[str]:
-    from ._params import leaf_names
-
-    return list(leaf_names(params))
-
-
 def _random_notes(res: FitResult) -> list[str]:
     info = res.random_info
     notes = [info.describe() + "; Log-likelihood is the Laplace marginal"
@@ -206,7 +201,7 @@ def _random_notes(res: FitResult) -> list[str]:
         notes.append(f"AIC/BIC count the {info.n_flat} fixed effects as parameters, as lme4 "
                      f"does for REML fits: {res.n_free} = {n_theta} estimated + {info.n_flat} "
                      "integrated out (statsmodels reports no AIC for REML)")
-    notes.append(f"standard errors of {', '.join(_leaf_names(res.params))} from the exact "
+    notes.append(f"standard errors of {', '.join(leaf_names(res.params))} from the exact "
                  "observed information of the Laplace marginal (autodiff Hessian); lme4's glmer "
                  "uses a finite-difference Hessian, so standard errors of ported models can "
                  "differ by ~1%")
