@@ -1,18 +1,12 @@
-"""Test configuration: float64 everywhere (the accuracy the comparisons assume), and one
-XLA compilation cache shared by the pytest-xdist workers and the example subprocesses
-of this run (the suite is bound by compilation; many programs recur across workers and
-processes). The cache directory is fresh for every run, so nothing stale is ever read.
+"""Test configuration: float64 everywhere (the accuracy the comparisons assume).
+
+No persistent XLA compilation cache is shared between the pytest-xdist workers and the
+example subprocesses: a run that shared one (2026-12-04, jax 0.10.2) had a worker die
+of a segmentation fault inside ``backend.deserialize_executable`` while loading a
+program another worker had written, and a crashed worker fails CI at random. Each
+process compiles what it needs (about 2.5 minutes more for the suite on 2 cores).
 """
 
-import os
-import tempfile
-
-_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
-_CACHE = os.path.join(tempfile.gettempdir(), f"jaxmle-test-xla-cache-{_RUN}")
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-
-import jax  # noqa: E402
+import jax
 
 jax.config.update("jax_enable_x64", True)
