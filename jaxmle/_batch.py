@@ -163,10 +163,10 @@ def fit_batch(
     chunk = resolve_chunk_size(chunk_size, data, n_batch, _sharding.device_count(devices))
     packed = pack(data, fixed_values, codes, prior_values)
     key = ("batch", bc, chunk, _params.shape_signature(jax.tree_util.tree_leaves((first, w))))
-    if not getattr(loglik, "jaxmle_checked", False) and key not in _fit._SEEN:
+    if not getattr(loglik, "jaxmle_checked", False) and key not in _fit.COMPILED:
         check_batch_start(bc, packed, init_leaves, w, n_batch, chunk, bad_data)
     fits = run_batch(bc, packed, init_leaves, w, n_batch, tol, max_iter, chunk, progress, devices)
-    _fit.remember(key)
+    _fit.COMPILED.add(key)
     if bad_data.any():
         fits = mark_unfitted(fits, bad_data)
     if prior is not None:

@@ -218,20 +218,14 @@ def compiled_kernel(config: KernelConfig) -> Callable[..., FitResult]:
     return jax.jit(functools.partial(fit_kernel, config))
 
 
-_SEEN: set = set()
+COMPILED = _params.SeenSet()   # programs × argument shapes already run (so compiled)
 
 
 def call_key(kernel: Callable, args: Any) -> tuple:
     """What decides whether calling ``kernel`` on ``args`` compiles: the cheap checks
-    before the compile run only for a key not yet seen."""
+    before the compile run only for a key not in :data:`COMPILED`."""
     leaves, treedef = jax.tree_util.tree_flatten(args)
     return id(kernel), treedef, _params.shape_signature(leaves)
-
-
-def remember(key: tuple) -> None:
-    if len(_SEEN) > 4096:
-        _SEEN.clear()
-    _SEEN.add(key)
 
 
 class StartValues(NamedTuple):
@@ -272,8 +266,7 @@ def start_program(config: KernelConfig) -> Callable:
     return jax.jit(run)
 
 
-def check_start(config: KernelConfig, data: Any, init_leaves: list, weights: Any,
-                view: View) -> None:
+def check_start(config: KernelConfig, data: Any, init_leaves: list, weights: Any) -> None:
     """Raise, naming the parameters' start values and the offending observations, if the
     log-likelihood (or log prior) is not finite at the start."""
     if any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(data)):
@@ -563,13 +556,13 @@ def fit(
     else:
         kernel = compiled_kernel(config)
         key = call_key(kernel, (data, init_leaves, w))
-        if not internal and key not in _SEEN:
-            check_start(config, data, init_leaves, w, view)   # before compiling the fit
+        if not internal and key not in COMPILED:
+            check_start(config, data, init_leaves, w)   # before compiling the fit
         res = kernel(data, init_leaves, w, tol, max_iter)
-        remember(key)
+        COMPILED.add(key)
         if not isinstance(res.status, jax.core.Tracer) and int(res.status) == \
                 Status.NONFINITE_START and not np.isfinite(float(res.loglik)):
-            check_start(config, data, init_leaves, w, view)
+            check_start(config, data, init_leaves, w)
     # labels are host-side (not part of the compiled program's key)
     res = dataclasses.replace(res, context=context, priors=() if prior is None else prior.labels)
     report(res, view.unc_names, constrained_leaves(space))

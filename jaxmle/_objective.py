@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._params import leaf_names, shape_signature
+from ._params import SeenSet, leaf_names, shape_signature
 from ._typing import LogLikFn
 
 
@@ -112,7 +112,7 @@ class MissingKeyError(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-_CHECKED: set = set()       # signatures whose log-likelihood passed check_loglik
+_CHECKED = SeenSet()        # signatures whose log-likelihood passed check_loglik
 
 
 def check_loglik(loglik: Any, params: Any, data: Any, *, batch: int | None = None) -> None:
@@ -156,8 +156,6 @@ def check_loglik(loglik: Any, params: Any, data: Any, *, batch: int | None = Non
             pass
         raise _explain(err, params, batch) from err
     if key is not None:
-        if len(_CHECKED) > 4096:
-            _CHECKED.clear()
         _CHECKED.add(key)
 
 

@@ -63,3 +63,20 @@ def shape_signature(leaves: Sequence[Any]) -> tuple:
     """(shape, dtype) of each leaf: what decides whether a traced program is reused."""
     return tuple((x.shape, x.dtype) if hasattr(x, "dtype") and hasattr(x, "shape")
                  else (np.shape(x), type(x)) for x in leaves)
+
+
+class SeenSet:
+    """Keys of host-side checks that already passed (a check runs once per signature);
+    bounded: emptied when full."""
+
+    def __init__(self, limit: int = 4096):
+        self._keys: set = set()
+        self._limit = limit
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self._keys
+
+    def add(self, key: Any) -> None:
+        if len(self._keys) >= self._limit:
+            self._keys.clear()
+        self._keys.add(key)

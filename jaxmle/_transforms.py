@@ -177,12 +177,10 @@ def check_init(space: ParamSpace, init_leaves: list[np.ndarray]) -> None:
     if key in _CHECKED:
         return
     _check_init(space, init_leaves)
-    if len(_CHECKED) > 1024:
-        _CHECKED.clear()
     _CHECKED.add(key)
 
 
-_CHECKED: set = set()
+_CHECKED = _params.SeenSet(1024)
 
 
 def _check_init(space: ParamSpace, init_leaves: list[np.ndarray]) -> None:
