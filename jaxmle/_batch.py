@@ -92,9 +92,9 @@ def fit_batch(
     data : pytree of arrays
         Read as :func:`jaxmle.fit` reads one dataset (an array, a tuple, dict or
         nested pytree of arrays), with every leaf shaped (B, ...): the leading axis
-        indexes the datasets. A top-level Python list
-        of arrays is refused as ambiguous; :func:`jaxmle.stack_datasets` turns a list
-        of separate datasets into such a batch. A dataset containing NaN/inf is not fitted: its
+        indexes the datasets. A top-level Python list of arrays, or a DataFrame, is
+        refused as ambiguous; :func:`jaxmle.stack_datasets` turns a list of separate
+        datasets into such a batch. A dataset containing NaN/inf is not fitted: its
         results are NaN, its ``status`` is ``NONFINITE_DATA``, and a warning names it;
         the other datasets are fitted normally.
     init : pytree
@@ -147,7 +147,8 @@ def fit_batch(
     init_leaves, space, prior, prior_values = prepare_batch_init(init, n_batch, constraints, dtype,
                                                                  batched_init, priors)
     first = jax.tree_util.tree_map(lambda x: x[0], data)
-    if not getattr(loglik, "jaxmle_checked", False):
+    internal = getattr(loglik, "jaxmle_checked", False)   # e.g. the random effects' marginal
+    if not internal:
         _objective.check_loglik(loglik, jax.tree_util.tree_unflatten(
             space.treedef, [x[0] for x in init_leaves]), first, batch=n_batch)
     holding, fixed_values, codes, n_groups = prepare_held(
@@ -163,7 +164,7 @@ def fit_batch(
     chunk = resolve_chunk_size(chunk_size, data, n_batch, _sharding.device_count(devices))
     packed = pack(data, fixed_values, codes, prior_values)
     key = ("batch", bc, chunk, _params.shape_signature(jax.tree_util.tree_leaves((first, w))))
-    if not getattr(loglik, "jaxmle_checked", False) and key not in _fit.COMPILED:
+    if not internal and key not in _fit.COMPILED:
         check_batch_start(bc, packed, init_leaves, w, n_batch, chunk, bad_data)
     fits = run_batch(bc, packed, init_leaves, w, n_batch, tol, max_iter, chunk, progress, devices)
     _fit.COMPILED.add(key)
@@ -315,12 +316,12 @@ def check_batch_start(bc: BatchConfig, data: Any, init_leaves: list, weights: An
         idx = np.minimum(np.arange(start, start + chunk), n_batch - 1)
         d = data._replace(data=_take(data.data, idx)) if isinstance(data, Inputs) else _take(data, idx)
         w = weights[idx] if bc.weights_batched else weights
-        start = jax.device_get(program(d, [x[idx] for x in init_leaves], w))
-        finite = np.isfinite(start.total + start.prior) & ~bad_data[idx]
+        values = jax.device_get(program(d, [x[idx] for x in init_leaves], w))
+        finite = np.isfinite(values.total + values.prior) & ~bad_data[idx]
         if finite.any():
             return
         if first is None:
-            first = _fit.start_message(jax.tree_util.tree_map(lambda x: x[0], start))
+            first = _fit.start_message(jax.tree_util.tree_map(lambda x: x[0], values))
     raise ValueError(f"{first} (for every dataset in the batch)")
 
 
