@@ -7,13 +7,14 @@ Public API (the contract is ``docs/API.md`` in the repository): :func:`fit`,
 Everything in modules starting with ``_`` is private.
 """
 
-from ._batch import fit_batch as fit_batch
+from . import _bootstrap, _delta, _laplace, _profile, _summary  # noqa: F401  (FitResult's methods)
+from ._api import fit as fit
+from ._api import fit_batch as fit_batch
 from ._batch_result import BatchFitResult as BatchFitResult
 from ._cache import enable_compilation_cache as enable_compilation_cache
 from ._data import stack_datasets as stack_datasets
 from ._dist_compare import DistributionComparison as DistributionComparison
 from ._dist_result import DistributionFit as DistributionFit
-from ._fit import fit as fit
 from ._lrt import lrt as lrt
 from ._model import fit_model as fit_model
 from ._result import FitResult as FitResult

@@ -25,10 +25,10 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
-from . import _data, _fit, _objective, _params, _sharding, _transforms
+from . import _data, _kernel, _objective, _params, _sharding, _transforms
 from ._batch_kernel import BatchConfig, PassOutput, compiled_passes
 from ._batch_result import BatchFitResult
-from ._fit import (
+from ._kernel import (
     KernelConfig,
     _check_options,
     float_dtype,
@@ -68,7 +68,6 @@ def fit_batch(
     weights: Any = None,
     cov_type: str = "observed",
     fixed: Mapping[str, Any] | None = None,
-    random: Any = None,
     groups: Any = None,
     tol: float | None = None,
     max_iter: int | None = None,
@@ -77,69 +76,7 @@ def fit_batch(
     progress: bool | None = None,
     devices: Any = None,
 ) -> BatchFitResult:
-    r"""Fit ``loglik`` to B datasets at once: ``vmap`` of the :func:`jaxmle.fit` kernel.
-
-    Every data leaf carries a leading batch axis of length B (the datasets must
-    have the same shapes; pad ragged ones and give the padding weight 0).
-    Each fit is exactly what :func:`jaxmle.fit` computes on that dataset, with its
-    own ``converged``, ``n_iter`` and ``grad_norm``.
-
-    Parameters
-    ----------
-    loglik, constraints, method, cov_type, fixed, groups, tol, max_iter
-        As in :func:`jaxmle.fit`; ``fixed`` values and ``groups`` are shared by all
-        datasets.
-    data : pytree of arrays
-        Read as :func:`jaxmle.fit` reads one dataset (an array, a tuple, dict or
-        nested pytree of arrays), with every leaf shaped (B, ...): the leading axis
-        indexes the datasets. A top-level Python list of arrays, or a DataFrame, is
-        refused as ambiguous; :func:`jaxmle.stack_datasets` turns a list of separate
-        datasets into such a batch. A dataset containing NaN/inf is not fitted: its
-        results are NaN, its ``status`` is ``NONFINITE_DATA``, and a warning names it;
-        the other datasets are fitted normally.
-    init : pytree
-        Shared starting values (shaped like one fit's parameters), or per-dataset
-        starts with a leading axis B on every leaf.
-    weights : array, optional
-        (n,) shared or (B, n) per-dataset observation weights; weight 0 masks
-        padding, so ragged datasets can be padded to a common length.
-    chunk_size : int, optional
-        Datasets per compiled call (default: from the data size per dataset, 64 to
-        1024). Every chunk reuses one compiled program; memory grows with it.
-    batched_init : bool, optional
-        Whether ``init`` carries the batch axis. Default: yes when every init leaf
-        has a leading axis of length B (pass ``False`` if a shared vector parameter
-        happens to have length B).
-    progress : bool, optional
-        A progress bar of finished fits (tqdm): it says "compiling…" until the
-        program is compiled (its rate and ETA start after that), and names the phase
-        where the slow fits continue. Default: on when attached to a terminal;
-        ``True`` shows it anywhere, ``False`` never.
-    devices : sequence of jax.Device, optional
-        Devices to shard the batch axis over (default: all devices of the default
-        backend, when there are several).
-
-    Returns
-    -------
-    BatchFitResult
-        ``params["mu"].shape == (B,)``, ``cov.shape == (B, k, k)``, ``converged``
-        (B,), ...; ``bres[i]`` is the i-th fit as a :class:`FitResult`.
-
-    Warns
-    -----
-    ConvergenceWarning
-        Some fits did not converge (how many, why, and the first indices).
-    SingularInformationWarning
-        Some converged fits have a singular information matrix (NaN SEs).
-    """
-    if random is not None and len(random):
-        from ._random import fit_batch_random
-
-        return fit_batch_random(loglik, data, init, random=random, constraints=constraints,
-                                priors=priors, method=method, weights=weights, cov_type=cov_type,
-                                fixed=fixed, groups=groups, tol=tol, max_iter=max_iter,
-                                chunk_size=chunk_size, batched_init=batched_init,
-                                progress=progress, devices=devices)
+    """:func:`jaxmle.fit_batch` without ``random=`` (see its docstring)."""
     _check_options(cov_type, priors)
     dtype = float_dtype()
     data, n_batch, bad_data = prepare_batch_data(data)
@@ -164,10 +101,10 @@ def fit_batch(
     chunk = resolve_chunk_size(chunk_size, data, n_batch, _sharding.device_count(devices))
     packed = pack(data, fixed_values, codes, prior_values)
     key = ("batch", bc, chunk, _params.shape_signature(jax.tree_util.tree_leaves((first, w))))
-    if not internal and key not in _fit.COMPILED:
+    if not internal and key not in _kernel.COMPILED:
         check_batch_start(bc, packed, init_leaves, w, n_batch, chunk, bad_data)
     fits = run_batch(bc, packed, init_leaves, w, n_batch, tol, max_iter, chunk, progress, devices)
-    _fit.COMPILED.add(key)
+    _kernel.COMPILED.add(key)
     if bad_data.any():
         fits = mark_unfitted(fits, bad_data)
     if prior is not None:
@@ -300,8 +237,8 @@ def check_batched_init(space: _transforms.ParamSpace, leaves: list[np.ndarray]) 
 
 @functools.lru_cache(maxsize=64)
 def batch_start_program(bc: BatchConfig, packed_inputs: bool) -> Any:
-    """The start values of a chunk of members: :func:`jaxmle._fit.start_program`, vmapped."""
-    run = _fit.start_program(bc.kernel).__wrapped__
+    """The start values of a chunk of members: :func:`jaxmle._kernel.start_program`, vmapped."""
+    run = _kernel.start_program(bc.kernel).__wrapped__
     data_axes = Inputs(0, None, None, None, None) if packed_inputs else 0
     return jax.jit(jax.vmap(run, in_axes=(data_axes, 0, 0 if bc.weights_batched else None)))
 
@@ -321,7 +258,7 @@ def check_batch_start(bc: BatchConfig, data: Any, init_leaves: list, weights: An
         if finite.any():
             return
         if first is None:
-            first = _fit.start_message(jax.tree_util.tree_map(lambda x: x[0], values))
+            first = _kernel.start_message(jax.tree_util.tree_map(lambda x: x[0], values))
     raise ValueError(f"{first} (for every dataset in the batch)")
 
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-from statistics import NormalDist
 from typing import Any
 
 import jax
 import numpy as np
 
 from . import _export
-from ._result import FitResult, free_positions
+from ._result import FitResult
+from ._params import free_positions
 from ._typing import STATUS_LABELS, Status
+from ._stats import check_level, wald_quantile
 
 # FitResult attributes a BatchFitResult exposes with a leading batch axis (or as is: static)
 _FORWARDED = frozenset({
@@ -78,9 +79,8 @@ class BatchFitResult:
 
     def confint(self, level: float = 0.95) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Wald intervals ``{name: (lower (B,), upper (B,))}``."""
-        if not 0.0 < level < 1.0:
-            raise ValueError(f"level must be in (0, 1), got {level}")
-        q = NormalDist().inv_cdf(0.5 + level / 2.0)
+        check_level(level)
+        q = wald_quantile(level)
         est, se = self.flat_params(), self.flat_stderr()
         return {n: (est[:, j] - q * se[:, j], est[:, j] + q * se[:, j])
                 for j, n in enumerate(self.fits.param_names)}

@@ -22,7 +22,7 @@ from ._batch_kernel import BatchConfig
 from ._batch_result import BatchFitResult
 from ._fixed import pack
 from ._params import element_names
-from ._result import FitResult
+from ._result import FitResult, provides
 from ._sharding import device_count
 from ._typing import STATUS_LABELS, Status
 
@@ -122,6 +122,7 @@ def _check_shapes(sim: Any, data: Any, n: int) -> None:
                          f"{want}; it returned {got}")
 
 
+@provides("bootstrap")
 def bootstrap(res: FitResult, simulate: Any, n: int = 2000, *, key: Any = None,
               level: float = 0.95, chunk_size: int | None = None,
               progress: bool | None = None) -> BootstrapResult:

@@ -13,7 +13,9 @@ import numpy as np
 
 from . import _export
 from ._params import element_names
-from ._result import FitResult, free_positions, pvalue
+from ._result import FitResult, provides
+from ._params import free_positions
+from ._stats import pvalue
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +66,7 @@ class DeltaResult:
     __repr__ = __str__
 
 
+@provides("delta")
 def delta(res: FitResult, fn: Any, level: float = 0.95) -> DeltaResult:
     r"""Delta method: Var g(θ̂) ≈ G Cov(θ̂) Gᵀ with G = ∂g/∂θ at θ̂ (jacfwd, exact).
 

@@ -37,6 +37,8 @@ class DistributionComparison:
         ``"aic"`` or ``"bic"``.
     """
 
+    plot_role = "distribution_comparison"   # what jaxmle.plots draws it as (a class attribute)
+
     rows: tuple
     fits: dict
     skipped: dict

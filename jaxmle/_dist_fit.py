@@ -20,7 +20,8 @@ from . import _dist_start, _dist_support
 from ._dist_logpmf import exact_log_prob
 from ._dist_registry import DistSpec
 from ._dist_result import DistributionFit, build_fit
-from ._fit import fit, float_dtype
+from ._fit import fit
+from ._kernel import float_dtype
 from ._typing import user_stacklevel
 
 FALLBACK_STARTS = 8  # multi-start size of the last attempt for a fit that does not converge

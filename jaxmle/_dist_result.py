@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from statistics import NormalDist
 from typing import Any
 
 import jax
@@ -15,6 +14,7 @@ from . import _export
 from ._dist_registry import DistSpec
 from ._params import element_names
 from ._result import FitResult
+from ._stats import check_level, wald_quantile
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -56,6 +56,8 @@ class DistributionFit:
     notes : tuple of str
         How special parameters were handled (closed-form or boundary estimates).
     """
+
+    plot_role = "distribution_fit"   # what jaxmle.plots draws it as (a class attribute)
 
     name: str
     distribution: Any
@@ -128,9 +130,8 @@ class DistributionFit:
 
     def confint(self, level: float = 0.95) -> dict[str, tuple[float, float]]:
         """Wald intervals θ̂ ± z·SE for the estimated elements, keyed by flat name."""
-        if not 0.0 < level < 1.0:
-            raise ValueError(f"level must be in (0, 1), got {level}")
-        q = NormalDist().inv_cdf(0.5 + level / 2.0)
+        check_level(level)
+        q = wald_quantile(level)
         est, se = self._flat_estimates(), np.sqrt(np.diag(self.cov))
         return {n: (float(e - q * s), float(e + q * s)) for n, e, s in zip(self.param_names, est, se)}
 

@@ -8,7 +8,7 @@ from statistics import NormalDist
 import numpy as np
 
 from ._params import element_names
-from ._result import pvalue
+from ._stats import pvalue
 from ._summary import Summary, _notes
 
 

@@ -18,11 +18,12 @@ import functools
 import math
 import platform
 from collections.abc import Mapping
-from statistics import NormalDist
 from typing import Any
 
 import jax
 import numpy as np
+
+from ._stats import wald_quantile
 
 from ._params import flat_names, is_number_list, leaf_names
 from ._typing import STATUS_LABELS, Status
@@ -102,11 +103,7 @@ def frame(rows: list[dict[str, Any]], index: str | None = None) -> Any:
     return df.set_index(index) if index is not None and len(rows) else df
 
 
-def quantile(level: float) -> float:
-    """z_{(1+level)/2}, the Wald multiplier (checks the level)."""
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    return NormalDist().inv_cdf(0.5 + level / 2.0)
+quantile = wald_quantile   # z_{(1+level)/2}, the Wald multiplier (checks the level)
 
 
 def _z(estimate: Any, stderr: Any) -> np.ndarray:

@@ -28,6 +28,7 @@ import numpy as np
 
 from . import _solvers
 from ._fixed import Inputs, View, unpack
+from ._result import provides
 
 
 def log_abs_det_jacobian(view: View, z: jax.Array) -> jax.Array:
@@ -50,7 +51,7 @@ def log_abs_det_jacobian(view: View, z: jax.Array) -> jax.Array:
 
 def _posterior_objective(config: Any, inputs: Inputs, weights: Any):
     """−log p(z | x): the fit's objective minus the log-Jacobian."""
-    from ._fit import kernel_objective
+    from ._kernel import kernel_objective
 
     view = View(config.space, config.holding, inputs)
     neg_logpost = kernel_objective(config, view, inputs, weights)
@@ -135,6 +136,7 @@ class LaplaceApproximation:
                 f"log_evidence={ev}, converged={self.converged})")
 
 
+@provides("laplace")
 def laplace(res: Any) -> LaplaceApproximation:
     """The Laplace approximation of the posterior of a MAP fit (see module docstring)."""
     ctx = res.context

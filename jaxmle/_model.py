@@ -36,10 +36,11 @@ from numpyro import handlers
 from numpyro.distributions import constraints
 from numpyro.distributions.transforms import biject_to
 
-from ._fit import fit
+from ._api import fit
 from ._model_trace import ModelCall, ModelLogLik, ModelLogPrior, ModelSites, split_args
 from ._priors import _elementwise_support, describe
-from ._result import FitResult, free_positions
+from ._result import FitResult
+from ._params import free_positions
 from ._typing import JaxmleWarning, user_stacklevel
 
 

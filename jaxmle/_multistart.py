@@ -22,7 +22,7 @@ import numpy as np
 from . import _sharding
 from ._batch import resolve_chunk_size, run_batch
 from ._batch_kernel import BatchConfig
-from ._fit import KernelConfig
+from ._kernel import KernelConfig
 from ._result import FitResult, StartsReport
 from ._transforms import ParamSpace
 from ._typing import Status

@@ -80,3 +80,31 @@ class SeenSet:
         if len(self._keys) >= self._limit:
             self._keys.clear()
         self._keys.add(key)
+
+
+def flat_values(tree: Any) -> np.ndarray:
+    """The leaves of a pytree of arrays as one flat numpy vector, in pytree order."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    return np.concatenate([np.ravel(np.asarray(x)) for x in leaves]) if leaves else np.zeros(0)
+
+
+def all_flat_names(params: Any, batch_ndim: int = 0) -> tuple[str, ...]:
+    """Flat names of every element of a parameter pytree (estimated and fixed)."""
+    shapes = [np.shape(x)[batch_ndim:] for x in jax.tree_util.tree_leaves(params)]
+    return flat_names(leaf_names(params), shapes)
+
+
+def free_positions(params: Any, fixed_names: tuple[str, ...], batch_ndim: int = 0) -> np.ndarray:
+    """Positions of the estimated elements in the flat vector of all parameters."""
+    fixed = set(fixed_names)
+    return np.asarray([i for i, n in enumerate(all_flat_names(params, batch_ndim)) if n not in fixed],
+                      dtype=np.int64)
+
+
+def check_names(names: Any, valid: tuple[str, ...]) -> list[str]:
+    names = [names] if isinstance(names, str) else list(names)
+    unknown = [n for n in names if n not in valid]
+    if unknown:
+        raise ValueError(f"unknown parameter name(s) {unknown}; the estimated parameters are "
+                         f"{list(valid)}")
+    return names

@@ -42,9 +42,9 @@ import numpy as np
 
 from . import _export, _solvers
 from ._batch_kernel import BatchConfig, compiled_passes
-from ._fit import resolve_method
+from ._kernel import resolve_method
 from ._fixed import Holding, Inputs, ProfilePoint, View, elementwise, is_identity_transform, layout
-from ._result import FitResult
+from ._result import FitResult, provides
 from ._typing import ConvergenceWarning, Status, user_stacklevel
 
 _GTOL = 1e-7            # |√D − √c| at which a crossing is accepted (standard-error units)
@@ -83,6 +83,8 @@ class Profile:
     = χ²₁(level) (see :class:`Interval` for ``lower_status``/``upper_status``), and
     ``wald`` the Wald interval, for comparison.
     """
+
+    plot_role = "profile"   # what jaxmle.plots draws it as (a class attribute)
 
     name: str
     estimate: float
@@ -402,6 +404,7 @@ def _targets(res: FitResult, names: Any) -> list[str]:
     return names
 
 
+@provides("profile_intervals")
 def profile_intervals(res: FitResult, level: float = 0.95, names: Any = None) -> dict[str, Interval]:
     """Profile intervals of several parameters, all searched together (batch 2·P)."""
     threshold(level)
@@ -427,6 +430,7 @@ def profile_intervals(res: FitResult, level: float = 0.95, names: Any = None) ->
     return out
 
 
+@provides("profile")
 def profile(res: FitResult, name: str, level: float = 0.95, n_points: int = 21) -> Profile:
     """The profile curve of one parameter, with its interval (see the module docstring)."""
     threshold(level)

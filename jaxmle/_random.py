@@ -45,14 +45,18 @@ from jax.flatten_util import ravel_pytree
 from ._fixed import View, pack, unpack
 from numpyro.distributions import constraints as npc
 
+from ._batch import fit_batch
 from ._data import prepare_data
+from ._fit import fit
+from ._kernel import float_dtype
 from ._objective import check_loglik
 from ._params import is_number_list
 from ._priors import _elementwise_support
 from ._random_inner import (Layout, block_inverse_diag, chol_solve, cholesky, grad_and_blocks,
                             joint, laplace, solve_mode)
 from ._random_structure import candidate_layout, choose_layout, dense, holds, probe_residual
-from ._result import FitResult, all_flat_names, flat_values, free_positions
+from ._result import FitResult
+from ._params import all_flat_names, flat_values, free_positions
 from ._typing import SingularInformationWarning, user_stacklevel
 
 BOUNDARY_STEP = 20.0        # unconstrained distance of the boundary probe
@@ -192,7 +196,6 @@ def fit_random(loglik: Callable, data: Any, init: Any, *, random: Any,
                constraints: Any = None, method: Any = "auto", weights: Any = None,
                cov_type: str = "observed", groups: Any = None, **kwargs) -> FitResult:
     """``jm.fit`` with ``random=``: the Laplace marginal fit, then the predictions."""
-    from ._fit import fit, float_dtype
 
     _reject(weights, cov_type, groups)
     dtype = float_dtype()
@@ -408,8 +411,6 @@ def fit_batch_random(loglik: Callable, data: Any, init: Any, *, random: Any,
     shared, or per dataset with ``batched_init``. The random effects' predictions
     are not computed for a batch (refit a member with ``jm.fit`` for them).
     """
-    from ._batch import fit_batch
-    from ._fit import float_dtype
 
     _reject(weights, cov_type, groups)
     dtype = float_dtype()

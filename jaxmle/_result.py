@@ -7,18 +7,39 @@ batches it; names, method and kind are static metadata.
 from __future__ import annotations
 
 import dataclasses
-import math
-from statistics import NormalDist
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import numpy as np
 
 from . import _export
+from ._params import check_names, flat_values, free_positions
+from ._stats import check_level, wald_quantile
 from ._typing import STATUS_MESSAGES, Status
 
-if TYPE_CHECKING:
-    from ._summary import Summary
+# The methods below that refit or tabulate (profile, bootstrap, delta, laplace, summary)
+# are implemented by the inference modules, which sit above this one (they import
+# FitResult; this module imports none of them). Each registers its implementation here
+# when the package is imported (``@provides("profile")``), and the method delegates to
+# it: a result stays plain data and the module graph stays acyclic.
+_FEATURES: dict[str, Callable[..., Any]] = {}
+
+
+def provides(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register the implementation behind ``FitResult.<name>`` (a decorator)."""
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        _FEATURES[name] = fn
+        return fn
+    return register
+
+
+def feature(name: str) -> Callable[..., Any]:
+    """The registered implementation of a result method (see :func:`provides`)."""
+    try:
+        return _FEATURES[name]
+    except KeyError:
+        raise RuntimeError(f"FitResult.{name} is not available: its module was not loaded "
+                           "(import jaxmle, not a private module alone)") from None
 
 
 class FitStats(NamedTuple):
@@ -75,6 +96,8 @@ class FitResult:
         holds θ only and ``loglik`` is the Laplace marginal log-likelihood;
         ``random_info`` says what was integrated out and how.
     """
+
+    plot_role = "fit"   # what jaxmle.plots draws it as (a class attribute)
 
     params: Any
     stderr: Any
@@ -146,17 +169,15 @@ class FitResult:
         """
         if method not in ("wald", "profile"):
             raise ValueError(f"unknown confint method {method!r}; use 'wald' or 'profile'")
-        if not 0.0 < level < 1.0:
-            raise ValueError(f"level must be in (0, 1), got {level}")
+        check_level(level)
         if method == "profile":
-            from ._profile import profile_intervals
-
-            return {n: (iv.lower, iv.upper) for n, iv in profile_intervals(self, level, names).items()}
-        q = NormalDist().inv_cdf(0.5 + level / 2.0)
+            intervals = feature("profile_intervals")(self, level, names)
+            return {n: (iv.lower, iv.upper) for n, iv in intervals.items()}
+        q = wald_quantile(level)
         est = self.flat_params()
         se = np.sqrt(np.diag(np.asarray(self.cov)))
         out = {n: (float(e - q * s), float(e + q * s)) for n, e, s in zip(self.param_names, est, se)}
-        return out if names is None else {n: out[n] for n in _as_names(names, self.param_names)}
+        return out if names is None else {n: out[n] for n in check_names(names, self.param_names)}
 
     def profile(self, name: str, level: float = 0.95, n_points: int = 21) -> Any:
         """The profile log-likelihood of one parameter: a :class:`~jaxmle._profile.Profile`
@@ -167,17 +188,13 @@ class FitResult:
         program; each starts from its neighbour's solution). ``name`` is a flat name
         (``"sigma"``, ``"beta[1]"``) of a parameter with an elementwise constraint.
         """
-        from ._profile import profile
-
-        return profile(self, name, level, n_points)
+        return feature("profile")(self, name, level, n_points)
 
     def delta(self, fn: Any, level: float = 0.95) -> Any:
         """Delta method for ``fn(params)`` (any JAX function, scalar or array output):
         estimate, SE, covariance ``G cov Gᵀ`` with the exact Jacobian G (autodiff),
         and Wald intervals; see :class:`~jaxmle._delta.DeltaResult`."""
-        from ._delta import delta
-
-        return delta(self, fn, level)
+        return feature("delta")(self, fn, level)
 
     def bootstrap(self, simulate: Any, n: int = 2000, *, key: Any = None, level: float = 0.95,
                   chunk_size: int | None = None, progress: bool | None = None) -> Any:
@@ -185,9 +202,7 @@ class FitResult:
         refitted in one batched call (``fit_batch``'s program). Returns a
         :class:`~jaxmle._bootstrap.BootstrapResult`: bootstrap SEs, percentile
         intervals, bias, and the number of refits that failed (left out)."""
-        from ._bootstrap import bootstrap
-
-        return bootstrap(self, simulate, n, key=key, level=level, chunk_size=chunk_size,
+        return feature("bootstrap")(self, simulate, n, key=key, level=level, chunk_size=chunk_size,
                          progress=progress)
 
     def laplace(self) -> Any:
@@ -196,9 +211,7 @@ class FitResult:
         with ``sample(key, n)`` (draws in the natural space) and ``log_evidence`` (the
         Laplace estimate of the log marginal likelihood); see
         :class:`~jaxmle._laplace.LaplaceApproximation`."""
-        from ._laplace import laplace
-
-        return laplace(self)
+        return feature("laplace")(self)
 
     def flat_params(self) -> np.ndarray:
         """Estimates as one flat vector, in the order of ``param_names`` (fixed ones left out)."""
@@ -211,14 +224,12 @@ class FitResult:
         """All parameters (estimated and fixed) as one flat vector, in pytree order."""
         return flat_values(self.params)
 
-    def summary(self, level: float = 0.95, ci: str = "wald") -> "Summary":
+    def summary(self, level: float = 0.95, ci: str = "wald") -> Any:
         """A printable table like statsmodels': estimate, std err, z, P>|z|, CI.
 
         ``ci="profile"`` shows profile-likelihood intervals instead of Wald ones.
         """
-        from ._summary import Summary
-
-        return Summary.from_result(self, level, ci)
+        return feature("summary")(self, level, ci)
 
     @property
     def zvalues(self) -> Any:
@@ -266,38 +277,3 @@ class FitResult:
                     f"converged={bool(self.converged)})")
         except TypeError:  # batched or traced arrays
             return f"FitResult({self.kind}, {self.method}, params={self.params!r})"
-
-
-def flat_values(tree: Any) -> np.ndarray:
-    """The leaves of a pytree of arrays as one flat numpy vector, in pytree order."""
-    leaves = jax.tree_util.tree_leaves(tree)
-    return np.concatenate([np.ravel(np.asarray(x)) for x in leaves]) if leaves else np.zeros(0)
-
-
-def all_flat_names(params: Any, batch_ndim: int = 0) -> tuple[str, ...]:
-    """Flat names of every element of a parameter pytree (estimated and fixed)."""
-    from ._params import flat_names, leaf_names
-
-    shapes = [np.shape(x)[batch_ndim:] for x in jax.tree_util.tree_leaves(params)]
-    return flat_names(leaf_names(params), shapes)
-
-
-def free_positions(params: Any, fixed_names: tuple[str, ...], batch_ndim: int = 0) -> np.ndarray:
-    """Positions of the estimated elements in the flat vector of all parameters."""
-    fixed = set(fixed_names)
-    return np.asarray([i for i, n in enumerate(all_flat_names(params, batch_ndim)) if n not in fixed],
-                      dtype=np.int64)
-
-
-def _as_names(names: Any, valid: tuple[str, ...]) -> list[str]:
-    names = [names] if isinstance(names, str) else list(names)
-    unknown = [n for n in names if n not in valid]
-    if unknown:
-        raise ValueError(f"unknown parameter name(s) {unknown}; the estimated parameters are "
-                         f"{list(valid)}")
-    return names
-
-
-def pvalue(z: float) -> float:
-    """Two-sided normal p-value P(|Z| > |z|)."""
-    return math.erfc(abs(z) / math.sqrt(2.0)) if math.isfinite(z) else math.nan

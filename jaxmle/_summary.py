@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 
 from . import _export
 from ._params import leaf_names
-from ._result import FitResult, all_flat_names, pvalue
+from ._result import FitResult, provides
+from ._params import all_flat_names
+from ._stats import check_level, pvalue, wald_quantile
 
 _WIDTH = 78
 _COLUMNS = ("estimate", "std err", "z", "P>|z|")
@@ -47,10 +48,9 @@ class Summary:
     def from_result(cls, res: FitResult, level: float = 0.95, ci: str = "wald") -> "Summary":
         if ci not in ("wald", "profile"):
             raise ValueError(f"unknown ci {ci!r}; use 'wald' or 'profile'")
-        if not 0.0 < level < 1.0:
-            raise ValueError(f"level must be in (0, 1), got {level}")
+        check_level(level)
         se = dict(zip(res.param_names, np.sqrt(np.diag(np.asarray(res.cov)))))
-        q = NormalDist().inv_cdf(0.5 + level / 2.0)
+        q = wald_quantile(level)
         intervals, notes = {}, []
         if ci == "profile" and res.param_names:
             from ._profile import profile_intervals
@@ -259,3 +259,9 @@ def _notes(res: FitResult) -> tuple[str, ...]:
             "rank-deficient and z-tests against 0 are not meaningful for them"
         )
     return tuple(notes)
+
+
+@provides("summary")
+def summary(res: FitResult, level: float = 0.95, ci: str = "wald") -> Summary:
+    """``res.summary()``: the table of one fit."""
+    return Summary.from_result(res, level, ci)

@@ -32,16 +32,27 @@ def _figure_class():
     return Figure
 
 
-def _as_fits(fits: Any) -> list:
-    from ._dist_compare import DistributionComparison
-    from ._dist_result import DistributionFit
+def _role(obj: Any) -> str | None:
+    """What a jaxmle object is, for drawing: its class's ``plot_role`` ("fit", "profile",
+    "distribution_fit", "distribution_comparison"). This module draws and imports no
+    other jaxmle module, so the results' ``.plot()`` shortcuts can import it."""
+    return getattr(type(obj), "plot_role", None)
 
-    if isinstance(fits, DistributionComparison):
+
+def _as_list(objs: Any) -> list:
+    try:
+        return list(objs)
+    except TypeError:
+        return []
+
+
+def _as_fits(fits: Any) -> list:
+    if _role(fits) == "distribution_comparison":
         fits = [fits.fits[name] for name in fits.names]
-    elif isinstance(fits, DistributionFit):
+    elif _role(fits) == "distribution_fit":
         fits = [fits]
-    fits = list(fits)
-    if not fits or not all(isinstance(f, DistributionFit) for f in fits):
+    fits = _as_list(fits)
+    if not fits or not all(_role(f) == "distribution_fit" for f in fits):
         raise TypeError("plot_fit needs a DistributionFit, a list of them, or a "
                         "DistributionComparison")
     data = fits[0].data
@@ -215,18 +226,15 @@ def plot_profile(profiles: Any, names: Any = None, *, path: str | None = None,
     ImportError
         If matplotlib is not installed.
     """
-    from ._profile import Profile
-    from ._result import FitResult
-
     figure_class = _figure_class()
-    if isinstance(profiles, FitResult):
+    if _role(profiles) == "fit":
         chosen = profiles.param_names if names is None else (
             [names] if isinstance(names, str) else list(names))
         profiles = [profiles.profile(n, level=level) for n in chosen]
-    elif isinstance(profiles, Profile):
+    elif _role(profiles) == "profile":
         profiles = [profiles]
-    profiles = list(profiles)
-    if not profiles or not all(isinstance(p, Profile) for p in profiles):
+    profiles = _as_list(profiles)
+    if not profiles or not all(_role(p) == "profile" for p in profiles):
         raise TypeError("plot_profile needs a Profile, a list of them, or a FitResult")
     k = len(profiles)
     cols = min(k, 3)

@@ -9,7 +9,7 @@ import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
 import jaxmle as jm
-from jaxmle import _fit, _transforms
+from jaxmle import _kernel, _transforms
 
 
 def test_public_names():
@@ -31,10 +31,10 @@ def normal(p, x):
 
 def test_the_fit_kernel_vmaps_to_the_same_answers_as_single_fits():
     xs = np.random.default_rng(0).normal(2.0, 1.5, size=(6, 30))
-    leaves, treedef, names = _fit.prepare_init({"mu": 0.0, "sigma": 1.0}, np.dtype("float64"))
+    leaves, treedef, names = _kernel.prepare_init({"mu": 0.0, "sigma": 1.0}, np.dtype("float64"))
     space = _transforms.build_space(leaves, names, treedef, {"sigma": constraints.positive})
-    config = _fit.KernelConfig(normal, space, "newton", False, "float64")
-    kernel = functools.partial(_fit.fit_kernel, config)
+    config = _kernel.KernelConfig(normal, space, "newton", False, "float64")
+    kernel = functools.partial(_kernel.fit_kernel, config)
     batched = jax.jit(jax.vmap(kernel, in_axes=(0, None, None, None, None)))(
         xs, leaves, None, jnp.asarray(1e-8), jnp.asarray(200, jnp.int32))
     assert batched.params["mu"].shape == (6,) and batched.cov.shape == (6, 2, 2)

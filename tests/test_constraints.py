@@ -7,7 +7,7 @@ import pytest
 from numpyro.distributions import constraints
 
 import jaxmle as jm
-from jaxmle import _fit, _transforms
+from jaxmle import _kernel, _transforms
 
 RNG = np.random.default_rng(11)
 X = RNG.normal(3.0, 2.0, size=60)
@@ -26,7 +26,7 @@ N, MEAN, VAR = 60, X.mean(), X.var()
     (constraints.corr_cholesky, [[1.0, 0.0], [0.6, 0.8]]),
 ])
 def test_round_trip_through_the_unconstrained_space(constraint, value):
-    leaves, treedef, names = _fit.prepare_init({"t": value}, np.dtype("float64"))
+    leaves, treedef, names = _kernel.prepare_init({"t": value}, np.dtype("float64"))
     space = _transforms.build_space(leaves, names, treedef, {"t": constraint})
     _transforms.check_init(space, leaves)
     z = space.to_unconstrained(leaves)

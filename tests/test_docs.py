@@ -7,7 +7,7 @@ import pathlib
 import re
 
 import jaxmle as jm
-from jaxmle import _fit, _typing
+from jaxmle import _api, _typing
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -31,12 +31,12 @@ def test_no_docstring_or_message_calls_newton_a_trust_region_method():
     offenders = [p.name for p in (ROOT / "jaxmle").glob("*.py")
                  if "trust region" in p.read_text().lower()]
     assert not offenders
-    assert "Levenberg–Marquardt" in _fit.fit.__doc__ and "line search" in _fit.fit.__doc__
+    assert "Levenberg–Marquardt" in _api.fit.__doc__ and "line search" in _api.fit.__doc__
     assert "Levenberg–Marquardt" in _typing.STATUS_MESSAGES[_typing.Status.STALLED]
 
 
 def test_the_fit_docstring_example_runs_and_defines_the_loglik_once():
-    doc = _fit.fit.__doc__
+    doc = _api.fit.__doc__
     code = [ln for ln in doc.splitlines() if ln.strip().startswith((">>>", "..."))]
     assert code and not any("lambda" in ln for ln in code)
     assert any(ln.strip().startswith(">>> def loglik(") for ln in code)
@@ -44,6 +44,6 @@ def test_the_fit_docstring_example_runs_and_defines_the_loglik_once():
         assert container in doc.split("data :")[1].split("init :")[0], container
     finder = doctest.DocTestFinder()
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
-    for test in finder.find(_fit.fit, "fit", globs={}):
+    for test in finder.find(_api.fit, "fit", globs={}):
         runner.run(test)
     assert runner.failures == 0 and runner.tries >= 5

@@ -167,16 +167,16 @@ def test_an_element_of_a_simplex_cannot_be_fixed_alone():
 
 def test_jit_traced_kernel_with_fixed_values_vmaps():
     """The kernel takes the fixed values as data: vmap over them gives one fit each."""
-    from jaxmle import _fit, _fixed, _transforms
+    from jaxmle import _fixed, _kernel, _transforms
 
-    leaves, treedef, names = _fit.prepare_init(INIT, np.dtype("float64"))
+    leaves, treedef, names = _kernel.prepare_init(INIT, np.dtype("float64"))
     space = _transforms.build_space(leaves, names, treedef, POS)
     holding, _ = _fixed.prepare_fixed({"sigma": 1.0}, space, leaves, np.float64)
-    config = _fit.KernelConfig(normal, space, "newton", False, "float64", holding)
+    config = _kernel.KernelConfig(normal, space, "newton", False, "float64", holding)
 
     def one(sigma):
         data = _fixed.Inputs(jnp.asarray(X), jnp.reshape(sigma, (1,)))
-        return _fit.fit_kernel(config, data, leaves, None, jnp.asarray(1e-8),
+        return _kernel.fit_kernel(config, data, leaves, None, jnp.asarray(1e-8),
                                jnp.asarray(100, jnp.int32))
 
     out = jax.jit(jax.vmap(one))(jnp.asarray([1.0, 2.0, 4.0]))

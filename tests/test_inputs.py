@@ -11,7 +11,7 @@ import pytest
 from numpyro.distributions import constraints
 
 import jaxmle as jm
-from jaxmle import _batch, _fit
+from jaxmle import _batch, _kernel
 
 POS = {"sigma": constraints.positive}
 B, N = 8, 20
@@ -182,13 +182,13 @@ def traces_of(monkeypatch, module, name, program_cache):
 
 def test_a_loglik_not_finite_at_init_raises_before_compiling_and_names_the_parameters(
         monkeypatch):
-    traced = traces_of(monkeypatch, _fit, "fit_kernel", _fit.compiled_kernel)
+    traced = traces_of(monkeypatch, _kernel, "fit_kernel", _kernel.compiled_kernel)
     x = np.array([1.0, 2.0, -1.0, 3.0, -0.5])
     with pytest.raises(ValueError, match=r"-inf at init \(rate=2, shape=1\): 2 of 5 "
                                          r"per-observation terms.*observation\(s\) \[2, 4\]"):
         jm.fit(gamma, x, {"shape": 1.0, "rate": 2.0}, constraints=GAMMA_CONS)
     assert traced == []           # the fit's program was never traced, let alone compiled
-    _fit.compiled_kernel.cache_clear()
+    _kernel.compiled_kernel.cache_clear()
 
 
 def test_weights_all_zero():

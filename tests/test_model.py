@@ -17,7 +17,7 @@ from numpyro.distributions import constraints
 from numpyro.infer.util import log_density
 
 import jaxmle as jm
-from jaxmle import _fit
+from jaxmle import _kernel
 
 RNG = np.random.default_rng(20261122)
 
@@ -86,10 +86,10 @@ def test_deterministic_sites_have_delta_method_standard_errors(ols):
 
 
 def test_new_data_of_the_same_shape_does_not_recompile(ols):
-    before, misses = TRACES["n"], _fit.compiled_kernel.cache_info().misses
+    before, misses = TRACES["n"], _kernel.compiled_kernel.cache_info().misses
     y2 = X @ np.array([0.0, 1.0, 1.0]) + RNG.normal(size=N)
     res = jm.fit_model(linreg, X, y=y2, init={"beta": 0.0, "sigma": 2.0})  # a scalar init broadcasts
-    assert TRACES["n"] == before and _fit.compiled_kernel.cache_info().misses == misses
+    assert TRACES["n"] == before and _kernel.compiled_kernel.cache_info().misses == misses
     np.testing.assert_allclose(res.params["beta"], np.linalg.lstsq(X, y2, rcond=None)[0],
                                rtol=1e-9)
     assert before > 0
