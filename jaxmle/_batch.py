@@ -29,6 +29,8 @@ from . import _data, _kernel, _objective, _params, _sharding, _transforms
 from ._batch_kernel import BatchConfig, PassOutput, compiled_passes
 from ._batch_result import BatchFitResult
 from ._kernel import (
+    FitContext,
+    batched_context,
     KernelConfig,
     _check_options,
     float_dtype,
@@ -96,6 +98,8 @@ def fit_batch(
     bc = BatchConfig(KernelConfig(loglik, space, method, w is not None, dtype.name, holding,
                                   cov_type, n_groups, prior),
                      data_batched=True, weights_batched=weights_batched)
+    context = batched_context(FitContext(bc.kernel, data, w, fixed_values, codes, tol, max_iter,
+                                         prior_values), n_batch, True, weights_batched)
     if bad_data.any():
         data = replace_datasets(data, bad_data)
     chunk = resolve_chunk_size(chunk_size, data, n_batch, _sharding.device_count(devices))
@@ -107,8 +111,8 @@ def fit_batch(
     _kernel.COMPILED.add(key)
     if bad_data.any():
         fits = mark_unfitted(fits, bad_data)
-    if prior is not None:
-        fits = dataclasses.replace(fits, priors=prior.labels)
+    fits = dataclasses.replace(fits, context=context,
+                               priors=() if prior is None else prior.labels)
     report_batch(fits, view.unc_names, bad_data)
     return BatchFitResult(fits)
 

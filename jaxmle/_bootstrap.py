@@ -20,6 +20,7 @@ from . import _export
 from ._batch import mark_unfitted, prepare_batch_data, replace_datasets, resolve_chunk_size, run_batch
 from ._batch_kernel import BatchConfig
 from ._batch_result import BatchFitResult
+from ._kernel import context_of
 from ._fixed import pack
 from ._params import element_names
 from ._result import FitResult, provides
@@ -127,10 +128,7 @@ def bootstrap(res: FitResult, simulate: Any, n: int = 2000, *, key: Any = None,
               level: float = 0.95, chunk_size: int | None = None,
               progress: bool | None = None) -> BootstrapResult:
     """See :meth:`FitResult.bootstrap`."""
-    ctx = res.context
-    if ctx is None:
-        raise ValueError("this result has no data attached (e.g. a member of a batch); refit "
-                         "it with jm.fit to bootstrap it")
+    ctx = context_of(res, "the bootstrap")
     if not bool(res.converged):
         raise ValueError(f"the bootstrap needs a converged fit (this one: {res.status_message})")
     if int(n) != n or n < 2:

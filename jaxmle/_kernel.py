@@ -48,11 +48,18 @@ class KernelConfig:
     prior: PriorSpec | None = None  # MAP: the priors (their parameters are traced)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
 class FitContext:
-    """What re-running a fit needs (profiles, bootstrap, nesting checks of ``lrt``)."""
+    """What re-running a fit needs (profiles, bootstrap, nesting checks of ``lrt``).
 
-    config: KernelConfig
+    A pytree: the configuration is static metadata compared by value (two fits of one
+    problem share a treedef, so ``jit`` does not retrace for the second), the rest is
+    data. A batch result carries every part with the batch axis (shared parts are
+    broadcast, see :func:`batched_context`), so ``bres[i]`` slices its member's own.
+    """
+
+    config: KernelConfig = dataclasses.field(metadata=dict(static=True))
     data: Any           # the user's data, as fitted
     weights: Any
     fixed: Any          # values of the fixed elements (``config.holding.fixed``), or None
@@ -60,6 +67,36 @@ class FitContext:
     tol: Any
     max_iter: Any
     prior: Any = None   # the priors' parameters (``config.prior``), or None
+
+
+def context_of(res: Any, purpose: str) -> FitContext:
+    """The refit context of a result (``purpose``: what needs it, for the message)."""
+    ctx = getattr(res, "context", None)
+    if ctx is None:
+        raise ValueError(f"this result carries no data to refit ({purpose} re-fits the model): "
+                         "only results of jm.fit, jm.fit_batch (each member) and the functions "
+                         "built on them do")
+    if np.ndim(ctx.tol) != 0:
+        raise ValueError(f"{purpose} works on one fit: take a member of the batch first "
+                         "(bres[i])")
+    return ctx
+
+
+def batched_context(context: FitContext, n_batch: int, data_batched: bool,
+                    weights_batched: bool) -> FitContext:
+    """``context`` with a leading axis ``n_batch`` on every array: the shared parts (fixed
+    values, groups, tolerances, priors' parameters; the data or weights where shared) are
+    broadcast as read-only views (no copy)."""
+    def spread(tree):
+        return jax.tree_util.tree_map(
+            lambda x: np.broadcast_to(np.asarray(x), (n_batch,) + np.shape(x)), tree)
+
+    return dataclasses.replace(
+        context,
+        data=context.data if data_batched else spread(context.data),
+        weights=context.weights if weights_batched else spread(context.weights),
+        fixed=spread(context.fixed), groups=spread(context.groups), tol=spread(context.tol),
+        max_iter=spread(context.max_iter), prior=spread(context.prior))
 
 
 def initial_z(config: KernelConfig, init_leaves: list[jax.Array]) -> jax.Array:

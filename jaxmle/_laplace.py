@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _solvers
+from ._kernel import context_of
 from ._fixed import Inputs, View, unpack
 from ._result import provides
 
@@ -139,10 +140,7 @@ class LaplaceApproximation:
 @provides("laplace")
 def laplace(res: Any) -> LaplaceApproximation:
     """The Laplace approximation of the posterior of a MAP fit (see module docstring)."""
-    ctx = res.context
-    if ctx is None:
-        raise ValueError("this result has no data attached (e.g. a member of a batch); refit it "
-                         "with jm.fit to build its Laplace approximation")
+    ctx = context_of(res, "laplace()")
     config = ctx.config
     if config.prior is None:
         raise ValueError("laplace() approximates a posterior: fit with priors= (or "

@@ -42,7 +42,7 @@ import numpy as np
 
 from . import _export, _solvers
 from ._batch_kernel import BatchConfig, compiled_passes
-from ._kernel import resolve_method
+from ._kernel import context_of, resolve_method
 from ._fixed import Holding, Inputs, ProfilePoint, View, elementwise, is_identity_transform, layout
 from ._result import FitResult, provides
 from ._typing import ConvergenceWarning, Status, user_stacklevel
@@ -171,10 +171,7 @@ class _Problem:
     """The fit being profiled: its compiled point program, data and coordinates."""
 
     def __init__(self, res: FitResult, n_slots: int):
-        ctx = res.context
-        if ctx is None:
-            raise ValueError("this result has no data attached (e.g. a member of a batch); "
-                             "refit it with jm.fit to profile it")
+        ctx = context_of(res, "the profile likelihood")
         if not bool(res.converged):
             raise ValueError("profiles need a converged fit (this one stopped with: "
                              f"{res.status_message})")

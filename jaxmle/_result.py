@@ -121,9 +121,9 @@ class FitResult:
     fixed_names: tuple[str, ...] = dataclasses.field(default=(), metadata=dict(static=True))
     n_groups: int = dataclasses.field(default=0, metadata=dict(static=True))
     priors: tuple[str, ...] = dataclasses.field(default=(), metadata=dict(static=True))
-    # what re-running the fit needs (data, function, settings): set by jm.fit
-    context: Any = dataclasses.field(default=None, repr=False, compare=False,
-                                     metadata=dict(static=True))
+    # what re-running the fit needs (data, weights, settings; a pytree whose configuration
+    # is static, see _kernel.FitContext): set by jm.fit and jm.fit_batch
+    context: Any = dataclasses.field(default=None, repr=False, compare=False)
     starts: StartsReport | None = None
     # fit_model: the model's ``numpyro.deterministic`` sites at θ̂ and their delta-method SEs
     deterministic: Any = None
