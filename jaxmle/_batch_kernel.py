@@ -99,29 +99,14 @@ def _finish(bc: BatchConfig, data: Any, data_axis, weights: Any, state: Any,
 
 
 def _batched_step(bc: BatchConfig, data: Any, data_axis, weights: Any, tol: jax.Array):
-    """One iteration for every member. Newton's is split so that the batch factorises
-    its Hessians together (``eigh`` only when some member needs it)."""
-    w_axis = _axis(bc.weights_batched)
-    if bc.kernel.method != "newton":
-        def member_step(d, w, s):
-            return kernel_solver(bc.kernel, d, w, tol).step(s)
+    """One iteration for every member: the single fit's ``step``, vmapped (a Newton
+    step factorises the batch's Hessians in one call, ``eigh`` only when some member
+    needs it: :func:`jaxmle._newton_dense.factorize_one`)."""
+    def member_step(d, w, s):
+        return kernel_solver(bc.kernel, d, w, tol).step(s)
 
-        plain = jax.vmap(member_step, in_axes=(data_axis, w_axis, 0))
-        return lambda s: plain(data, weights, s)
-
-    def member_trial(d, w, s):
-        return kernel_solver(bc.kernel, d, w, tol).trial(s)
-
-    def member_finish(s, t, fac):
-        return _solvers.newton_finish(s, t, fac, tol)
-
-    trial = jax.vmap(member_trial, in_axes=(data_axis, w_axis, 0))
-
-    def newton_step(s):
-        s, t = trial(data, weights, s)
-        return jax.vmap(member_finish)(s, t, _solvers.factorize(s.hess, s.damping))
-
-    return newton_step
+    step = jax.vmap(member_step, in_axes=(data_axis, _axis(bc.weights_batched), 0))
+    return lambda s: step(data, weights, s)
 
 
 def start(bc: BatchConfig, data: Any, init_leaves: list[jax.Array], weights: Any,

@@ -2,7 +2,9 @@
 
 Minimises F(z) = f(z) + Σ_j λ_j |z_j − m_j| (λ_j = 0 for unpenalised coordinates),
 the negative log posterior with Laplace(m_j, 1/λ_j) priors. Plain Newton cannot
-land on the kink z_j = m_j; a proximal Newton step can. Each iteration:
+land on the kink z_j = m_j; a proximal Newton step can. It is the one damped Newton
+(:class:`jaxmle._newton.DampedNewton`: acceptance, damping, noise floor, status) with
+this module's step model (:class:`ProxModel`):
 
 1. the quadratic model  q(w) = gᵀ(w − z) + ½(w − z)ᵀA(w − z) + Σ λ_j|w_j − m_j|,
    A = H + (μ + shift)·D (D = diag of H's scale; the shift makes A positive
@@ -13,14 +15,15 @@ land on the kink z_j = m_j; a proximal Newton step can. Each iteration:
    model is minimised exactly by one linear solve; the polished point is kept
    when it keeps those signs and the zeros still satisfy |∂q/∂w_j| ≤ λ_j, so the
    outer iteration converges quadratically once the zero pattern has settled;
-3. the trial is evaluated (f, ∇f, ∇²f in one pass) and accepted on sufficient
+3. the trial w is evaluated (f, ∇f, ∇²f in one pass) and accepted on sufficient
    decrease of F; a rejected trial raises the damping μ (shorter steps, still with
-   exact zeros), an accepted one lowers it.
+   exact zeros; no line search), an accepted one lowers it.
 
-Convergence: the model step from the current point is within ``tol`` standard
-errors (dᵀAd ≤ τ² with μ = 0), or an accepted step changed F by ~ε while within
-√τ. One evaluation per iteration and no data-dependent inner loop (a fixed number
-of sweeps), which keeps ``vmap`` cheap.
+The model step is computed once per iteration, at the accepted point (the
+refresh), and is the next trial. Convergence: the model step from the current
+point is within ``tol`` standard errors (dᵀAd ≤ τ² with μ = 0), or an accepted
+step changed F by ~ε while within √τ. One evaluation per iteration and no
+data-dependent inner loop (a fixed number of sweeps), which keeps ``vmap`` cheap.
 """
 
 from __future__ import annotations
@@ -32,23 +35,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from ._newton import DampedNewton, Measure, NewtonState, Proposal, Rules
+from ._newton_dense import eigen, value_grad_hessian
 from ._priors import l1_penalty
-from ._solvers import _eps, _small_change, eigen, kink_jitter, value_grad_hessian
-from ._typing import Status
+from ._solvers import Solver, newton_solver
 
 SWEEPS = 25
-
-
-class ProxState(NamedTuple):
-    z: jax.Array
-    f: jax.Array            # F = f + penalty
-    g: jax.Array            # ∇f (smooth part)
-    hess: jax.Array         # ∇²f (smooth part)
-    damping: jax.Array
-    n_iter: jax.Array
-    n_rejected: jax.Array
-    done: jax.Array
-    status: jax.Array
 
 
 def penalty(z: jax.Array, lam: jax.Array, loc: jax.Array) -> jax.Array:
@@ -108,47 +100,44 @@ def model_step(g, hess, damping, z, lam, loc, sweeps: int = SWEEPS):
     return _polish(g, a, z, lam, loc, w), a
 
 
-def _init(fun, z0, tol) -> ProxState:
-    dtype = z0.dtype
-    zero = jnp.zeros((), jnp.int32)
-    return ProxState(z0, jnp.asarray(jnp.inf, dtype), jnp.zeros_like(z0),
-                     jnp.eye(z0.shape[0], dtype=dtype), jnp.zeros((), dtype), zero - 1, zero,
-                     jnp.asarray(False), jnp.asarray(Status.SUCCESS, jnp.int32))
+class Step(NamedTuple):
+    w: jax.Array            # the model's minimiser from the current z (the next trial)
+    decrement: jax.Array    # (w − z)ᵀA(w − z)
 
 
-def _step(fun: Callable, lam, loc, s: ProxState, tol) -> ProxState:
-    first = s.n_iter < 0
-    w, a = model_step(s.g, s.hess, s.damping, s.z, lam, loc)
-    w = jnp.where(first, s.z, w)
-    d = w - s.z
-    decrement = d @ a @ d
-    at_model_optimum = ~first & (s.damping == 0) & (decrement <= tol**2)
+class ProxModel(NamedTuple):
+    """The proximal step model: λ and m of the penalty, per coordinate of z."""
 
-    f_t, g_t, h_t = value_grad_hessian(fun, w)
-    big_f = f_t + penalty(w, lam, loc)
-    finite = jnp.isfinite(big_f) & jnp.all(jnp.isfinite(g_t)) & jnp.all(jnp.isfinite(h_t))
-    predicted = -(s.g @ d + penalty(w, lam, loc) - penalty(s.z, lam, loc))
-    actual = s.f - big_f
-    noise = 16 * _eps(s.f.dtype) * (1 + jnp.abs(s.f))
-    at_noise = (jnp.abs(actual) <= noise) & (jnp.abs(predicted) <= noise)
-    accept = finite & ((actual >= 1e-4 * predicted) & (actual >= 0) | at_noise | first)
+    lam: jax.Array
+    loc: jax.Array
 
-    damping = jnp.where(accept, jnp.where(s.damping / 4 < 1e-6, 0.0, s.damping / 4),
-                        jnp.maximum(4.0 * s.damping, 1e-3))
-    small = accept & ~first & _small_change(s.f, big_f, tol) & (decrement <= tol)
-    converged = at_model_optimum | small
-    collapsed = damping > 1e12
-    bad_start = first & ~finite
-    done = converged | collapsed | bad_start
-    status = jnp.where(converged, Status.SUCCESS, Status.STALLED)
-    status = jnp.where(bad_start, Status.NONFINITE_START, status)
-    keep = accept | bad_start
-    return ProxState(
-        z=jnp.where(accept, w, s.z), f=jnp.where(keep, big_f, s.f),
-        g=jnp.where(keep, g_t, s.g), hess=jnp.where(accept, h_t, s.hess),
-        damping=damping, n_iter=s.n_iter + 1,
-        n_rejected=s.n_rejected + (~accept & ~first).astype(jnp.int32), done=done,
-        status=jnp.where(done, status, s.status).astype(jnp.int32))
+    def initial(self, z0):
+        return jnp.eye(z0.shape[0], dtype=z0.dtype), Step(z0, jnp.zeros((), z0.dtype))
+
+    def evaluate(self, fun, z):
+        f, g, h = value_grad_hessian(fun, z)
+        return f + penalty(z, self.lam, self.loc), g, h
+
+    def propose(self, s: NewtonState) -> Proposal:
+        d = s.model.w - s.z
+        predicted = -(s.g @ d + penalty(s.model.w, self.lam, self.loc)
+                      - penalty(s.z, self.lam, self.loc))
+        return Proposal(d, predicted, jnp.zeros_like(predicted), s.damping, jnp.asarray(False))
+
+    def refresh(self, s: NewtonState) -> Step:
+        w, a = model_step(s.g, s.hess, s.damping, s.z, self.lam, self.loc)
+        d = w - s.z
+        return Step(w, d @ a @ d)
+
+    def measure(self, s: NewtonState, step: Step) -> Measure:
+        return Measure(step.decrement, s.damping == 0)
+
+    def valid(self, s: NewtonState) -> jax.Array:
+        return jnp.asarray(True)
+
+
+RULES = Rules(floor=2.5e-4, grow=4.0, accelerate=1.0, line_search=False)
+"""μ/4 after an accepted trial (0 below 10⁻⁶), max(4μ, 10⁻³) after a rejected one."""
 
 
 def composite_gradient(g: jax.Array, z: jax.Array, lam: jax.Array, loc: jax.Array) -> jax.Array:
@@ -159,15 +148,10 @@ def composite_gradient(g: jax.Array, z: jax.Array, lam: jax.Array, loc: jax.Arra
     return jnp.where(at_kink, kink, smooth)
 
 
-def make_prox_solver(fun: Callable, lam: jax.Array, loc: jax.Array, tol: jax.Array) -> Any:
-    """The ``Solver`` (init/step) of proximal Newton; ``lam``/``loc`` per coordinate of z."""
-    from ._solvers import Solver
-
-    def init(z0):
-        # start a hair off the kinks too (kink_jitter), but exactly on none of them
-        return _init(fun, z0 + kink_jitter(z0), tol)
-
-    return Solver(init, lambda s: _step(fun, lam, loc, s, tol))
+def make_prox_solver(fun: Callable, lam: jax.Array, loc: jax.Array, tol: jax.Array) -> Solver:
+    """The ``Solver`` (init/step) of proximal Newton; ``lam``/``loc`` per coordinate of z.
+    It starts a hair off the kinks too (``kink_jitter``), but exactly on none of them."""
+    return newton_solver(DampedNewton(ProxModel(lam, loc), RULES), fun, tol)
 
 
 # --------------------------------------------------------------------------- kernel glue

@@ -22,13 +22,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
+
+from ._newton import DampedNewton, Measure, NewtonState, Proposal, Rules, run
+from ._typing import Status
 
 INNER_MAX_ITER = 200
 
@@ -159,16 +162,6 @@ def block_inverse_diag(chol: jax.Array) -> jax.Array:
 # --------------------------------------------------------------------------- inner Newton
 
 
-def _lm_step(g: jax.Array, blocks: jax.Array, mu: jax.Array):
-    """The damped Newton step (−H + μ·D) d = g, D = |diag H| (floored), and gᵀd."""
-    K = blocks.shape[-1]
-    diag = jnp.abs(jnp.diagonal(blocks, axis1=-2, axis2=-1))
-    diag = jnp.maximum(diag, 1e-12 * jnp.max(diag, axis=-1, keepdims=True) + 1e-300)
-    chol = _chol(-blocks + mu * diag[..., None] * jnp.eye(K, dtype=g.dtype))
-    d = chol_solve(chol, g)
-    return d, jnp.sum(g * d)
-
-
 def value_grad_blocks(ell: Callable[[jax.Array], jax.Array], U: jax.Array):
     """ℓ, ∇ᵤℓ and the diagonal blocks of ∇²ᵤℓ from one linearisation (one copy of ℓ)."""
     (f, g), lin = jax.linearize(jax.value_and_grad(ell), U)
@@ -177,8 +170,62 @@ def value_grad_blocks(ell: Callable[[jax.Array], jax.Array], U: jax.Array):
     return f, g, 0.5 * (blocks + jnp.swapaxes(blocks, 1, 2))
 
 
+def _lm_step(g: jax.Array, hess: jax.Array, mu: jax.Array):
+    """The damped Newton step (H + μ·D) d = −g, D = |diag H| (floored), of the blocks
+    H (G, K, K) of a minimisation, and −gᵀd."""
+    K = hess.shape[-1]
+    diag = jnp.abs(jnp.diagonal(hess, axis1=-2, axis2=-1))
+    diag = jnp.maximum(diag, 1e-12 * jnp.max(diag, axis=-1, keepdims=True) + 1e-300)
+    chol = _chol(hess + mu * diag[..., None] * jnp.eye(K, dtype=g.dtype))
+    d = chol_solve(chol, -g)
+    return d, jnp.sum(-g * d)
+
+
+class BlockStep(NamedTuple):
+    d: jax.Array            # the next step (G, K), taken untested once converged
+    decrement: jax.Array    # −gᵀd
+
+
+class BlockModel(NamedTuple):
+    """The step model of the inner mode solve: minimise −ℓ(U) with the Hessian's
+    diagonal blocks, one per group (Levenberg–Marquardt, block-diagonal Cholesky)."""
+
+    def initial(self, U0):
+        K = U0.shape[1]
+        return (jnp.broadcast_to(jnp.eye(K, dtype=U0.dtype), U0.shape + (K,)),
+                BlockStep(jnp.zeros_like(U0), jnp.zeros((), U0.dtype)))
+
+    def evaluate(self, neg_ell, U):
+        f, g, blocks = value_grad_blocks(neg_ell, U)
+        return f, g, blocks
+
+    def propose(self, s: NewtonState) -> Proposal:
+        zero = jnp.zeros((), s.f.dtype)      # no predicted decrease: accept any non-increase
+        return Proposal(s.model.d, zero, zero, s.damping, jnp.asarray(False))
+
+    def refresh(self, s: NewtonState) -> BlockStep:
+        return BlockStep(*_lm_step(s.g, s.hess, s.damping))
+
+    def measure(self, s: NewtonState, step: BlockStep) -> Measure:
+        return Measure(step.decrement / (1.0 + jnp.abs(s.f)), s.damping == 0)
+
+    def valid(self, s: NewtonState) -> jax.Array:
+        return jnp.asarray(True)
+
+
+INNER = DampedNewton(BlockModel(), Rules(
+    decrease=0.0, noise=1e-13 / float(np.finfo(np.float64).eps), shrink=10.0, zero_below=5e-5,
+    floor=1e-5, grow=10.0, accelerate=1.0, line_search=False, precision_test=False))
+"""Accept any trial that does not increase −ℓ beyond 10⁻¹³(1 + |ℓ|); μ/10 after an
+accepted trial (0 from 10⁻⁴), max(10μ, 10⁻⁴) after a rejected one; converged when the
+undamped step has decrement ≤ 10⁻¹²(1 + |ℓ|)."""
+
+INNER_TOL = 1e-6
+
+
 def solve_mode(ell: Callable[[jax.Array], jax.Array], U0: jax.Array) -> jax.Array:
-    """argmaxᵤ ℓ by Levenberg–Marquardt Newton from U0; NaN if it does not converge.
+    """argmaxᵤ ℓ by Levenberg–Marquardt Newton from U0 (:data:`INNER`); NaN if it does
+    not converge.
 
     Each iteration evaluates ℓ, ∇ℓ and the blocks at a trial point (one copy of
     ℓ in the compiled loop); the trial is accepted when ℓ does not decrease
@@ -187,31 +234,12 @@ def solve_mode(ell: Callable[[jax.Array], jax.Array], U0: jax.Array) -> jax.Arra
     point has decrement gᵀ(−H)⁻¹g ≤ 10⁻¹²(1 + |ℓ|); that last step is taken
     (not evaluated), so the error left is of the order of its square.
     """
-    dtype = U0.dtype
-    K = U0.shape[1]
+    def neg_ell(U):
+        return -ell(U)
 
-    def cond(s):
-        return (~s[-1]) & (s[-2] < INNER_MAX_ITER) & (jnp.isfinite(s[1]) | (s[-2] == 0))
-
-    def body(s):
-        U, f, g, B, mu, T, it, _ = s
-        fT, gT, BT = value_grad_blocks(ell, T)
-        accept = jnp.isfinite(fT) & jnp.all(jnp.isfinite(gT)) & (
-            fT >= f - 1e-13 * (1.0 + jnp.abs(f)))
-        U, f, g, B = (jnp.where(accept, new, old) for new, old in ((T, U), (fT, f), (gT, g),
-                                                                    (BT, B)))
-        mu = jnp.where(accept, jnp.where(mu <= 1e-4, 0.0, mu / 10.0), jnp.maximum(mu * 10, 1e-4))
-        d, dec = _lm_step(g, B, mu)
-        finite = jnp.all(jnp.isfinite(d))
-        done = finite & (mu == 0) & (dec <= 1e-12 * (1.0 + jnp.abs(f)))
-        T = U + jnp.where(finite, d, 0.0)
-        return U, f, g, B, jnp.where(finite, mu, jnp.maximum(mu * 10, 1e-4)), T, it + 1, done
-
-    s0 = (U0, jnp.asarray(-jnp.inf, dtype), jnp.zeros_like(U0),
-          jnp.broadcast_to(-jnp.eye(K, dtype=dtype), U0.shape + (K,)), jnp.asarray(0.0, dtype),
-          U0, jnp.asarray(0, jnp.int32), jnp.asarray(False))
-    s = lax.while_loop(cond, body, s0)
-    return jnp.where(s[-1], s[5], jnp.nan)
+    s = run(INNER, neg_ell, U0, INNER_TOL, INNER_MAX_ITER - 1)
+    ok = s.done & (s.status == Status.SUCCESS)
+    return jnp.where(ok, s.z + s.model.d, jnp.nan)
 
 
 @dataclasses.dataclass(frozen=True)
