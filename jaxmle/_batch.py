@@ -114,7 +114,7 @@ def fit_batch(
     fits = dataclasses.replace(fits, context=context,
                                priors=() if prior is None else prior.labels)
     report_batch(fits, view.unc_names, bad_data)
-    return BatchFitResult(fits)
+    return BatchFitResult.of(fits)
 
 
 # --------------------------------------------------------------------------- inputs

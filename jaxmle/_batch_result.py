@@ -10,39 +10,37 @@ import numpy as np
 
 from . import _export
 from ._result import FitResult
-from ._params import free_positions
+from ._params import check_names, free_positions
 from ._typing import STATUS_LABELS, Status
-from ._stats import check_level, wald_quantile
-
-# FitResult attributes a BatchFitResult exposes with a leading batch axis (or as is: static)
-_FORWARDED = frozenset({
-    "params", "stderr", "score", "cov", "fisher_info", "loglik", "logpost", "converged",
-    "status", "n_iter", "grad_norm", "nobs", "stats", "aic", "bic", "param_names", "method",
-    "kind", "cov_type", "n_free", "dtype", "fixed_names", "n_groups", "zvalues", "tvalues",
-    "pvalues",
-})
-
+from ._stats import wald_quantile
 
 @jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
-class BatchFitResult:
-    """The result of :func:`jaxmle.fit_batch`: every :class:`FitResult` array with a
-    leading batch axis B.
+@dataclasses.dataclass(frozen=True, repr=False)
+class BatchFitResult(FitResult):
+    """The result of :func:`jaxmle.fit_batch`: a :class:`FitResult` whose arrays carry a
+    leading batch axis B (the same fields, the same pytree structure).
 
-    ``bres.params["mu"]`` is (B,), ``bres.cov`` (B, k, k), ``bres.converged`` (B,);
-    ``bres[i]`` is the i-th fit as an ordinary :class:`FitResult` (``summary()``
-    works), ``bres[mask]`` or ``bres[a:b]`` a smaller batch, ``len(bres)`` is B.
+    ``bres.params["mu"]`` is (B,), ``bres.cov`` (B, k, k), ``bres.converged`` (B,),
+    ``bres.aic``, ``bres.zvalues`` ... likewise; ``bres[i]`` is the i-th fit as an
+    ordinary :class:`FitResult` (``summary()``, ``profile()``, ``bootstrap()`` work: each
+    member carries its own data), ``bres[mask]`` or ``bres[a:b]`` a smaller batch,
+    ``len(bres)`` is B. The methods that summarise over the batch (``summary``,
+    ``confint``, ``flat_params``, ``to_dict``, ...) return batch-shaped answers; those
+    that refit one fit ask for a member (``bres[i].profile(...)``).
     """
 
-    fits: FitResult
+    @classmethod
+    def of(cls, fits: FitResult) -> "BatchFitResult":
+        """The batch view of a FitResult whose arrays have a leading batch axis."""
+        return cls(**_fields(fits))
 
-    def __getattr__(self, name: str) -> Any:
-        if name in _FORWARDED:
-            return getattr(self.fits, name)
-        raise AttributeError(f"'BatchFitResult' has no attribute {name!r}")
+    @property
+    def fits(self) -> FitResult:
+        """The same arrays as a plain :class:`FitResult` (batched: for ``jax.tree_util``)."""
+        return FitResult(**_fields(self))
 
     def __len__(self) -> int:
-        return int(np.shape(self.fits.loglik)[0])
+        return int(np.shape(self.loglik)[0])
 
     def __getitem__(self, index: Any) -> FitResult | "BatchFitResult":
         if isinstance(index, (int, np.integer)):
@@ -50,47 +48,76 @@ class BatchFitResult:
             if not -n <= index < n:
                 raise IndexError(f"fit {index} is out of range for a batch of {n}")
             return jax.tree_util.tree_map(lambda x: x[index], self.fits)
-        return BatchFitResult(jax.tree_util.tree_map(lambda x: x[index], self.fits))
+        return jax.tree_util.tree_map(lambda x: x[index], self)
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))
 
     @property
     def n_converged(self) -> int:
-        return int(np.sum(np.asarray(self.fits.converged)))
+        return int(np.sum(np.asarray(self.converged)))
 
     @property
     def failed(self) -> np.ndarray:
         """Indices of the fits that did not converge."""
-        return np.nonzero(~np.asarray(self.fits.converged))[0]
+        return np.nonzero(~np.asarray(self.converged))[0]
+
+    @property
+    def status_message(self) -> str:
+        return "; ".join(f"{label}: {count}" for label, count in _status_counts(self.status))
 
     def flat_params(self) -> np.ndarray:
         """(B, k) estimates in the order of ``param_names`` (fixed parameters left out)."""
-        return self._free(_flat(self.fits.params, len(self)))
+        return self._free(_flat(self.params, len(self)))
+
+    def flat_params_all(self) -> np.ndarray:
+        """(B, k + fixed) all parameters, in pytree order."""
+        return _flat(self.params, len(self))
 
     def flat_stderr(self) -> np.ndarray:
         """(B, k) standard errors in the order of ``param_names``."""
-        return self._free(_flat(self.fits.stderr, len(self)))
+        return self._free(_flat(self.stderr, len(self)))
 
     def _free(self, flat: np.ndarray) -> np.ndarray:
-        if not self.fits.fixed_names:
+        if not self.fixed_names:
             return flat
-        return flat[:, free_positions(self.fits.params, self.fits.fixed_names, batch_ndim=1)]
+        return flat[:, free_positions(self.params, self.fixed_names, batch_ndim=1)]
 
-    def confint(self, level: float = 0.95) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Wald intervals ``{name: (lower (B,), upper (B,))}``."""
-        check_level(level)
+    def confint(self, level: float = 0.95, method: str = "wald", *,
+                names: Any = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Wald intervals ``{name: (lower (B,), upper (B,))}`` (profile intervals: per
+        member, ``bres[i].confint(method="profile")``)."""
+        if method != "wald":
+            raise ValueError(f"confint(method={method!r}) of a batch: only 'wald'; take a "
+                             "member for profile intervals (bres[i].confint(method='profile'))")
         q = wald_quantile(level)
         est, se = self.flat_params(), self.flat_stderr()
-        return {n: (est[:, j] - q * se[:, j], est[:, j] + q * se[:, j])
-                for j, n in enumerate(self.fits.param_names)}
+        out = {n: (est[:, j] - q * se[:, j], est[:, j] + q * se[:, j])
+               for j, n in enumerate(self.param_names)}
+        return out if names is None else {n: out[n] for n in check_names(names, self.param_names)}
 
-    def summary(self) -> "BatchSummary":
+    def profile(self, *args: Any, **kwargs: Any) -> Any:
+        raise ValueError("the profile likelihood works on one fit: take a member of the batch "
+                         "first (bres[i].profile(...))")
+
+    def bootstrap(self, *args: Any, **kwargs: Any) -> Any:
+        raise ValueError("the bootstrap works on one fit: take a member of the batch first "
+                         "(bres[i].bootstrap(...))")
+
+    def delta(self, *args: Any, **kwargs: Any) -> Any:
+        raise ValueError("the delta method works on one fit: take a member of the batch first "
+                         "(bres[i].delta(...))")
+
+    def laplace(self) -> Any:
+        raise ValueError("laplace() works on one fit: take a member of the batch first "
+                         "(bres[i].laplace())")
+
+    def summary(self, level: float = 0.95, ci: str = "wald") -> "BatchSummary":
         """Batch-level summary: convergence counts, and the distribution of the
         estimates and standard errors over the converged fits."""
         return BatchSummary.from_batch(self)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, level: float = 0.95) -> dict[str, Any]:
         """The batch as plain Python (NaN/±inf as None; ``json.dumps`` works): the keys
         of :meth:`FitResult.to_dict` with a leading batch axis on every per-fit value
         (``params``, ``stderr``, ``cov``, ``loglik``, ``converged``, ``status``,
@@ -98,7 +125,7 @@ class BatchFitResult:
         ``n_converged``; no ``estimates`` table (see :meth:`to_dataframe`)."""
         return _export.batch_to_dict(self)
 
-    def to_dataframe(self) -> Any:
+    def to_dataframe(self, level: float = 0.95, include_fixed: bool = True) -> Any:
         """One row per dataset (index ``fit``; needs pandas): a column per estimated flat
         parameter (its estimate), ``se_<name>`` (its SE), then ``converged``, ``status``,
         ``status_label``, ``loglik``, ``n_iter``, ``grad_norm``."""
@@ -115,9 +142,18 @@ class BatchFitResult:
     def __repr__(self) -> str:
         try:
             return (f"BatchFitResult({len(self)} fits, {self.n_converged} converged, "
-                    f"{self.fits.method}; params {list(self.fits.param_names)})")
+                    f"{self.method}; params {list(self.param_names)})")
         except TypeError:  # traced
             return "BatchFitResult(traced)"
+
+
+def _fields(res: FitResult) -> dict[str, Any]:
+    return {f.name: getattr(res, f.name) for f in dataclasses.fields(FitResult)}
+
+
+def _status_counts(status: Any) -> tuple[tuple[str, int], ...]:
+    status = np.asarray(status)
+    return tuple((STATUS_LABELS[Status(s)], int((status == s).sum())) for s in np.unique(status))
 
 
 def _flat(tree: Any, n: int) -> np.ndarray:
@@ -138,13 +174,11 @@ class BatchSummary:
 
     @classmethod
     def from_batch(cls, bres: BatchFitResult) -> "BatchSummary":
-        status = np.asarray(bres.fits.status)
-        counts = tuple((STATUS_LABELS[Status(s)], int((status == s).sum()))
-                       for s in np.unique(status))
-        ok = np.asarray(bres.fits.converged, bool)
+        counts = _status_counts(bres.status)
+        ok = np.asarray(bres.converged, bool)
         est, se = bres.flat_params()[ok], bres.flat_stderr()[ok]
         rows = []
-        for j, name in enumerate(bres.fits.param_names):
+        for j, name in enumerate(bres.param_names):
             e, s = est[:, j], se[:, j]
             sd = float(np.std(e, ddof=1)) if e.size > 1 else np.nan
             mean_se = float(np.nanmean(s)) if np.isfinite(s).any() else np.nan
@@ -152,7 +186,7 @@ class BatchSummary:
             rows.append(dict(name=name, mean=float(np.mean(e)) if e.size else np.nan, sd=sd,
                              q025=float(q[0]), median=float(q[1]), q975=float(q[2]),
                              mean_se=mean_se, se_over_sd=mean_se / sd if sd > 0 else np.nan))
-        return cls(len(bres), counts, tuple(rows), bres.fits.method)
+        return cls(len(bres), counts, tuple(rows), bres.method)
 
     def as_dict(self) -> dict[str, Any]:
         return {"n": self.n, "status": dict(self.counts), "params": {r["name"]: r for r in self.rows}}

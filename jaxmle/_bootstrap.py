@@ -156,7 +156,7 @@ def bootstrap(res: FitResult, simulate: Any, n: int = 2000, *, key: Any = None,
     status = np.asarray(fits.status)
     failures = tuple((STATUS_LABELS[Status(s)], int((status == s).sum()))
                      for s in np.unique(status[~ok]))
-    batch = BatchFitResult(fits)
+    batch = BatchFitResult.of(fits)
     params = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[ok], fits.params)
     return _summarise(res.param_names, res.flat_params(), batch.flat_params()[ok], level, n,
                       failures, params, res.params)

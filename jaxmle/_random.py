@@ -435,4 +435,4 @@ def fit_batch_random(loglik: Callable, data: Any, init: Any, *, random: Any,
         return bres
     info = RandomInfo(names, tuple(int(np.prod(s, dtype=int)) for s in shapes), layout.n_groups,
                       layout.block, (), flat)
-    return dataclasses.replace(bres, fits=with_info(bres.fits, info))
+    return with_info(bres, info)

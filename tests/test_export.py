@@ -326,7 +326,7 @@ def test_simulation_summary_uses_converged_fits_only(sim):
     xs, bres = sim
     half = bres[:10]
     fits = dataclasses.replace(half.fits, converged=np.arange(10) < 7)   # pretend 3 failed
-    ss = jm.BatchFitResult(fits).simulation_summary({"mu": MU})
+    ss = jm.BatchFitResult.of(fits).simulation_summary({"mu": MU})
     assert ss.n_fits == 10 and ss.n_converged == 7 and ss["mu"]["n"] == 7
     assert_allclose(ss["mu"]["mean"], xs[:7].mean(), rtol=1e-9)
 

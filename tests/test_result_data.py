@@ -76,3 +76,17 @@ def test_each_member_carries_its_own_data_and_shared_settings(fits):
         assert np.shape(ctx.tol) == () and ctx.weights is None
     with pytest.raises(ValueError, match=r"take a member of the batch first \(bres\[i\]\)"):
         jm.FitResult.profile(bres.fits, "mu")
+
+
+def test_a_batch_is_a_fit_result_with_a_leading_axis(fits):
+    singles, bres = fits
+    assert isinstance(bres, jm.FitResult) and len(bres) == len(X)
+    stacked = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *singles)
+    assert jax.tree_util.tree_structure(stacked) == jax.tree_util.tree_structure(bres.fits)
+    np.testing.assert_allclose(bres.aic, [r.aic for r in singles], rtol=1e-10)
+    np.testing.assert_allclose(bres.pvalues["mu"], [r.pvalues["mu"] for r in singles], rtol=1e-7)
+    np.testing.assert_allclose(bres.confint(names="mu")["mu"][0],
+                               [r.confint()["mu"][0] for r in singles], rtol=1e-8)
+    with pytest.raises(ValueError, match=r"take a member of the batch first"):
+        bres.profile("mu")
+    assert type(bres[1:]) is jm.BatchFitResult and type(bres[1]) is jm.FitResult
