@@ -12,7 +12,7 @@ from . import _export
 from ._result import FitResult
 from ._params import check_names, free_positions
 from ._typing import STATUS_LABELS, Status
-from ._stats import wald_quantile
+from ._stats import wald_intervals
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -90,10 +90,7 @@ class BatchFitResult(FitResult):
         if method != "wald":
             raise ValueError(f"confint(method={method!r}) of a batch: only 'wald'; take a "
                              "member for profile intervals (bres[i].confint(method='profile'))")
-        q = wald_quantile(level)
-        est, se = self.flat_params(), self.flat_stderr()
-        out = {n: (est[:, j] - q * se[:, j], est[:, j] + q * se[:, j])
-               for j, n in enumerate(self.param_names)}
+        out = wald_intervals(self.param_names, self.flat_params(), self.flat_stderr(), level)
         return out if names is None else {n: out[n] for n in check_names(names, self.param_names)}
 
     def profile(self, *args: Any, **kwargs: Any) -> Any:

@@ -14,7 +14,7 @@ from . import _export
 from ._dist_registry import DistSpec
 from ._params import element_names
 from ._result import FitResult
-from ._stats import check_level, wald_quantile
+from ._stats import aic, bic, wald_intervals
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -79,12 +79,12 @@ class DistributionFit:
     @property
     def aic(self) -> float:
         """Akaike information criterion 2m − 2ℓ̂ (m = estimated free coordinates)."""
-        return 2.0 * self.n_params - 2.0 * self.loglik
+        return float(aic(self.loglik, self.n_params))
 
     @property
     def bic(self) -> float:
         """Bayesian information criterion m·log n − 2ℓ̂."""
-        return self.n_params * math.log(self.nobs) - 2.0 * self.loglik
+        return float(bic(self.loglik, self.n_params, self.nobs))
 
     @property
     def dist(self) -> Any:
@@ -130,10 +130,8 @@ class DistributionFit:
 
     def confint(self, level: float = 0.95) -> dict[str, tuple[float, float]]:
         """Wald intervals θ̂ ± z·SE for the estimated elements, keyed by flat name."""
-        check_level(level)
-        q = wald_quantile(level)
-        est, se = self._flat_estimates(), np.sqrt(np.diag(self.cov))
-        return {n: (float(e - q * s), float(e + q * s)) for n, e, s in zip(self.param_names, est, se)}
+        se = np.sqrt(np.diag(self.cov))
+        return wald_intervals(self.param_names, self._flat_estimates(), se, level)
 
     def _flat_estimates(self) -> np.ndarray:
         parts = [np.ravel(self.params[p]) for p in self.estimated]

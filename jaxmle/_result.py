@@ -14,7 +14,7 @@ import numpy as np
 
 from . import _export
 from ._params import check_names, flat_values, free_positions
-from ._stats import check_level, wald_quantile
+from ._stats import aic, bic, check_level, wald_intervals
 from ._typing import STATUS_MESSAGES, Status
 
 # The methods below that refit or tabulate (profile, bootstrap, delta, laplace, summary)
@@ -137,12 +137,12 @@ class FitResult:
     @property
     def aic(self) -> Any:
         """Akaike information criterion, 2m − 2ℓ̂ (m = free parameters)."""
-        return 2.0 * self.n_free - 2.0 * self.loglik
+        return aic(self.loglik, self.n_free)
 
     @property
     def bic(self) -> Any:
         """Bayesian information criterion, m·log(nobs) − 2ℓ̂."""
-        return self.n_free * np.log(self.nobs) - 2.0 * self.loglik
+        return bic(self.loglik, self.n_free, self.nobs)
 
     @property
     def n_at_best(self) -> int | None:
@@ -173,10 +173,8 @@ class FitResult:
         if method == "profile":
             intervals = feature("profile_intervals")(self, level, names)
             return {n: (iv.lower, iv.upper) for n, iv in intervals.items()}
-        q = wald_quantile(level)
-        est = self.flat_params()
         se = np.sqrt(np.diag(np.asarray(self.cov)))
-        out = {n: (float(e - q * s), float(e + q * s)) for n, e, s in zip(self.param_names, est, se)}
+        out = wald_intervals(self.param_names, self.flat_params(), se, level)
         return out if names is None else {n: out[n] for n in check_names(names, self.param_names)}
 
     def profile(self, name: str, level: float = 0.95, n_points: int = 21) -> Any:

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import math
 from statistics import NormalDist
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
 
 
 def check_level(level: float) -> float:
@@ -30,3 +35,28 @@ def chi2_1_quantile(level: float) -> float:
 def pvalue(z: float) -> float:
     """Two-sided normal p-value P(|Z| > |z|) (NaN for a non-finite z)."""
     return math.erfc(abs(z) / math.sqrt(2.0)) if math.isfinite(z) else math.nan
+
+
+def aic(loglik: Any, n_free: Any) -> Any:
+    """Akaike information criterion 2m − 2ℓ̂ (m free coordinates; arrays broadcast, traced
+    values allowed)."""
+    return 2.0 * n_free - 2.0 * loglik
+
+
+def bic(loglik: Any, n_free: Any, nobs: Any) -> Any:
+    """Bayesian information criterion m·log(n) − 2ℓ̂ (arrays broadcast)."""
+    log_n = jnp.log(nobs) if isinstance(nobs, jax.core.Tracer) else np.log(nobs)
+    return n_free * log_n - 2.0 * loglik
+
+
+def wald_intervals(names: Sequence[str], estimates: Any, stderr: Any,
+                   level: float) -> dict[str, tuple[Any, Any]]:
+    """``{name: (θ̂ − z·SE, θ̂ + z·SE)}`` over the last axis of ``estimates``/``stderr``:
+    floats for vectors, arrays for a (B, k) batch."""
+    q = wald_quantile(level)
+    est, se = np.asarray(estimates, dtype=float), np.asarray(stderr, dtype=float)
+    if est.ndim == 1:
+        return {n: (float(est[j] - q * se[j]), float(est[j] + q * se[j]))
+                for j, n in enumerate(names)}
+    return {n: (est[..., j] - q * se[..., j], est[..., j] + q * se[..., j])
+            for j, n in enumerate(names)}
