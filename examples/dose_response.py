@@ -70,7 +70,7 @@ def main() -> None:
 
     init = {"ld50": 1.8, "slope": 10.0}
     res = jm.fit(ld50_model, BEETLES, init)
-    print(res.summary(ci="profile"))
+    print(res.summary(method="profile"))
 
     ab = jm.fit(intercept_slope, BEETLES, {"alpha": 0.0, "beta": 1.0})
     delta = ab.delta(lambda p: -p["alpha"] / p["beta"])

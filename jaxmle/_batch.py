@@ -25,7 +25,7 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
-from . import _data, _kernel, _objective, _params, _sharding, _transforms
+from . import _data, _objective, _params, _sharding, _start, _transforms
 from ._batch_kernel import BatchConfig, PassOutput, compiled_passes
 from ._batch_result import BatchFitResult
 from ._kernel import (
@@ -105,10 +105,10 @@ def fit_batch(
     chunk = resolve_chunk_size(chunk_size, data, n_batch, _sharding.device_count(devices))
     packed = pack(data, fixed_values, codes, prior_values)
     key = ("batch", bc, chunk, _params.shape_signature(jax.tree_util.tree_leaves((first, w))))
-    if not internal and key not in _kernel.COMPILED:
+    if not internal and key not in _start.COMPILED:
         check_batch_start(bc, packed, init_leaves, w, n_batch, chunk, bad_data)
     fits = run_batch(bc, packed, init_leaves, w, n_batch, tol, max_iter, chunk, progress, devices)
-    _kernel.COMPILED.add(key)
+    _start.COMPILED.add(key)
     if bad_data.any():
         fits = mark_unfitted(fits, bad_data)
     fits = dataclasses.replace(fits, context=context,
@@ -241,8 +241,8 @@ def check_batched_init(space: _transforms.ParamSpace, leaves: list[np.ndarray]) 
 
 @functools.lru_cache(maxsize=64)
 def batch_start_program(bc: BatchConfig, packed_inputs: bool) -> Any:
-    """The start values of a chunk of members: :func:`jaxmle._kernel.start_program`, vmapped."""
-    run = _kernel.start_program(bc.kernel).__wrapped__
+    """The start values of a chunk of members: :func:`jaxmle._start.start_program`, vmapped."""
+    run = _start.start_program(bc.kernel).__wrapped__
     data_axes = Inputs(0, None, None, None, None) if packed_inputs else 0
     return jax.jit(jax.vmap(run, in_axes=(data_axes, 0, 0 if bc.weights_batched else None)))
 
@@ -262,7 +262,7 @@ def check_batch_start(bc: BatchConfig, data: Any, init_leaves: list, weights: An
         if finite.any():
             return
         if first is None:
-            first = _kernel.start_message(jax.tree_util.tree_map(lambda x: x[0], values))
+            first = _start.start_message(jax.tree_util.tree_map(lambda x: x[0], values))
     raise ValueError(f"{first} (for every dataset in the batch)")
 
 

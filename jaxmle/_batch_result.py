@@ -109,7 +109,8 @@ class BatchFitResult(FitResult):
         raise ValueError("laplace() works on one fit: take a member of the batch first "
                          "(bres[i].laplace())")
 
-    def summary(self, level: float = 0.95, ci: str = "wald") -> "BatchSummary":
+    def summary(self, level: float = 0.95, method: str = "wald", *,
+                ci: str | None = None) -> "BatchSummary":
         """Batch-level summary: convergence counts, and the distribution of the
         estimates and standard errors over the converged fits."""
         return BatchSummary.from_batch(self)

@@ -35,12 +35,12 @@ class BootstrapResult:
     ``estimate`` is θ̂ (the original fit); ``stderr`` the SD of the refits'
     estimates; ``lower``/``upper`` the percentile interval at ``level``; ``bias``
     the mean of the refits minus θ̂. ``draws`` (n_ok, k) are the refits' estimates
-    (columns named by ``names``); ``params`` the same as a batched pytree, for
+    (columns named by ``param_names``); ``params`` the same as a batched pytree, for
     derived quantities (:meth:`derived`). ``n_failed`` refits did not converge
     (``failures``: how many per reason) and are left out.
     """
 
-    names: tuple[str, ...]
+    param_names: tuple[str, ...]
     estimate: np.ndarray
     stderr: np.ndarray
     lower: np.ndarray
@@ -54,9 +54,14 @@ class BootstrapResult:
     params: Any = dataclasses.field(repr=False)
     point: Any = dataclasses.field(repr=False)
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Alias of :attr:`param_names`."""
+        return self.param_names
+
     def confint(self) -> dict[str, tuple[float, float]]:
         """Percentile intervals ``{name: (lower, upper)}``."""
-        return {n: (float(a), float(b)) for n, a, b in zip(self.names, self.lower, self.upper)}
+        return {n: (float(a), float(b)) for n, a, b in zip(self.param_names, self.lower, self.upper)}
 
     def to_dict(self, draws: bool = False) -> dict[str, Any]:
         """Plain Python (NaN as None): ``names``, ``level``, ``n``, ``n_failed``,
@@ -81,13 +86,13 @@ class BootstrapResult:
 
     def __str__(self) -> str:
         lo_h, hi_h = f"[{(1 - self.level) / 2:.3f}", f"{(1 + self.level) / 2:.3f}]"
-        width = max([len(n) for n in self.names] + [10])
+        width = max([len(n) for n in self.param_names] + [10])
         lines = [f"Parametric bootstrap: {self.n} refits, {self.n - self.n_failed} converged"
                  + ("" if not self.n_failed else
                     " (left out: " + ", ".join(f"{c} {s}" for s, c in self.failures) + ")"),
                  " " * width + "".join(c.rjust(12) for c in ("estimate", "bias", "boot SE",
                                                                lo_h, hi_h))]
-        for row in zip(self.names, self.estimate, self.bias, self.stderr, self.lower, self.upper):
+        for row in zip(self.param_names, self.estimate, self.bias, self.stderr, self.lower, self.upper):
             lines.append(row[0].ljust(width) + "".join(f" {v:11.6g}" for v in row[1:]))
         return "\n".join(lines)
 

@@ -111,7 +111,7 @@ def _gof_text(r: dict) -> str:
 
 def _row(fit: DistributionFit) -> dict[str, Any]:
     g = fit.gof()
-    return {"distribution": fit.name, "n_params": fit.n_params, "loglik": fit.loglik,
+    return {"distribution": fit.name, "n_params": fit.n_free, "loglik": fit.loglik,
             "aic": fit.aic, "bic": fit.bic, "gof_test": g.test, "gof_statistic": g.statistic,
             "gof_df": g.df, "gof_pvalue": g.pvalue, "converged": fit.converged}
 

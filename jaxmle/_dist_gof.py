@@ -157,7 +157,7 @@ def chi_square(fit) -> GoodnessOfFit:
     expected[-1] += fit.nobs * max(0.0, 1.0 - float(np.sum(pmf)))
     obs, exp = pooled_cells(observed, expected)
     stat = float(np.sum((obs - exp) ** 2 / exp))
-    df = len(obs) - 1 - fit.n_params
+    df = len(obs) - 1 - fit.n_free
     p = float(jss.gammaincc(df / 2.0, stat / 2.0)) if df > 0 else math.nan
     note = "" if df > 0 else "too few cells (after pooling to expected counts ≥ 5) for a p-value"
     return GoodnessOfFit("chi-square", stat, df, p, note)
@@ -173,7 +173,7 @@ def goodness_of_fit(fit) -> GoodnessOfFit:
     if fit.is_discrete:
         return chi_square(fit)
     try:
-        note = ("no p-value: parameters were estimated from the same data" if fit.n_params else
+        note = ("no p-value: parameters were estimated from the same data" if fit.n_free else
                 "all parameters fixed: scipy.stats.kstest(x, res.cdf) gives the exact p-value")
         return GoodnessOfFit("KS", ks_statistic(fit), note=note)
     except NotImplementedError as err:

@@ -43,7 +43,7 @@ class DistributionFit:
     param_names, cov
         Flat names (``"probs[0]"``) of the estimated elements and their (k, k)
         covariance (observed information, delta method through the constraints).
-    loglik, nobs, n_params, aic, bic
+    loglik, nobs, n_free, aic, bic
         ℓ(θ̂), the number of observations, the number of free estimated
         coordinates m, AIC = 2m − 2ℓ̂ and BIC = m·log n − 2ℓ̂.
     converged, n_iter
@@ -69,7 +69,7 @@ class DistributionFit:
     cov: np.ndarray
     loglik: float
     nobs: float
-    n_params: int
+    n_free: int
     converged: bool
     n_iter: int
     result: FitResult | None
@@ -79,12 +79,17 @@ class DistributionFit:
     @property
     def aic(self) -> float:
         """Akaike information criterion 2m − 2ℓ̂ (m = estimated free coordinates)."""
-        return float(aic(self.loglik, self.n_params))
+        return float(aic(self.loglik, self.n_free))
 
     @property
     def bic(self) -> float:
         """Bayesian information criterion m·log n − 2ℓ̂."""
-        return float(bic(self.loglik, self.n_params, self.nobs))
+        return float(bic(self.loglik, self.n_free, self.nobs))
+
+    @property
+    def n_params(self) -> int:
+        """Alias of :attr:`n_free` (the name ``FitResult`` uses for the same count)."""
+        return self.n_free
 
     @property
     def dist(self) -> Any:
@@ -154,7 +159,7 @@ class DistributionFit:
         ``numpyro_class``, ``kind``, ``method``, ``params``, ``stderr``, ``fixed``,
         ``estimated``, ``param_names``, ``level``, ``estimates`` ({flat name: {estimate,
         stderr, z, pvalue, ci_lower, ci_upper, fixed}}), ``cov``, ``loglik``, ``aic``,
-        ``bic``, ``nobs``, ``n_params``, ``converged``, ``n_iter``, ``status``,
+        ``bic``, ``nobs``, ``n_free`` (also as ``n_params``), ``converged``, ``n_iter``, ``status``,
         ``status_label``, ``grad_norm``, ``notes``, ``versions``."""
         return _export.distfit_to_dict(self, level)
 
@@ -228,7 +233,7 @@ def build_fit(spec: DistSpec, x: np.ndarray, fixed: dict, closed: dict,
         name=spec.name, distribution=spec.cls, params=params, stderr=stderr,
         fixed={k: _plain(v) for k, v in fixed.items()}, estimated=tuple(estimated),
         param_names=tuple(flat), cov=full_cov, loglik=loglik, nobs=nobs,
-        n_params=n_free + sum(int(np.size(closed[k])) for k in closed), converged=conv,
+        n_free=n_free + sum(int(np.size(closed[k])) for k in closed), converged=conv,
         n_iter=n_iter, result=res, data=x, notes=notes)
 
 

@@ -35,7 +35,7 @@ def _header(fit) -> tuple:
     res = fit.result
     converged = "yes" if fit.converged else f"NO: {res.status_message}"
     method = (f"maximum likelihood ({res.method})" if res is not None
-              else "closed form" if fit.n_params else "none: every parameter is fixed")
+              else "closed form" if fit.n_free else "none: every parameter is fixed")
     return (
         ("Distribution", fit.name),
         ("Estimation", method),
@@ -43,7 +43,7 @@ def _header(fit) -> tuple:
         ("AIC", f"{fit.aic:.6g}"),
         ("BIC", f"{fit.bic:.6g}"),
         ("No. observations", f"{fit.nobs:g}"),
-        ("Estimated params", f"{fit.n_params}"),
+        ("Estimated params", f"{fit.n_free}"),
         ("Converged", converged),
         ("Iterations", f"{fit.n_iter}"),
         ("|gradient|", f"{float(res.grad_norm):.2e}" if res is not None else "-"),
@@ -69,7 +69,7 @@ def distribution_summary(fit, level: float = 0.95) -> Summary:
     res = fit.result
     stats = (("distribution", fit.name), ("method", res.method if res is not None else None),
              ("loglik", fit.loglik), ("aic", fit.aic), ("bic", fit.bic), ("nobs", fit.nobs),
-             ("n_params", fit.n_params), ("converged", fit.converged), ("n_iter", fit.n_iter),
+             ("n_params", fit.n_free), ("converged", fit.converged), ("n_iter", fit.n_iter),
              ("grad_norm", float(res.grad_norm) if res is not None else None))
     return Summary(f"jaxmle fit results: {fit.name}", _header(fit), tuple(_rows(fit, level)),
                    level, tuple(notes), stats)

@@ -335,12 +335,12 @@ def profile_to_dataframe(p: Any) -> Any:
 def _bootstrap_rows(b: Any) -> list[dict[str, Any]]:
     return [dict(name=n, estimate=float(e), bias=float(bi), stderr=float(s),
                  ci_lower=float(lo), ci_upper=float(hi))
-            for n, e, bi, s, lo, hi in zip(b.names, b.estimate, b.bias, b.stderr, b.lower, b.upper)]
+            for n, e, bi, s, lo, hi in zip(b.param_names, b.estimate, b.bias, b.stderr, b.lower, b.upper)]
 
 
 def bootstrap_to_dict(b: Any, draws: bool = False) -> dict[str, Any]:
     """See :meth:`BootstrapResult.to_dict`."""
-    out = {"names": list(b.names), "level": b.level, "n": b.n, "n_failed": b.n_failed,
+    out = {"names": list(b.param_names), "param_names": list(b.param_names), "level": b.level, "n": b.n, "n_failed": b.n_failed,
            "failures": dict(b.failures), "estimates": _by_name(_bootstrap_rows(b))}
     if draws:
         out["draws"] = np.asarray(b.draws, float)
@@ -416,12 +416,12 @@ def distfit_to_dict(f: Any, level: float = 0.95) -> dict[str, Any]:
     return jsonable({
         "distribution": f.name, "numpyro_class": f.distribution.__name__, "kind": "mle",
         "method": (res.method if res is not None else
-                   "closed form" if f.n_params else "none"),
+                   "closed form" if f.n_free else "none"),
         "params": f.params, "stderr": f.stderr, "fixed": f.fixed,
         "estimated": list(f.estimated), "param_names": list(f.param_names), "level": level,
         "estimates": _by_name(_distfit_rows(f, level)), "cov": f.cov,
         "loglik": f.loglik, "aic": f.aic, "bic": f.bic, "nobs": f.nobs,
-        "n_params": f.n_params, "converged": bool(f.converged), "n_iter": int(f.n_iter),
+        "n_params": f.n_free, "n_free": f.n_free, "converged": bool(f.converged), "n_iter": int(f.n_iter),
         "status": int(res.status) if res is not None else 0,
         "status_label": _status_label(res.status if res is not None else 0),
         "grad_norm": res.grad_norm if res is not None else None,

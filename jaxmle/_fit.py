@@ -15,11 +15,12 @@ import numpy as np
 
 from . import _data, _objective, _transforms
 from ._fixed import View, pack, prepare_held
-from ._kernel import (COMPILED, FitContext, KernelConfig, _check_options, call_key, check_start,
+from ._kernel import (FitContext, KernelConfig, _check_options,
                       compiled_kernel, constrained_leaves, float_dtype, prepare_init,
                       resolve_method, resolve_tolerances)
 from ._multistart import fit_multistart
 from ._priors import prepare_priors
+from ._start import COMPILED, call_key, check_start
 from ._report import report
 from ._result import FitResult
 from ._typing import LogLikFn, Status

@@ -222,12 +222,13 @@ class FitResult:
         """All parameters (estimated and fixed) as one flat vector, in pytree order."""
         return flat_values(self.params)
 
-    def summary(self, level: float = 0.95, ci: str = "wald") -> Any:
+    def summary(self, level: float = 0.95, method: str = "wald", *, ci: str | None = None) -> Any:
         """A printable table like statsmodels': estimate, std err, z, P>|z|, CI.
 
-        ``ci="profile"`` shows profile-likelihood intervals instead of Wald ones.
+        ``method`` chooses the intervals as in :meth:`confint`: ``"wald"`` or ``"profile"``
+        (profile-likelihood intervals). ``ci`` is an older name of ``method``.
         """
-        return feature("summary")(self, level, ci)
+        return feature("summary")(self, level, method if ci is None else ci)
 
     @property
     def zvalues(self) -> Any:

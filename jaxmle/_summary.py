@@ -262,6 +262,6 @@ def _notes(res: FitResult) -> tuple[str, ...]:
 
 
 @provides("summary")
-def summary(res: FitResult, level: float = 0.95, ci: str = "wald") -> Summary:
+def summary(res: FitResult, level: float = 0.95, method: str = "wald") -> Summary:
     """``res.summary()``: the table of one fit."""
-    return Summary.from_result(res, level, ci)
+    return Summary.from_result(res, level, method)

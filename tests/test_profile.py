@@ -106,7 +106,7 @@ def test_normal_sigma_and_mu_against_their_exact_profiles(normal_fit):
 
 def test_summary_with_profile_intervals(normal_fit):
     _, res = normal_fit
-    text = str(res.summary(ci="profile"))
+    text = str(res.summary(method="profile"))
     lo, hi = res.confint(method="profile")["sigma"]
     assert "profile likelihood" in text and f"{lo:.6f}" in text and f"{hi:.6f}" in text
 
