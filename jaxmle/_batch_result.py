@@ -8,7 +8,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from . import _export
+from . import _export, _simulation
 from ._result import FitResult
 from ._params import check_names, free_positions
 from ._typing import STATUS_LABELS, Status
@@ -132,10 +132,10 @@ class BatchFitResult(FitResult):
     def simulation_summary(self, true_params: Any, level: float = 0.95) -> Any:
         """Bias, empirical SD, mean SE, SE/SD, RMSE and Wald coverage of the true values,
         per estimated parameter over the converged fits (a
-        :class:`~jaxmle._export.SimulationSummary`: ``print`` it, ``to_dict()``,
+        :class:`~jaxmle._simulation.SimulationSummary`: ``print`` it, ``to_dict()``,
         ``to_dataframe()``). ``true_params`` is a pytree like ``params`` or a dict of flat
         names (``{"beta[0]": 1.0}``); parameters it leaves out are left out."""
-        return _export.simulation_summary(self, true_params, level)
+        return _simulation.simulation_summary(self, true_params, level)
 
     def __repr__(self) -> str:
         try:

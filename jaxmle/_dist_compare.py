@@ -8,7 +8,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from . import _export
+from . import _dist_export
 from ._dist_fit import fit_distribution
 from ._dist_registry import spec_for
 from ._dist_result import DistributionFit
@@ -62,11 +62,11 @@ class DistributionComparison:
         """``{"criterion", "nobs", "ranking": [rows], "skipped": {name: reason},
         "fits": {name: DistributionFit.to_dict()}, "versions"}`` as plain Python (NaN,
         e.g. the KS p-value, as None)."""
-        return _export.comparison_to_dict(self)
+        return _dist_export.comparison_to_dict(self)
 
     def to_dataframe(self):
         """The ranking as a pandas DataFrame indexed by distribution (needs pandas)."""
-        return _export.comparison_to_dataframe(self)
+        return _dist_export.comparison_to_dataframe(self)
 
     def plot(self, path: str | None = None, **kwargs: Any):
         """Four-panel diagnostic of every fitted candidate (see :func:`jaxmle.plots.plot_fit`)."""

@@ -10,7 +10,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from . import _export
+from . import _dist_export
 from ._dist_registry import DistSpec
 from ._params import element_names
 from ._result import FitResult
@@ -161,11 +161,11 @@ class DistributionFit:
         stderr, z, pvalue, ci_lower, ci_upper, fixed}}), ``cov``, ``loglik``, ``aic``,
         ``bic``, ``nobs``, ``n_free`` (also as ``n_params``), ``converged``, ``n_iter``, ``status``,
         ``status_label``, ``grad_norm``, ``notes``, ``versions``."""
-        return _export.distfit_to_dict(self, level)
+        return _dist_export.distfit_to_dict(self, level)
 
     def to_dataframe(self, level: float = 0.95) -> Any:
         """One row per flat parameter, as :meth:`FitResult.to_dataframe` (needs pandas)."""
-        return _export.distfit_to_dataframe(self, level)
+        return _dist_export.distfit_to_dataframe(self, level)
 
     def __repr__(self) -> str:
         est = ", ".join(f"{k}={_short(v)}" for k, v in self.params.items())

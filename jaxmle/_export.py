@@ -1,5 +1,6 @@
-"""Results that leave Python: JSON-safe dicts, pandas frames, z- and p-values, and the
-simulation-study summary of a batch.
+"""Results that leave Python: JSON-safe dicts, pandas frames, z- and p-values (the
+simulation-study summary of a batch is in :mod:`jaxmle._simulation`, the distribution
+fits' exports in :mod:`jaxmle._dist_export`).
 
 Everything here works on concrete (host) values and reads the result objects by their
 attributes only; the result classes' ``to_dict``/``to_dataframe``/... methods are
@@ -23,9 +24,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from ._params import all_flat_names
 from ._stats import wald_quantile
-
-from ._params import flat_names, is_number_list, leaf_names
 from ._typing import STATUS_LABELS, Status
 
 # --------------------------------------------------------------------------- plain values
@@ -133,11 +133,6 @@ def pvalues(params: Any, stderr: Any) -> Any:
     return jax.tree_util.tree_map(lambda e, s: _p(_z(e, s))[()], params, stderr)
 
 
-def _names(params: Any, batch_ndim: int = 0) -> tuple[str, ...]:
-    shapes = [np.shape(x)[batch_ndim:] for x in jax.tree_util.tree_leaves(params)]
-    return flat_names(leaf_names(params), shapes)
-
-
 def _flat(tree: Any, batch: int | None = None) -> np.ndarray:
     """Leaves as one flat float vector (``batch``: a (B, k) matrix)."""
     leaves = jax.tree_util.tree_leaves(tree)
@@ -184,7 +179,7 @@ def _status_labels(codes: np.ndarray) -> np.ndarray:
 
 def fit_rows(res: Any, level: float = 0.95, include_fixed: bool = True) -> list[dict[str, Any]]:
     """One row per flat parameter (pytree order): Wald inference, ``fixed`` flag."""
-    names = _names(res.params)
+    names = all_flat_names(res.params)
     fixed = set(res.fixed_names)
     rows = _wald_rows(names, _flat(res.params), _flat(res.stderr), level, fixed)
     for r in rows:
@@ -387,170 +382,3 @@ def delta_to_dict(d: Any) -> dict[str, Any]:
 def delta_to_dataframe(d: Any) -> Any:
     pandas()
     return frame(_delta_rows(d), "name")
-
-
-# --------------------------------------------------------------------------- distributions
-
-
-def _distfit_rows(f: Any, level: float) -> list[dict[str, Any]]:
-    from ._params import element_names
-
-    est = {n: v for n, v in zip(f.param_names, f._flat_estimates())}
-    se = dict(zip(f.param_names, np.sqrt(np.diag(np.asarray(f.cov, float)))))
-    rows = []
-    for name, value in f.params.items():
-        value = np.asarray(value, dtype=float)
-        flat = element_names(name, value.shape)
-        if name in f.fixed:
-            rows += [dict(name=n, estimate=float(v), stderr=math.nan, z=math.nan,
-                          pvalue=math.nan, ci_lower=math.nan, ci_upper=math.nan, fixed=True)
-                     for n, v in zip(flat, value.ravel())]
-        else:
-            rows += _wald_rows(flat, [est[n] for n in flat], [se[n] for n in flat], level)
-    return rows
-
-
-def distfit_to_dict(f: Any, level: float = 0.95) -> dict[str, Any]:
-    """See :meth:`DistributionFit.to_dict`."""
-    res = f.result
-    return jsonable({
-        "distribution": f.name, "numpyro_class": f.distribution.__name__, "kind": "mle",
-        "method": (res.method if res is not None else
-                   "closed form" if f.n_free else "none"),
-        "params": f.params, "stderr": f.stderr, "fixed": f.fixed,
-        "estimated": list(f.estimated), "param_names": list(f.param_names), "level": level,
-        "estimates": _by_name(_distfit_rows(f, level)), "cov": f.cov,
-        "loglik": f.loglik, "aic": f.aic, "bic": f.bic, "nobs": f.nobs,
-        "n_params": f.n_free, "n_free": f.n_free, "converged": bool(f.converged), "n_iter": int(f.n_iter),
-        "status": int(res.status) if res is not None else 0,
-        "status_label": _status_label(res.status if res is not None else 0),
-        "grad_norm": res.grad_norm if res is not None else None,
-        "notes": list(f.notes), "versions": versions()})
-
-
-def distfit_to_dataframe(f: Any, level: float = 0.95) -> Any:
-    pandas()
-    return frame(_distfit_rows(f, level), "name")
-
-
-def comparison_to_dict(c: Any) -> dict[str, Any]:
-    """See :meth:`DistributionComparison.to_dict`."""
-    return jsonable({"criterion": c.criterion, "nobs": c.nobs,
-                     "ranking": [dict(r) for r in c.rows], "skipped": dict(c.skipped),
-                     "fits": {n: distfit_to_dict(c.fits[n]) for n in c.names},
-                     "versions": versions()})
-
-
-def comparison_to_dataframe(c: Any) -> Any:
-    pandas()
-    return frame([dict(r) for r in c.rows], "distribution")
-
-
-# --------------------------------------------------------------------------- simulation study
-
-_SIM_COLUMNS = ("n", "true", "mean", "bias", "bias_mcse", "sd", "mean_se", "se_sd_ratio",
-                "rmse", "n_se", "coverage", "coverage_mcse")
-
-
-@dataclasses.dataclass(frozen=True)
-class SimulationSummary:
-    """Performance of an estimator over the converged fits of a simulation study.
-
-    One row per estimated parameter given a true value: ``n`` fits used (converged,
-    finite estimate), ``true``, ``mean`` estimate, ``bias`` = mean − true and its
-    Monte-Carlo SE ``bias_mcse`` = sd/√n, ``sd`` the empirical SD of the estimates
-    (ddof=1), ``mean_se`` the mean reported SE, ``se_sd_ratio`` = mean_se/sd (≈ 1 when
-    the SEs are calibrated), ``rmse`` = √mean((θ̂ − θ)²), and ``coverage``: the share of
-    Wald intervals θ̂ ± z·SE at ``level`` that contain the true value, with its
-    Monte-Carlo SE √(c(1 − c)/n_se). Fits with a NaN SE are left out of ``mean_se``
-    and ``coverage`` (``n_se`` counts the others).
-    """
-
-    level: float
-    n_fits: int
-    n_converged: int
-    rows: tuple[dict[str, Any], ...]
-
-    def __getitem__(self, name: str) -> dict[str, Any]:
-        for r in self.rows:
-            if r["name"] == name:
-                return dict(r)
-        raise KeyError(f"{name!r}: the parameters are {[r['name'] for r in self.rows]}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """``{"level", "n_fits", "n_converged", "params": {name: row}, "versions"}``
-        (NaN as None)."""
-        return jsonable({"level": self.level, "n_fits": self.n_fits,
-                         "n_converged": self.n_converged, "params": _by_name(list(self.rows)),
-                         "versions": versions()})
-
-    def to_dataframe(self) -> Any:
-        """One row per parameter (index: flat name), the columns of ``rows`` (needs pandas)."""
-        pandas()
-        return frame([dict(r) for r in self.rows], "name")
-
-    def __str__(self) -> str:
-        width = max([len(r["name"]) for r in self.rows] + [9])
-        heads = ("true", "mean", "bias", "(MCSE)", "SD", "mean SE", "SE/SD", "RMSE",
-                 "coverage", "(MCSE)")
-        keys = ("true", "mean", "bias", "bias_mcse", "sd", "mean_se", "se_sd_ratio", "rmse",
-                "coverage", "coverage_mcse")
-        lines = [f"Simulation study: {self.n_fits} fits, {self.n_converged} converged (used); "
-                 f"{self.level:.0%} Wald coverage of the true value",
-                 "parameter".ljust(width) + "".join(h.rjust(10) for h in heads)]
-        for r in self.rows:
-            lines.append(r["name"].ljust(width) + "".join(f"{r[k]:10.4g}" for k in keys))
-        if any(r["n_se"] < r["n"] for r in self.rows):
-            lines.append("Note: fits with a NaN standard error are left out of mean SE and "
-                         "coverage: " + ", ".join(f"{r['name']} {r['n_se']} of {r['n']}"
-                                                  for r in self.rows if r["n_se"] < r["n"]))
-        return "\n".join(lines)
-
-    __repr__ = __str__
-
-
-def _truth(true_params: Any, names: tuple[str, ...], all_names: set[str]) -> dict[str, float]:
-    """``{flat name: value}`` from a params-like pytree or a dict of flat names."""
-    tree = jax.tree_util.tree_map(lambda x: np.asarray(x, dtype=float), true_params,
-                                  is_leaf=is_number_list)
-    flat = dict(zip(_names(tree), _flat(tree)))
-    unknown = [n for n in flat if n not in all_names]
-    if unknown:
-        raise ValueError(f"true_params has names {unknown} that are not parameters of the fits "
-                         f"(flat names: {sorted(all_names)}); give a pytree like params or a "
-                         "dict of flat names such as 'beta[0]'")
-    truth = {n: flat[n] for n in names if n in flat}
-    if not truth:
-        raise ValueError(f"true_params gives no estimated parameter; they are {list(names)}")
-    return truth
-
-
-def simulation_summary(bres: Any, true_params: Any, level: float = 0.95) -> SimulationSummary:
-    """See :meth:`BatchFitResult.simulation_summary`."""
-    q = quantile(level)
-    names = tuple(bres.fits.param_names)
-    truth = _truth(true_params, names, set(names) | set(bres.fits.fixed_names))
-    ok = np.asarray(bres.fits.converged, bool).reshape(-1)
-    est, se = bres.flat_params()[ok], bres.flat_stderr()[ok]
-    rows = []
-    for j, name in enumerate(names):
-        if name not in truth:
-            continue
-        t = truth[name]
-        good = np.isfinite(est[:, j])
-        e, s = est[good, j], se[good, j]
-        n = int(e.size)
-        mean = float(np.mean(e)) if n else math.nan
-        sd = float(np.std(e, ddof=1)) if n > 1 else math.nan
-        has_se = np.isfinite(s)
-        n_se = int(has_se.sum())
-        mean_se = float(np.mean(s[has_se])) if n_se else math.nan
-        cover = float(np.mean(np.abs(e[has_se] - t) <= q * s[has_se])) if n_se else math.nan
-        rows.append(dict(
-            name=name, n=n, true=float(t), mean=mean, bias=mean - t,
-            bias_mcse=sd / math.sqrt(n) if n > 1 else math.nan, sd=sd, mean_se=mean_se,
-            se_sd_ratio=mean_se / sd if sd > 0 else math.nan,
-            rmse=float(np.sqrt(np.mean((e - t) ** 2))) if n else math.nan, n_se=n_se,
-            coverage=cover,
-            coverage_mcse=math.sqrt(cover * (1 - cover) / n_se) if n_se else math.nan))
-    return SimulationSummary(level, len(bres), int(ok.sum()), tuple(rows))

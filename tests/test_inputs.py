@@ -1,7 +1,6 @@
 """Everyday inputs: data containers (tuples, lists, pandas), fit_batch reading data as fit
 does, ``stack_datasets``, clear errors for ordinary mistakes, chunk sizes, progress."""
 
-import warnings
 
 import jax.numpy as jnp
 import numpy as np

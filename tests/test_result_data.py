@@ -2,7 +2,6 @@
 second fit, and a member of a batch refits (profile, bootstrap, lrt) like a single fit."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 import pytest
