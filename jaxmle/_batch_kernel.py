@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from . import _objective, _solvers
-from ._fit import KernelConfig, conclude, initial_z, kernel_solver
+from ._kernel import KernelConfig, conclude, initial_z, kernel_solver
 from ._fixed import Inputs
 from ._result import FitResult
 
