@@ -9,8 +9,9 @@ log-density with the "coloured" directions eⱼ tiled over the groups (column j
 of every block at once): the cost is linear in G. A dense Hessian is the same
 layout with one group (G = 1, K = q).
 
-û(θ) = argmaxᵤ ℓ(θ, u) is found by a damped Newton (Levenberg–Marquardt) and
-differentiated implicitly,
+û(θ) = argmaxᵤ ℓ(θ, u) is found by the package's one damped Newton
+(:class:`jaxmle._newton.DampedNewton`) with a block-diagonal Levenberg–Marquardt step
+model (:class:`BlockModel`), and differentiated implicitly,
 
     dû/dθ = (−Hᵤᵤ)⁻¹ ∂θ∇ᵤℓ(θ, û),
 
@@ -196,8 +197,7 @@ class BlockModel(NamedTuple):
                 BlockStep(jnp.zeros_like(U0), jnp.zeros((), U0.dtype)))
 
     def evaluate(self, neg_ell, U):
-        f, g, blocks = value_grad_blocks(neg_ell, U)
-        return f, g, blocks
+        return value_grad_blocks(neg_ell, U)
 
     def propose(self, s: NewtonState) -> Proposal:
         zero = jnp.zeros((), s.f.dtype)      # no predicted decrease: accept any non-increase
