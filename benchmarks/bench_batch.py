@@ -413,7 +413,7 @@ def straggler_table(B: int) -> list:
     hard = {"mu": np.zeros(B), "sigma": np.ones(B)}
     slow = np.random.default_rng(3).choice(B, B // 100, replace=False)
     hard["sigma"][slow] = 1e-12         # Newton climbs out of log-sigma = -27.6 slowly
-    from jaxmle import _batch
+    import jaxmle.fitting.batch as _batch
 
     rows = []
     cases = (("all easy", easy, True), ("1% slow (sigma0 = 1e-12)", hard, True),

@@ -1,8 +1,8 @@
 """The public entry points :func:`fit` and :func:`fit_batch`.
 
-They send a fit with ``random=`` to :mod:`jaxmle._random` (the Laplace marginal
+They send a fit with ``random=`` to :mod:`jaxmle.random.marginal` (the Laplace marginal
 likelihood, itself fitted by the plain entry points) and every other fit to
-:mod:`jaxmle._fit` / :mod:`jaxmle._batch`. Keeping the dispatch here, above
+:mod:`jaxmle.fitting.single` / :mod:`jaxmle.fitting.batch`. Keeping the dispatch here, above
 both, is what keeps the module graph acyclic (``docs/ARCHITECTURE.md``).
 """
 
@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from . import _batch, _fit, _random
-from ._batch_result import BatchFitResult
-from ._result import FitResult
-from ._typing import LogLikFn
+import jaxmle.fitting.batch as _batch
+import jaxmle.fitting.single as _single
+import jaxmle.random.marginal as _marginal
+from jaxmle.core.typing import LogLikFn
+from jaxmle.results.batch import BatchFitResult
+from jaxmle.results.result import FitResult
+
 
 def fit(
     loglik: LogLikFn,
@@ -65,7 +68,7 @@ def fit(
         the single compiled loop) and Levenberg–Marquardt damping, which grows when
         the line search gives up and, where the Hessian is indefinite, is raised
         past its most negative eigenvalue (the step there capped at first to half of
-        each coordinate's size), so every step descends (see :mod:`jaxmle._solvers`).
+        each coordinate's size), so every step descends (see :mod:`jaxmle.core.solvers`).
         ``"lbfgs"``: ``optax.lbfgs`` with its zoom line search; ``"adam"`` or any
         optax transformation: first-order steps (give them a looser ``tol``).
     weights : array, optional
@@ -95,7 +98,7 @@ def fit(
         ``loglik`` is then the joint log-density of the data and these random
         effects, ``params`` holds the other parameters θ, ``loglik`` of the result
         is the Laplace marginal log-likelihood, and ``random``/``random_stderr``
-        hold the predictions û(θ̂) and their SEs (see :mod:`jaxmle._random`).
+        hold the predictions û(θ̂) and their SEs (see :mod:`jaxmle.random.marginal`).
         A dict ``{name: "random" | "flat"}`` marks fixed effects (no density term
         in ``loglik``) to integrate out under a flat prior: REML, e.g.
         ``random={"b": "random", "beta": "flat"}``; their estimates and GLS SEs are
@@ -106,7 +109,7 @@ def fit(
         ``cov_type="cluster"`` with ``use_correction=False``).
     tol : float, optional
         Convergence tolerance (default 1e-8 in float64, 1e-5 in float32), see
-        :mod:`jaxmle._solvers`.
+        :mod:`jaxmle.core.solvers`.
     max_iter : int, optional
         Iteration limit (default 2000 for Newton, 10000 for L-BFGS, 20000 else); each
         Newton iteration is one evaluation of f, ∇f and ∇²f (a rejected trial counts).
@@ -156,12 +159,12 @@ def fit(
     (171.0, 51.0)
     """
     if random is not None and len(random):
-        return _random.fit_random(loglik, data, init, random=random, constraints=constraints,
+        return _marginal.fit_random(loglik, data, init, random=random, constraints=constraints,
                                   priors=priors, method=method, weights=weights,
                                   cov_type=cov_type, fixed=fixed, groups=groups, tol=tol,
                                   max_iter=max_iter, n_starts=n_starts, key=key,
                                   start_scale=start_scale)
-    return _fit.fit(loglik, data, init, constraints=constraints, priors=priors, method=method,
+    return _single.fit(loglik, data, init, constraints=constraints, priors=priors, method=method,
                     weights=weights, cov_type=cov_type, fixed=fixed, groups=groups, tol=tol,
                     max_iter=max_iter, n_starts=n_starts, key=key, start_scale=start_scale)
 
@@ -242,7 +245,7 @@ def fit_batch(
         Some converged fits have a singular information matrix (NaN SEs).
     """
     if random is not None and len(random):
-        return _random.fit_batch_random(loglik, data, init, random=random,
+        return _marginal.fit_batch_random(loglik, data, init, random=random,
                                         constraints=constraints, priors=priors, method=method,
                                         weights=weights, cov_type=cov_type, fixed=fixed,
                                         groups=groups, tol=tol, max_iter=max_iter,

@@ -173,13 +173,13 @@ def _setup_jax(no_cache: bool) -> None:
 
     jax.config.update("jax_enable_x64", True)
     if not no_cache:
-        from ._cache import enable_compilation_cache
+        from jaxmle.fitting.cache import enable_compilation_cache
 
         enable_compilation_cache()
 
 
 def _resolve(names: list[str]) -> list:
-    from .distributions import resolve_name
+    from jaxmle.distributions import resolve_name
 
     classes = []
     for name in names:
@@ -218,8 +218,8 @@ def _write_json(path: str, payload: dict) -> None:
 
 def _fit_all(values, classes, fixed, criterion, report):
     """compare_distributions with every warning turned into one 'warning:' line."""
-    from ._dist_fit import cli_hints
-    from .distributions import compare_distributions
+    from jaxmle.distributions import compare_distributions
+    from jaxmle.distributions.fit import cli_hints
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -238,7 +238,7 @@ def _fit_all(values, classes, fixed, criterion, report):
 
 
 def _fit_command(args) -> int:
-    from ._dist_io import InputError, read_column
+    from jaxmle.distributions.io import InputError, read_column
 
     _check_output(args.json, args.file, "--json")
     _check_output(args.plot, args.file, "--plot")
@@ -281,7 +281,7 @@ def _fit_command(args) -> int:
 
 
 def _save_plot(table, path: str) -> None:
-    from .plots import plot_fit
+    from jaxmle.plots import plot_fit
 
     try:
         plot_fit(table, path=path)
@@ -292,7 +292,7 @@ def _save_plot(table, path: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.version:
-        from . import __version__
+        from jaxmle import __version__
 
         print(f"jaxmle {__version__}")
         return 0
@@ -301,10 +301,10 @@ def main(argv: list[str] | None = None) -> int:
 
         jax.config.update("jax_enable_x64", True)
         if not args.no_cache:
-            from ._cache import enable_compilation_cache
+            from jaxmle.fitting.cache import enable_compilation_cache
 
             enable_compilation_cache()
-        from . import demo
+        from jaxmle import demo
 
         return demo.main()
     if args.command == "fit":

@@ -9,7 +9,8 @@ import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
 import jaxmle as jm
-from jaxmle import _kernel, _transforms
+import jaxmle.core.space as _space
+import jaxmle.fitting.kernel as _kernel
 
 
 def test_public_names():
@@ -32,7 +33,7 @@ def normal(p, x):
 def test_the_fit_kernel_vmaps_to_the_same_answers_as_single_fits():
     xs = np.random.default_rng(0).normal(2.0, 1.5, size=(6, 30))
     leaves, treedef, names = _kernel.prepare_init({"mu": 0.0, "sigma": 1.0}, np.dtype("float64"))
-    space = _transforms.build_space(leaves, names, treedef, {"sigma": constraints.positive})
+    space = _space.build_space(leaves, names, treedef, {"sigma": constraints.positive})
     config = _kernel.KernelConfig(normal, space, "newton", False, "float64")
     kernel = functools.partial(_kernel.fit_kernel, config)
     batched = jax.jit(jax.vmap(kernel, in_axes=(0, None, None, None, None)))(

@@ -9,8 +9,9 @@ import pytest
 from numpyro.distributions import constraints
 
 import jaxmle as jm
-from jaxmle import _batch, _batch_kernel
-from jaxmle._typing import Status
+import jaxmle.fitting.batch as _batch
+import jaxmle.fitting.batch_kernel as _batch_kernel
+from jaxmle.core.typing import Status
 
 POSITIVE = {"sigma": constraints.positive}
 INIT = {"mu": 0.0, "sigma": 1.0}

@@ -20,7 +20,8 @@ import numpyro.distributions as dist
 import pytest
 
 import jaxmle as jm
-from jaxmle import _dist_io, cli
+import jaxmle.distributions.io as _io
+from jaxmle import cli
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 N = 200  # as in test_distributions.py: the in-process comparison reuses its compiled fits
@@ -224,7 +225,7 @@ def test_usage_errors_are_one_line_too(capsys, args, message):
 def test_reading_a_column(tmp_path, text, column, values, missing):
     path = tmp_path / "in.txt"
     path.write_text(text)
-    col = _dist_io.read_column(str(path), column)
+    col = _io.read_column(str(path), column)
     np.testing.assert_array_equal(col.values, values)
     assert col.missing_lines == missing
 
@@ -232,14 +233,14 @@ def test_reading_a_column(tmp_path, text, column, values, missing):
 def test_reading_refuses_infinite_values_and_names_without_a_header(tmp_path):
     path = tmp_path / "in.txt"
     path.write_text("x\n1\ninf\n")
-    with pytest.raises(_dist_io.InputError, match=r"1 infinite value\(s\) at line\(s\) 3"):
-        _dist_io.read_column(str(path))
+    with pytest.raises(_io.InputError, match=r"1 infinite value\(s\) at line\(s\) 3"):
+        _io.read_column(str(path))
     path.write_text("1 2\n3 4\n")
-    with pytest.raises(_dist_io.InputError, match="no header row: use a 0-based column index"):
-        _dist_io.read_column(str(path), "x")
+    with pytest.raises(_io.InputError, match="no header row: use a 0-based column index"):
+        _io.read_column(str(path), "x")
     path.write_text("")
-    with pytest.raises(_dist_io.InputError, match="contains no data"):
-        _dist_io.read_column(str(path))
+    with pytest.raises(_io.InputError, match="contains no data"):
+        _io.read_column(str(path))
 
 
 @pytest.mark.parametrize("text, message", [
@@ -252,18 +253,18 @@ def test_reading_refuses_infinite_values_and_names_without_a_header(tmp_path):
 def test_a_ragged_row_names_its_line_and_field_count(tmp_path, text, message):
     path = tmp_path / "in.txt"
     path.write_text(text)
-    with pytest.raises(_dist_io.InputError, match=message):
-        _dist_io.read_column(str(path), "1" if text[0] == "1" else "b")
+    with pytest.raises(_io.InputError, match=message):
+        _io.read_column(str(path), "1" if text[0] == "1" else "b")
 
 
 def test_a_trailing_empty_field_is_not_ragged(tmp_path):
     path = tmp_path / "in.csv"
     path.write_text("a,b\n1,2,\n3,4\n")
-    np.testing.assert_array_equal(_dist_io.read_column(str(path), "b").values, [2, 4])
+    np.testing.assert_array_equal(_io.read_column(str(path), "b").values, [2, 4])
 
 
 def test_the_python_api_keeps_the_python_hint_and_the_cli_rewrites_it():
-    from jaxmle._dist_fit import cli_hints
+    from jaxmle.distributions.fit import cli_hints
 
     with pytest.raises(ValueError, match=r"give it, e\.g\. fixed=\{'total_count': 20\}"):
         jm.fit_distribution(dist.Binomial, [1.0, 2.0, 3.0])

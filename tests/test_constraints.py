@@ -7,7 +7,8 @@ import pytest
 from numpyro.distributions import constraints
 
 import jaxmle as jm
-from jaxmle import _kernel, _transforms
+import jaxmle.core.space as _space
+import jaxmle.fitting.kernel as _kernel
 
 RNG = np.random.default_rng(11)
 X = RNG.normal(3.0, 2.0, size=60)
@@ -27,8 +28,8 @@ N, MEAN, VAR = 60, X.mean(), X.var()
 ])
 def test_round_trip_through_the_unconstrained_space(constraint, value):
     leaves, treedef, names = _kernel.prepare_init({"t": value}, np.dtype("float64"))
-    space = _transforms.build_space(leaves, names, treedef, {"t": constraint})
-    _transforms.check_init(space, leaves)
+    space = _space.build_space(leaves, names, treedef, {"t": constraint})
+    _space.check_init(space, leaves)
     z = space.to_unconstrained(leaves)
     assert z.shape == (space.m,)
     np.testing.assert_allclose(space.to_natural(z)["t"], value, rtol=1e-12, atol=1e-12)

@@ -22,9 +22,10 @@ import scipy.special as sp
 import scipy.stats as st
 
 import jaxmle as jm
-from jaxmle import _dist_fit, _dist_gof
-from jaxmle._dist_registry import generic_spec
+import jaxmle.distributions.fit as _fit
+import jaxmle.distributions.gof as _gof
 from jaxmle.distributions import ALIASES, resolve_name
+from jaxmle.distributions.registry import generic_spec
 
 N = 200
 RTOL_EST = 1e-5
@@ -245,7 +246,7 @@ def test_negative_binomial_log_pmfs_are_exact():
     """NumPyro's NegativeBinomial2/NegativeBinomialProbs/GammaPoisson log_prob go through
     jax.scipy.special.betaln (~1e-6 off for moderate arguments); the fitting path's gammaln
     forms match scipy to rounding."""
-    from jaxmle._dist_logpmf import exact_log_prob
+    from jaxmle.distributions.logpmf import exact_log_prob
 
     k = np.arange(60.0)
     for mu, r in [(4.2, 1.7), (0.3, 50.0), (100.0, 0.2), (9.0, 12.0)]:
@@ -443,7 +444,7 @@ def test_a_failed_start_is_retried_from_generic_starting_values():
 
 
 def test_a_fit_that_never_converges_warns_with_the_distribution_name(monkeypatch):
-    monkeypatch.setattr(_dist_fit, "FALLBACK_STARTS", 1)  # no multi-start: keep the test fast
+    monkeypatch.setattr(_fit, "FALLBACK_STARTS", 1)  # no multi-start: keep the test fast
     x = CONTINUOUS["Gamma"][0]()
     with pytest.warns(jm.ConvergenceWarning, match="^Gamma: fit did not converge"):
         res = jm.fit_distribution(dist.Gamma, x, max_iter=1)
@@ -452,9 +453,9 @@ def test_a_fit_that_never_converges_warns_with_the_distribution_name(monkeypatch
 
 def test_the_last_fallback_is_a_multistart_fit():
     first, other = {"a": np.ones(1)}, {"a": np.zeros(1)}
-    plan = list(_dist_fit._plan(first, lambda: [first, other], 1))
-    assert plan == [(first, 1), (other, 1), (first, _dist_fit.FALLBACK_STARTS)]
-    assert list(_dist_fit._plan(first, lambda: [], 16)) == [(first, 16)]
+    plan = list(_fit._plan(first, lambda: [first, other], 1))
+    assert plan == [(first, 1), (other, 1), (first, _fit.FALLBACK_STARTS)]
+    assert list(_fit._plan(first, lambda: [], 16)) == [(first, 16)]
 
 
 # ---------------------------------------------------------------- results and comparison
@@ -524,7 +525,7 @@ def test_compare_discrete_candidates_with_chi_square():
 
 
 def test_chi_square_cells_are_pooled_to_expected_counts_of_five():
-    obs, exp = _dist_gof.pooled_cells(np.array([1., 4, 10, 3, 1, 1]), np.array([2., 3, 9, 4, 1.5, 0.5]))
+    obs, exp = _gof.pooled_cells(np.array([1., 4, 10, 3, 1, 1]), np.array([2., 3, 9, 4, 1.5, 0.5]))
     assert obs.sum() == 20 and exp.sum() == 20 and (exp >= 5).all()
     np.testing.assert_array_equal(obs, [5, 10, 5])
 

@@ -7,7 +7,8 @@ import pathlib
 import re
 
 import jaxmle as jm
-from jaxmle import _api, _typing
+import jaxmle.core.typing as _typing
+from jaxmle import _api
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

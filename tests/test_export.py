@@ -16,8 +16,8 @@ from numpy.testing import assert_allclose, assert_array_equal
 from numpyro.distributions import constraints
 
 import jaxmle as jm
-from jaxmle._bootstrap import BootstrapResult
-from jaxmle._export import jsonable, versions
+from jaxmle.inference.bootstrap import BootstrapResult
+from jaxmle.results.export import jsonable, versions
 
 POS = {"sigma": constraints.positive}
 INIT = {"mu": 0.0, "sigma": 1.0}

@@ -167,15 +167,17 @@ def test_an_element_of_a_simplex_cannot_be_fixed_alone():
 
 def test_jit_traced_kernel_with_fixed_values_vmaps():
     """The kernel takes the fixed values as data: vmap over them gives one fit each."""
-    from jaxmle import _fixed, _kernel, _transforms
+    import jaxmle.core.held as _held
+    import jaxmle.core.space as _space
+    import jaxmle.fitting.kernel as _kernel
 
     leaves, treedef, names = _kernel.prepare_init(INIT, np.dtype("float64"))
-    space = _transforms.build_space(leaves, names, treedef, POS)
-    holding, _ = _fixed.prepare_fixed({"sigma": 1.0}, space, leaves, np.float64)
+    space = _space.build_space(leaves, names, treedef, POS)
+    holding, _ = _held.prepare_fixed({"sigma": 1.0}, space, leaves, np.float64)
     config = _kernel.KernelConfig(normal, space, "newton", False, "float64", holding)
 
     def one(sigma):
-        data = _fixed.Inputs(jnp.asarray(X), jnp.reshape(sigma, (1,)))
+        data = _held.Inputs(jnp.asarray(X), jnp.reshape(sigma, (1,)))
         return _kernel.fit_kernel(config, data, leaves, None, jnp.asarray(1e-8),
                                jnp.asarray(100, jnp.int32))
 

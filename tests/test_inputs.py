@@ -10,7 +10,8 @@ import pytest
 from numpyro.distributions import constraints
 
 import jaxmle as jm
-from jaxmle import _batch, _kernel
+import jaxmle.fitting.batch as _batch
+import jaxmle.fitting.kernel as _kernel
 
 POS = {"sigma": constraints.positive}
 B, N = 8, 20
@@ -278,7 +279,7 @@ def test_the_progress_bar_starts_its_clock_after_compiling_and_names_the_slow_ph
 
 
 def test_fit_batch_raises_before_compiling_when_no_dataset_has_a_finite_start(monkeypatch):
-    from jaxmle import _batch_kernel
+    import jaxmle.fitting.batch_kernel as _batch_kernel
 
     traced = traces_of(monkeypatch, _batch_kernel, "advance", _batch_kernel.compiled_passes)
     with pytest.raises(ValueError, match=r"-inf at init \(rate=1, shape=2\).*for every dataset"):

@@ -17,7 +17,7 @@ from numpyro.distributions import constraints
 from numpyro.infer.util import log_density
 
 import jaxmle as jm
-from jaxmle import _kernel
+import jaxmle.fitting.kernel as _kernel
 
 RNG = np.random.default_rng(20261122)
 
@@ -297,7 +297,7 @@ def test_clear_errors():
 
 
 def test_observations_are_counted_per_row():
-    from jaxmle._model import _count
+    from jaxmle.model.numpyro_model import _count
 
     def model(y, ymat):
         numpyro.sample("whole", dist.Normal(0.0, 1.0).expand([N]).to_event(1), obs=y)
@@ -344,8 +344,8 @@ def test_mixture_mle_with_a_simplex_parameter_equals_scipy():
 
 
 def test_init_overrides_and_broadcasts_for_sample_and_param_sites():
-    from jaxmle._model import discover
-    from jaxmle._model_trace import ModelCall, split_args
+    from jaxmle.model.numpyro_model import discover
+    from jaxmle.model.trace import ModelCall, split_args
 
     def model(x, y):
         b = numpyro.param("b", jnp.zeros(x.shape[1]))
@@ -396,7 +396,7 @@ def test_random_sites_are_integrated_out_like_a_hand_written_joint_loglik():
 def test_random_roles_reach_fit_and_a_flat_site_leaves_its_density_out(monkeypatch):
     """fit_model(random={"u": "random", "beta": "flat"}) is REML as in jm.fit: the roles are
     passed on, and beta's own prior is not part of the likelihood (nothing is compiled)."""
-    import jaxmle._model as model_module
+    import jaxmle.model.numpyro_model as model_module
 
     def lmm(x, g, G, y=None):
         beta = numpyro.sample("beta", dist.Normal(0, 5).expand([2]).to_event(1))

@@ -1,4 +1,4 @@
-"""The one damped Newton (``jaxmle._newton``): a pure init/step/terminate state machine
+"""The one damped Newton (``jaxmle.core.solvers.newton``): a pure init/step/terminate state machine
 that any loop can drive, shared by the plain, proximal (L1) and random-effects solves."""
 
 import jax
@@ -6,10 +6,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmle import _proximal, _random_inner, _solvers
-from jaxmle._newton import DampedNewton, run
-from jaxmle._newton_dense import NEWTON
-from jaxmle._typing import Status
+import jaxmle.core.solvers as _solvers
+import jaxmle.core.solvers.proximal as _proximal
+import jaxmle.random.inner as _inner
+from jaxmle.core.solvers.dense import NEWTON
+from jaxmle.core.solvers.newton import DampedNewton, run
+from jaxmle.core.typing import Status
 
 RNG = np.random.default_rng(7)
 X = jnp.asarray(RNG.normal(size=(40, 3)))
@@ -81,7 +83,7 @@ def test_vmapped_step_is_the_single_step():
 def test_the_three_solves_are_one_newton():
     """Plain, proximal and random-effects inner solves are the same DampedNewton class
     with different step models and rules; the proximal one lands exactly on kinks."""
-    assert isinstance(_random_inner.INNER, DampedNewton) and isinstance(NEWTON, DampedNewton)
+    assert isinstance(_inner.INNER, DampedNewton) and isinstance(NEWTON, DampedNewton)
     lam = jnp.array([0.0, 8.0, 8.0])
     solver = _proximal.make_prox_solver(logistic_nll, lam, jnp.zeros(3), jnp.asarray(TOL))
     state = jax.jit(lambda z: _solvers.iterate(solver.step, solver.init(z), 200))(jnp.zeros(3))
@@ -103,8 +105,8 @@ def test_inner_mode_solve_matches_the_optimum():
     def ell(U):
         return jnp.sum(-0.5 * (U - m) ** 2 + counts * U - jnp.exp(U))
 
-    U = jax.jit(lambda u0: _random_inner.solve_mode(ell, u0))(jnp.zeros((4, 2)))
+    U = jax.jit(lambda u0: _inner.solve_mode(ell, u0))(jnp.zeros((4, 2)))
     np.testing.assert_allclose(np.asarray(jax.grad(ell)(U)), 0.0, atol=1e-10)
-    bad = jax.jit(lambda u0: _random_inner.solve_mode(lambda U: ell(U) + jnp.log(-1.0),
+    bad = jax.jit(lambda u0: _inner.solve_mode(lambda U: ell(U) + jnp.log(-1.0),
                                                       u0))(jnp.zeros((4, 2)))
     assert np.all(np.isnan(np.asarray(bad)))

@@ -23,7 +23,6 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-
 from nist_problems import (  # noqa: E402
     LINEAR_NAMES,
     NLS_NAMES,

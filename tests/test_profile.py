@@ -1,6 +1,7 @@
 """Profile-likelihood intervals and curves against analytic profiles (scipy ``brentq``)."""
 
 import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
@@ -10,7 +11,7 @@ from numpyro.distributions import constraints
 from scipy import optimize, stats
 
 import jaxmle as jm
-from jaxmle import _batch_kernel
+import jaxmle.fitting.batch_kernel as _batch_kernel
 
 C95 = stats.chi2.ppf(0.95, 1)
 POS = constraints.positive

@@ -20,9 +20,9 @@ from numpyro.distributions import constraints
 from scipy import optimize, special
 
 import jaxmle as jm
-from jaxmle._random import BoundaryWarning, MarginalLogLik, augment
-from jaxmle._random_inner import Layout
-from jaxmle._random_structure import choose_layout
+from jaxmle.random.inner import Layout
+from jaxmle.random.marginal import BoundaryWarning, MarginalLogLik, augment
+from jaxmle.random.structure import choose_layout
 
 DATA = pathlib.Path(__file__).parent / "data" / "dietox.csv"
 POS = {"sigma": constraints.positive, "tau": constraints.positive}

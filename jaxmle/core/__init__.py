@@ -1,0 +1,1 @@
+"""Pure, traceable pieces: parameter space, objective, solvers, inference at an optimum."""

@@ -1,0 +1,143 @@
+"""Inference at the optimum: observed information, covariance, standard errors.
+
+With f(z) = −ℓ(θ(z)) and H_z = ∇²f(ẑ) the observed information in the
+unconstrained coordinates, the covariance of the natural parameters is the
+delta method through the transform's Jacobian J = ∂θ/∂z (k × m):
+
+    Cov(θ̂) = J H_z⁻¹ Jᵀ,
+
+exact at a stationary point. For a simplex (m = k − 1) it is rank-deficient,
+e.g. the multinomial p_i(δ_ij − p_j)/n. Before inverting, H_z is scaled to unit
+diagonal and checked with ``eigh``: eigenvalues ≤ 64·ε·λ_max (singular: the
+inverse would carry no correct digit in that direction) or
+negative (not positive definite) mark directions whose parameters get NaN
+standard errors instead of garbage.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxmle.core.solvers import Eigen, eigen, null_threshold
+from jaxmle.core.space import ParamSpace
+
+# Eigenvector components below this size do not implicate a parameter.
+_INVOLVEMENT = 1e-4
+
+
+class Inference(NamedTuple):
+    cov: jax.Array            # (k, k) natural-parameter covariance, NaN where unidentified
+    fisher_info: jax.Array    # (k, k) observed information in the natural parameters
+    stderr: jax.Array         # (k,)
+    score: jax.Array          # (k,) ∇θ ℓ at the estimate
+    info_eigvals: jax.Array   # (m,) eigenvalues of the unit-diagonal-scaled H_z
+    singular: jax.Array       # (k,) bool: parameter lies in a singular / indefinite direction
+
+
+def _checked_inverse(e: Eigen):
+    """Pseudo-inverse of H on its well-determined subspace, from the eigen-decomposition
+    of the scaled H, and the unconstrained coordinates caught in singular or negative
+    directions."""
+    finite = jnp.all(jnp.isfinite(e.values)) & jnp.all(jnp.isfinite(e.vectors))
+    bad = (e.values <= null_threshold(e)) | ~finite
+    inv_vals = jnp.where(bad, 0.0, 1.0 / jnp.where(bad, 1.0, e.values))
+    cov_s = (e.vectors * inv_vals[None, :]) @ e.vectors.T
+    involved = jnp.any(bad[None, :] & (jnp.abs(e.vectors) > _INVOLVEMENT), axis=1)
+    eigvals = jnp.where(finite, e.values, jnp.nan)
+    return cov_s / jnp.outer(e.scale, e.scale), eigvals, involved | ~finite
+
+
+def observed_inference(space: ParamSpace, loglik_flat: Callable[[jax.Array], jax.Array],
+                       z_hat: jax.Array, hess_z: jax.Array, grad_z: jax.Array,
+                       eig: Eigen | None = None, cov_type: str = "observed",
+                       meat: jax.Array | None = None) -> Inference:
+    """Covariance and information of θ̂ = θ(ẑ) from H_z = −∇²_z ℓ.
+
+    ``loglik_flat(theta)`` is ℓ as a function of the flat natural parameters;
+    ``eig`` is the solver's eigen-decomposition of the scaled H_z, if it has one.
+    ``cov_type``: ``"observed"`` (H_z⁻¹), ``"opg"`` (B⁻¹) or ``"sandwich"``
+    (H_z⁻¹ B H_z⁻¹), with B = ``meat`` the outer product of the scores in z
+    (see :func:`score_outer_product`); each goes through J to the natural space.
+    """
+    cov_z, eigvals, involved_z = _checked_inverse(eigen(hess_z) if eig is None else eig)
+    if cov_type == "sandwich":
+        cov_z = cov_z @ meat @ cov_z
+    elif cov_type == "opg":
+        cov_z, _, involved_b = _checked_inverse(eigen(meat))
+        involved_z = involved_z | involved_b
+    if space.is_identity:
+        jac = jnp.eye(space.k, dtype=z_hat.dtype)
+        cov, fisher, score = cov_z, hess_z, -grad_z
+    elif space.is_elementwise:
+        # diagonal J: the same formulas as below without any matrix solve
+        jdiag = jax.jvp(space.to_natural_flat, (z_hat,), (jnp.ones_like(z_hat),))[1]
+        jac = jnp.diag(jdiag)
+        cov = cov_z * jnp.outer(jdiag, jdiag)
+        fisher = hess_z / jnp.outer(jdiag, jdiag)
+        score = -grad_z / jdiag
+    else:
+        jac = jax.jacfwd(space.to_natural_flat)(z_hat)
+        cov = jac @ cov_z @ jac.T
+        if space.is_bijective:
+            score = jnp.linalg.solve(jac.T, -grad_z)   # ∇θℓ = J⁻ᵀ ∇zℓ
+            # I_θ = J⁻ᵀ H_z J⁻¹: exact at a stationary point, where the transform's
+            # curvature term (∇ℓ · ∂²θ/∂z²) vanishes.
+            jinv_t_h = jnp.linalg.solve(jac.T, hess_z)
+            fisher = jnp.linalg.solve(jac.T, jinv_t_h.T).T
+        else:
+            # on a manifold ∇θℓ is the ambient gradient (its tangent part vanishes at θ̂)
+            score = jax.grad(loglik_flat)(space.to_natural_flat(z_hat))
+            fisher = jnp.linalg.pinv(cov, hermitian=True)
+    singular = jnp.any((jac != 0) & involved_z[None, :], axis=1)
+    mask = singular[:, None] | singular[None, :]
+    cov = jnp.where(mask, jnp.nan, 0.5 * (cov + cov.T))
+    stderr = jnp.sqrt(jnp.maximum(jnp.diag(cov), 0.0))  # PSD by construction; NaN stays NaN
+    return Inference(cov, fisher, stderr, score, eigvals, singular)
+
+
+def score_outer_product(per_obs: Callable[[jax.Array], jax.Array], z_hat: jax.Array,
+                        weights: jax.Array | None, groups: jax.Array | None,
+                        n_groups: int) -> jax.Array:
+    """B = Σᵢ wᵢ sᵢsᵢᵀ, or Σ_g S_g S_gᵀ with S_g = Σ_{i∈g} wᵢ sᵢ (clusters), where
+    sᵢ = ∇_z ℓᵢ are the per-observation scores.
+
+    The (n, m) score matrix is the Jacobian of the vector of per-observation terms,
+    taken forward (m passes over the data, i.e. ``vmap`` of a JVP over the m
+    coordinates): the same numbers as ``vmap(grad)`` over observations without
+    having to split the user's data into rows. Weights are frequency weights.
+    """
+    scores = jax.jacfwd(per_obs)(z_hat)                     # (n, m)
+    w = jnp.ones(scores.shape[0], scores.dtype) if weights is None else weights.astype(scores.dtype)
+    weighted = jnp.where((w > 0)[:, None], w[:, None] * scores, 0.0)
+    if groups is None:
+        return weighted.T @ jnp.where((w > 0)[:, None], scores, 0.0)
+    sums = jax.ops.segment_sum(weighted, groups, num_segments=n_groups)
+    return sums.T @ sums
+
+
+# A maximum whose log-likelihood falls by less than this share of the quadratic
+# prediction c²/2 at c standard errors (on either side) is not a regular maximum.
+_FLAT_SHARE = 0.1
+_FLAT_REACH = 3.0
+
+
+def flat_direction(objective: Callable[[jax.Array], jax.Array], z_hat: jax.Array,
+                   f_hat: jax.Array, e: Eigen) -> jax.Array:
+    """Whether the optimum is flat along its least-determined direction.
+
+    Along the eigenvector u of the smallest eigenvalue λ of the scaled information,
+    a regular maximum loses ≈ c²/2 of log-likelihood at c = 3 standard errors
+    (z = ẑ ± c·D^-½u/√λ). Losing less than a tenth of that on either side means the
+    likelihood is flat or still rising there: the supremum may lie at infinity
+    (complete separation in a logistic regression, a variance going to 0 on the log
+    scale) and the Wald inference is meaningless. Two evaluations of f.
+    """
+    lam = e.values[0]
+    regular = lam > null_threshold(e)
+    step = _FLAT_REACH * (e.vectors[:, 0] / e.scale) / jnp.sqrt(jnp.where(regular, lam, 1.0))
+    rise = jnp.stack([objective(z_hat + step), objective(z_hat - step)]) - f_hat
+    rise = jnp.where(jnp.isnan(rise), jnp.inf, rise)
+    return regular & (jnp.min(rise) < _FLAT_SHARE * _FLAT_REACH**2 / 2)

@@ -1,0 +1,223 @@
+"""The plain Newton's step model: a dense Hessian, factorised by Cholesky or ``eigh``.
+
+H = ∇²f is the observed information in z. The step is the Levenberg–Marquardt
+step d = −(H + μD)⁻¹g, D = |diag H| (so μ is scale-free), from the unit-diagonal-
+scaled Hs = D^-½ H D^-½: from its Cholesky factor where Hs is safely positive
+definite and μ = 0, else from its eigen-decomposition, which gives the step for
+any μ, the definiteness test and the Newton decrement λ² = gᵀH⁻¹g. Where H is
+indefinite, μ is raised above −λ_min (the step descends along the negative
+curvature) and the step is capped to ``reach`` times each coordinate's size.
+The acceptance, damping and status logic is :class:`jaxmle.core.solvers.newton.DampedNewton`'s.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxmle.core.solvers.newton import DampedNewton, Measure, NewtonState, Proposal, Rules, _eps
+
+
+def value_grad_hessian(fun, z: jax.Array):
+    """f, ∇f and ∇²f in one forward-over-reverse pass."""
+
+    def grad_with_aux(z):
+        f, g = jax.value_and_grad(fun)(z)
+        return g, (f, g)
+
+    hess, (f, g) = jax.jacfwd(grad_with_aux, has_aux=True)(z)
+    return f, g, 0.5 * (hess + hess.T)
+
+
+def _scaling(hess: jax.Array) -> jax.Array:
+    """Diagonal scaling D½ with D = |diag H| (floored), so damping is scale-free."""
+    diag = jnp.abs(jnp.diag(hess))
+    floor = jnp.maximum(jnp.max(diag, initial=0.0) * 1e-12, jnp.finfo(hess.dtype).tiny)
+    return jnp.sqrt(jnp.where(jnp.isfinite(diag), jnp.maximum(diag, floor), 1.0))
+
+
+class Eigen(NamedTuple):
+    """Eigen-decomposition of the unit-diagonal-scaled Hessian D^-½ H D^-½ = V Λ Vᵀ."""
+
+    values: jax.Array
+    vectors: jax.Array
+    scale: jax.Array        # D½
+
+
+def _scaled(hess: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """D^-½ H D^-½ (the identity if H is not finite) and D½."""
+    scale = _scaling(hess)
+    hs = hess / jnp.outer(scale, scale)
+    return jnp.where(jnp.all(jnp.isfinite(hs)), hs, jnp.eye(hs.shape[0], dtype=hs.dtype)), scale
+
+
+def eigen(hess: jax.Array) -> Eigen:
+    hs, scale = _scaled(hess)
+    values, vectors = jnp.linalg.eigh(hs)
+    return Eigen(values, vectors, scale)
+
+
+class Factor(NamedTuple):
+    """The scaled Hessian Hs = D^-½ H D^-½ factorised for the Newton step.
+
+    Where Hs is safely positive definite (Cholesky pivots ≥ √ε) and no damping is
+    in use, the step and the decrement come from the Cholesky factor; elsewhere
+    (indefinite, nearly singular, or damped) from the eigen-decomposition, which is
+    computed only when some member of the batch needs it.
+    """
+
+    eig: Eigen              # valid where use_eig (``eig.scale`` always)
+    chol: jax.Array         # lower Cholesky factor of Hs, valid where not use_eig
+    use_eig: jax.Array
+
+
+def factorize(hess: jax.Array, damping: jax.Array) -> Factor:
+    """Factor a batch of Hessians (leading axis).
+
+    The choice between Cholesky and ``eigh`` is made per member, from its own
+    Hessian and damping only, so a fit's path never depends on the rest of the
+    batch; the batched ``eigh`` runs only when at least one member needs it.
+    """
+    hs, scale = jax.vmap(_scaled)(hess)
+    chol = jnp.linalg.cholesky(hs)
+    pivots = jnp.diagonal(chol, axis1=-2, axis2=-1) ** 2
+    finite = jnp.all(jnp.isfinite(chol), axis=(-2, -1))
+    safe = finite & (jnp.min(pivots, axis=-1, initial=1.0) >= jnp.sqrt(_eps(hess.dtype)))
+    use_eig = ~(safe & (damping == 0))
+    eye = jnp.broadcast_to(jnp.eye(hess.shape[-1], dtype=hess.dtype), hess.shape)
+    values, vectors = lax.cond(jnp.any(use_eig), lambda h: tuple(jnp.linalg.eigh(h)),
+                               lambda h: (jnp.ones(h.shape[:-1], h.dtype), eye), hs)
+    chol = jnp.where(use_eig[:, None, None], eye, chol)
+    return Factor(Eigen(values, vectors, scale), chol, use_eig)
+
+
+@jax.custom_batching.custom_vmap
+def factorize_one(hess: jax.Array, damping: jax.Array) -> Factor:
+    """:func:`factorize` of one Hessian. Under ``vmap`` it factorises the whole batch in
+    one call (``eigh`` only when some member needs it), not one ``cond`` per member,
+    which ``vmap`` would turn into an ``eigh`` for everyone."""
+    return jax.tree_util.tree_map(lambda x: x[0], factorize(hess[None], damping[None]))
+
+
+@factorize_one.def_vmap
+def _factorize_batched(axis_size, in_batched, hess, damping):
+    hess_b, damping_b = in_batched
+    if not hess_b:
+        hess = jnp.broadcast_to(hess, (axis_size,) + hess.shape)
+    if not damping_b:
+        damping = jnp.broadcast_to(damping, (axis_size,) + damping.shape)
+    out = factorize(hess, damping)
+    return out, jax.tree_util.tree_map(lambda _: True, out)
+
+
+def null_threshold(e: Eigen) -> jax.Array:
+    """Scaled eigenvalues below this are numerically zero (64·ε·λ_max, floored at the
+    smallest normal number): their inverse would carry no correct digit."""
+    finfo = jnp.finfo(e.values.dtype)
+    return jnp.maximum(64 * finfo.eps * jnp.max(jnp.abs(e.values), initial=0.0), finfo.tiny)
+
+
+def _indefinite(fac: Factor) -> jax.Array:
+    return fac.use_eig & (fac.eig.values[0] < -null_threshold(fac.eig))
+
+
+def _chol_solve(fac: Factor, gs: jax.Array) -> jax.Array:
+    return jax.scipy.linalg.cho_solve((fac.chol, True), gs)
+
+
+def newton_decrement_sq(g: jax.Array, fac: Factor) -> jax.Array:
+    """λ² = gᵀH⁻¹g (numerically zero eigenvalues floored), +inf if H is indefinite.
+
+    λ is the distance to the optimum of the quadratic model in standard-error units,
+    since H is the observed information in z. A gradient along a numerically null
+    direction keeps λ large, so a merely flat direction never passes for convergence.
+    """
+    e, gs = fac.eig, g / fac.eig.scale
+    gv = e.vectors.T @ gs
+    lam2_eig = jnp.sum(gv**2 / jnp.maximum(e.values, null_threshold(e)))
+    lam2_chol = gs @ _chol_solve(fac, gs)
+    lam2 = jnp.where(fac.use_eig, lam2_eig, lam2_chol)
+    return jnp.where(_indefinite(fac), jnp.inf, lam2)
+
+
+def newton_direction(g: jax.Array, fac: Factor, damping: jax.Array):
+    """Damped Newton step d = −(H + μD)⁻¹g, D = |diag H|.
+
+    Where H is indefinite, μ is raised to twice the most negative scaled
+    eigenvalue, so H + μD is positive definite and d descends; at a saddle point,
+    where the gradient vanishes, the step goes one (scaled) unit along the most
+    negative-curvature direction, so it does not stall there. Returns d and the
+    damping used.
+    """
+    e = fac.eig
+    thr = null_threshold(e)
+    indefinite = _indefinite(fac)
+    used = jnp.where(indefinite, jnp.maximum(damping, -2.0 * e.values[0]), damping)
+    gv = e.vectors.T @ (g / e.scale)
+    coef = -gv / jnp.maximum(e.values + used, thr)
+    # at a saddle (stationary to ~1e-6 in scaled units) step off along the negative curvature
+    at_saddle = indefinite & (jnp.max(jnp.abs(gv), initial=0.0) <= 1e-6)
+    away = jnp.where(gv[0] > 0, -1.0, 1.0) * jnp.maximum(jnp.abs(coef[0]), 1.0)
+    coef = coef.at[0].set(jnp.where(at_saddle, away, coef[0]))
+    step = jnp.where(fac.use_eig, e.vectors @ coef, -_chol_solve(fac, g / e.scale)) / e.scale
+    return step, used
+
+
+def cap_indefinite_step(step: jax.Array, z: jax.Array, fac: Factor, reach: jax.Array):
+    """Where H is indefinite the quadratic model is unbounded and the length of the
+    shifted step means little: shorten it so that no coordinate moves by more than
+    ``reach`` times its magnitude (or its local standard error, 1/√H_ii, for
+    coordinates near 0). ``reach`` starts at ½ and grows fourfold after every
+    accepted capped step, so a far start is left in a few steps, not a crawl.
+    Returns the step and whether it was capped."""
+    size = jnp.maximum(jnp.abs(z), 1.0 / fac.eig.scale)
+    ratio = jnp.max(jnp.abs(step) / size, initial=0.0)
+    capped = _indefinite(fac) & (ratio > reach)
+    return step * jnp.where(capped, reach / ratio, 1.0), capped
+
+
+def plateau(f: jax.Array, z: jax.Array, hess: jax.Array) -> jax.Array:
+    """f is flat to rounding in every coordinate (e.g. an underflowed model): no optimum."""
+    eps = _eps(f.dtype)
+    return jnp.all(jnp.abs(jnp.diag(hess)) * (1.0 + jnp.abs(z)) ** 2 <= 1e3 * eps * (1 + jnp.abs(f)))
+
+
+def identity_factor(m: int, dtype) -> Factor:
+    """The factors of I, without a decomposition."""
+    eye = jnp.eye(m, dtype=dtype)
+    ones = jnp.ones(m, dtype)
+    return Factor(Eigen(ones, eye, ones), eye, jnp.asarray(False))
+
+
+class DenseModel(NamedTuple):
+    """The plain Newton's step model (see the module docstring); no data of its own."""
+
+    def initial(self, z0):
+        return jnp.eye(z0.shape[0], dtype=z0.dtype), identity_factor(z0.shape[0], z0.dtype)
+
+    def evaluate(self, fun, z):
+        return value_grad_hessian(fun, z)
+
+    def propose(self, s: NewtonState) -> Proposal:
+        direction, used = newton_direction(s.g, s.model, s.damping)
+        direction, capped = cap_indefinite_step(direction, s.z, s.model, s.reach)
+        step = s.alpha * direction
+        slope = s.g @ direction
+        return Proposal(step, -(s.alpha * slope + 0.5 * step @ s.hess @ step), slope, used,
+                        capped)
+
+    def refresh(self, s: NewtonState) -> Factor:
+        return factorize_one(s.hess, s.damping)
+
+    def measure(self, s: NewtonState, fac: Factor) -> Measure:
+        return Measure(newton_decrement_sq(s.g, fac), jnp.asarray(True))
+
+    def valid(self, s: NewtonState) -> jax.Array:
+        return ~plateau(s.f, s.z, s.hess)
+
+
+NEWTON = DampedNewton(DenseModel(), Rules())
+"""Plain damped Newton (line search, LM damping, indefinite-Hessian handling)."""

@@ -1,0 +1,246 @@
+"""The one damped Newton: a pure ``init`` / ``step`` / ``terminate`` state machine.
+
+Every Newton-type solve in the package runs this loop; they differ only in a
+:class:`Rules` value (numbers) and a *step model* (how a step is computed from
+the state, and how far from stationary the state is):
+
+* plain Newton (:class:`jaxmle.core.solvers.dense.DenseModel`): dense Cholesky / eigen
+  step with Levenberg–Marquardt damping, a line search, and indefinite-Hessian
+  handling;
+* proximal Newton for L1 penalties (:class:`jaxmle.core.solvers.proximal.ProxModel`): the
+  minimiser of the penalised quadratic model, by coordinate descent;
+* the random-effects inner mode (:class:`jaxmle.random.inner.BlockModel`):
+  block-diagonal Cholesky steps, one block per group.
+
+One iteration (:meth:`DampedNewton.step`) is written once here:
+
+1. *trial*: the model proposes a step from the state; f, ∇f and ∇²f are
+   evaluated at the trial point in one pass; the trial is **accepted** on
+   sufficient decrease (``actual ≥ c·predicted``, ``actual > 0``), or when both
+   changes are below the **noise floor** of f (``noise·ε·(1 + |f|)``); the first
+   iteration is a zero step (it evaluates the start). The **damping** μ shrinks
+   after an accepted trial (to 0 below a threshold) and grows after a rejected
+   one (with a line search: only once the step length α has given up);
+2. *refresh*: the model prepares the next step at the (new) state (e.g. factorises
+   the Hessian); under ``vmap`` a model may do this for the whole batch at once;
+3. *finish*: the **status**. Converged when the model's squared distance to the
+   optimum λ² (in standard-error units) is ≤ τ² — where λ² is exact (undamped) —
+   or, at the precision limit of f, when an accepted step changed f by ≤ (τ² +
+   16ε)(1 + |f|) while λ² ≤ τ; never where the model reports a plateau. Stopped
+   (STALLED, or SUCCESS when within √τ) when μ exceeds ``collapse``; a non-finite
+   start stops at once (NONFINITE_START).
+
+The state is a pytree (:class:`NewtonState`), so the same functions run under
+``lax.while_loop`` (:func:`run`) or from a Python loop of jitted ``step`` calls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, NamedTuple, Protocol
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxmle.core.typing import Status
+
+
+def _eps(dtype: Any) -> jax.Array:
+    return jnp.asarray(jnp.finfo(dtype).eps, dtype)
+
+
+def small_change(f_old, f_new, tol) -> jax.Array:
+    """f changed by at most (τ² + 16ε)(1 + |f|): the precision limit of f."""
+    return jnp.abs(f_old - f_new) <= (tol**2 + 16 * _eps(f_new.dtype)) * (1.0 + jnp.abs(f_new))
+
+
+def all_finite(f: jax.Array, *arrays: jax.Array) -> jax.Array:
+    out = jnp.isfinite(f)
+    for a in arrays:
+        out = out & jnp.all(jnp.isfinite(a))
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Rules:
+    """The numbers of one damped Newton (static, hashable)."""
+
+    decrease: float = 1e-4      # accept when actual ≥ decrease · predicted (and actual > 0)
+    noise: float = 16.0         # noise floor of f, in units of ε(1 + |f|)
+    shrink: float = 4.0         # μ ← μ/shrink after an accepted trial ...
+    zero_below: float = 1e-6    # ... and 0 once below this
+    floor: float = 1e-3         # μ ← max(μ, floor)·growth when a trial is given up
+    grow: float = 2.0           # growth after an accepted trial
+    accelerate: float = 2.0     # growth ← growth·accelerate after every give-up
+    line_search: bool = True    # backtrack α before raising μ
+    precision_test: bool = True  # the objective-change (precision-limit) convergence test
+    collapse: float = 1e12      # stop once μ exceeds this
+
+
+class NewtonState(NamedTuple):
+    z: jax.Array
+    f: jax.Array            # the objective (for L1: smooth part + penalty)
+    g: jax.Array            # ∇f (smooth part)
+    hess: jax.Array         # ∇²f (smooth part; for blocks: (G, K, K))
+    model: Any              # the step model's data at z (factorisation, next step, ...)
+    alpha: jax.Array        # step length along the model's step (line search)
+    damping: jax.Array      # Levenberg–Marquardt μ
+    growth: jax.Array       # factor by which μ grows when a trial is given up
+    reach: jax.Array        # step cap in indefinite regions, relative to the coordinates' size
+    n_iter: jax.Array
+    n_rejected: jax.Array
+    done: jax.Array
+    status: jax.Array
+
+
+class Proposal(NamedTuple):
+    step: jax.Array         # the trial step (α applied)
+    predicted: jax.Array    # decrease of f the model predicts for it
+    slope: jax.Array        # gᵀd of the unit step (for the line search)
+    used: jax.Array         # the damping the step was computed with
+    capped: jax.Array       # the step was shortened to ``reach``
+
+
+class Measure(NamedTuple):
+    lam2: jax.Array         # squared distance to the model's optimum, in SE units
+    exact: jax.Array        # λ² is of the undamped model (may certify convergence alone)
+
+
+class Trial(NamedTuple):
+    """What :meth:`DampedNewton.finish` needs to know about the iteration's trial point."""
+
+    first: jax.Array
+    finite: jax.Array
+    accept: jax.Array
+    f_trial: jax.Array
+    g_trial: jax.Array
+    h_diag_trial: jax.Array
+    f_before: jax.Array
+
+
+class StepModel(Protocol):
+    """How a damped Newton computes its steps (the strategy of :class:`DampedNewton`)."""
+
+    def initial(self, z0: jax.Array) -> tuple[jax.Array, Any]: ...    # (hess, model) at init
+    def evaluate(self, fun: Callable, z: jax.Array) -> tuple: ...     # f, g, hess at z
+    def propose(self, s: NewtonState) -> Proposal: ...
+    def refresh(self, s: NewtonState) -> Any: ...                      # the model at s
+    def measure(self, s: NewtonState, model: Any) -> Measure: ...
+    def valid(self, s: NewtonState) -> jax.Array: ...                  # False on a plateau
+
+
+def acceptable(f, f_t, predicted, finite, first, rules: Rules) -> jax.Array:
+    """Sufficient decrease, or both changes below the noise floor of f (or the start)."""
+    actual = f - f_t
+    noise = rules.noise * _eps(f.dtype) * (1 + jnp.abs(f))
+    at_noise_level = (jnp.abs(actual) <= noise) & (jnp.abs(predicted) <= noise)
+    sufficient = (actual > 0) & (actual >= rules.decrease * predicted)
+    return finite & (sufficient | at_noise_level | first)
+
+
+def _backtrack_factor(f, f_t, slope, alpha, finite):
+    """Shrink factor for α from the quadratic through f, the slope gᵀd and f(z + αd),
+    safeguarded to [0.1, 0.5] (0.1 when the trial was not finite)."""
+    curvature = (f_t - f - alpha * slope) / alpha**2
+    t_star = -slope / (2.0 * jnp.where(curvature > 0, curvature, jnp.inf))
+    factor = jnp.clip(t_star / alpha, 0.1, 0.5)
+    return jnp.where(finite & jnp.isfinite(factor), factor, 0.1)
+
+
+def _where(c, a, b):
+    return jnp.where(c, a, b)
+
+
+@dataclasses.dataclass(frozen=True)
+class DampedNewton:
+    """The damped Newton of the module docstring, for one step model and its rules."""
+
+    model: Any              # a StepModel
+    rules: Rules = Rules()
+
+    def init(self, fun: Callable, z0: jax.Array, tol: Any = None) -> NewtonState:
+        """A state whose first iteration evaluates f, g, H at z0 (a zero step that is
+        always accepted when finite), so f, g and H are traced only once, in the step."""
+        del fun, tol
+        dtype = z0.dtype
+        zero = jnp.zeros((), jnp.int32)
+        one = jnp.ones((), dtype)
+        hess, model = self.model.initial(z0)
+        return NewtonState(
+            z=z0, f=jnp.asarray(jnp.inf, dtype), g=jnp.zeros_like(z0), hess=hess, model=model,
+            alpha=one, damping=jnp.zeros((), dtype), growth=self.rules.grow * one,
+            reach=0.5 * one, n_iter=zero - 1, n_rejected=zero, done=jnp.asarray(False),
+            status=jnp.asarray(Status.SUCCESS, jnp.int32))
+
+    def step(self, fun: Callable, s: NewtonState, tol: Any) -> NewtonState:
+        """One iteration: trial, refresh of the model, convergence tests."""
+        s, t = self.trial(fun, s)
+        return self.finish(s, t, self.model.refresh(s), tol)
+
+    def terminate(self, s: NewtonState, max_iter: Any) -> jax.Array:
+        """Done, or out of iterations."""
+        return s.done | (s.n_iter >= max_iter)
+
+    def trial(self, fun: Callable, s: NewtonState) -> tuple[NewtonState, Trial]:
+        """Evaluate the trial point, accept or reject it, adapt α, μ and the reach.
+        The returned state's ``model`` is stale until :meth:`finish`."""
+        r = self.rules
+        first = s.n_iter < 0
+        p = self.model.propose(s)
+        step = jnp.where(first, 0.0, p.step)
+        f_t, g_t, h_t = self.model.evaluate(fun, s.z + step)
+        finite = all_finite(f_t, g_t, h_t)
+        accept = acceptable(s.f, f_t, p.predicted, finite, first, r)
+
+        if r.line_search:
+            alpha_shrunk = s.alpha * _backtrack_factor(s.f, f_t, p.slope, s.alpha, finite)
+            give_up = ~accept & (alpha_shrunk < 1e-3)
+            alpha = _where(accept, jnp.minimum(1.0, 3.0 * s.alpha),
+                           _where(give_up, 1.0, alpha_shrunk))
+        else:
+            give_up, alpha = ~accept, s.alpha
+        shrunk = p.used / r.shrink
+        damping_ok = _where(shrunk < r.zero_below, 0.0, shrunk)
+        damping_bad = jnp.maximum(p.used, r.floor) * s.growth
+        damping = _where(accept, damping_ok, _where(give_up, damping_bad, s.damping))
+        growth = _where(accept, r.grow, _where(give_up, r.accelerate * s.growth, s.growth))
+        reach = _where(accept & p.capped & ~first, jnp.minimum(4.0 * s.reach, 1e6), s.reach)
+
+        state = s._replace(
+            z=_where(accept, s.z + step, s.z), f=_where(accept, f_t, s.f),
+            g=_where(accept, g_t, s.g), hess=_where(accept, h_t, s.hess), alpha=alpha,
+            damping=damping.astype(s.damping.dtype), growth=growth.astype(s.growth.dtype),
+            reach=reach)
+        h_diag = jnp.diagonal(h_t, axis1=-2, axis2=-1)
+        return state, Trial(first, finite, accept, f_t, g_t, h_diag, s.f)
+
+    def finish(self, s: NewtonState, t: Trial, model: Any, tol: Any) -> NewtonState:
+        """Convergence tests with the refreshed model; the iteration's status."""
+        m = self.model.measure(s, model)
+        near = m.lam2 <= tol
+        valid = self.model.valid(s)
+        converged = m.exact & (m.lam2 <= tol**2)
+        if self.rules.precision_test:
+            converged = converged | (t.accept & ~t.first & small_change(t.f_before, s.f, tol)
+                                     & near)
+        converged = valid & converged
+        collapsed = s.damping > self.rules.collapse
+        bad_start = t.first & ~t.finite
+        done = converged | collapsed | bad_start
+        status = jnp.where(converged | (collapsed & m.exact & near & valid), Status.SUCCESS,
+                           Status.STALLED)
+        status = jnp.where(bad_start, Status.NONFINITE_START, status)
+        # at a bad start, report which coordinates have a non-finite gradient or Hessian row
+        g_start = jnp.where(jnp.isfinite(t.h_diag_trial), t.g_trial, jnp.nan)
+        return s._replace(
+            f=jnp.where(bad_start, t.f_trial, s.f), g=jnp.where(bad_start, g_start, s.g),
+            model=model, n_iter=s.n_iter + 1,
+            n_rejected=s.n_rejected + (~t.accept & ~t.first).astype(jnp.int32),
+            done=done, status=jnp.where(done, status, s.status).astype(jnp.int32))
+
+
+def run(solver: Any, fun: Callable, z0: jax.Array, tol: Any, max_iter: Any) -> Any:
+    """``init`` then ``step`` until ``terminate``, in one ``lax.while_loop``."""
+    return lax.while_loop(lambda s: ~solver.terminate(s, max_iter),
+                          lambda s: solver.step(fun, s, tol), solver.init(fun, z0, tol))

@@ -1,0 +1,201 @@
+"""Parameter space: NumPyro constraints mapped by ``biject_to`` between the
+natural parameters θ (a pytree) and one unconstrained vector z ∈ ℝᵐ.
+
+The optimiser works on z; results are reported for θ. For a bijective leaf
+(positive, interval, ordered, ...) θ and z have the same size; for a leaf on a
+manifold (simplex, positive definite, correlation Cholesky) z has fewer
+coordinates than θ has elements, and the covariance of θ is rank-deficient.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+from numpyro.distributions import constraints as npc
+from numpyro.distributions.transforms import IdentityTransform, IndependentTransform, biject_to
+
+import jaxmle.core.params as _params
+
+
+def _freeze(obj: Any) -> Any:
+    """A hashable description of a constraint (its class and attribute values)."""
+    if isinstance(obj, npc.Constraint):
+        attrs = tuple(sorted((k, _freeze(v)) for k, v in vars(obj).items()))
+        return (type(obj).__module__, type(obj).__qualname__, attrs)
+    if isinstance(obj, (bool, int, float, str, type(None))):
+        return obj
+    arr = np.asarray(obj)
+    return (arr.dtype.str, arr.shape, arr.tobytes())
+
+
+@dataclasses.dataclass(frozen=True)
+class Leaf:
+    """One parameter leaf: its name, natural shape, unconstrained shape and constraint."""
+
+    name: str
+    shape: tuple[int, ...]
+    unc_shape: tuple[int, ...]
+    constraint_key: Any
+    constraint: Any = dataclasses.field(compare=False, hash=False, repr=False)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=int))
+
+    @property
+    def unc_size(self) -> int:
+        return int(np.prod(self.unc_shape, dtype=int))
+
+    @property
+    def transform(self):
+        return biject_to(self.constraint)
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamSpace:
+    """Static (hashable) description of the parameter pytree and its constraints."""
+
+    treedef: Any
+    leaves: tuple[Leaf, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Flat names of the natural parameters (rows of ``cov``)."""
+        return _params.flat_names([l.name for l in self.leaves], [l.shape for l in self.leaves])
+
+    @property
+    def unc_names(self) -> tuple[str, ...]:
+        """Flat names of the unconstrained coordinates (one leaf name per coordinate)."""
+        return tuple(l.name for l in self.leaves for _ in range(l.unc_size))
+
+    @property
+    def k(self) -> int:
+        return sum(l.size for l in self.leaves)
+
+    @property
+    def m(self) -> int:
+        return sum(l.unc_size for l in self.leaves)
+
+    @property
+    def is_identity(self) -> bool:
+        """True when every leaf is unconstrained, so z and θ coincide."""
+        return all(_is_identity(l.transform) for l in self.leaves)
+
+    @property
+    def is_elementwise(self) -> bool:
+        """True when every transform acts elementwise, so ∂θ/∂z is diagonal."""
+        return all(getattr(l.constraint, "event_dim", 0) == 0 for l in self.leaves)
+
+    @property
+    def is_bijective(self) -> bool:
+        """True when z and θ have the same dimension (no manifold-valued leaf)."""
+        return self.k == self.m
+
+    def natural_leaves(self, z: jax.Array) -> list[jax.Array]:
+        parts = _params.unravel(z, [l.unc_shape for l in self.leaves])
+        return [l.transform(u).reshape(l.shape) for l, u in zip(self.leaves, parts)]
+
+    def to_natural(self, z: jax.Array) -> Any:
+        """θ(z) as a pytree shaped like ``init``."""
+        return jax.tree_util.tree_unflatten(self.treedef, self.natural_leaves(z))
+
+    def to_natural_flat(self, z: jax.Array) -> jax.Array:
+        return _params.ravel(self.natural_leaves(z))
+
+    def to_unconstrained(self, leaves: list[jax.Array]) -> jax.Array:
+        """z(θ) from the list of natural leaves."""
+        return _params.ravel([l.transform.inv(x) for l, x in zip(self.leaves, leaves)])
+
+    def unravel_natural(self, theta: jax.Array) -> Any:
+        """A flat natural vector back to the parameter pytree."""
+        parts = _params.unravel(theta, [l.shape for l in self.leaves])
+        return jax.tree_util.tree_unflatten(self.treedef, parts)
+
+    def ravel_natural(self, tree: Any) -> jax.Array:
+        return _params.ravel(jax.tree_util.tree_leaves(tree))
+
+
+def _is_identity(transform: Any) -> bool:
+    if isinstance(transform, IndependentTransform):
+        return _is_identity(transform.base_transform)
+    return isinstance(transform, IdentityTransform)
+
+
+def _unconstrained_shape(name: str, constraint: Any, shape: tuple[int, ...]) -> tuple[int, ...]:
+    try:
+        transform = biject_to(constraint)
+        unc_shape = tuple(transform.inverse_shape(shape))
+    except Exception as err:  # numpyro raises NotImplementedError / ValueError / TypeError
+        raise ValueError(
+            f"constraint {constraint!r} for parameter '{name}' cannot be used for a value of "
+            f"shape {shape}: {err}"
+        ) from err
+    event_dim = getattr(constraint, "event_dim", 0)
+    if len(shape) < event_dim:
+        raise ValueError(
+            f"parameter '{name}' has shape {shape} but constraint {constraint!r} needs at least "
+            f"{event_dim} dimension(s) (e.g. a vector for simplex/ordered_vector, a matrix for "
+            "positive_definite)"
+        )
+    return unc_shape
+
+
+def build_space(init_leaves: list[np.ndarray], names: tuple[str, ...], treedef: Any,
+                constraints: Mapping[str, Any] | None) -> ParamSpace:
+    """Build the :class:`ParamSpace`, checking constraint names against parameter names."""
+    constraints = dict(constraints or {})
+    unknown = sorted(set(constraints) - set(names))
+    if unknown:
+        raise ValueError(
+            f"constraints given for unknown parameter(s) {unknown}; the parameters in init are "
+            f"{list(names)}"
+        )
+    leaves = []
+    for name, value in zip(names, init_leaves):
+        constraint = constraints.get(name, npc.real)
+        if not isinstance(constraint, npc.Constraint):
+            raise TypeError(
+                f"constraint for parameter '{name}' must be a numpyro.distributions.constraints "
+                f"object (e.g. constraints.positive), got {constraint!r}"
+            )
+        shape = tuple(np.shape(value))
+        unc_shape = _unconstrained_shape(name, constraint, shape)
+        leaves.append(Leaf(name, shape, unc_shape, _freeze(constraint), constraint))
+    return ParamSpace(treedef, tuple(leaves))
+
+
+def check_init(space: ParamSpace, init_leaves: list[np.ndarray]) -> None:
+    """Raise if an initial value violates its constraint or lies on its boundary.
+
+    Values already checked for this space are remembered: refitting from the same
+    init (the usual case in a loop over datasets) costs no JAX dispatch here.
+    """
+    key = (space, tuple((x.dtype.str, x.shape, x.tobytes()) for x in init_leaves))
+    if key in _CHECKED:
+        return
+    _check_init(space, init_leaves)
+    _CHECKED.add(key)
+
+
+_CHECKED = _params.SeenSet(1024)
+
+
+def _check_init(space: ParamSpace, init_leaves: list[np.ndarray]) -> None:
+    for leaf, value in zip(space.leaves, init_leaves):
+        inside = np.asarray(leaf.constraint.check(value))
+        if not inside.all():
+            bad = np.argwhere(~np.broadcast_to(inside, inside.shape).reshape(-1)).ravel()
+            where = "" if np.ndim(value) == 0 else f" (element(s) {bad[:10].tolist()})"
+            raise ValueError(
+                f"init for parameter '{leaf.name}' = {np.asarray(value)!r} violates its constraint "
+                f"{leaf.constraint!r}{where}"
+            )
+        z = np.asarray(leaf.transform.inv(value))
+        if not np.all(np.isfinite(z)):
+            raise ValueError(
+                f"init for parameter '{leaf.name}' = {np.asarray(value)!r} lies on the boundary of "
+                f"its constraint {leaf.constraint!r}; start from an interior point"
+            )

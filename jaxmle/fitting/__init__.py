@@ -1,0 +1,1 @@
+"""Host-side preparation and the compiled fit programs (single, batch, multi-start)."""

@@ -1,0 +1,562 @@
+"""``jm.fit_batch``: many independent fits in compiled chunks, with straggler handling.
+
+Host side of the batch: validation, chunking (one compiled program reused by
+every chunk, the last one padded), a progress bar, the continuation of
+stragglers in smaller batches, sharding over devices, and the report. The
+compiled programs are in :mod:`jaxmle.fitting.batch_kernel`.
+
+Schedule. The batch is cut into chunks of ``chunk_size`` members; each chunk runs
+until at most ``max(1, 2%)`` of its members are still iterating, so a slow
+dataset does not hold up its chunk. The unfinished members of all chunks are
+then pooled, with their solver states, and continued together (the same program,
+see :class:`_ContinuationPlan` for the chunk sizes) until they finish or reach
+``max_iter``: each member does exactly the iterations a single fit would, and the
+result is the same.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import warnings
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+
+import jaxmle.core.objective as _objective
+import jaxmle.core.params as _params
+import jaxmle.core.space as _space
+import jaxmle.fitting.data as _data
+import jaxmle.fitting.sharding as _sharding
+import jaxmle.fitting.start as _start
+from jaxmle.core.held import Inputs, View, pack, prepare_held
+from jaxmle.core.priors import prepare_priors
+from jaxmle.core.solvers import UNLIMITED
+from jaxmle.core.typing import (
+    STATUS_LABELS,
+    STATUS_MESSAGES,
+    ConvergenceWarning,
+    LogLikFn,
+    PrecisionWarning,
+    SingularInformationWarning,
+    Status,
+    user_stacklevel,
+)
+from jaxmle.fitting.batch_kernel import BatchConfig, PassOutput, compiled_passes
+from jaxmle.fitting.kernel import (
+    FitContext,
+    KernelConfig,
+    _check_options,
+    batched_context,
+    float_dtype,
+    prepare_init,
+    resolve_method,
+    resolve_tolerances,
+)
+from jaxmle.fitting.report import nonfinite_start_message
+from jaxmle.results.batch import BatchFitResult
+from jaxmle.results.result import FitResult
+
+STRAGGLER_FRACTION = 0.02      # a chunk's pass stops when ≤ this share of members is active
+_CHUNK_BYTES = 4 * 2**20       # automatic chunk: about this much data per chunk ...
+_CHUNK_MIN, _CHUNK_MAX = 64, 1024   # ... within these bounds
+
+
+def fit_batch(
+    loglik: LogLikFn,
+    data: Any,
+    init: Any,
+    *,
+    constraints: Mapping[str, Any] | None = None,
+    priors: Mapping[str, Any] | None = None,
+    method: Any = "auto",
+    weights: Any = None,
+    cov_type: str = "observed",
+    fixed: Mapping[str, Any] | None = None,
+    groups: Any = None,
+    tol: float | None = None,
+    max_iter: int | None = None,
+    chunk_size: int | None = None,
+    batched_init: bool | None = None,
+    progress: bool | None = None,
+    devices: Any = None,
+) -> BatchFitResult:
+    """:func:`jaxmle.fit_batch` without ``random=`` (see its docstring)."""
+    _check_options(cov_type, priors)
+    dtype = float_dtype()
+    data, n_batch, bad_data = prepare_batch_data(data)
+    w, weights_batched = prepare_batch_weights(weights, n_batch, dtype)
+    init_leaves, space, prior, prior_values = prepare_batch_init(init, n_batch, constraints, dtype,
+                                                                 batched_init, priors)
+    first = jax.tree_util.tree_map(lambda x: x[0], data)
+    internal = getattr(loglik, "jaxmle_checked", False)   # e.g. the random effects' marginal
+    if not internal:
+        _objective.check_loglik(loglik, jax.tree_util.tree_unflatten(
+            space.treedef, [x[0] for x in init_leaves]), first, batch=n_batch)
+    holding, fixed_values, codes, n_groups = prepare_held(
+        loglik, first, space, [x[0] for x in init_leaves], fixed, cov_type, groups, dtype)
+    view = View(space, holding)
+    method = resolve_method(method, view.m, prior)
+    tol, max_iter = resolve_tolerances(tol, max_iter, method, dtype)
+    bc = BatchConfig(KernelConfig(loglik, space, method, w is not None, dtype.name, holding,
+                                  cov_type, n_groups, prior),
+                     data_batched=True, weights_batched=weights_batched)
+    context = batched_context(FitContext(bc.kernel, data, w, fixed_values, codes, tol, max_iter,
+                                         prior_values), n_batch, True, weights_batched)
+    if bad_data.any():
+        data = replace_datasets(data, bad_data)
+    chunk = resolve_chunk_size(chunk_size, data, n_batch, _sharding.device_count(devices))
+    packed = pack(data, fixed_values, codes, prior_values)
+    key = ("batch", bc, chunk, _params.shape_signature(jax.tree_util.tree_leaves((first, w))))
+    if not internal and key not in _start.COMPILED:
+        check_batch_start(bc, packed, init_leaves, w, n_batch, chunk, bad_data)
+    fits = run_batch(bc, packed, init_leaves, w, n_batch, tol, max_iter, chunk, progress, devices)
+    _start.COMPILED.add(key)
+    if bad_data.any():
+        fits = mark_unfitted(fits, bad_data)
+    fits = dataclasses.replace(fits, context=context,
+                               priors=() if prior is None else prior.labels)
+    report_batch(fits, view.unc_names, bad_data)
+    return BatchFitResult.of(fits)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def prepare_batch_data(data: Any, *, from_user: bool = True) -> tuple[Any, int, np.ndarray]:
+    """Host arrays with a common leading batch axis; which datasets are not finite.
+
+    The data pytree is read exactly as :func:`jaxmle.fit` reads one dataset (see
+    :mod:`jaxmle.fitting.data`), every leaf carrying the batch axis first. A top-level
+    Python list of arrays is refused as ambiguous (fields of one batch, or separate
+    datasets?): a tuple or dict says the first, :func:`jaxmle.stack_datasets` the second.
+    """
+    if from_user and isinstance(data, list) and data and not _params.is_number_list(data) \
+            and not all(isinstance(x, list) for x in data):
+        raise TypeError(
+            f"fit_batch got a Python list of {len(data)} items: that could be the fields of one "
+            "batch (every leaf with a leading batch axis) or separate datasets. Pass the fields "
+            "as a tuple or dict, e.g. (y, x) with y and x shaped (B, n), or a list of separate "
+            f"datasets as jm.stack_datasets([...]) (which here would give B = {len(data)})")
+    if from_user and _data.pandas_kind(data) is not None:
+        raise TypeError(
+            f"fit_batch got a pandas {_data.pandas_kind(data)}: its columns have one axis, the "
+            "rows, which fit_batch would read as the batch axis (one dataset per row). For a "
+            "long-format frame with a dataset column, stack its groups: jm.stack_datasets("
+            "[g[cols] for _, g in df.groupby('dataset')]) (groups of equal size; pad ragged "
+            "ones and give the padding weight 0)")
+    data = _data.convert(data)
+    leaves, treedef = jax.tree_util.tree_flatten(data)
+    if not leaves:
+        raise ValueError("data is empty: pass an array or a pytree of arrays with a batch axis")
+    names = _params.leaf_names(data)
+    arrays = []
+    for name, leaf in zip(names, leaves):
+        label = "data" if name == "param" else f"data leaf '{name}'"
+        arr = np.asarray(leaf)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"{label} must be numeric, got dtype {arr.dtype}")
+        if arr.ndim == 0:
+            raise ValueError(f"{label} is a scalar: fit_batch needs a leading batch axis on every "
+                             "data leaf (shape (B, ...))")
+        arrays.append(arr)
+    sizes = {a.shape[0] for a in arrays}
+    if len(sizes) != 1:
+        shapes = ", ".join(f"'{n}': {a.shape[0]}" if n != "param" else str(a.shape[0])
+                           for n, a in zip(names, arrays))
+        raise ValueError(
+            "fit_batch reads the leading axis of every data leaf as the batch axis (B datasets), "
+            f"but the leaves' leading sizes differ ({shapes}); give every leaf the shape (B, ...), "
+            "or stack a list of separate datasets with jm.stack_datasets([...])")
+    n_batch = sizes.pop()
+    if n_batch == 0:
+        raise ValueError("the batch is empty (leading axis of length 0)")
+    bad = np.zeros(n_batch, bool)
+    for a in arrays:
+        if a.dtype.kind == "f":
+            bad |= ~np.isfinite(a).reshape(n_batch, -1).all(axis=1)
+    if bad.all():
+        raise ValueError(f"every one of the {n_batch} datasets contains NaN/inf values")
+    return jax.tree_util.tree_unflatten(treedef, arrays), n_batch, bad
+
+
+def prepare_batch_weights(weights: Any, n_batch: int, dtype) -> tuple[np.ndarray | None, bool]:
+    """Shared (n,) or per-dataset (B, n) weights, finite and non-negative."""
+    if weights is None:
+        return None, False
+    w = np.asarray(weights)
+    if w.ndim == 1:
+        return _data.prepare_weights(w, dtype), False
+    if w.ndim != 2 or w.shape[0] != n_batch:
+        raise ValueError(
+            f"weights must be (n,) shared by all datasets or (B, n) = ({n_batch}, n) per "
+            f"dataset, got shape {w.shape}")
+    if not np.all(np.isfinite(w)):
+        rows = np.nonzero(~np.isfinite(w).all(axis=1))[0]
+        raise ValueError(f"weights contain NaN/inf values (datasets {rows[:10].tolist()})")
+    if np.any(w < 0):
+        rows = np.nonzero((w < 0).any(axis=1))[0]
+        raise ValueError(f"weights must be non-negative; negative in datasets {rows[:10].tolist()}")
+    empty = ~(w > 0).any(axis=1)
+    if empty.any():
+        raise ValueError(f"weights: no observations with positive weight in dataset(s) "
+                         f"{np.nonzero(empty)[0][:10].tolist()}, so there is nothing to fit there")
+    return np.asarray(w, dtype), True
+
+
+def prepare_batch_init(init: Any, n_batch: int, constraints, dtype, batched_init: bool | None,
+                       priors: Any = None):
+    """Per-member init leaves (B, ...), the parameter space of one fit and its priors."""
+    leaves, treedef, names = prepare_init(init, dtype)
+    if batched_init is None:
+        batched_init = all(x.ndim >= 1 and x.shape[0] == n_batch for x in leaves)
+    if batched_init:
+        wrong = [n for n, x in zip(names, leaves) if x.ndim == 0 or x.shape[0] != n_batch]
+        if wrong:
+            raise ValueError(
+                f"batched init needs a leading axis of length B = {n_batch} on every leaf; "
+                f"not so for {wrong}")
+        member = [x[0] for x in leaves]
+    else:
+        member = leaves
+    constraints, prior, prior_values = prepare_priors(priors, names, member, constraints, dtype)
+    space = _space.build_space(member, names, treedef, constraints)
+    if batched_init:
+        check_batched_init(space, leaves)
+        return leaves, space, prior, prior_values
+    _space.check_init(space, member)
+    return [np.broadcast_to(x, (n_batch,) + x.shape) for x in leaves], space, prior, prior_values
+
+
+def check_batched_init(space: _space.ParamSpace, leaves: list[np.ndarray]) -> None:
+    """Every member's init inside its constraint (members named on failure)."""
+    for leaf, value in zip(space.leaves, leaves):
+        inside = np.asarray(leaf.constraint.check(value)).reshape(value.shape[0], -1).all(axis=1)
+        z = np.asarray(leaf.transform.inv(value)).reshape(value.shape[0], -1)
+        interior = np.isfinite(z).all(axis=1)
+        for ok, what in ((inside, "violates"), (interior, "lies on the boundary of")):
+            if not ok.all():
+                rows = np.nonzero(~ok)[0]
+                raise ValueError(
+                    f"init for parameter '{leaf.name}' {what} its constraint {leaf.constraint!r} "
+                    f"for dataset(s) {rows[:10].tolist()}")
+
+
+@functools.lru_cache(maxsize=64)
+def batch_start_program(bc: BatchConfig, packed_inputs: bool) -> Any:
+    """The start values of a chunk of members: :func:`jaxmle.fitting.start.start_program`, vmapped."""
+    run = _start.start_program(bc.kernel).__wrapped__
+    data_axes = Inputs(0, None, None, None, None) if packed_inputs else 0
+    return jax.jit(jax.vmap(run, in_axes=(data_axes, 0, 0 if bc.weights_batched else None)))
+
+
+def check_batch_start(bc: BatchConfig, data: Any, init_leaves: list, weights: Any,
+                      n_batch: int, chunk: int, bad_data: np.ndarray) -> None:
+    """Before the batch program is compiled: raise if the log-likelihood is not finite at
+    the start for every dataset (some bad starts are only reported: those fits fail)."""
+    program = batch_start_program(bc, isinstance(data, Inputs))
+    first = None
+    for start in range(0, n_batch, chunk):
+        idx = np.minimum(np.arange(start, start + chunk), n_batch - 1)
+        d = data._replace(data=_take(data.data, idx)) if isinstance(data, Inputs) else _take(data, idx)
+        w = weights[idx] if bc.weights_batched else weights
+        values = jax.device_get(program(d, [x[idx] for x in init_leaves], w))
+        finite = np.isfinite(values.total + values.prior) & ~bad_data[idx]
+        if finite.any():
+            return
+        if first is None:
+            first = _start.start_message(jax.tree_util.tree_map(lambda x: x[0], values))
+    raise ValueError(f"{first} (for every dataset in the batch)")
+
+
+def replace_datasets(data: Any, bad: np.ndarray) -> Any:
+    """Put a finite dataset in place of the non-finite ones (their results are discarded)."""
+    good = int(np.argmin(bad))
+
+    def fix(x):
+        x = np.array(x)
+        x[bad] = x[good]
+        return x
+
+    return jax.tree_util.tree_map(fix, data)
+
+
+def resolve_chunk_size(chunk_size: int | None, data: Any, n_batch: int, n_devices: int) -> int:
+    """Members per compiled call: given, or from the bytes of data per dataset.
+
+    Rounded up to a multiple of the device count; never more than the batch
+    (rounded the same way).
+    """
+    if chunk_size is None:
+        per_member = sum(x.nbytes for x in jax.tree_util.tree_leaves(data)) / n_batch
+        chunk = 2 ** round(math.log2(max(_CHUNK_BYTES / max(per_member, 1.0), 1.0)))
+        chunk = int(np.clip(chunk, _CHUNK_MIN, _CHUNK_MAX))
+    else:
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) \
+                or chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive integer (datasets per compiled "
+                             f"call), got {chunk_size!r}")
+        chunk = int(chunk_size)
+    chunk = min(chunk, n_batch)
+    return -(-chunk // n_devices) * n_devices
+
+
+# --------------------------------------------------------------------------- schedule
+
+
+def run_batch(bc: BatchConfig, data: Any, init_leaves: list[np.ndarray], weights: Any,
+              n_batch: int, tol: np.ndarray, max_iter: np.ndarray, chunk: int,
+              progress: bool | None, devices: Any = None) -> FitResult:
+    """All B fits: chunked first passes, then the stragglers pooled and continued."""
+    begin, advance = compiled_passes(bc)
+    place = _sharding.placer(devices)
+    held = None
+    if isinstance(data, Inputs):   # fixed values and cluster codes are shared by all members
+        data, held = data.data, place(data._replace(data=None), batched=False)
+    shared_data = None if bc.data_batched else place(data, batched=False)
+    shared_w = None if weights is None or bc.weights_batched else place(weights, batched=False)
+
+    def inputs(idx):
+        d = shared_data if shared_data is not None else place(_take(data, idx))
+        w = shared_w if not bc.weights_batched else place(_take(weights, idx))
+        return (d if held is None else held._replace(data=d)), w
+
+    max_active = np.int32(_stop_at(chunk))
+    chunks: list[FitResult] = []
+    pending: list[tuple[np.ndarray, Any]] = []   # (global indices, their solver states)
+    with _Progress(progress, n_batch) as bar:
+        previous = None
+        for start in range(0, n_batch, chunk):
+            idx = _chunk_indices(start, chunk, n_batch)
+            d, w = inputs(idx)
+            state = begin(d, place([x[idx] for x in init_leaves]), w, tol)
+            out = advance(d, w, state, tol, max_iter, max_active, UNLIMITED)
+            bar.compiled()   # the programs are compiled (and cached) once the first call returns
+            if previous is not None:
+                _collect(previous, chunks, pending, bar)
+            previous = (out, idx, min(chunk, n_batch - start))
+        _collect(previous, chunks, pending, bar)
+        fits = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs), *chunks)
+        plan = _ContinuationPlan(chunk, _small_chunk(chunk, _sharding.device_count(devices)),
+                                 max_active, int(np.median(fits.n_iter)))
+        while pending:
+            index = np.concatenate([i for i, _ in pending])
+            states = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs), *[s for _, s in pending])
+            pending = []
+            size, stop_at, limit = plan.next_pass(len(index))
+            bar.phase(f"continuing {len(index)} slow fit{'s' if len(index) > 1 else ''}")
+            for start in range(0, len(index), size):
+                idx = _chunk_indices(start, size, len(index))
+                n_valid = min(size, len(index) - start)
+                d, w = inputs(index[idx])
+                out = advance(d, w, place(_padded_states(states, idx, n_valid)), tol, max_iter,
+                              stop_at, limit)
+                _store(out, index[idx[:n_valid]], n_valid, fits, pending, bar)
+    return fits
+
+
+def _stop_at(size: int) -> int:
+    """A pass over ``size`` members stops when at most this many are still iterating:
+    2% (at least 1, so one slow fit does not hold up its chunk), and always fewer than
+    ``size`` so every pass makes progress."""
+    return min(max(1, int(STRAGGLER_FRACTION * size)), size - 1) if STRAGGLER_FRACTION else 0
+
+
+class _ContinuationPlan:
+    """How the pooled unfinished fits continue (same program, a chunk size per pass).
+
+    * A pool that fills chunks runs in full chunks (each may stop early again).
+    * A small pool first gets a short pass in a full chunk (a quarter of the median
+      iterations): the usual tail of fits that needed a step or two more ends there,
+      and no other program is needed.
+    * What is still running then is genuinely slow: it continues in chunks of
+      ``chunk // 8`` (compiled once, on first need), so a few slow fits cost their
+      own iterations on a small batch, not on a padded full one.
+    """
+
+    def __init__(self, chunk: int, small: int, max_active: np.int32, median_iter: int):
+        self.chunk, self.small, self.max_active = chunk, small, max_active
+        self.tail_limit = np.int32(max(2, median_iter // 4))
+        self.tail_done = False
+
+    def next_pass(self, pool: int) -> tuple[int, np.int32, np.int32]:
+        """(chunk size, stop when ≤ this many are active, iteration limit of the pass)."""
+        if pool > self.chunk // 2:
+            return self.chunk, self.max_active if pool > self.chunk else np.int32(0), UNLIMITED
+        if not self.tail_done:
+            self.tail_done = True
+            return self.chunk, np.int32(0), self.tail_limit
+        stop_at = _stop_at(self.small) if pool > self.small else 0
+        return self.small, np.int32(stop_at), UNLIMITED
+
+
+def _small_chunk(chunk: int, n_devices: int) -> int:
+    small = max(chunk // 8, 1)
+    return -(-small // n_devices) * n_devices
+
+
+def _chunk_indices(start: int, chunk: int, n: int) -> np.ndarray:
+    """Indices start..start+chunk−1, the ones past n replaced by n−1 (padding)."""
+    return np.minimum(np.arange(start, start + chunk), n - 1)
+
+
+def _take(tree: Any, idx: np.ndarray) -> Any:
+    return jax.tree_util.tree_map(lambda x: x[idx], tree)
+
+
+def _collect(item, chunks: list, pending: list, bar) -> None:
+    """Move a finished first pass to the host; keep the states of its unfinished members."""
+    out, idx, n_valid = item
+    result, active = jax.device_get((out.result, out.active))
+    chunks.append(jax.tree_util.tree_map(lambda x: x[:n_valid], result))
+    n_left = _keep_unfinished(out, active, idx[:n_valid], n_valid, pending)
+    bar.update(n_valid - n_left)
+
+
+def _keep_unfinished(out: PassOutput, active: np.ndarray, index: np.ndarray, n_valid: int,
+                     pending: list) -> int:
+    """Host copies of the solver states of the members still iterating (small arrays);
+    returns how many there are."""
+    local = np.nonzero(active[:n_valid])[0]
+    if local.size:
+        state = jax.device_get(out.state)
+        pending.append((index[local], jax.tree_util.tree_map(lambda x: x[local], state)))
+    return int(local.size)
+
+
+def _store(out: PassOutput, index: np.ndarray, n_valid: int, fits: FitResult,
+           pending: list, bar) -> None:
+    """Write a continuation pass's results into the batch; keep the still-unfinished."""
+    result, active = jax.device_get((out.result, out.active))
+
+    def put(dst, src):
+        dst[index] = src[:n_valid]
+
+    jax.tree_util.tree_map(put, fits, result)
+    bar.update(n_valid - _keep_unfinished(out, active, index, n_valid, pending))
+
+
+def _padded_states(states: Any, idx: np.ndarray, n_valid: int) -> Any:
+    """Gather states; the padding members (past ``n_valid``) are marked done (frozen)."""
+    state = jax.tree_util.tree_map(lambda x: x[idx], states)
+    done = np.array(state.done)
+    done[n_valid:] = True
+    return state._replace(done=done)
+
+
+class _Progress:
+    """The progress bar of a batch: finished fits over B.
+
+    It says "compiling…" until the programs are compiled and only then starts its
+    clock (a rate that counted the compile would promise a wrong ETA); a fit counts
+    when it has finished, so the bar stands below 100% while the slow fits continue,
+    a phase it names. On by default on a terminal (tqdm decides), ``progress=True``
+    forces it, ``False`` turns it off.
+    """
+
+    DESC = "jaxmle.fit_batch"
+
+    def __init__(self, progress: bool | None, total: int):
+        self.bar = None
+        if progress is False:
+            return
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:  # pragma: no cover - tqdm comes with numpyro
+            return
+        self.bar = tqdm(total=total, unit="fit", desc=f"{self.DESC} (compiling…)",
+                        disable=None if progress is None else False, leave=bool(progress))
+        if self.bar.disable:
+            self.bar = None
+        else:
+            self.bar.refresh()
+        self.compiling = True
+
+    def compiled(self) -> None:
+        if self.bar is not None and self.compiling:
+            self.compiling = False
+            self.bar.set_description(self.DESC, refresh=False)
+            self.bar.reset()          # n is still 0: this starts the clock now
+
+    def phase(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.set_description(f"{self.DESC} ({text})")
+
+    def update(self, n: int) -> None:
+        if self.bar is not None and n:
+            self.bar.update(n)
+
+    def __enter__(self) -> "_Progress":
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        if self.bar is not None:
+            if self.bar.n >= self.bar.total:
+                self.bar.set_description(self.DESC, refresh=False)
+            self.bar.close()
+        return False
+
+
+# --------------------------------------------------------------------------- report
+
+
+def mark_unfitted(fits: FitResult, bad: np.ndarray) -> FitResult:
+    """NaN results and status NONFINITE_DATA for the datasets that were not fitted."""
+
+    def blank(x):
+        x = np.array(x)
+        if x.dtype.kind == "f":
+            x[bad] = np.nan
+        elif x.dtype.kind == "b":
+            x[bad] = False
+        else:
+            x[bad] = 0
+        return x
+
+    fits = jax.tree_util.tree_map(blank, fits)
+    status = np.where(bad, np.int32(Status.NONFINITE_DATA), fits.status)
+    return _replace(fits, status=status)
+
+
+def _replace(fits: FitResult, **changes) -> FitResult:
+    return dataclasses.replace(fits, **changes)
+
+
+def report_batch(fits: FitResult, unc_names: tuple[str, ...], bad_data: np.ndarray) -> None:
+    """Warn with counts (and first indices) of failed and singular fits."""
+    status = np.asarray(fits.status)
+    n = status.shape[0]
+    start_failed = status == Status.NONFINITE_START
+    if start_failed.all():
+        raise ValueError(nonfinite_start_message(_member(fits, 0), unc_names)
+                         + " (for every dataset in the batch)")
+    level = user_stacklevel()
+    failed = status != Status.SUCCESS
+    if failed.any():
+        counts = ", ".join(f"{int((status == s).sum())} {STATUS_LABELS[Status(s)]}"
+                           for s in np.unique(status[failed]))
+        reasons = "; ".join(f"{STATUS_LABELS[Status(s)]}: {STATUS_MESSAGES[Status(s)]}"
+                            for s in np.unique(status[failed]))
+        warnings.warn(
+            f"{int(failed.sum())} of {n} fits did not converge ({counts}; first at dataset(s) "
+            f"{np.nonzero(failed)[0][:10].tolist()}); their estimates are not maxima and "
+            f"bres.converged is False for them. {reasons}", ConvergenceWarning, stacklevel=level)
+    singular = np.asarray(fits.stats.singular).any(axis=1) & ~failed
+    if singular.any():
+        names = [nm for nm, s in zip(fits.param_names,
+                                     np.asarray(fits.stats.singular)[singular].any(axis=0)) if s]
+        warnings.warn(
+            f"{int(singular.sum())} of {n} converged fits have a singular or indefinite information "
+            f"matrix (first at dataset(s) {np.nonzero(singular)[0][:10].tolist()}), involving "
+            f"parameter(s) {names}: those standard errors are NaN",
+            SingularInformationWarning, stacklevel=level)
+    if fits.dtype == "float32":
+        warnings.warn(
+            "fit_batch ran in float32: standard errors are float32-accurate only; enable float64 "
+            "with jax.config.update('jax_enable_x64', True)", PrecisionWarning, stacklevel=level)
+
+
+def _member(fits: FitResult, i: int) -> FitResult:
+    return jax.tree_util.tree_map(lambda x: x[i], fits)

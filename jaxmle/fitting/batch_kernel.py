@@ -1,0 +1,140 @@
+"""The compiled programs of ``fit_batch``: the single-fit kernel's pieces, vmapped.
+
+A batch of fits is ``vmap`` of exactly what :func:`jaxmle.fit` runs
+(``kernel_solver(...).init``, ``.step``, ``conclude``); only the loop over
+iterations is written for the batch, so that it can stop early:
+
+* ``vmap`` of a ``while_loop`` runs every member until the slowest is done. Here
+  the loop stops as soon as at most ``max_active`` members are still iterating;
+  their states come back with the finished results and the host continues them,
+  together, in a smaller batch (:mod:`jaxmle.fitting.batch`). One slow dataset then
+  costs its own iterations, not its chunk's.
+* Finished members are frozen (``where(active, new, old)``), as ``vmap`` of a
+  ``while_loop`` does.
+
+Two programs per problem structure: :func:`start` (the initial states, cheap)
+and :func:`advance` (iterate from given states, then conclude), which serves the
+first pass and every continuation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+import jaxmle.core.objective as _objective
+import jaxmle.core.solvers as _solvers
+from jaxmle.core.held import Inputs
+from jaxmle.fitting.kernel import KernelConfig, conclude, initial_z, kernel_solver
+from jaxmle.results.result import FitResult
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchConfig:
+    """Static description of a batch: the kernel and which inputs carry the batch axis."""
+
+    kernel: KernelConfig
+    data_batched: bool          # False: one dataset shared by all members (multi-start)
+    weights_batched: bool
+
+
+class PassOutput(NamedTuple):
+    result: FitResult           # for every member (final for the finished ones)
+    state: _solvers.State       # solver states, to continue the unfinished ones
+    active: jax.Array           # (C,) bool: still iterating when the pass stopped
+
+
+def _axis(batched: bool) -> int | None:
+    return 0 if batched else None
+
+
+def _masked_data(bc: BatchConfig, data: Any, weights: Any) -> tuple[Any, Any]:
+    """Data with zero-weight rows masked (see ``mask_padding``) and its batch axis (for
+    :class:`~jaxmle.core.held.Inputs`, a prefix tree: fixed values and cluster codes are
+    shared, profile points always carry the batch axis)."""
+    if isinstance(data, Inputs):
+        inner, axis = _masked_data(bc, data.data, weights)
+        return data._replace(data=inner), Inputs(axis, None, None,
+                                                 None if data.profile is None else 0, None)
+    if weights is None or not (bc.data_batched or bc.weights_batched):
+        return _objective.mask_padding(data, weights), _axis(bc.data_batched)
+    masked = jax.vmap(_objective.mask_padding, in_axes=(_axis(bc.data_batched),
+                                                        _axis(bc.weights_batched)))(data, weights)
+    return masked, 0
+
+
+def _freeze_finished(active: jax.Array, new: Any, old: Any) -> Any:
+    def select(n, o):
+        return jnp.where(active.reshape(active.shape + (1,) * (n.ndim - 1)), n, o)
+
+    return jax.tree_util.tree_map(select, new, old)
+
+
+def _iterate_batch(step: Callable, state: Any, max_iter: jax.Array, max_active: jax.Array,
+                   limit: jax.Array) -> Any:
+    """Batched iterations until at most ``max_active`` members are still active, or
+    ``limit`` iterations of this pass."""
+
+    def keep_going(carry):
+        s, it = carry
+        return (jnp.sum(_solvers.is_active(s, max_iter)) > max_active) & (it < limit)
+
+    def body(carry):
+        s, it = carry
+        return _freeze_finished(_solvers.is_active(s, max_iter), step(s), s), it + 1
+
+    return lax.while_loop(keep_going, body, (state, jnp.zeros((), jnp.int32)))[0]
+
+
+def _finish(bc: BatchConfig, data: Any, data_axis, weights: Any, state: Any,
+            max_iter: jax.Array) -> PassOutput:
+    w_axis = _axis(bc.weights_batched)
+    result = jax.vmap(functools.partial(conclude, bc.kernel), in_axes=(data_axis, w_axis, 0))(
+        data, weights, state)
+    return PassOutput(result, state, _solvers.is_active(state, max_iter))
+
+
+def _batched_step(bc: BatchConfig, data: Any, data_axis, weights: Any, tol: jax.Array):
+    """One iteration for every member: the single fit's ``step``, vmapped (a Newton
+    step factorises the batch's Hessians in one call, ``eigh`` only when some member
+    needs it: :func:`jaxmle.core.solvers.dense.factorize_one`)."""
+    def member_step(d, w, s):
+        return kernel_solver(bc.kernel, d, w, tol).step(s)
+
+    step = jax.vmap(member_step, in_axes=(data_axis, _axis(bc.weights_batched), 0))
+    return lambda s: step(data, weights, s)
+
+
+def start(bc: BatchConfig, data: Any, init_leaves: list[jax.Array], weights: Any,
+          tol: jax.Array) -> _solvers.State:
+    """Every member's solver state at its init (for Newton: no evaluation yet)."""
+    data, data_axis = _masked_data(bc, data, weights)
+
+    def member_init(d, w, leaves):
+        return kernel_solver(bc.kernel, d, w, tol).init(initial_z(bc.kernel, leaves))
+
+    return jax.vmap(member_init, in_axes=(data_axis, _axis(bc.weights_batched), 0))(
+        data, weights, init_leaves)
+
+
+def advance(bc: BatchConfig, data: Any, weights: Any, state: Any, tol: jax.Array,
+            max_iter: jax.Array, max_active: jax.Array, limit: jax.Array) -> PassOutput:
+    """Iterate members from their states until ≤ ``max_active`` are active (or for
+    ``limit`` iterations), then conclude (the host discards the results of members
+    still active)."""
+    data, data_axis = _masked_data(bc, data, weights)
+    step = _batched_step(bc, data, data_axis, weights, tol)
+    state = _iterate_batch(step, state, max_iter, max_active, limit)
+    return _finish(bc, data, data_axis, weights, state, max_iter)
+
+
+@functools.lru_cache(maxsize=64)
+def compiled_passes(bc: BatchConfig) -> tuple[Callable[..., Any], Callable[..., PassOutput]]:
+    """The jitted (start, advance) programs for one static configuration; the first
+    pass and every continuation of stragglers share ``advance`` (one compilation)."""
+    return (jax.jit(functools.partial(start, bc)), jax.jit(functools.partial(advance, bc)))

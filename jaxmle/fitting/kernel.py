@@ -1,0 +1,343 @@
+"""The fit kernel: one compiled program per problem structure, and the host-side
+checks around it.
+
+The kernel (objective → solver → inference → :class:`FitResult`) is a pure
+function of the traced arguments ``(data, init, weights, tol, max_iter)``; the
+log-likelihood, the parameter space (pytree structure, shapes, constraints),
+the method and the dtype are static (:class:`KernelConfig`). A second fit with the
+same log-likelihood and same-shaped inputs therefore reuses the compiled program.
+``jm.fit`` (:mod:`jaxmle.fitting.single`), ``fit_batch``, multi-start, profiles and the
+bootstrap all run these pieces.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from numpyro.distributions import constraints as npc
+
+import jaxmle.core.objective as _objective
+import jaxmle.core.params as _params
+import jaxmle.core.solvers as _solvers
+import jaxmle.core.space as _space
+import jaxmle.fitting.data as _data
+from jaxmle.core.covariance import flat_direction, observed_inference, score_outer_product
+from jaxmle.core.held import Holding, View, unpack
+from jaxmle.core.priors import PriorSpec, log_prior
+from jaxmle.core.typing import Status
+from jaxmle.results.result import FitResult, FitStats
+
+AUTO_NEWTON_MAX_PARAMS = 200
+_DEFAULT_MAX_ITER = {"newton": 2000, "prox-newton": 2000, "lbfgs": 10000}
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelConfig:
+    """Everything static about a fit: the key of the compiled-program cache."""
+
+    loglik: Callable
+    space: _space.ParamSpace
+    method: Any
+    has_weights: bool
+    dtype: str
+    holding: Holding = Holding()    # fixed elements / profile point (values traced)
+    cov_type: str = "observed"
+    n_groups: int = 0               # clusters of the cluster-robust sandwich (0: none)
+    prior: PriorSpec | None = None  # MAP: the priors (their parameters are traced)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class FitContext:
+    """What re-running a fit needs (profiles, bootstrap, nesting checks of ``lrt``).
+
+    A pytree: the configuration is static metadata compared by value (two fits of one
+    problem share a treedef, so ``jit`` does not retrace for the second), the rest is
+    data. A batch result carries every part with the batch axis (shared parts are
+    broadcast, see :func:`batched_context`), so ``bres[i]`` slices its member's own.
+    """
+
+    config: KernelConfig = dataclasses.field(metadata=dict(static=True))
+    data: Any           # the user's data, as fitted
+    weights: Any
+    fixed: Any          # values of the fixed elements (``config.holding.fixed``), or None
+    groups: Any         # cluster codes, or None
+    tol: Any
+    max_iter: Any
+    prior: Any = None   # the priors' parameters (``config.prior``), or None
+
+
+def context_of(res: Any, purpose: str) -> FitContext:
+    """The refit context of a result (``purpose``: what needs it, for the message)."""
+    ctx = getattr(res, "context", None)
+    if ctx is None:
+        raise ValueError(f"this result carries no data to refit ({purpose} re-fits the model): "
+                         "only results of jm.fit, jm.fit_batch (each member) and the functions "
+                         "built on them do")
+    if np.ndim(ctx.tol) != 0:
+        raise ValueError(f"{purpose} works on one fit: take a member of the batch first "
+                         "(bres[i])")
+    return ctx
+
+
+def batched_context(context: FitContext, n_batch: int, data_batched: bool,
+                    weights_batched: bool) -> FitContext:
+    """``context`` with a leading axis ``n_batch`` on every array: the shared parts (fixed
+    values, groups, tolerances, priors' parameters; the data or weights where shared) are
+    broadcast as read-only views (no copy)."""
+    def spread(tree):
+        return jax.tree_util.tree_map(
+            lambda x: np.broadcast_to(np.asarray(x), (n_batch,) + np.shape(x)), tree)
+
+    return dataclasses.replace(
+        context,
+        data=context.data if data_batched else spread(context.data),
+        weights=context.weights if weights_batched else spread(context.weights),
+        fixed=spread(context.fixed), groups=spread(context.groups), tol=spread(context.tol),
+        max_iter=spread(context.max_iter), prior=spread(context.prior))
+
+
+def initial_z(config: KernelConfig, init_leaves: list[jax.Array]) -> jax.Array:
+    """The start in the (free) unconstrained coordinates; a profile fit takes it as is."""
+    dtype = jnp.dtype(config.dtype)
+    return View(config.space, config.holding).initial([jnp.asarray(x, dtype) for x in init_leaves])
+
+
+def kernel_objective(config: KernelConfig, view: View, inputs: Any,
+                     weights: jax.Array | None) -> Callable[[jax.Array], jax.Array]:
+    """f(z) = −ℓ(θ(z)), or −ℓ(θ(z)) − log π(θ(z)) with priors (the smooth part of it:
+    an L1 prior's |θ − m|/b is left to the proximal solver, see :func:`l1_weights`)."""
+    dtype = jnp.dtype(config.dtype)
+    neg_loglik = _objective.make_objective(config.loglik, view.to_natural, inputs.data, weights,
+                                           dtype)
+    if config.prior is None:
+        return neg_loglik
+
+    def neg_logpost(z):
+        prior = log_prior(config.prior, inputs.prior, view.to_natural(z), inputs.data,
+                          smooth_only=True)
+        return neg_loglik(z) - prior.astype(dtype)
+
+    return neg_logpost
+
+
+def kernel_solver(config: KernelConfig, data: Any, weights: jax.Array | None,
+                  tol: jax.Array) -> _solvers.Solver:
+    """The solver's init/step pair for f(z) = −ℓ(θ(z)) (− log π) on (padding-masked) data."""
+    inputs = unpack(data)
+    view = View(config.space, config.holding, inputs)
+    objective = kernel_objective(config, view, inputs, weights)
+    if config.method == "prox-newton":
+        from jaxmle.core.solvers.proximal import l1_weights, make_prox_solver
+
+        return make_prox_solver(objective, *l1_weights(config, view, inputs), tol)
+    return _solvers.make_solver(config.method, objective, tol)
+
+
+def conclude(config: KernelConfig, data: Any, weights: jax.Array | None,
+             final: _solvers.State) -> FitResult:
+    """The inference at the solver's final state, as a :class:`FitResult`."""
+    inputs = unpack(data)
+    view, dtype = View(config.space, config.holding, inputs), jnp.dtype(config.dtype)
+    data = inputs.data
+    objective = kernel_objective(config, view, inputs, weights)
+    sol = _solvers.solution(final)
+    params = view.to_natural(sol.z)
+    nobs = _objective.count_observations(config.loglik, params, data, weights, dtype)
+    if config.holding.profiled:
+        return _profile_point(config, view, sol, params, nobs)
+    hess = sol.hess if sol.hess is not None else _solvers.value_grad_hessian(objective, sol.z)[2]
+    loglik = _objective.total_loglik(config.loglik, params, data, weights, dtype)[0]
+    logpost = loglik
+    if config.prior is not None:
+        logpost = loglik + log_prior(config.prior, inputs.prior, params, data)
+    kink = None
+    if config.method == "prox-newton":
+        from jaxmle.core.solvers.proximal import at_kinks
+
+        sol, hess, kink = at_kinks(config, view, inputs, sol, hess)
+
+    def loglik_flat(theta):
+        tree = view.unravel_free(theta)
+        f = _objective.total_loglik(config.loglik, tree, data, weights, dtype)[0]
+        if config.prior is None:
+            return f
+        return f + log_prior(config.prior, inputs.prior, tree, data)
+
+    meat = None
+    if config.cov_type != "observed":
+        def per_obs(z):
+            return jnp.asarray(config.loglik(view.to_natural(z), data)).astype(dtype)
+
+        meat = score_outer_product(per_obs, sol.z, weights, inputs.groups, config.n_groups)
+    eig = _solvers.eigen(hess)
+    inf = observed_inference(view, loglik_flat, sol.z, hess, sol.g, eig, config.cov_type, meat)
+    if kink is not None:
+        from jaxmle.core.solvers.proximal import without_kinks
+
+        inf = without_kinks(view, sol.z, inf, kink)
+    status = sol.status
+    if view.m and kink is None:
+        # a "converged" point where the likelihood is flat 3 SEs away is no regular maximum
+        flat = (sol.status == Status.SUCCESS) & flat_direction(objective, sol.z, sol.f, eig)
+        status = jnp.where(flat, Status.FLAT, sol.status).astype(jnp.int32)
+    return FitResult(
+        params=params,
+        stderr=view.space.unravel_natural(view.fill(inf.stderr, jnp.nan)),
+        score=view.space.unravel_natural(view.fill(inf.score, _fixed_score(config, view, sol.z,
+                                                                           data, weights))),
+        cov=inf.cov,
+        fisher_info=inf.fisher_info,
+        loglik=loglik,
+        logpost=logpost,
+        converged=status == Status.SUCCESS,
+        status=status,
+        n_iter=sol.n_iter,
+        grad_norm=jnp.max(jnp.abs(sol.g), initial=0.0),
+        nobs=nobs,
+        stats=FitStats(sol.n_rejected, inf.info_eigvals, inf.singular, sol.z, sol.g),
+        param_names=view.names,
+        method=method_name(config.method) if view.m else "none",
+        cov_type=config.cov_type,
+        n_free=view.m,
+        dtype=config.dtype,
+        fixed_names=view.fixed_names,
+        n_groups=config.n_groups,
+        kind="mle" if config.prior is None else "map",
+    )
+
+
+def _fixed_score(config: KernelConfig, view: View, z: jax.Array, data: Any,
+                 weights: jax.Array | None) -> jax.Array | None:
+    """∂ℓ/∂θ at the fixed elements (the ingredient of a score test); None if none."""
+    if not config.holding.fixed:
+        return None
+    dtype = jnp.dtype(config.dtype)
+
+    def loglik_all(theta):
+        return _objective.total_loglik(config.loglik, view.space.unravel_natural(theta), data,
+                                       weights, dtype)[0]
+
+    return jax.grad(loglik_all)(view.natural_flat_all(z))[view.lay.fixed_nat]
+
+
+def _profile_point(config: KernelConfig, view: View, sol: _solvers.Solution, params: Any,
+                   nobs: jax.Array) -> FitResult:
+    """A profile point: the constrained maximum only (no inference is needed)."""
+    nan_tree = jax.tree_util.tree_map(lambda x: jnp.full_like(x, jnp.nan), params)
+    empty = jnp.zeros((0, 0), sol.z.dtype)
+    return FitResult(
+        params=params, stderr=nan_tree, score=nan_tree, cov=empty, fisher_info=empty,
+        loglik=-sol.f, logpost=-sol.f, converged=sol.status == Status.SUCCESS,
+        status=sol.status, n_iter=sol.n_iter, grad_norm=jnp.max(jnp.abs(sol.g), initial=0.0),
+        nobs=nobs,
+        stats=FitStats(sol.n_rejected, jnp.zeros(0, sol.z.dtype), jnp.zeros(0, bool), sol.z, sol.g),
+        param_names=(), method=method_name(config.method), n_free=view.m, dtype=config.dtype)
+
+
+def fit_kernel(config: KernelConfig, data: Any, init_leaves: list[jax.Array],
+               weights: jax.Array | None, tol: jax.Array, max_iter: jax.Array) -> FitResult:
+    """The pure fit: minimise −ℓ(θ(z)) and compute the inference at the optimum.
+
+    ``fit_batch`` runs the same three pieces (``kernel_solver(...).init``, ``.step``
+    and :func:`conclude`), with the loop over iterations written for the batch.
+    """
+    inputs = unpack(data)
+    data = inputs._replace(data=_objective.mask_padding(inputs.data, weights))
+    solver = kernel_solver(config, data, weights, tol)
+    final = _solvers.iterate(solver.step, solver.init(initial_z(config, init_leaves)), max_iter)
+    return conclude(config, data, weights, final)
+
+
+@functools.lru_cache(maxsize=128)
+def compiled_kernel(config: KernelConfig) -> Callable[..., FitResult]:
+    """The jitted kernel for one static configuration (cached: no recompilation)."""
+    return jax.jit(functools.partial(fit_kernel, config))
+
+
+@functools.lru_cache(maxsize=256)
+def constrained_leaves(space: _space.ParamSpace) -> frozenset:
+    """Names of the leaves with a constraint other than the real line."""
+    def is_real(c):
+        while hasattr(c, "base_constraint"):
+            c = c.base_constraint
+        return c is npc.real
+
+    return frozenset(l.name for l in space.leaves if not is_real(l.constraint))
+
+
+def method_name(method: Any) -> str:
+    if isinstance(method, str):
+        return method
+    return f"optax:{type(method).__name__}"
+
+
+def resolve_method(method: Any, n_free: int, prior: PriorSpec | None = None) -> Any:
+    """``"auto"`` → Newton for up to 200 free parameters, else L-BFGS; validate the rest.
+
+    With no free parameter (everything fixed) the "fit" only evaluates ℓ: L-BFGS's
+    init does that for a zero-length vector (Newton's eigen-step needs one coordinate).
+    Laplace (L1) priors need the proximal Newton solver (``"prox-newton"``).
+    """
+    if prior is not None and prior.has_l1 and n_free:
+        if method not in ("auto", "newton", "prox-newton"):
+            raise ValueError(f"Laplace (L1) priors need method='newton' (a proximal Newton "
+                             f"step lands exactly on zero), not {method!r}")
+        return "prox-newton"
+    if method == "auto":
+        method = "newton" if n_free <= AUTO_NEWTON_MAX_PARAMS else "lbfgs"
+    if method in ("newton", "lbfgs", "adam") or isinstance(method, optax.GradientTransformation):
+        return "lbfgs" if n_free == 0 else method
+    raise ValueError(
+        f"unknown method {method!r}: use 'auto', 'newton', 'lbfgs', 'adam' or an "
+        "optax.GradientTransformation"
+    )
+
+
+float_dtype = _data.float_dtype
+
+
+def prepare_init(init: Any, dtype: np.dtype):
+    """Flatten ``init`` into float arrays; names in pytree order."""
+    if init is None:
+        raise ValueError("init is required: a dict (or pytree) of starting values")
+    init = jax.tree_util.tree_map(np.asarray, init, is_leaf=_params.is_number_list)
+    leaves, treedef = jax.tree_util.tree_flatten(init)
+    if not leaves:
+        raise ValueError("init has no parameters")
+    names = _params.leaf_names(init)
+    arrays = []
+    for name, leaf in zip(names, leaves):
+        arr = np.asarray(leaf)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"init for parameter '{name}' must be real numbers, got dtype {arr.dtype}")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"init for parameter '{name}' is not finite: {arr!r}")
+        arrays.append(np.asarray(arr, dtype))  # numpy: one transfer at the kernel call
+    return arrays, treedef, names
+
+
+def _check_options(cov_type, priors=None) -> None:
+    if cov_type not in ("observed", "opg", "sandwich"):
+        raise ValueError(f"unknown cov_type {cov_type!r}: use 'observed', 'opg' or 'sandwich'")
+    if priors and cov_type != "observed":
+        raise ValueError(f"cov_type={cov_type!r} is for maximum likelihood; with priors the "
+                         "covariance is the inverse Hessian of the log posterior (cov_type="
+                         "'observed')")
+
+
+def resolve_tolerances(tol, max_iter, method, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """``tol`` (default 1e-8 in float64, 1e-5 in float32) and ``max_iter`` (by method)."""
+    tol = (1e-8 if dtype == np.float64 else 1e-5) if tol is None else tol
+    if not tol > 0:
+        raise ValueError(f"tol must be positive, got {tol}")
+    max_iter = _DEFAULT_MAX_ITER.get(method, 20000) if max_iter is None else int(max_iter)
+    if max_iter < 1:
+        raise ValueError(f"max_iter must be a positive integer, got {max_iter}")
+    return np.asarray(tol, dtype), np.asarray(max_iter, np.int32)

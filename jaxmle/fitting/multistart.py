@@ -1,0 +1,70 @@
+"""Multi-start: fit from K starts as one batch and keep the best optimum.
+
+Starts are drawn around ``init`` in the unconstrained coordinates z (so every
+start satisfies the constraints):
+
+    z⁽¹⁾ = z₀,   z⁽ʲ⁾ = z₀ + s·(1 + |z₀|)·εⱼ,  εⱼ ~ N(0, I),  j = 2..K,
+
+with spread s = ``start_scale``. The K fits share the data and run as one
+``fit_batch``-style batch; the reported fit is the converged one with the
+highest log-likelihood, and ``res.starts`` records what every start reached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxmle.fitting.sharding as _sharding
+from jaxmle.core.space import ParamSpace
+from jaxmle.core.typing import Status
+from jaxmle.fitting.batch import resolve_chunk_size, run_batch
+from jaxmle.fitting.batch_kernel import BatchConfig
+from jaxmle.fitting.kernel import KernelConfig
+from jaxmle.results.result import FitResult, StartsReport
+
+
+def draw_starts(space: ParamSpace, init_leaves: list[np.ndarray], n_starts: int, key: Any,
+                scale: float) -> tuple[list[np.ndarray], np.ndarray]:
+    """K starts (natural-space leaves with a leading axis K) and their z coordinates."""
+    z0 = space.to_unconstrained([jnp.asarray(x) for x in init_leaves])
+    if key is None:
+        key = jax.random.PRNGKey(0)
+    noise = jax.random.normal(key, (n_starts - 1, z0.shape[0]), z0.dtype)
+    zs = jnp.concatenate([z0[None], z0 + scale * (1.0 + jnp.abs(z0)) * noise])
+    leaves = jax.vmap(space.natural_leaves)(zs)
+    return [np.asarray(x) for x in leaves], np.asarray(zs)
+
+
+def same_optimum_tolerance(loglik: float) -> float:
+    """Log-likelihoods closer than this count as the same optimum (a likelihood-ratio
+    statistic of 2e-6: no statistical difference)."""
+    return 1e-6 * max(1.0, abs(loglik))
+
+
+def fit_multistart(config: KernelConfig, data: Any, init_leaves: list[np.ndarray], weights: Any,
+                   tol: np.ndarray, max_iter: np.ndarray, n_starts: int, key: Any,
+                   scale: float) -> FitResult:
+    """The best of ``n_starts`` fits, with the :class:`StartsReport` of all of them."""
+    leaves, zs = draw_starts(config.space, init_leaves, n_starts, key, scale)
+    bc = BatchConfig(config, data_batched=False, weights_batched=False)
+    fits = run_batch(bc, data, leaves, weights, n_starts, tol, max_iter,
+                     chunk=resolve_chunk_size(n_starts, None, n_starts, _sharding.device_count()),
+                     progress=False)
+    loglik = np.asarray(fits.loglik)
+    converged = np.asarray(fits.converged, bool)
+    usable = converged if converged.any() else (
+        np.isfinite(loglik) & (np.asarray(fits.status) != Status.NONFINITE_START))
+    if not usable.any():
+        usable = np.zeros_like(converged)
+        usable[0] = True  # all starts failed: report the user's own init
+    top = int(np.argmax(np.where(usable, loglik, -np.inf)))
+    at_best = converged & (np.abs(loglik - loglik[top]) <= same_optimum_tolerance(loglik[top]))
+    # of the starts at the best optimum, report the first (the user's init when it got there)
+    best = int(np.argmax(at_best)) if at_best.any() else top
+    res = jax.tree_util.tree_map(lambda x: x[best], fits)
+    return dataclasses.replace(res, starts=StartsReport(loglik, converged, at_best, zs))

@@ -1,0 +1,99 @@
+"""``jm.fit`` without random effects: validate on the host, run the compiled kernel
+(:mod:`jaxmle.fitting.kernel`) once or from several starts (:mod:`jaxmle.fitting.multistart`), report.
+
+The public :func:`jaxmle.fit` (:mod:`jaxmle._api`) sends ``random=`` fits to
+:mod:`jaxmle.random.marginal`, which uses this one for the marginal likelihood.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+
+import jaxmle.core.objective as _objective
+import jaxmle.core.space as _space
+import jaxmle.fitting.data as _data
+from jaxmle.core.held import View, pack, prepare_held
+from jaxmle.core.priors import prepare_priors
+from jaxmle.core.typing import LogLikFn, Status
+from jaxmle.fitting.kernel import (
+    FitContext,
+    KernelConfig,
+    _check_options,
+    compiled_kernel,
+    constrained_leaves,
+    float_dtype,
+    prepare_init,
+    resolve_method,
+    resolve_tolerances,
+)
+from jaxmle.fitting.multistart import fit_multistart
+from jaxmle.fitting.report import report
+from jaxmle.fitting.start import COMPILED, call_key, check_start
+from jaxmle.results.result import FitResult
+
+
+def fit(
+    loglik: LogLikFn,
+    data: Any,
+    init: Any,
+    *,
+    constraints: Mapping[str, Any] | None = None,
+    priors: Mapping[str, Any] | None = None,
+    method: Any = "auto",
+    weights: Any = None,
+    cov_type: str = "observed",
+    fixed: Mapping[str, Any] | None = None,
+    groups: Any = None,
+    tol: float | None = None,
+    max_iter: int | None = None,
+    n_starts: int = 1,
+    key: Any = None,
+    start_scale: float = 1.0,
+) -> FitResult:
+    """:func:`jaxmle.fit` without ``random=`` (see its docstring)."""
+    _check_options(cov_type, priors)
+    dtype = float_dtype()
+    data = _data.prepare_data(data)
+    init_leaves, treedef, names = prepare_init(init, dtype)
+    constraints, prior, prior_values = prepare_priors(priors, names, init_leaves, constraints,
+                                                      dtype)
+    space = _space.build_space(init_leaves, names, treedef, constraints)
+    internal = getattr(loglik, "jaxmle_checked", False)   # e.g. the random effects' marginal
+    if not internal:
+        _objective.check_loglik(loglik, jax.tree_util.tree_unflatten(treedef, init_leaves), data)
+    holding, fixed_values, codes, n_groups = prepare_held(loglik, data, space, init_leaves, fixed,
+                                                          cov_type, groups, dtype)
+    _space.check_init(space, init_leaves)
+    view = View(space, holding)
+    method = resolve_method(method, view.m, prior)
+    w = _data.prepare_weights(weights, dtype)
+    tol, max_iter = resolve_tolerances(tol, max_iter, method, dtype)
+    config = KernelConfig(loglik, space, method, w is not None, dtype.name, holding, cov_type,
+                          n_groups, prior)
+    context = FitContext(config, data, w, fixed_values, codes, tol, max_iter, prior_values)
+    data = pack(data, fixed_values, codes, prior_values)
+    if n_starts != 1:
+        if int(n_starts) != n_starts or n_starts < 1:
+            raise ValueError(f"n_starts must be a positive integer, got {n_starts}")
+        if not start_scale > 0:
+            raise ValueError(f"start_scale must be positive, got {start_scale}")
+        res = fit_multistart(config, data, init_leaves, w, tol, max_iter, int(n_starts), key,
+                             float(start_scale))
+    else:
+        kernel = compiled_kernel(config)
+        key = call_key(kernel, (data, init_leaves, w))
+        if not internal and key not in COMPILED:
+            check_start(config, data, init_leaves, w)   # before compiling the fit
+        res = kernel(data, init_leaves, w, tol, max_iter)
+        COMPILED.add(key)
+        if not isinstance(res.status, jax.core.Tracer) and int(res.status) == \
+                Status.NONFINITE_START and not np.isfinite(float(res.loglik)):
+            check_start(config, data, init_leaves, w)
+    # labels are host-side (not part of the compiled program's key)
+    res = dataclasses.replace(res, context=context, priors=() if prior is None else prior.labels)
+    report(res, view.unc_names, constrained_leaves(space))
+    return res

@@ -1,0 +1,1 @@
+"""Inference on a fit: profiles, bootstrap, delta method, LRT, Laplace, summary tables."""

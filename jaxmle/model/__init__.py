@@ -1,0 +1,1 @@
+"""NumPyro models fitted as written."""

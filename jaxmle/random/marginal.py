@@ -1,0 +1,444 @@
+r"""Random effects by the Laplace approximation: ``jm.fit(..., random=["b"])``.
+
+``loglik(params, data)`` is the *joint* log-density ℓ(θ, u) of the data and the
+random effects u (the leaves named in ``random``). The fit maximises the
+Laplace approximation of the marginal log-likelihood
+
+    L(θ) = ℓ(θ, û) + (q/2)·log 2π − ½·log det(−∇²ᵤℓ(θ, û)),   û(θ) = argmaxᵤ ℓ(θ, u),
+
+over θ (everything else). The marginal is itself a log-likelihood function of
+θ, :class:`MarginalLogLik` (hashable: same problem → same compiled program), so
+the ordinary fit machinery runs on it unchanged: ``fixed=``, profiles, ``lrt``,
+AIC/BIC, ``fit_batch``. Its gradient and Hessian are exact (autodiff through
+the implicit derivative of û, :mod:`jaxmle.random.inner`). Naming the fixed
+effects with the role ``"flat"`` (``random={"b": "random", "beta": "flat"}``, no
+density term for them in ℓ) integrates them out under a flat prior as well: REML.
+Such leaves are recorded in :class:`RandomInfo` (``flat``); the summary says REML
+and shows them (their conditional mode given θ̂, the GLS estimate in a linear mixed
+model, with its conditional SE), and AIC/BIC count them as parameters, as lme4
+does (``n_free`` includes them).
+
+Afterwards û(θ̂) is reported with standard errors as TMB's ``sdreport``:
+Var(û) = (−Hᵤᵤ)⁻¹ + J·Cov(θ̂)·Jᵀ, J = dû/dθ (and the conditional part alone).
+
+Sequence of ``fit_random``: one compiled inner program at (θ₀, u₀) probes the
+structure (:mod:`jaxmle.random.structure`) and finds û(θ₀), the start of every
+inner solve (u's start travels in the marginal's data, so it is traced); the
+ordinary ``jm.fit`` maximises L; the same inner program at θ̂ gives the
+predictions and probes the structure again (a coupling seen only there → a dense
+refit); finally a variance component flat up to its edge is reported on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import warnings
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from numpyro.distributions import constraints as npc
+
+from jaxmle.core.held import View, pack, unpack
+from jaxmle.core.objective import check_loglik
+from jaxmle.core.params import all_flat_names, flat_values, free_positions, is_number_list
+from jaxmle.core.priors import _elementwise_support
+from jaxmle.core.typing import SingularInformationWarning, user_stacklevel
+from jaxmle.fitting.batch import fit_batch
+from jaxmle.fitting.data import prepare_data
+from jaxmle.fitting.kernel import float_dtype
+from jaxmle.fitting.single import fit
+from jaxmle.random.inner import (
+    Layout,
+    block_inverse_diag,
+    chol_solve,
+    cholesky,
+    grad_and_blocks,
+    joint,
+    laplace,
+    solve_mode,
+)
+from jaxmle.random.structure import candidate_layout, choose_layout, dense, holds, probe_residual
+from jaxmle.results.result import FitResult
+
+BOUNDARY_STEP = 20.0        # unconstrained distance of the boundary probe
+BOUNDARY_DROP = 1e-4        # L lower by at most this there: the maximum is on the boundary
+
+
+class BoundaryWarning(UserWarning):
+    """A variance component (or other constrained parameter) is estimated on its boundary."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MarginalLogLik:
+    """L(θ) of a joint log-density ``loglik`` with the ``layout``'s leaves integrated out.
+
+    Called as ``marginal(theta, augment(data, u0))``: u0 (the random leaves'
+    starting values) travels with the data, so it is traced, batched by
+    ``fit_batch``, and every inner solve starts there.
+    """
+
+    jaxmle_checked = True   # fit() checks the user's joint log-density, not this wrapper
+
+    loglik: Callable
+    layout: Layout
+
+    def __call__(self, theta: dict, data: Any) -> jax.Array:
+        data, u0 = data["data"], data["u0"]
+        return laplace(self.loglik, self.layout, theta, data, self.layout.pack(u0))[0]
+
+
+@functools.lru_cache(maxsize=256)
+def marginal_for(loglik: Callable, layout: Layout) -> MarginalLogLik:
+    """One MarginalLogLik object per problem (``jm.lrt`` checks nesting by identity)."""
+    return MarginalLogLik(loglik, layout)
+
+
+def augment(data: Any, u0: dict) -> dict:
+    """The marginal's data: the user's data and u's start (a dict: the fit's data
+    checks and ``fit_batch``'s batching see plain pytree leaves)."""
+    return {"data": data, "u0": u0}
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomInfo:
+    """Static description of a random-effects fit (for the summary)."""
+
+    names: tuple[str, ...]
+    sizes: tuple[int, ...]
+    n_groups: int               # G of the block-diagonal inner Hessian (1: dense)
+    block: int                  # K
+    boundary: tuple[str, ...] = ()
+    flat: tuple[str, ...] = ()  # leaves integrated out under a flat prior (REML)
+
+    @property
+    def reml(self) -> bool:
+        """Fixed effects are integrated out (``random={..., "beta": "flat"}``): REML."""
+        return bool(self.flat)
+
+    @property
+    def n_flat(self) -> int:
+        """Elements of the flat leaves: the fixed effects AIC/BIC count under REML."""
+        return sum(s for n, s in zip(self.names, self.sizes) if n in self.flat)
+
+    def describe(self) -> str:
+        def listing(keep):
+            return ", ".join(f"{n} ({s})" for n, s in zip(self.names, self.sizes) if keep(n))
+
+        how = (f"block-diagonal inner Hessian, {self.n_groups} groups of {self.block}"
+               if self.n_groups > 1 else f"dense inner Hessian, {self.block}×{self.block}")
+        if not self.reml:
+            return f"random effects {listing(lambda n: True)} integrated out by Laplace ({how})"
+        random = listing(lambda n: n not in self.flat)
+        flat = ", ".join(f"{n} ({s}, flat prior)" for n, s in zip(self.names, self.sizes)
+                         if n in self.flat)
+        return (f"REML: {'random effects ' + random + ' and ' if random else ''}fixed effects "
+                f"{flat} integrated out by Laplace ({how})")
+
+
+ROLES = ("random", "flat")
+
+
+def parse_random(random: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``random=``: a name, a list of names, or ``{name: "random" | "flat"}``. Returns
+    every name to integrate out and those with a flat prior (REML's fixed effects)."""
+    if isinstance(random, str):
+        return (random,), ()
+    if isinstance(random, Mapping):
+        bad = {n: r for n, r in random.items() if not (isinstance(r, str) and r in ROLES)}
+        if bad:
+            raise ValueError(f"random= roles must be 'random' (a random effect whose density is "
+                             f"in loglik) or 'flat' (a fixed effect integrated out under a flat "
+                             f"prior: REML); got {bad}")
+        return tuple(random), tuple(n for n, r in random.items() if r == "flat")
+    return tuple(random), ()
+
+
+def with_info(res: Any, info: RandomInfo) -> Any:
+    """A FitResult (single or batched) labelled with ``info``; under REML, ``n_free``
+    (AIC/BIC) also counts the fixed effects integrated out, as lme4 does."""
+    return dataclasses.replace(res, random_info=info, n_free=res.n_free + info.n_flat)
+
+
+# --------------------------------------------------------------------------- host side
+
+
+def split_init(init: Any, random: Any,
+               constraints: Any) -> tuple[tuple[str, ...], tuple[str, ...], dict, dict]:
+    """The random leaves' names, the flat (REML) ones, θ's init, and u's init."""
+    names, flat = parse_random(random)
+    if not isinstance(init, dict):
+        raise TypeError("random= needs init to be a dict whose keys include the random leaves")
+    unknown = [n for n in names if n not in init]
+    if unknown:
+        raise ValueError(f"random names {unknown} are not keys of init ({list(init)})")
+    if len(set(names)) != len(names):
+        raise ValueError(f"random names repeat: {list(names)}")
+    constrained = [n for n in names if constraints and n in constraints
+                   and _elementwise_support(constraints[n]) is not npc.real]
+    if constrained:
+        raise ValueError(f"random effects {constrained} must be unconstrained (real): integrate "
+                         "out an unconstrained parameterisation instead")
+    theta = {k: v for k, v in init.items() if k not in names}
+    if not theta:
+        raise ValueError("random= names every parameter: at least one must be estimated")
+    return names, flat, theta, {n: init[n] for n in names}
+
+
+def _reject(weights, cov_type, groups) -> None:
+    if weights is not None:
+        raise NotImplementedError("weights= is not available with random= (the marginal "
+                                  "likelihood is not a sum of per-observation terms)")
+    if cov_type != "observed" or groups is not None:
+        raise NotImplementedError("random= supports cov_type='observed' only (the marginal "
+                                  "likelihood has no per-observation scores)")
+
+
+def fit_random(loglik: Callable, data: Any, init: Any, *, random: Any,
+               constraints: Any = None, method: Any = "auto", weights: Any = None,
+               cov_type: str = "observed", groups: Any = None, **kwargs) -> FitResult:
+    """``jm.fit`` with ``random=``: the Laplace marginal fit, then the predictions."""
+
+    _reject(weights, cov_type, groups)
+    dtype = float_dtype()
+    names, flat, theta0, u0 = split_init(init, random, constraints)
+    constraints = {k: v for k, v in (constraints or {}).items() if k not in names} or None
+    u0 = {n: np.asarray(v, dtype) for n, v in u0.items()}
+    data = prepare_data(data)
+    check_loglik(loglik, jax.tree_util.tree_map(lambda x: np.asarray(x, dtype), init,
+                                                is_leaf=is_number_list), data)
+    theta_j = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), theta0)
+    shapes = tuple(u0[n].shape for n in names)
+    layout, u_start = _start(loglik, candidate_layout(names, shapes), theta_j, data, u0)
+    for attempt in ("as probed", "dense"):
+        res, caught = _fit_marginal(fit, marginal_for(loglik, layout), data, u_start, theta0,
+                                    constraints, method, kwargs)
+        pred = _predict_kernel(marginal_for(loglik, layout))(res.params, augment(data, u_start))
+        if layout.n_groups == 1 or holds(pred[4]):
+            break
+        warnings.warn("the random effects' groups looked independent at the start but are "
+                      "coupled at the estimate: refitting with a dense inner Hessian",
+                      UserWarning, stacklevel=user_stacklevel())
+        layout = dense(layout)
+    # re-fits (profiles, bootstrap) start from init's u; fits of the same data compare equal
+    res = dataclasses.replace(res, context=dataclasses.replace(
+        res.context, data=augment(res.context.data["data"], u0)))
+    res = _with_predictions(res, pred)
+    res, boundary = _boundary(res)
+    for w in caught:  # the marginal fit's warnings, less those the boundary explains
+        if not (boundary and issubclass(w.category, SingularInformationWarning)):
+            warnings.warn(w.message, w.category, stacklevel=user_stacklevel())
+    info = RandomInfo(names, tuple(int(np.prod(s, dtype=int)) for s in shapes), layout.n_groups,
+                      layout.block, boundary, flat)
+    return with_info(res, info)
+
+
+def _start(loglik: Callable, layout: Layout, theta: dict, data: Any, u0: dict):
+    """The layout the probe at (θ₀, u₀) confirms, and the inner solves' start: û(θ₀) when
+    it was found (the same compiled program later gives the predictions at θ̂)."""
+    out = _predict_kernel(marginal_for(loglik, layout))(theta, augment(data, u0))
+    if layout.n_groups > 1 and not holds(out[3]):
+        return dense(layout), u0
+    U = np.asarray(out[0])
+    if not np.all(np.isfinite(U)):
+        return layout, u0
+    return layout, {n: np.asarray(v) for n, v in layout.unpack(jnp.asarray(U)).items()}
+
+
+def _fit_marginal(fit, marginal, data, u0, theta0, constraints, method, kwargs):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = fit(marginal, augment(data, u0), theta0, constraints=constraints, method=method,
+                  **kwargs)
+    return res, caught
+
+
+# --------------------------------------------------------------------------- predictions
+
+
+@functools.lru_cache(maxsize=64)
+def _predict_kernel(marginal: MarginalLogLik) -> Callable:
+    """(θ, augmented data) ↦ û, diag (−Hᵤᵤ)⁻¹, J = dû/dθ (all natural elements), and the
+    structure probe's residual at u₀ and at û (one program for the start and the end)."""
+    def run(theta, data_aug):
+        data, u0 = data_aug["data"], data_aug["u0"]
+        flat, unravel = ravel_pytree(theta)
+
+        def ell(V, x=flat):
+            return joint(marginal.loglik, marginal.layout, unravel(x), V, data)
+
+        U0 = marginal.layout.pack(u0)
+        U = solve_mode(ell, U0)
+        _, blocks = grad_and_blocks(ell, U)
+        chol = cholesky(blocks)
+        # J = dû/dθ = (−Hᵤᵤ)⁻¹ ∂θ∇ᵤℓ, one column per natural element of θ
+        cross = jax.jacfwd(lambda x: jax.grad(ell)(U, x))(flat)          # (G, K, k)
+        J = jax.vmap(lambda c: chol_solve(chol, c), in_axes=-1, out_axes=-1)(cross)
+        if marginal.layout.n_groups > 1:
+            resid0 = probe_residual(ell, U0, grad_and_blocks(ell, U0)[1])
+            resid = probe_residual(ell, U, blocks)
+        else:
+            resid0 = resid = jnp.zeros((), U.dtype)
+        return U, block_inverse_diag(chol), J, resid0, resid
+
+    return jax.jit(run)
+
+
+def _with_predictions(res: FitResult, pred) -> FitResult:
+    """û, its conditional SEs and its sdreport SEs, (−Hᵤᵤ)⁻¹ + J·cov·Jᵀ, into the result."""
+    layout = res.context.config.loglik.layout
+    U, cond_var, J = (np.asarray(x) for x in jax.device_get(pred[:3]))
+    J = J.reshape(U.shape + (-1,))[..., free_positions(res.params, res.fixed_names)]
+    cov = np.asarray(res.cov)
+    total_var = cond_var + np.einsum("gki,ij,gkj->gk", J, cov, J)
+
+    def leaves(M):
+        return {n: np.asarray(v) for n, v in layout.unpack(jnp.asarray(M)).items()}
+
+    return dataclasses.replace(res, random=leaves(U), random_stderr=leaves(np.sqrt(total_var)),
+                               random_cond_stderr=leaves(np.sqrt(cond_var)))
+
+
+# --------------------------------------------------------------------------- boundaries
+
+
+@functools.lru_cache(maxsize=64)
+def _values_kernel(config) -> Callable:
+    """(z's, packed data) ↦ L(θ(z)) for each row of z's (free unconstrained coordinates)."""
+
+    def run(zs, packed):
+        inputs = unpack(packed)
+        view = View(config.space, config.holding, inputs)
+        return jax.vmap(lambda z: config.loglik(view.to_natural(z), inputs.data))(zs)
+
+    return jax.jit(run)
+
+
+def _candidates(view: View) -> list[tuple[int, int, Any]]:
+    """(free coordinate, natural index, leaf) of each elementwise constrained element."""
+    from jaxmle.core.held import elementwise, is_identity_transform
+
+    starts = np.cumsum([0] + [l.size for l in view.space.leaves])
+    out = []
+    for j, nat in enumerate(view.lay.act_nat):
+        if nat < 0:
+            continue
+        leaf = view.space.leaves[int(np.searchsorted(starts, nat, side="right")) - 1]
+        if elementwise(leaf) and not is_identity_transform(leaf):
+            out.append((j, int(nat), leaf))
+    return out
+
+
+def _boundary(res: FitResult) -> tuple[FitResult, tuple[str, ...]]:
+    r"""Detect constrained parameters whose maximum is on the boundary of their space.
+
+    For each elementwise constrained free element (σ > 0, ρ ∈ (−1, 1), ...), L is
+    evaluated 20 units further along its unconstrained coordinate in both
+    directions; if it is lower there by at most 10⁻⁴ the likelihood is flat all
+    the way to the edge (σ → 0: no group effect in the data), and the estimate is
+    reported as the edge value with NaN SE (its Wald interval and z-test would be
+    meaningless), with a :class:`BoundaryWarning`.
+    """
+    cfg = res.context.config
+    view = View(cfg.space, cfg.holding)
+    cands = [c for c in _candidates(view) if _near_edge(res, c)]
+    if not cands or not bool(res.converged):
+        return res, ()
+    z = np.asarray(res.stats.z)
+    steps = np.repeat([[-BOUNDARY_STEP], [BOUNDARY_STEP]], len(cands), axis=1).T.reshape(-1)
+    zs = np.repeat(z[None], 2 * len(cands), axis=0)
+    for r, (j, _, _) in enumerate(np.repeat(cands, 2, axis=0)):
+        zs[r, j] += steps[r]
+    packed = pack(res.context.data, res.context.fixed, prior=res.context.prior)
+    values = np.asarray(_values_kernel(cfg)(jnp.asarray(zs), packed)).reshape(len(cands), 2)
+    flat_all = res.flat_params_all()
+    cov = np.array(res.cov)
+    stderr_all = np.array(flat_values(res.stderr))
+    names = []
+    free_names = list(res.param_names)
+    all_names = all_flat_names(res.params)
+    for (j, nat, leaf), vals in zip(cands, values):
+        side = np.nonzero(vals >= float(res.loglik) - BOUNDARY_DROP)[0]
+        if not len(side):
+            continue
+        edge = -math.inf if side[0] == 0 else math.inf
+        flat_all[nat] = _edge_value(leaf, edge, flat_all[nat])
+        stderr_all[nat] = np.nan
+        i = free_names.index(all_names[nat])
+        cov[i, :] = cov[:, i] = np.nan
+        names.append(all_names[nat])
+    if not names:
+        return res, ()
+    warnings.warn(
+        f"{', '.join(names)} estimated on the boundary of the parameter space (the marginal "
+        "likelihood is flat up to the edge: e.g. a variance component of 0, no group effect "
+        "in the data): reported at the edge with NaN standard error. A likelihood-ratio test of "
+        "it against the model without it is a boundary test: use the ½χ²₀ + ½χ²₁ reference "
+        "(half the χ²₁ p-value)", BoundaryWarning, stacklevel=user_stacklevel())
+    space = cfg.space
+    params = space.unravel_natural(jnp.asarray(flat_all))
+    stderr = space.unravel_natural(jnp.asarray(stderr_all))
+    return dataclasses.replace(res, params=params, stderr=stderr, cov=cov), tuple(names)
+
+
+def _near_edge(res: FitResult, cand) -> bool:
+    """Worth checking (the check compiles L): singular information, or an edge of the
+    parameter space within 2 standard errors of the estimate."""
+    _, nat, leaf = cand
+    value, se = res.flat_params_all()[nat], flat_values(res.stderr)[nat]
+    singular = np.asarray(res.stats.singular)
+    if singular.any() or not np.isfinite(se):
+        return True
+    edges = [_edge_value(leaf, e, np.nan) for e in (-math.inf, math.inf)]
+    return any(np.isfinite(e) and abs(value - e) < 2 * se for e in edges)
+
+
+def _edge_value(leaf, edge: float, current: float) -> float:
+    """The natural value at z = ±∞ (e.g. σ = 0), or the current one if not finite there."""
+    with np.errstate(all="ignore"):
+        v = float(np.asarray(leaf.transform(jnp.asarray(edge))).reshape(-1)[0])
+    return v if math.isfinite(v) else current
+
+
+# --------------------------------------------------------------------------- fit_batch
+
+
+def fit_batch_random(loglik: Callable, data: Any, init: Any, *, random: Any,
+                     constraints: Any = None, method: Any = "auto", weights: Any = None,
+                     cov_type: str = "observed", groups: Any = None,
+                     batched_init: bool | None = None, **kwargs):
+    """``jm.fit_batch`` with ``random=``: the marginal fits of B datasets (θ only).
+
+    The structure is probed on the first dataset; u's start (from ``init``) is
+    shared, or per dataset with ``batched_init``. The random effects' predictions
+    are not computed for a batch (refit a member with ``jm.fit`` for them).
+    """
+
+    _reject(weights, cov_type, groups)
+    dtype = float_dtype()
+    names, flat, theta0, u0 = split_init(init, random, constraints)
+    constraints = {k: v for k, v in (constraints or {}).items() if k not in names} or None
+    n_batch = int(np.shape(jax.tree_util.tree_leaves(data)[0])[0])
+    if batched_init is None:
+        batched_init = all(np.ndim(x) >= 1 and np.shape(x)[0] == n_batch
+                           for x in jax.tree_util.tree_leaves(init))
+    u0 = {n: np.asarray(v, dtype) for n, v in u0.items()}
+    if not batched_init:
+        u0 = {n: np.broadcast_to(v, (n_batch,) + v.shape).copy() for n, v in u0.items()}
+    first = jax.tree_util.tree_map(lambda x: np.asarray(x)[0], (data, u0, theta0) if batched_init
+                                   else (data, u0))
+    theta_1 = first[2] if batched_init else theta0
+    theta_j = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), theta_1)
+    shapes = tuple(first[1][n].shape for n in names)
+    layout = choose_layout(loglik, names, shapes, theta_j, first[0], first[1])
+    bres = fit_batch(marginal_for(loglik, layout), augment(data, u0), theta0,
+                     constraints=constraints, method=method, batched_init=batched_init, **kwargs)
+    if not flat:
+        return bres
+    info = RandomInfo(names, tuple(int(np.prod(s, dtype=int)) for s in shapes), layout.n_groups,
+                      layout.block, (), flat)
+    return with_info(bres, info)

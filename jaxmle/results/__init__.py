@@ -1,0 +1,1 @@
+"""Results as plain pytrees, and what makes them leave Python."""
