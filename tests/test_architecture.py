@@ -133,6 +133,11 @@ def test_layers():
     assert not wrong, "imports against the layers:\n" + "\n".join(sorted(wrong))
 
 
+def test_modules_stay_small():
+    sizes = {m: sum(1 for _ in open(p, encoding="utf-8")) for m, p in _modules().items()}
+    assert not {m: n for m, n in sizes.items() if n > 400}, sorted(sizes.items(), key=lambda x: -x[1])[:5]
+
+
 def test_every_result_method_has_its_implementation():
     for name in ("profile", "profile_intervals", "delta", "bootstrap", "laplace", "summary"):
         assert callable(_result.feature(name)), name

@@ -110,3 +110,22 @@ def test_inner_mode_solve_matches_the_optimum():
     bad = jax.jit(lambda u0: _inner.solve_mode(lambda U: ell(U) + jnp.log(-1.0),
                                                       u0))(jnp.zeros((4, 2)))
     assert np.all(np.isnan(np.asarray(bad)))
+
+
+def test_every_solver_shares_the_state_machine_protocol():
+    """init / step / terminate for Newton and optax alike, driven here by a Python loop."""
+    import jaxmle.core.solvers as solvers
+
+    def fun(z):
+        return jnp.sum((z - jnp.arange(3.0)) ** 2) + 0.5 * jnp.sum(z ** 4) * 1e-3
+
+    for method in ("newton", "lbfgs"):
+        solver = solvers.make_solver(method, fun, jnp.asarray(1e-10))
+        step = jax.jit(solver.step)
+        state = solver.init(jnp.zeros(3))
+        while not bool(solver.terminate(state, jnp.asarray(500))):
+            state = step(state)
+        loop = solvers.solution(state)
+        ref = solvers.minimise(method, fun, jnp.zeros(3), jnp.asarray(1e-10), jnp.asarray(500))
+        assert int(loop.status) == int(ref.status) == 0, method
+        np.testing.assert_allclose(loop.z, ref.z, rtol=0, atol=1e-12)

@@ -22,7 +22,8 @@ import numpy as np
 import jaxmle.fitting.sharding as _sharding
 from jaxmle.core.space import ParamSpace
 from jaxmle.core.typing import Status
-from jaxmle.fitting.batch import resolve_chunk_size, run_batch
+from jaxmle.fitting.batch import run_batch
+from jaxmle.fitting.batch_inputs import resolve_chunk_size
 from jaxmle.fitting.batch_kernel import BatchConfig
 from jaxmle.fitting.kernel import KernelConfig
 from jaxmle.results.result import FitResult, StartsReport

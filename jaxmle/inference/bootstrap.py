@@ -20,13 +20,8 @@ import jaxmle.results.export as _export
 from jaxmle.core.held import pack
 from jaxmle.core.params import element_names
 from jaxmle.core.typing import STATUS_LABELS, Status
-from jaxmle.fitting.batch import (
-    mark_unfitted,
-    prepare_batch_data,
-    replace_datasets,
-    resolve_chunk_size,
-    run_batch,
-)
+from jaxmle.fitting.batch import mark_unfitted, run_batch
+from jaxmle.fitting.batch_inputs import prepare_batch_data, replace_datasets, resolve_chunk_size
 from jaxmle.fitting.batch_kernel import BatchConfig
 from jaxmle.fitting.kernel import context_of
 from jaxmle.fitting.sharding import device_count

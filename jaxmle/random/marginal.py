@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import warnings
 from typing import Any, Callable, Mapping
 
@@ -43,15 +42,15 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from numpyro.distributions import constraints as npc
 
-from jaxmle.core.held import View, pack, unpack
 from jaxmle.core.objective import check_loglik
-from jaxmle.core.params import all_flat_names, flat_values, free_positions, is_number_list
+from jaxmle.core.params import free_positions, is_number_list
 from jaxmle.core.priors import _elementwise_support
 from jaxmle.core.typing import SingularInformationWarning, user_stacklevel
 from jaxmle.fitting.batch import fit_batch
 from jaxmle.fitting.data import prepare_data
 from jaxmle.fitting.kernel import float_dtype
 from jaxmle.fitting.single import fit
+from jaxmle.random.boundary import BoundaryWarning, _boundary  # noqa: F401  (re-exported)
 from jaxmle.random.inner import (
     Layout,
     block_inverse_diag,
@@ -64,13 +63,6 @@ from jaxmle.random.inner import (
 )
 from jaxmle.random.structure import candidate_layout, choose_layout, dense, holds, probe_residual
 from jaxmle.results.result import FitResult
-
-BOUNDARY_STEP = 20.0        # unconstrained distance of the boundary probe
-BOUNDARY_DROP = 1e-4        # L lower by at most this there: the maximum is on the boundary
-
-
-class BoundaryWarning(UserWarning):
-    """A variance component (or other constrained parameter) is estimated on its boundary."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -301,107 +293,6 @@ def _with_predictions(res: FitResult, pred) -> FitResult:
 
     return dataclasses.replace(res, random=leaves(U), random_stderr=leaves(np.sqrt(total_var)),
                                random_cond_stderr=leaves(np.sqrt(cond_var)))
-
-
-# --------------------------------------------------------------------------- boundaries
-
-
-@functools.lru_cache(maxsize=64)
-def _values_kernel(config) -> Callable:
-    """(z's, packed data) ↦ L(θ(z)) for each row of z's (free unconstrained coordinates)."""
-
-    def run(zs, packed):
-        inputs = unpack(packed)
-        view = View(config.space, config.holding, inputs)
-        return jax.vmap(lambda z: config.loglik(view.to_natural(z), inputs.data))(zs)
-
-    return jax.jit(run)
-
-
-def _candidates(view: View) -> list[tuple[int, int, Any]]:
-    """(free coordinate, natural index, leaf) of each elementwise constrained element."""
-    from jaxmle.core.held import elementwise, is_identity_transform
-
-    starts = np.cumsum([0] + [l.size for l in view.space.leaves])
-    out = []
-    for j, nat in enumerate(view.lay.act_nat):
-        if nat < 0:
-            continue
-        leaf = view.space.leaves[int(np.searchsorted(starts, nat, side="right")) - 1]
-        if elementwise(leaf) and not is_identity_transform(leaf):
-            out.append((j, int(nat), leaf))
-    return out
-
-
-def _boundary(res: FitResult) -> tuple[FitResult, tuple[str, ...]]:
-    r"""Detect constrained parameters whose maximum is on the boundary of their space.
-
-    For each elementwise constrained free element (σ > 0, ρ ∈ (−1, 1), ...), L is
-    evaluated 20 units further along its unconstrained coordinate in both
-    directions; if it is lower there by at most 10⁻⁴ the likelihood is flat all
-    the way to the edge (σ → 0: no group effect in the data), and the estimate is
-    reported as the edge value with NaN SE (its Wald interval and z-test would be
-    meaningless), with a :class:`BoundaryWarning`.
-    """
-    cfg = res.context.config
-    view = View(cfg.space, cfg.holding)
-    cands = [c for c in _candidates(view) if _near_edge(res, c)]
-    if not cands or not bool(res.converged):
-        return res, ()
-    z = np.asarray(res.stats.z)
-    steps = np.repeat([[-BOUNDARY_STEP], [BOUNDARY_STEP]], len(cands), axis=1).T.reshape(-1)
-    zs = np.repeat(z[None], 2 * len(cands), axis=0)
-    for r, (j, _, _) in enumerate(np.repeat(cands, 2, axis=0)):
-        zs[r, j] += steps[r]
-    packed = pack(res.context.data, res.context.fixed, prior=res.context.prior)
-    values = np.asarray(_values_kernel(cfg)(jnp.asarray(zs), packed)).reshape(len(cands), 2)
-    flat_all = res.flat_params_all()
-    cov = np.array(res.cov)
-    stderr_all = np.array(flat_values(res.stderr))
-    names = []
-    free_names = list(res.param_names)
-    all_names = all_flat_names(res.params)
-    for (j, nat, leaf), vals in zip(cands, values):
-        side = np.nonzero(vals >= float(res.loglik) - BOUNDARY_DROP)[0]
-        if not len(side):
-            continue
-        edge = -math.inf if side[0] == 0 else math.inf
-        flat_all[nat] = _edge_value(leaf, edge, flat_all[nat])
-        stderr_all[nat] = np.nan
-        i = free_names.index(all_names[nat])
-        cov[i, :] = cov[:, i] = np.nan
-        names.append(all_names[nat])
-    if not names:
-        return res, ()
-    warnings.warn(
-        f"{', '.join(names)} estimated on the boundary of the parameter space (the marginal "
-        "likelihood is flat up to the edge: e.g. a variance component of 0, no group effect "
-        "in the data): reported at the edge with NaN standard error. A likelihood-ratio test of "
-        "it against the model without it is a boundary test: use the ½χ²₀ + ½χ²₁ reference "
-        "(half the χ²₁ p-value)", BoundaryWarning, stacklevel=user_stacklevel())
-    space = cfg.space
-    params = space.unravel_natural(jnp.asarray(flat_all))
-    stderr = space.unravel_natural(jnp.asarray(stderr_all))
-    return dataclasses.replace(res, params=params, stderr=stderr, cov=cov), tuple(names)
-
-
-def _near_edge(res: FitResult, cand) -> bool:
-    """Worth checking (the check compiles L): singular information, or an edge of the
-    parameter space within 2 standard errors of the estimate."""
-    _, nat, leaf = cand
-    value, se = res.flat_params_all()[nat], flat_values(res.stderr)[nat]
-    singular = np.asarray(res.stats.singular)
-    if singular.any() or not np.isfinite(se):
-        return True
-    edges = [_edge_value(leaf, e, np.nan) for e in (-math.inf, math.inf)]
-    return any(np.isfinite(e) and abs(value - e) < 2 * se for e in edges)
-
-
-def _edge_value(leaf, edge: float, current: float) -> float:
-    """The natural value at z = ±∞ (e.g. σ = 0), or the current one if not finite there."""
-    with np.errstate(all="ignore"):
-        v = float(np.asarray(leaf.transform(jnp.asarray(edge))).reshape(-1)[0])
-    return v if math.isfinite(v) else current
 
 
 # --------------------------------------------------------------------------- fit_batch

@@ -49,6 +49,7 @@ from jaxmle.core.typing import Status
 # the dense Newton's linear algebra is re-exported: the inference uses the same factors
 __all__ = ["UNLIMITED", "Eigen", "Factor", "NewtonState", "OptaxState", "Solution", "Solver",
            "eigen", "factorize", "is_active", "iterate", "kink_jitter", "make_solver",
+           "terminate",
            "minimise", "newton_decrement_sq", "newton_direction", "newton_solver",
            "null_threshold", "optax_transformation", "solution", "value_grad_hessian"]
 
@@ -156,18 +157,28 @@ class Solution(NamedTuple):
 State = Any  # NewtonState | OptaxState (pytrees)
 
 
+def terminate(state: State, max_iter: jax.Array) -> jax.Array:
+    """Every solver's stopping rule: its own test set ``done``, or ``max_iter`` is reached
+    (a bool array: per member under ``vmap``)."""
+    return state.done | (state.n_iter >= max_iter)
+
+
 class Solver(NamedTuple):
-    """A minimiser as a pure ``init`` / ``step`` pair over its state, closed over the
-    objective and ``tol``.
+    """A minimiser as a pure state machine over its pytree state, closed over the
+    objective and ``tol``: ``init`` / ``step`` / ``terminate``, as optimistix's iterative
+    solvers. The Newton methods and the optax ones share the protocol.
 
     ``init(z0)`` builds the state at ``z0`` (offset by :func:`kink_jitter`);
-    ``step(state)`` is one iteration. :func:`iterate` runs them for one fit; the
-    batch driver vmaps ``step`` over members and decides when to stop (a Newton
-    step factorises the whole batch's Hessians in one call under ``vmap``).
+    ``step(state)`` is one iteration; ``terminate(state, max_iter)`` says whether to stop.
+    :func:`iterate` runs them in a ``lax.while_loop`` for one fit; a Python loop of jitted
+    ``step`` calls runs them just as well; the batch driver vmaps ``step`` over members
+    and stops on ``terminate`` (a Newton step factorises the whole batch's Hessians in
+    one call under ``vmap``).
     """
 
     init: Callable[[jax.Array], State]
     step: Callable[[State], State]
+    terminate: Callable[[State, jax.Array], jax.Array] = terminate
 
 
 def newton_solver(newton: Any, fun: Objective, tol: jax.Array) -> Solver:
@@ -190,9 +201,8 @@ UNLIMITED = np.int32(np.iinfo(np.int32).max)
 
 
 def is_active(state: State, max_iter: jax.Array) -> jax.Array:
-    """The member still iterates: not done and under the iteration limit (the negation of
-    every solver's ``terminate``)."""
-    return ~state.done & (state.n_iter < max_iter)
+    """The member still iterates: the negation of :func:`terminate`."""
+    return ~terminate(state, max_iter)
 
 
 def iterate(step: Callable[[State], State], state: State, max_iter: jax.Array) -> State:
