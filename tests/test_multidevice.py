@@ -72,7 +72,8 @@ def _local_reference():
 def test_four_devices_shard_the_batch_and_the_observations():
     out = _run("""
         assert len(jax.devices()) == 4
-        place = jm._sharding.placer()
+        import jaxmle.fitting.sharding as sharding
+        place = sharding.placer()
         assert place(np.zeros((8, 3))).sharding.num_devices == 4
         bres = jm.fit_batch(normal, xs, init={"mu": 0.0, "sigma": 1.0},
                             constraints={"sigma": constraints.positive})
