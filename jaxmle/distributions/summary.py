@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import math
-from statistics import NormalDist
 
 import numpy as np
 
 from jaxmle.core.params import element_names
-from jaxmle.core.stats import pvalue
+from jaxmle.core.stats import check_level, pvalue, wald_quantile
 from jaxmle.inference.summary import Summary, _notes
 
 
 def _rows(fit, level: float) -> list[dict]:
-    q = NormalDist().inv_cdf(0.5 + level / 2.0)
+    q = wald_quantile(level)
     se_flat = dict(zip(fit.param_names, np.sqrt(np.diag(fit.cov))))
     rows = []
     for name, value in fit.params.items():
@@ -61,8 +60,7 @@ def _fixed_notes(fit) -> list[str]:
 
 def distribution_summary(fit, level: float = 0.95) -> Summary:
     """The :class:`Summary` table of a distribution fit."""
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), got {level}")
+    check_level(level)
     notes = list(fit.notes) + _fixed_notes(fit)
     if fit.result is not None:
         notes.extend(_notes(fit.result))

@@ -104,7 +104,7 @@ def fit_batch(
                                   cov_type, n_groups, prior),
                      data_batched=True, weights_batched=weights_batched)
     context = batched_context(FitContext(bc.kernel, data, w, fixed_values, codes, tol, max_iter,
-                                         prior_values), n_batch, True, weights_batched)
+                                         prior_values), n_batch, weights_batched)
     if bad_data.any():
         data = replace_datasets(data, bad_data)
     chunk = resolve_chunk_size(chunk_size, data, n_batch, _sharding.device_count(devices))

@@ -86,10 +86,9 @@ def context_of(res: Any, purpose: str) -> FitContext:
     return ctx
 
 
-def batched_context(context: FitContext, n_batch: int, data_batched: bool,
-                    weights_batched: bool) -> FitContext:
+def batched_context(context: FitContext, n_batch: int, weights_batched: bool) -> FitContext:
     """``context`` with a leading axis ``n_batch`` on every array: the shared parts (fixed
-    values, groups, tolerances, priors' parameters; the data or weights where shared) are
+    values, groups, tolerances, priors' parameters; the weights where shared) are
     broadcast as read-only views (no copy)."""
     def spread(tree):
         return jax.tree_util.tree_map(
@@ -97,7 +96,6 @@ def batched_context(context: FitContext, n_batch: int, data_batched: bool,
 
     return dataclasses.replace(
         context,
-        data=context.data if data_batched else spread(context.data),
         weights=context.weights if weights_batched else spread(context.weights),
         fixed=spread(context.fixed), groups=spread(context.groups), tol=spread(context.tol),
         max_iter=spread(context.max_iter), prior=spread(context.prior))

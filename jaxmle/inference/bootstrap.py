@@ -19,6 +19,7 @@ import numpy as np
 import jaxmle.results.export as _export
 from jaxmle.core.held import pack
 from jaxmle.core.params import element_names
+from jaxmle.core.stats import check_level
 from jaxmle.core.typing import STATUS_LABELS, Status
 from jaxmle.fitting.batch import mark_unfitted, run_batch
 from jaxmle.fitting.batch_inputs import prepare_batch_data, replace_datasets, resolve_chunk_size
@@ -139,8 +140,7 @@ def bootstrap(res: FitResult, simulate: Any, n: int = 2000, *, key: Any = None,
         raise ValueError(f"the bootstrap needs a converged fit (this one: {res.status_message})")
     if int(n) != n or n < 2:
         raise ValueError(f"n must be an integer ≥ 2, got {n}")
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), got {level}")
+    check_level(level)
     n = int(n)
     keys = jax.random.split(jax.random.PRNGKey(0) if key is None else key, n)
     sim = _simulator(simulate)(res.params, keys)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from statistics import NormalDist
 from typing import Any
 
 import jax
@@ -13,7 +12,7 @@ import numpy as np
 
 import jaxmle.results.export as _export
 from jaxmle.core.params import element_names, free_positions
-from jaxmle.core.stats import pvalue
+from jaxmle.core.stats import check_level, pvalue, wald_quantile
 from jaxmle.results.result import FitResult, provides
 
 
@@ -74,8 +73,7 @@ def delta(res: FitResult, fn: Any, level: float = 0.95) -> DeltaResult:
     ``cov`` (so it follows ``cov_type``); a derived quantity that depends on a
     parameter with NaN SE (singular information) gets NaN.
     """
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), got {level}")
+    check_level(level)
     if np.ndim(res.loglik) != 0:
         raise TypeError("delta needs a single fit (index the batch first)")
     flat_all = jnp.asarray(res.flat_params_all())
@@ -101,6 +99,6 @@ def delta(res: FitResult, fn: Any, level: float = 0.95) -> DeltaResult:
     cov_g = np.where(tainted[:, None] | tainted[None, :], np.nan, cov_g)
     se = np.sqrt(np.maximum(np.diag(cov_g), 0.0)).reshape(value.shape)
     est = np.asarray(value, dtype=float)
-    q = NormalDist().inv_cdf(0.5 + level / 2.0)
+    q = wald_quantile(level)
     names = tuple(element_names("fn", value.shape))
     return DeltaResult(est, se, cov_g, jac, est - q * se, est + q * se, level, names)

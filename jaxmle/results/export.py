@@ -103,7 +103,6 @@ def frame(rows: list[dict[str, Any]], index: str | None = None) -> Any:
     return df.set_index(index) if index is not None and len(rows) else df
 
 
-quantile = wald_quantile   # z_{(1+level)/2}, the Wald multiplier (checks the level)
 
 
 def _z(estimate: Any, stderr: Any) -> np.ndarray:
@@ -145,7 +144,7 @@ def _flat(tree: Any, batch: int | None = None) -> np.ndarray:
 
 def _wald_rows(names, estimate, stderr, level, fixed=()) -> list[dict[str, Any]]:
     """estimate, stderr, z, pvalue, ci_lower, ci_upper (+ fixed) per name."""
-    q = quantile(level)
+    q = wald_quantile(level)
     e, s = np.asarray(estimate, float), np.asarray(stderr, float)
     z = _z(e, s)
     p = _p(z)
