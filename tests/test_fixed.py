@@ -173,14 +173,54 @@ def test_jit_traced_kernel_with_fixed_values_vmaps():
 
     leaves, treedef, names = _kernel.prepare_init(INIT, np.dtype("float64"))
     space = _space.build_space(leaves, names, treedef, POS)
-    holding, _ = _held.prepare_fixed({"sigma": 1.0}, space, leaves, np.float64)
-    config = _kernel.KernelConfig(normal, space, "newton", False, "float64", holding)
+    held = _held.prepare_fixed({"sigma": 1.0}, space, leaves, np.float64)
+    config = _kernel.KernelConfig(normal, space, "newton", False, "float64")
+    at = space.names.index("sigma")
 
     def one(sigma):
-        data = _held.Inputs(jnp.asarray(X), jnp.reshape(sigma, (1,)))
+        data = _held.Inputs(jnp.asarray(X), held._replace(values=jnp.asarray(held.values)
+                                                          .at[at].set(sigma)))
         return _kernel.fit_kernel(config, data, leaves, None, jnp.asarray(1e-8),
-                               jnp.asarray(100, jnp.int32))
+                                  jnp.asarray(100, jnp.int32))
 
     out = jax.jit(jax.vmap(one))(jnp.asarray([1.0, 2.0, 4.0]))
     assert_allclose(np.asarray(out.stderr["mu"]), np.array([1.0, 2.0, 4.0]) / np.sqrt(X.size),
                     rtol=1e-10)
+
+
+TRACED = {"n": 0}
+
+
+def counted_normal(p, x):
+    TRACED["n"] += 1        # runs only while a program is traced
+    return normal(p, x)
+
+
+def test_what_is_held_is_data_so_fixed_profiles_and_multistart_share_programs():
+    """Which parameters are fixed (and the profiled one) is traced data: a fit with any
+    ``fixed=`` reuses the plain fit's program, and the profiles of every parameter, of
+    fits with different fixed sets, and multi-start (2 starts, the profile's batch size)
+    share one batch program."""
+    import jaxmle.fitting.batch_kernel as _batch_kernel
+    import jaxmle.fitting.kernel as _kernel
+
+    plain = jm.fit(counted_normal, X, INIT, constraints=POS)
+    traces, misses = TRACED["n"], _kernel.compiled_kernel.cache_info().misses
+    fix_sigma = jm.fit(counted_normal, X, INIT, constraints=POS, fixed={"sigma": 2.0})
+    fix_mu = jm.fit(counted_normal, X, INIT, constraints=POS, fixed={"mu": 0.5})
+    assert TRACED["n"] == traces and _kernel.compiled_kernel.cache_info().misses == misses
+    assert fix_sigma.param_names == ("mu",) and fix_mu.param_names == ("sigma",)
+    assert fix_sigma.fixed_names == ("sigma",) and fix_sigma.cov.shape == (1, 1)
+    assert_allclose(float(fix_sigma.params["mu"]), X.mean(), rtol=1e-10)
+    assert_allclose(float(fix_mu.params["sigma"]), np.sqrt(np.mean((X - 0.5) ** 2)), rtol=1e-8)
+    assert_allclose(float(fix_sigma.stderr["mu"]), 2.0 / np.sqrt(X.size), rtol=1e-8)
+
+    plain.profile("mu")
+    traces, misses = TRACED["n"], _batch_kernel.compiled_passes.cache_info().misses
+    plain.profile("sigma")
+    fix_sigma.profile("mu")
+    fix_mu.profile("sigma")
+    jm.fit(counted_normal, X, INIT, constraints=POS, n_starts=2)
+    jm.fit(counted_normal, X, INIT, constraints=POS, fixed={"sigma": 2.0}, n_starts=2)
+    assert TRACED["n"] == traces
+    assert _batch_kernel.compiled_passes.cache_info().misses == misses

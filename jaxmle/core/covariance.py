@@ -68,6 +68,10 @@ def observed_inference(space: ParamSpace, loglik_flat: Callable[[jax.Array], jax
     elif cov_type == "opg":
         cov_z, _, involved_b = _checked_inverse(eigen(meat))
         involved_z = involved_z | involved_b
+    # held coordinates (``space.held``, a View's): J has zero rows (fixed elements) and
+    # columns (held z); their rows of the results are dropped on the host
+    held = getattr(space, "held", None)
+    held_z = jnp.zeros(z_hat.shape, bool) if held is None else held.z
     if space.is_identity:
         jac = jnp.eye(space.k, dtype=z_hat.dtype)
         cov, fisher, score = cov_z, hess_z, -grad_z
@@ -75,6 +79,7 @@ def observed_inference(space: ParamSpace, loglik_flat: Callable[[jax.Array], jax
         # diagonal J: the same formulas as below without any matrix solve
         jdiag = jax.jvp(space.to_natural_flat, (z_hat,), (jnp.ones_like(z_hat),))[1]
         jac = jnp.diag(jdiag)
+        jdiag = jnp.where(held_z, 1.0, jdiag)
         cov = cov_z * jnp.outer(jdiag, jdiag)
         fisher = hess_z / jnp.outer(jdiag, jdiag)
         score = -grad_z / jdiag
@@ -82,11 +87,14 @@ def observed_inference(space: ParamSpace, loglik_flat: Callable[[jax.Array], jax
         jac = jax.jacfwd(space.to_natural_flat)(z_hat)
         cov = jac @ cov_z @ jac.T
         if space.is_bijective:
-            score = jnp.linalg.solve(jac.T, -grad_z)   # ∇θℓ = J⁻ᵀ ∇zℓ
+            # (every leaf is bijective, so z_i and θ_i are the same element: a unit
+            # entry for each held one makes J invertible without touching the rest)
+            jac_t = (jac + jnp.diag(held_z.astype(jac.dtype))).T
+            score = jnp.linalg.solve(jac_t, -grad_z)   # ∇θℓ = J⁻ᵀ ∇zℓ
             # I_θ = J⁻ᵀ H_z J⁻¹: exact at a stationary point, where the transform's
             # curvature term (∇ℓ · ∂²θ/∂z²) vanishes.
-            jinv_t_h = jnp.linalg.solve(jac.T, hess_z)
-            fisher = jnp.linalg.solve(jac.T, jinv_t_h.T).T
+            jinv_t_h = jnp.linalg.solve(jac_t, hess_z)
+            fisher = jnp.linalg.solve(jac_t, jinv_t_h.T).T
         else:
             # on a manifold ∇θℓ is the ambient gradient (its tangent part vanishes at θ̂)
             score = jax.grad(loglik_flat)(space.to_natural_flat(z_hat))
@@ -125,7 +133,7 @@ _FLAT_REACH = 3.0
 
 
 def flat_direction(objective: Callable[[jax.Array], jax.Array], z_hat: jax.Array,
-                   f_hat: jax.Array, e: Eigen) -> jax.Array:
+                   f_hat: jax.Array, e: Eigen, n_free: jax.Array | int = 1) -> jax.Array:
     """Whether the optimum is flat along its least-determined direction.
 
     Along the eigenvector u of the smallest eigenvalue λ of the scaled information,
@@ -133,10 +141,12 @@ def flat_direction(objective: Callable[[jax.Array], jax.Array], z_hat: jax.Array
     (z = ẑ ± c·D^-½u/√λ). Losing less than a tenth of that on either side means the
     likelihood is flat or still rising there: the supremum may lie at infinity
     (complete separation in a logistic regression, a variance going to 0 on the log
-    scale) and the Wald inference is meaningless. Two evaluations of f.
+    scale) and the Wald inference is meaningless. Two evaluations of f. (Held
+    coordinates' eigenvalues are the top ones, see :func:`~jaxmle.core.solvers.dense.eigen`:
+    the first is a free one, if ``n_free`` > 0.)
     """
     lam = e.values[0]
-    regular = lam > null_threshold(e)
+    regular = (lam > null_threshold(e)) & (n_free > 0)
     step = _FLAT_REACH * (e.vectors[:, 0] / e.scale) / jnp.sqrt(jnp.where(regular, lam, 1.0))
     rise = jnp.stack([objective(z_hat + step), objective(z_hat - step)]) - f_hat
     rise = jnp.where(jnp.isnan(rise), jnp.inf, rise)

@@ -1,24 +1,29 @@
 """Held coordinates: fixed parameters (``fit(..., fixed=...)``) and profile points.
 
-The optimiser works on the *free* unconstrained coordinates only. Which natural
-elements are fixed is static (part of the compiled program's key); their values
-are traced inputs, so refitting with new fixed values reuses the program:
+*Which* coordinates are held is traced data (:class:`Held`, masks over z and θ),
+not part of the compiled program: a fit, a fit with any ``fixed=``, the points of
+every profile and every start of a multi-start run the same program.
 
-    z_free ──insert the profile point (index, value), if any──▶ z_act
-    z_act  ──scatter into the non-fixed unconstrained slots──▶ z (m)
-    θ      = θ(z) with the fixed natural elements set to their values.
+    z (m)  ──held z coordinates do not move (zero gradient, unit Hessian rows)──▶
+    θ      = θ(z) with the held natural elements set to their values.
 
-A whole leaf can be fixed whatever its constraint; single elements
-(``"beta[1]"``) only of a leaf whose constraint acts elementwise (real, positive,
-intervals, ...): a simplex or a matrix constraint ties its elements together.
-A profile point holds one more active coordinate, in the unconstrained space (so
-every value is admissible); its position and value are traced, so one compiled
-program serves the profiles of every parameter.
+A fixed natural element holds its unconstrained coordinate too (an elementwise
+leaf: the element's own; a simplex or matrix leaf can only be fixed whole, and then
+all of its coordinates). A profile point holds one unconstrained coordinate at
+its start value (so every value is admissible). The optimiser works on full-size
+vectors; the host takes the free rows of the result (:func:`Layout`).
+
+A fixed natural element is ``where(held, value, θ(z))``: no derivative reaches z
+through it. Its tangent is a *computed* zero, though, and a log-likelihood whose
+derivative is infinite at the value (log p at p = 0) turns 0·∞ into NaN in the
+Hessian. Such values lie on the boundary of their constraint (z = ±∞: they have no
+unconstrained coordinate), and a leaf wholly fixed there is a constant of the
+program instead (static :func:`constant_leaves`, built from the values alone, with
+no tangent at all); every other hold is data.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any, Mapping, NamedTuple
 
@@ -27,78 +32,119 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxmle.core.params as _params
-from jaxmle.core.space import ParamSpace
+from jaxmle.core.space import ParamSpace, _is_identity
 from jaxmle.core.typing import LogLikFn
 
 
-@dataclasses.dataclass(frozen=True)
-class Holding:
-    """Static: the held coordinates (their values are traced inputs, see :class:`Inputs`)."""
+class Held(NamedTuple):
+    """What is held, as data (a pytree of arrays; a batch may give each member its own)."""
 
-    fixed: tuple[int, ...] = ()     # flat natural indices held at ``Inputs.fixed``
-    profiled: bool = False          # one more active unconstrained coordinate held
+    z: Any          # (m,) bool: unconstrained coordinates the optimiser does not move
+    nat: Any        # (k,) bool: natural elements set to ``values``
+    values: Any     # (k,) their values (ignored elsewhere)
 
 
-class ProfilePoint(NamedTuple):
-    index: Any      # int32: position among the active (non-fixed) unconstrained coordinates
-    value: Any      # its value (unconstrained)
+def nothing_held(space: ParamSpace, dtype: Any) -> Held:
+    return Held(np.zeros(space.m, bool), np.zeros(space.k, bool), np.zeros(space.k, dtype))
+
+
+def hold_fixed(space: ParamSpace, fixed: Mapping[int, float], dtype: Any) -> Held:
+    """The :class:`Held` of fixed natural elements {flat index: value}."""
+    held = nothing_held(space, dtype)
+    for i, v in fixed.items():
+        held.nat[i], held.values[i] = True, v
+    n0 = u0 = 0
+    for leaf in space.leaves:
+        nat = held.nat[n0:n0 + leaf.size]
+        if elementwise(leaf):
+            held.z[u0:u0 + leaf.unc_size] = nat
+        elif nat.any():
+            held.z[u0:u0 + leaf.unc_size] = True
+        n0, u0 = n0 + leaf.size, u0 + leaf.unc_size
+    return held
+
+
+def hold_coordinates(held: Held, js: Any) -> Held:
+    """A batch of :class:`Held`: ``held`` with unconstrained coordinate ``js[b]`` held too
+    (profile points)."""
+    js = np.asarray(js)
+    n = js.shape[0]
+    z = np.repeat(np.asarray(held.z)[None], n, axis=0)
+    z[np.arange(n), js] = True
+    return Held(z, np.repeat(np.asarray(held.nat)[None], n, axis=0),
+                np.repeat(np.asarray(held.values)[None], n, axis=0))
+
+
+def spread(held: Held, n: int) -> Held:
+    """``held`` for each of ``n`` batch members (read-only broadcast views)."""
+    return Held(*(np.broadcast_to(np.asarray(x), (n,) + np.shape(x)) for x in held))
 
 
 class Inputs(NamedTuple):
-    """The kernel's data argument when something besides the user's data is traced."""
+    """The kernel's data argument: the user's data and what else is traced."""
 
     data: Any
-    fixed: Any = None       # (n_fixed,) natural values of the fixed elements
+    held: Any               # :class:`Held`
     groups: Any = None      # (n,) int32 cluster codes (cluster-robust sandwich)
-    profile: Any = None     # ProfilePoint
     prior: Any = None       # the priors' parameters (see :mod:`jaxmle.core.priors`)
 
 
-def unpack(data: Any) -> Inputs:
-    return data if isinstance(data, Inputs) else Inputs(data)
-
-
-def pack(data: Any, fixed: Any = None, groups: Any = None, prior: Any = None) -> Any:
-    """``Inputs`` when fixed values, groups or prior parameters travel with the data,
-    else the data itself."""
-    if fixed is None and groups is None and prior is None:
-        return data
-    return Inputs(data, fixed, groups, prior=prior)
+def pack(data: Any, held: Held, groups: Any = None, prior: Any = None) -> Inputs:
+    return Inputs(data, held, groups, prior)
 
 
 class Layout(NamedTuple):
-    """Host-side index bookkeeping of a :class:`Holding` on a :class:`ParamSpace`."""
+    """Host-side index bookkeeping of a :class:`Held` (numpy) on a :class:`ParamSpace`."""
 
     fixed_nat: np.ndarray       # (n_fixed,) natural flat indices held fixed
     free_nat: np.ndarray        # (k_free,) natural flat indices estimated
-    act_unc: np.ndarray         # (m_act,) unconstrained coordinates not fixed
-    act_nat: np.ndarray         # (m_act,) natural index of each (elementwise leaf), else -1
-    free_leaves: tuple          # the leaves with at least one free element
-    leaf_fixed: tuple           # per leaf: (fixed positions in the leaf, their index in values)
+    act_unc: np.ndarray         # (m_free,) unconstrained coordinates the optimiser moves
+    act_nat: np.ndarray         # (m_free,) natural index of each (elementwise leaf), else -1
+    m: int                      # all unconstrained coordinates
+
+    @property
+    def plain(self) -> bool:
+        """Nothing held."""
+        return not len(self.fixed_nat) and len(self.act_unc) == self.m
+
+    @property
+    def m_free(self) -> int:
+        return len(self.act_unc)
+
+
+def layout(space: ParamSpace, held: Held) -> Layout:
+    return _layout(space, np.asarray(held.nat, bool).tobytes(), np.asarray(held.z, bool).tobytes())
 
 
 @functools.lru_cache(maxsize=256)
-def layout(space: ParamSpace, fixed: tuple[int, ...]) -> Layout:
-    fixed_nat = np.asarray(fixed, dtype=np.int64)
-    nat_fixed = np.zeros(space.k, bool)
-    nat_fixed[fixed_nat] = True
-    act_unc, act_nat, free_leaves, leaf_fixed = [], [], [], []
+def _layout(space: ParamSpace, nat_bytes: bytes, z_bytes: bytes) -> Layout:
+    nat = np.frombuffer(nat_bytes, bool)
+    zh = np.frombuffer(z_bytes, bool)
+    unc_nat = np.full(space.m, -1, np.int64)     # natural index of each z (elementwise leaves)
     n0 = u0 = 0
     for leaf in space.leaves:
-        mask = nat_fixed[n0:n0 + leaf.size]
-        pos = np.nonzero(mask)[0]
-        leaf_fixed.append((pos, np.searchsorted(fixed_nat, n0 + pos)))
         if elementwise(leaf):
-            act_unc += [u0 + i for i in range(leaf.size) if not mask[i]]
-            act_nat += [n0 + i for i in range(leaf.size) if not mask[i]]
-        elif not mask.any():
-            act_unc += list(range(u0, u0 + leaf.unc_size))
-            act_nat += [-1] * leaf.unc_size
-        if not mask.all():
-            free_leaves.append(leaf)
+            unc_nat[u0:u0 + leaf.size] = np.arange(n0, n0 + leaf.size)
         n0, u0 = n0 + leaf.size, u0 + leaf.unc_size
-    return Layout(fixed_nat, np.nonzero(~nat_fixed)[0], np.asarray(act_unc, np.int64),
-                  np.asarray(act_nat, np.int64), tuple(free_leaves), tuple(leaf_fixed))
+    act_unc = np.nonzero(~zh)[0]
+    return Layout(np.nonzero(nat)[0], np.nonzero(~nat)[0], act_unc, unc_nat[act_unc], space.m)
+
+
+def constant_leaves(space: ParamSpace, held: Held) -> tuple[int, ...]:
+    """The leaves wholly fixed with a value on the boundary of their constraint (its
+    inverse transform is not finite there: pi = 0 of a unit interval): the compiled
+    program treats them as constants (see the module docstring)."""
+    out, n0 = [], 0
+    nat, values = np.asarray(held.nat), np.asarray(held.values)
+    for i, leaf in enumerate(space.leaves):
+        if nat[n0:n0 + leaf.size].all():
+            value = values[n0:n0 + leaf.size].reshape(leaf.shape)
+            with np.errstate(all="ignore"):
+                z = np.asarray(leaf.transform.inv(jnp.asarray(value)))
+            if not np.all(np.isfinite(z)):
+                out.append(i)
+        n0 += leaf.size
+    return tuple(out)
 
 
 def elementwise(leaf) -> bool:
@@ -107,127 +153,49 @@ def elementwise(leaf) -> bool:
 
 
 def is_identity_transform(leaf) -> bool:
-    from jaxmle.core.space import _is_identity
-
     return _is_identity(leaf.transform)
 
 
 class View:
-    """The free coordinates of a parameter space under a :class:`Holding`, with the held
-    values bound (inside the trace). Duck-types the parts of :class:`ParamSpace` that
-    the solver objective and :func:`~jaxmle.core.covariance.observed_inference` use."""
+    """The parameter space with the held coordinates bound (inside the trace).
 
-    def __init__(self, space: ParamSpace, holding: Holding, inputs: Inputs | None = None):
-        self.space, self.holding = space, holding
-        self.lay = layout(space, holding.fixed)
-        self.values = None if inputs is None else inputs.fixed
-        self.point = None if inputs is None else inputs.profile
-        self.plain = not holding.fixed and not holding.profiled
+    Duck-types the parts of :class:`ParamSpace` that the objective and
+    :func:`~jaxmle.core.covariance.observed_inference` use; sizes are the full k and m
+    (the held rows are taken out on the host)."""
 
-    # --- sizes and names (static)
-    @property
-    def m(self) -> int:
-        return len(self.lay.act_unc) - int(self.holding.profiled)
+    def __init__(self, space: ParamSpace, held: Held | None = None, constant: tuple = ()):
+        self.space, self.held, self.constant = space, held, constant
+        self.k, self.m, self.names = space.k, space.m, space.names
+        self.is_identity = space.is_identity
+        self.is_elementwise = space.is_elementwise
+        self.is_bijective = space.is_bijective
 
-    @property
-    def k(self) -> int:
-        return len(self.lay.free_nat)
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(self.space.names[i] for i in self.lay.free_nat)
-
-    @property
-    def fixed_names(self) -> tuple[str, ...]:
-        return tuple(self.space.names[i] for i in self.lay.fixed_nat)
-
-    @property
-    def unc_names(self) -> tuple[str, ...]:
-        return tuple(self.space.unc_names[i] for i in self.lay.act_unc)
-
-    @property
-    def is_identity(self) -> bool:
-        return all(is_identity_transform(l) for l in self.lay.free_leaves)
-
-    @property
-    def is_elementwise(self) -> bool:
-        return all(getattr(l.constraint, "event_dim", 0) == 0 for l in self.lay.free_leaves)
-
-    @property
-    def is_bijective(self) -> bool:
-        return self.k == self.m
-
-    # --- maps (traced)
-    def initial(self, init_leaves: list[jax.Array]) -> jax.Array:
-        """z_free at the start: from natural init leaves, or given directly (profile)."""
-        if self.holding.profiled:
-            return init_leaves[0]
-        z = self.space.to_unconstrained(init_leaves)
-        return z if self.plain else z[self.lay.act_unc]
-
-    def z_active(self, z: jax.Array) -> jax.Array:
-        if not self.holding.profiled:
+    def moving(self, z: jax.Array) -> jax.Array:
+        """z with no derivative through the held coordinates (same values)."""
+        if self.held is None:
             return z
-        m_act = self.m + 1
-        j, u = self.point.index, self.point.value.astype(z.dtype)
-        if m_act == 1:
-            return jnp.reshape(u, (1,))
-        pos = jnp.arange(m_act)
-        src = jnp.clip(pos - (pos > j).astype(pos.dtype), 0, m_act - 2)
-        return jnp.where(pos == j, u, z[src])
+        return jnp.where(self.held.z, jax.lax.stop_gradient(z), z)
 
     def natural_leaves(self, z: jax.Array) -> list[jax.Array]:
-        """The natural leaves, the fixed elements set to their values.
-
-        A wholly fixed leaf is built from the values alone, so it carries no
-        derivative at all (not even a zero one: log(p) at a fixed p = 0 must not
-        turn 0·∞ into NaN in the Hessian); a partly fixed one is the transform with
-        the fixed elements overwritten.
-        """
-        za = self.z_active(z)
-        if not self.holding.fixed:
-            return self.space.natural_leaves(za)
-        full = jnp.zeros(self.space.m, za.dtype).at[self.lay.act_unc].set(za)
-        parts = _params.unravel(full, [l.unc_shape for l in self.space.leaves])
-        values = self.values.astype(za.dtype)
-        out = []
-        for leaf, u, (pos, idx) in zip(self.space.leaves, parts, self.lay.leaf_fixed):
-            if len(pos) == leaf.size:
-                out.append(values[idx].reshape(leaf.shape))
-                continue
-            x = leaf.transform(u).reshape(leaf.shape)
-            if len(pos):
-                x = x.reshape(-1).at[pos].set(values[idx]).reshape(leaf.shape)
-            out.append(x)
-        return out
-
-    def natural_flat_all(self, z: jax.Array) -> jax.Array:
-        """All k natural elements, the fixed ones set to their values."""
-        return _params.ravel(self.natural_leaves(z))
+        """The natural leaves, the held elements set to their values."""
+        leaves = self.space.natural_leaves(self.moving(z))
+        if self.held is None:
+            return leaves
+        shapes = [l.shape for l in self.space.leaves]
+        nat = _params.unravel(self.held.nat, shapes)
+        values = _params.unravel(self.held.values.astype(z.dtype), shapes)
+        return [v if i in self.constant else jnp.where(h, v, x)
+                for i, (h, v, x) in enumerate(zip(nat, values, leaves))]
 
     def to_natural(self, z: jax.Array) -> Any:
-        if self.plain:
-            return self.space.to_natural(z)
         return jax.tree_util.tree_unflatten(self.space.treedef, self.natural_leaves(z))
 
     def to_natural_flat(self, z: jax.Array) -> jax.Array:
-        """The free natural elements (rows of ``cov``)."""
-        if self.plain:
-            return self.space.to_natural_flat(z)
-        return self.natural_flat_all(z)[self.lay.free_nat]
+        """All k natural elements (the held ones at their values)."""
+        return _params.ravel(self.natural_leaves(z))
 
-    def fill(self, free: jax.Array, held: Any) -> jax.Array:
-        """A flat natural vector from its free entries and ``held`` at the fixed ones."""
-        if not self.holding.fixed:
-            return free
-        out = jnp.zeros(self.space.k, free.dtype).at[self.lay.free_nat].set(free)
-        return out.at[self.lay.fixed_nat].set(held)
-
-    def unravel_free(self, theta_free: jax.Array) -> Any:
-        """The parameter pytree from the free natural elements (fixed ones filled in)."""
-        if self.plain:
-            return self.space.unravel_natural(theta_free)
-        return self.space.unravel_natural(self.fill(theta_free, self.values.astype(theta_free.dtype)))
+    def unravel_natural(self, theta: jax.Array) -> Any:
+        return self.space.unravel_natural(theta)
 
 
 # --------------------------------------------------------------------------- host side
@@ -249,12 +217,12 @@ def check_per_observation(loglik: LogLikFn, params: Any, data: Any, cov_type: st
 def prepare_held(loglik: LogLikFn, data: Any, space: ParamSpace,
                  init_leaves: list[np.ndarray], fixed, cov_type: str, groups, dtype):
     """Host-side checks shared by ``fit`` and ``fit_batch`` (``data`` is one dataset):
-    the :class:`Holding` and values of ``fixed``, and the cluster codes."""
-    holding, fixed_values = prepare_fixed(fixed, space, init_leaves, dtype)
+    the :class:`Held` of ``fixed``, the cluster codes and their number."""
+    held = prepare_fixed(fixed, space, init_leaves, dtype)
     params = jax.tree_util.tree_unflatten(space.treedef, list(init_leaves))
     n_obs = check_per_observation(loglik, params, data, cov_type)
     codes, n_groups = prepare_groups(groups, cov_type, n_obs)
-    return holding, fixed_values, codes, n_groups
+    return held, codes, n_groups
 
 
 def valid_names(space: ParamSpace) -> list[str]:
@@ -275,14 +243,14 @@ def _element_slots(space: ParamSpace) -> dict[str, tuple[int, Any, int]]:
 
 
 def prepare_fixed(fixed: Mapping[str, Any] | None, space: ParamSpace,
-                  init_leaves: list[np.ndarray], dtype: Any) -> tuple[Holding, np.ndarray | None]:
-    """Validate ``fixed=`` and return the static :class:`Holding` and the traced values.
+                  init_leaves: list[np.ndarray], dtype: Any) -> Held:
+    """Validate ``fixed=`` and return its :class:`Held`.
 
     Names are leaf names (``"sigma"``, ``"beta"``: every element, a scalar value is
     broadcast) or element names (``"beta[1]"``); values must satisfy the constraint.
     """
     if not fixed:
-        return Holding(), None
+        return nothing_held(space, dtype)
     if not isinstance(fixed, Mapping):
         raise TypeError(f"fixed must be a dict {{name: value}}, got {type(fixed).__name__}")
     slots = _element_slots(space)
@@ -309,8 +277,7 @@ def prepare_fixed(fixed: Mapping[str, Any] | None, space: ParamSpace,
         first = start - sum(l.size for l in space.leaves[:leaf_index[leaf.name]])
         current[first:first + size] = arr.reshape(-1)
         _check_fixed_value(name, leaf, current.reshape(leaf.shape), first, size)
-    order = tuple(sorted(values))
-    return Holding(fixed=order), np.asarray([values[i] for i in order], dtype)
+    return hold_fixed(space, values, dtype)
 
 
 def _fixed_value(name: str, value: Any, shape: tuple, dtype: Any) -> np.ndarray:

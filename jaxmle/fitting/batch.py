@@ -17,6 +17,7 @@ result is the same.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 from typing import Any, Mapping
 
@@ -27,7 +28,7 @@ import jaxmle.core.objective as _objective
 import jaxmle.core.params as _params
 import jaxmle.fitting.sharding as _sharding
 import jaxmle.fitting.start as _start
-from jaxmle.core.held import Inputs, View, pack, prepare_held
+from jaxmle.core.held import Inputs, constant_leaves, layout, prepare_held, spread
 from jaxmle.core.solvers import UNLIMITED
 from jaxmle.core.typing import (
     STATUS_LABELS,
@@ -54,6 +55,8 @@ from jaxmle.fitting.kernel import (
     _check_options,
     batched_context,
     float_dtype,
+    free_rows,
+    initial_z,
     resolve_method,
     resolve_tolerances,
 )
@@ -95,20 +98,20 @@ def fit_batch(
     if not internal:
         _objective.check_loglik(loglik, jax.tree_util.tree_unflatten(
             space.treedef, [x[0] for x in init_leaves]), first, batch=n_batch)
-    holding, fixed_values, codes, n_groups = prepare_held(
+    held, codes, n_groups = prepare_held(
         loglik, first, space, [x[0] for x in init_leaves], fixed, cov_type, groups, dtype)
-    view = View(space, holding)
-    method = resolve_method(method, view.m, prior)
+    lay = layout(space, held)
+    method = resolve_method(method, lay.m_free, prior)
     tol, max_iter = resolve_tolerances(tol, max_iter, method, dtype)
-    bc = BatchConfig(KernelConfig(loglik, space, method, w is not None, dtype.name, holding,
-                                  cov_type, n_groups, prior),
+    bc = BatchConfig(KernelConfig(loglik, space, method, w is not None, dtype.name, cov_type,
+                                  n_groups, prior, constant_leaves(space, held)),
                      data_batched=True, weights_batched=weights_batched)
-    context = batched_context(FitContext(bc.kernel, data, w, fixed_values, codes, tol, max_iter,
+    context = batched_context(FitContext(bc.kernel, data, w, held, codes, tol, max_iter,
                                          prior_values), n_batch, weights_batched)
     if bad_data.any():
         data = replace_datasets(data, bad_data)
     chunk = resolve_chunk_size(chunk_size, data, n_batch, _sharding.device_count(devices))
-    packed = pack(data, fixed_values, codes, prior_values)
+    packed = Inputs(data, spread(held, n_batch), codes, prior_values)
     key = ("batch", bc, chunk, _params.shape_signature(jax.tree_util.tree_leaves((first, w))))
     if not internal and key not in _start.COMPILED:
         check_batch_start(bc, packed, init_leaves, w, n_batch, chunk, bad_data)
@@ -116,31 +119,40 @@ def fit_batch(
     _start.COMPILED.add(key)
     if bad_data.any():
         fits = mark_unfitted(fits, bad_data)
-    fits = dataclasses.replace(fits, context=context,
+    fits = dataclasses.replace(free_rows(fits, lay, space), context=context,
                                priors=() if prior is None else prior.labels)
-    report_batch(fits, view.unc_names, bad_data)
+    report_batch(fits, space.unc_names, bad_data)
     return BatchFitResult.of(fits)
 
 
 # --------------------------------------------------------------------------- schedule
 
 
-def run_batch(bc: BatchConfig, data: Any, init_leaves: list[np.ndarray], weights: Any,
+def run_batch(bc: BatchConfig, data: Inputs, init: Any, weights: Any,
               n_batch: int, tol: np.ndarray, max_iter: np.ndarray, chunk: int,
               progress: bool | None, devices: Any = None) -> FitResult:
-    """All B fits: chunked first passes, then the stragglers pooled and continued."""
+    """All B fits (full-size results: see :func:`~jaxmle.fitting.kernel.free_rows`):
+    chunked first passes, then the stragglers pooled and continued. ``data`` carries a
+    :class:`~jaxmle.core.held.Held` per member; ``init`` is the starts as natural leaves
+    (a list, leading axis B) or unconstrained (a (B, m) array)."""
     begin, advance = compiled_passes(bc)
     place = _sharding.placer(devices)
-    held = None
-    if isinstance(data, Inputs):   # fixed values and cluster codes are shared by all members
-        data, held = data.data, place(data._replace(data=None), batched=False)
-    shared_data = None if bc.data_batched else place(data, batched=False)
+    held = data.held
+    shared = place(data._replace(data=None, held=None), batched=False)  # groups, priors
+    user = data.data
+    shared_data = None if bc.data_batched else place(user, batched=False)
     shared_w = None if weights is None or bc.weights_batched else place(weights, batched=False)
+    infer = np.bool_(True)
 
     def inputs(idx):
-        d = shared_data if shared_data is not None else place(_take(data, idx))
+        d = shared_data if shared_data is not None else place(_take(user, idx))
         w = shared_w if not bc.weights_batched else place(_take(weights, idx))
-        return (d if held is None else held._replace(data=d)), w
+        return shared._replace(data=d, held=place(_take(held, idx))), w
+
+    def starts(idx):
+        if isinstance(init, list):
+            return place(initial_z_program(bc.kernel)([x[idx] for x in init]))
+        return place(np.asarray(init)[idx])
 
     max_active = np.int32(_stop_at(chunk))
     chunks: list[FitResult] = []
@@ -150,8 +162,8 @@ def run_batch(bc: BatchConfig, data: Any, init_leaves: list[np.ndarray], weights
         for start in range(0, n_batch, chunk):
             idx = _chunk_indices(start, chunk, n_batch)
             d, w = inputs(idx)
-            state = begin(d, place([x[idx] for x in init_leaves]), w, tol)
-            out = advance(d, w, state, tol, max_iter, max_active, UNLIMITED)
+            state = begin(d, starts(idx), w, tol)
+            out = advance(d, w, state, tol, max_iter, max_active, UNLIMITED, infer)
             bar.compiled()   # the programs are compiled (and cached) once the first call returns
             if previous is not None:
                 _collect(previous, chunks, pending, bar)
@@ -171,9 +183,15 @@ def run_batch(bc: BatchConfig, data: Any, init_leaves: list[np.ndarray], weights
                 n_valid = min(size, len(index) - start)
                 d, w = inputs(index[idx])
                 out = advance(d, w, place(_padded_states(states, idx, n_valid)), tol, max_iter,
-                              stop_at, limit)
+                              stop_at, limit, infer)
                 _store(out, index[idx[:n_valid]], n_valid, fits, pending, bar)
     return fits
+
+
+@functools.lru_cache(maxsize=64)
+def initial_z_program(config: KernelConfig) -> Any:
+    """Natural init leaves (leading batch axis) → unconstrained starts (B, m)."""
+    return jax.jit(jax.vmap(functools.partial(initial_z, config)))
 
 
 def _stop_at(size: int) -> int:

@@ -144,10 +144,10 @@ def check_batched_init(space: _space.ParamSpace, leaves: list[np.ndarray]) -> No
 
 
 @functools.lru_cache(maxsize=64)
-def batch_start_program(bc: BatchConfig, packed_inputs: bool) -> Any:
+def batch_start_program(bc: BatchConfig) -> Any:
     """The start values of a chunk of members: :func:`jaxmle.fitting.start.start_program`, vmapped."""
     run = _start.start_program(bc.kernel).__wrapped__
-    data_axes = Inputs(0, None, None, None, None) if packed_inputs else 0
+    data_axes = Inputs(0, 0, None, None)
     return jax.jit(jax.vmap(run, in_axes=(data_axes, 0, 0 if bc.weights_batched else None)))
 
 
@@ -155,11 +155,11 @@ def check_batch_start(bc: BatchConfig, data: Any, init_leaves: list, weights: An
                       n_batch: int, chunk: int, bad_data: np.ndarray) -> None:
     """Before the batch program is compiled: raise if the log-likelihood is not finite at
     the start for every dataset (some bad starts are only reported: those fits fail)."""
-    program = batch_start_program(bc, isinstance(data, Inputs))
+    program = batch_start_program(bc)
     first = None
     for start in range(0, n_batch, chunk):
         idx = np.minimum(np.arange(start, start + chunk), n_batch - 1)
-        d = data._replace(data=_take(data.data, idx)) if isinstance(data, Inputs) else _take(data, idx)
+        d = data._replace(data=_take(data.data, idx), held=_take(data.held, idx))
         w = weights[idx] if bc.weights_batched else weights
         values = jax.device_get(program(d, [x[idx] for x in init_leaves], w))
         finite = np.isfinite(values.total + values.prior) & ~bad_data[idx]

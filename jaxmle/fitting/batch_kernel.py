@@ -14,7 +14,10 @@ iterations is written for the batch, so that it can stop early:
 
 Two programs per problem structure: :func:`start` (the initial states, cheap)
 and :func:`advance` (iterate from given states, then conclude), which serves the
-first pass and every continuation.
+first pass and every continuation. Held coordinates are data with the batch axis
+(:class:`~jaxmle.core.held.Held`, one per member), so multi-start, the bootstrap
+and the points of every profile (which skip the inference: ``infer=False``) of a
+problem with one shared dataset run the same two programs.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from jax import lax
 import jaxmle.core.objective as _objective
 import jaxmle.core.solvers as _solvers
 from jaxmle.core.held import Inputs
-from jaxmle.fitting.kernel import KernelConfig, conclude, initial_z, kernel_solver
+from jaxmle.fitting.kernel import KernelConfig, conclude, conclude_point, kernel_solver
 from jaxmle.results.result import FitResult
 
 
@@ -54,13 +57,14 @@ def _axis(batched: bool) -> int | None:
 
 
 def _masked_data(bc: BatchConfig, data: Any, weights: Any) -> tuple[Any, Any]:
-    """Data with zero-weight rows masked (see ``mask_padding``) and its batch axis (for
-    :class:`~jaxmle.core.held.Inputs`, a prefix tree: fixed values and cluster codes are
-    shared, profile points always carry the batch axis)."""
-    if isinstance(data, Inputs):
-        inner, axis = _masked_data(bc, data.data, weights)
-        return data._replace(data=inner), Inputs(axis, None, None,
-                                                 None if data.profile is None else 0, None)
+    """Inputs with zero-weight rows masked (see ``mask_padding``) and their batch axes (a
+    prefix tree: the held coordinates carry the batch axis, cluster codes and the
+    priors' parameters are shared)."""
+    inner, axis = _masked_rows(bc, data.data, weights)
+    return data._replace(data=inner), Inputs(axis, 0, None, None)
+
+
+def _masked_rows(bc: BatchConfig, data: Any, weights: Any) -> tuple[Any, Any]:
     if weights is None or not (bc.data_batched or bc.weights_batched):
         return _objective.mask_padding(data, weights), _axis(bc.data_batched)
     masked = jax.vmap(_objective.mask_padding, in_axes=(_axis(bc.data_batched),
@@ -92,10 +96,16 @@ def _iterate_batch(step: Callable, state: Any, max_iter: jax.Array, max_active: 
 
 
 def _finish(bc: BatchConfig, data: Any, data_axis, weights: Any, state: Any,
-            max_iter: jax.Array) -> PassOutput:
-    w_axis = _axis(bc.weights_batched)
-    result = jax.vmap(functools.partial(conclude, bc.kernel), in_axes=(data_axis, w_axis, 0))(
-        data, weights, state)
+            max_iter: jax.Array, infer: jax.Array) -> PassOutput:
+    """Every member's result: with the inference, or (``infer`` False: profile points)
+    only the maximum."""
+    axes = (data_axis, _axis(bc.weights_batched), 0)
+
+    def run(how):
+        return lambda: jax.vmap(functools.partial(how, bc.kernel), in_axes=axes)(
+            data, weights, state)
+
+    result = lax.cond(infer, run(conclude), run(conclude_point))
     return PassOutput(result, state, _solvers.is_active(state, max_iter))
 
 
@@ -110,27 +120,29 @@ def _batched_step(bc: BatchConfig, data: Any, data_axis, weights: Any, tol: jax.
     return lambda s: step(data, weights, s)
 
 
-def start(bc: BatchConfig, data: Any, init_leaves: list[jax.Array], weights: Any,
+def start(bc: BatchConfig, data: Any, z0: jax.Array, weights: Any,
           tol: jax.Array) -> _solvers.State:
-    """Every member's solver state at its init (for Newton: no evaluation yet)."""
+    """Every member's solver state at its start ``z0`` (unconstrained; for Newton: no
+    evaluation yet)."""
     data, data_axis = _masked_data(bc, data, weights)
 
-    def member_init(d, w, leaves):
-        return kernel_solver(bc.kernel, d, w, tol).init(initial_z(bc.kernel, leaves))
+    def member_init(d, w, z):
+        return kernel_solver(bc.kernel, d, w, tol).init(z.astype(bc.kernel.dtype))
 
     return jax.vmap(member_init, in_axes=(data_axis, _axis(bc.weights_batched), 0))(
-        data, weights, init_leaves)
+        data, weights, z0)
 
 
 def advance(bc: BatchConfig, data: Any, weights: Any, state: Any, tol: jax.Array,
-            max_iter: jax.Array, max_active: jax.Array, limit: jax.Array) -> PassOutput:
+            max_iter: jax.Array, max_active: jax.Array, limit: jax.Array,
+            infer: jax.Array) -> PassOutput:
     """Iterate members from their states until ≤ ``max_active`` are active (or for
     ``limit`` iterations), then conclude (the host discards the results of members
-    still active)."""
+    still active); ``infer`` (traced): with the inference, else the maxima only."""
     data, data_axis = _masked_data(bc, data, weights)
     step = _batched_step(bc, data, data_axis, weights, tol)
     state = _iterate_batch(step, state, max_iter, max_active, limit)
-    return _finish(bc, data, data_axis, weights, state, max_iter)
+    return _finish(bc, data, data_axis, weights, state, max_iter, jnp.asarray(infer))
 
 
 @functools.lru_cache(maxsize=64)

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax import lax
 from numpyro.distributions import constraints as npc
 
 import jaxmle.core.objective as _objective
@@ -28,7 +29,7 @@ import jaxmle.core.solvers as _solvers
 import jaxmle.core.space as _space
 import jaxmle.fitting.data as _data
 from jaxmle.core.covariance import flat_direction, observed_inference, score_outer_product
-from jaxmle.core.held import Holding, View, unpack
+from jaxmle.core.held import Layout, View
 from jaxmle.core.priors import PriorSpec, log_prior
 from jaxmle.core.typing import Status
 from jaxmle.results.result import FitResult, FitStats
@@ -46,10 +47,10 @@ class KernelConfig:
     method: Any
     has_weights: bool
     dtype: str
-    holding: Holding = Holding()    # fixed elements / profile point (values traced)
     cov_type: str = "observed"
     n_groups: int = 0               # clusters of the cluster-robust sandwich (0: none)
     prior: PriorSpec | None = None  # MAP: the priors (their parameters are traced)
+    constant: tuple[int, ...] = ()  # leaves fixed on their boundary (core.held.constant_leaves)
 
 
 @jax.tree_util.register_dataclass
@@ -66,7 +67,7 @@ class FitContext:
     config: KernelConfig = dataclasses.field(metadata=dict(static=True))
     data: Any           # the user's data, as fitted
     weights: Any
-    fixed: Any          # values of the fixed elements (``config.holding.fixed``), or None
+    held: Any           # what is held fixed (:class:`~jaxmle.core.held.Held`: masks, values)
     groups: Any         # cluster codes, or None
     tol: Any
     max_iter: Any
@@ -87,9 +88,9 @@ def context_of(res: Any, purpose: str) -> FitContext:
 
 
 def batched_context(context: FitContext, n_batch: int, weights_batched: bool) -> FitContext:
-    """``context`` with a leading axis ``n_batch`` on every array: the shared parts (fixed
-    values, groups, tolerances, priors' parameters; the weights where shared) are
-    broadcast as read-only views (no copy)."""
+    """``context`` with a leading axis ``n_batch`` on every array: the shared parts (held
+    masks and values, groups, tolerances, priors' parameters; the weights where shared)
+    are broadcast as read-only views (no copy)."""
     def spread(tree):
         return jax.tree_util.tree_map(
             lambda x: np.broadcast_to(np.asarray(x), (n_batch,) + np.shape(x)), tree)
@@ -97,14 +98,14 @@ def batched_context(context: FitContext, n_batch: int, weights_batched: bool) ->
     return dataclasses.replace(
         context,
         weights=context.weights if weights_batched else spread(context.weights),
-        fixed=spread(context.fixed), groups=spread(context.groups), tol=spread(context.tol),
+        held=spread(context.held), groups=spread(context.groups), tol=spread(context.tol),
         max_iter=spread(context.max_iter), prior=spread(context.prior))
 
 
 def initial_z(config: KernelConfig, init_leaves: list[jax.Array]) -> jax.Array:
-    """The start in the (free) unconstrained coordinates; a profile fit takes it as is."""
+    """The start in the unconstrained coordinates."""
     dtype = jnp.dtype(config.dtype)
-    return View(config.space, config.holding).initial([jnp.asarray(x, dtype) for x in init_leaves])
+    return config.space.to_unconstrained([jnp.asarray(x, dtype) for x in init_leaves])
 
 
 def kernel_objective(config: KernelConfig, view: View, inputs: Any,
@@ -125,31 +126,30 @@ def kernel_objective(config: KernelConfig, view: View, inputs: Any,
     return neg_logpost
 
 
-def kernel_solver(config: KernelConfig, data: Any, weights: jax.Array | None,
+def kernel_solver(config: KernelConfig, inputs: Any, weights: jax.Array | None,
                   tol: jax.Array) -> _solvers.Solver:
-    """The solver's init/step pair for f(z) = −ℓ(θ(z)) (− log π) on (padding-masked) data."""
-    inputs = unpack(data)
-    view = View(config.space, config.holding, inputs)
+    """The solver's init/step pair for f(z) = −ℓ(θ(z)) (− log π) on (padding-masked) data
+    (``inputs``: :class:`~jaxmle.core.held.Inputs`); held coordinates do not move."""
+    view = View(config.space, inputs.held, config.constant)
     objective = kernel_objective(config, view, inputs, weights)
     if config.method == "prox-newton":
         from jaxmle.core.solvers.proximal import l1_weights, make_prox_solver
 
-        return make_prox_solver(objective, *l1_weights(config, view, inputs), tol)
-    return _solvers.make_solver(config.method, objective, tol)
+        return make_prox_solver(objective, *l1_weights(config, view, inputs), tol, inputs.held.z)
+    return _solvers.make_solver(config.method, objective, tol, inputs.held.z)
 
 
-def conclude(config: KernelConfig, data: Any, weights: jax.Array | None,
+def conclude(config: KernelConfig, inputs: Any, weights: jax.Array | None,
              final: _solvers.State) -> FitResult:
-    """The inference at the solver's final state, as a :class:`FitResult`."""
-    inputs = unpack(data)
-    view, dtype = View(config.space, config.holding, inputs), jnp.dtype(config.dtype)
+    """The inference at the solver's final state, as a full-size :class:`FitResult` (every
+    parameter; :func:`free_rows` takes out the held ones on the host)."""
+    held = inputs.held
+    view, dtype = View(config.space, held, config.constant), jnp.dtype(config.dtype)
     data = inputs.data
     objective = kernel_objective(config, view, inputs, weights)
     sol = _solvers.solution(final)
     params = view.to_natural(sol.z)
     nobs = _objective.count_observations(config.loglik, params, data, weights, dtype)
-    if config.holding.profiled:
-        return _profile_point(config, view, sol, params, nobs)
     hess = sol.hess if sol.hess is not None else _solvers.value_grad_hessian(objective, sol.z)[2]
     loglik = _objective.total_loglik(config.loglik, params, data, weights, dtype)[0]
     logpost = loglik
@@ -161,8 +161,8 @@ def conclude(config: KernelConfig, data: Any, weights: jax.Array | None,
 
         sol, hess, kink = at_kinks(config, view, inputs, sol, hess)
 
-    def loglik_flat(theta):
-        tree = view.unravel_free(theta)
+    def loglik_flat(theta):   # ℓ (+ log π) of all k natural elements
+        tree = view.unravel_natural(theta)
         f = _objective.total_loglik(config.loglik, tree, data, weights, dtype)[0]
         if config.prior is None:
             return f
@@ -174,22 +174,27 @@ def conclude(config: KernelConfig, data: Any, weights: jax.Array | None,
             return jnp.asarray(config.loglik(view.to_natural(z), data)).astype(dtype)
 
         meat = score_outer_product(per_obs, sol.z, weights, inputs.groups, config.n_groups)
-    eig = _solvers.eigen(hess)
+    eig = _solvers.eigen(hess, held.z)
     inf = observed_inference(view, loglik_flat, sol.z, hess, sol.g, eig, config.cov_type, meat)
     if kink is not None:
         from jaxmle.core.solvers.proximal import without_kinks
 
         inf = without_kinks(view, sol.z, inf, kink)
+    n_free = jnp.sum(~held.z)
     status = sol.status
-    if view.m and kink is None:
+    if kink is None:
         # a "converged" point where the likelihood is flat 3 SEs away is no regular maximum
-        flat = (sol.status == Status.SUCCESS) & flat_direction(objective, sol.z, sol.f, eig)
+        flat = (sol.status == Status.SUCCESS) & flat_direction(objective, sol.z, sol.f, eig,
+                                                               n_free)
         status = jnp.where(flat, Status.FLAT, sol.status).astype(jnp.int32)
+    # ∂ℓ/∂θ at the fixed elements (the ingredient of a score test): only when there are any
+    theta = view.to_natural_flat(sol.z)
+    score = jnp.where(held.nat, lax.cond(jnp.any(held.nat), jax.grad(loglik_flat),
+                                         jnp.zeros_like, theta), inf.score)
     return FitResult(
         params=params,
-        stderr=view.space.unravel_natural(view.fill(inf.stderr, jnp.nan)),
-        score=view.space.unravel_natural(view.fill(inf.score, _fixed_score(config, view, sol.z,
-                                                                           data, weights))),
+        stderr=view.unravel_natural(jnp.where(held.nat, jnp.nan, inf.stderr)),
+        score=view.unravel_natural(score),
         cov=inf.cov,
         fisher_info=inf.fisher_info,
         loglik=loglik,
@@ -201,42 +206,59 @@ def conclude(config: KernelConfig, data: Any, weights: jax.Array | None,
         nobs=nobs,
         stats=FitStats(sol.n_rejected, inf.info_eigvals, inf.singular, sol.z, sol.g),
         param_names=view.names,
-        method=method_name(config.method) if view.m else "none",
+        method=method_name(config.method),
         cov_type=config.cov_type,
         n_free=view.m,
         dtype=config.dtype,
-        fixed_names=view.fixed_names,
         n_groups=config.n_groups,
         kind="mle" if config.prior is None else "map",
     )
 
 
-def _fixed_score(config: KernelConfig, view: View, z: jax.Array, data: Any,
-                 weights: jax.Array | None) -> jax.Array | None:
-    """∂ℓ/∂θ at the fixed elements (the ingredient of a score test); None if none."""
-    if not config.holding.fixed:
-        return None
-    dtype = jnp.dtype(config.dtype)
-
-    def loglik_all(theta):
-        return _objective.total_loglik(config.loglik, view.space.unravel_natural(theta), data,
-                                       weights, dtype)[0]
-
-    return jax.grad(loglik_all)(view.natural_flat_all(z))[view.lay.fixed_nat]
-
-
-def _profile_point(config: KernelConfig, view: View, sol: _solvers.Solution, params: Any,
-                   nobs: jax.Array) -> FitResult:
-    """A profile point: the constrained maximum only (no inference is needed)."""
+def conclude_point(config: KernelConfig, inputs: Any, weights: jax.Array | None,
+                   final: _solvers.State) -> FitResult:
+    """:func:`conclude` without the inference (profile points need the maximum only): the
+    same pytree, NaN where the inference would be."""
+    view, dtype = View(config.space, inputs.held, config.constant), jnp.dtype(config.dtype)
+    sol = _solvers.solution(final)
+    params = view.to_natural(sol.z)
+    nobs = _objective.count_observations(config.loglik, params, inputs.data, weights, dtype)
     nan_tree = jax.tree_util.tree_map(lambda x: jnp.full_like(x, jnp.nan), params)
-    empty = jnp.zeros((0, 0), sol.z.dtype)
+    k, m = view.k, view.m
     return FitResult(
-        params=params, stderr=nan_tree, score=nan_tree, cov=empty, fisher_info=empty,
-        loglik=-sol.f, logpost=-sol.f, converged=sol.status == Status.SUCCESS,
-        status=sol.status, n_iter=sol.n_iter, grad_norm=jnp.max(jnp.abs(sol.g), initial=0.0),
-        nobs=nobs,
-        stats=FitStats(sol.n_rejected, jnp.zeros(0, sol.z.dtype), jnp.zeros(0, bool), sol.z, sol.g),
-        param_names=(), method=method_name(config.method), n_free=view.m, dtype=config.dtype)
+        params=params, stderr=nan_tree, score=nan_tree, cov=jnp.full((k, k), jnp.nan, dtype),
+        fisher_info=jnp.full((k, k), jnp.nan, dtype), loglik=-sol.f, logpost=-sol.f,
+        converged=sol.status == Status.SUCCESS, status=sol.status, n_iter=sol.n_iter,
+        grad_norm=jnp.max(jnp.abs(sol.g), initial=0.0), nobs=nobs,
+        stats=FitStats(sol.n_rejected, jnp.full(m, jnp.nan, dtype), jnp.zeros(k, bool), sol.z,
+                       sol.g),
+        param_names=view.names, method=method_name(config.method), cov_type=config.cov_type,
+        n_free=m, dtype=config.dtype, n_groups=config.n_groups,
+        kind="mle" if config.prior is None else "map")
+
+
+def free_rows(res: FitResult, lay: Layout, space: _space.ParamSpace) -> FitResult:
+    """The kernel's full-size result with the held parameters' rows taken out (host side;
+    a batch keeps its leading axis): the covariance, information, eigenvalues and
+    singular flags of the free parameters, their names and count."""
+    if lay.plain:
+        return res
+    free = lay.free_nat
+    dense = jax.Array if isinstance(res.cov, jax.Array) else np.ndarray
+
+    def rows(x, idx, matrix=False):
+        x = np.asarray(x)
+        out = x[..., idx[:, None], idx[None, :]] if matrix else x[..., idx]
+        return jnp.asarray(out) if dense is jax.Array else out
+
+    stats = res.stats._replace(
+        info_eigvals=rows(res.stats.info_eigvals, np.arange(lay.m_free)),
+        singular=rows(res.stats.singular, free))
+    return dataclasses.replace(
+        res, cov=rows(res.cov, free, True), fisher_info=rows(res.fisher_info, free, True),
+        stats=stats, param_names=tuple(space.names[i] for i in free), n_free=lay.m_free,
+        fixed_names=tuple(space.names[i] for i in lay.fixed_nat),
+        method=res.method if lay.m_free else "none")
 
 
 def fit_kernel(config: KernelConfig, data: Any, init_leaves: list[jax.Array],
@@ -246,11 +268,10 @@ def fit_kernel(config: KernelConfig, data: Any, init_leaves: list[jax.Array],
     ``fit_batch`` runs the same three pieces (``kernel_solver(...).init``, ``.step``
     and :func:`conclude`), with the loop over iterations written for the batch.
     """
-    inputs = unpack(data)
-    data = inputs._replace(data=_objective.mask_padding(inputs.data, weights))
-    solver = kernel_solver(config, data, weights, tol)
+    inputs = data._replace(data=_objective.mask_padding(data.data, weights))
+    solver = kernel_solver(config, inputs, weights, tol)
     final = _solvers.iterate(solver.step, solver.init(initial_z(config, init_leaves)), max_iter)
-    return conclude(config, data, weights, final)
+    return conclude(config, inputs, weights, final)
 
 
 @functools.lru_cache(maxsize=128)

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxmle.fitting.sharding as _sharding
+from jaxmle.core.held import spread
 from jaxmle.core.space import ParamSpace
 from jaxmle.core.typing import Status
 from jaxmle.fitting.batch import run_batch
@@ -30,15 +31,14 @@ from jaxmle.results.result import FitResult, StartsReport
 
 
 def draw_starts(space: ParamSpace, init_leaves: list[np.ndarray], n_starts: int, key: Any,
-                scale: float) -> tuple[list[np.ndarray], np.ndarray]:
-    """K starts (natural-space leaves with a leading axis K) and their z coordinates."""
+                scale: float, held: Any) -> np.ndarray:
+    """K starts in the unconstrained coordinates z (K, m); held coordinates stay at init."""
     z0 = space.to_unconstrained([jnp.asarray(x) for x in init_leaves])
     if key is None:
         key = jax.random.PRNGKey(0)
     noise = jax.random.normal(key, (n_starts - 1, z0.shape[0]), z0.dtype)
-    zs = jnp.concatenate([z0[None], z0 + scale * (1.0 + jnp.abs(z0)) * noise])
-    leaves = jax.vmap(space.natural_leaves)(zs)
-    return [np.asarray(x) for x in leaves], np.asarray(zs)
+    noise = jnp.where(held.z, 0.0, noise)
+    return np.asarray(jnp.concatenate([z0[None], z0 + scale * (1.0 + jnp.abs(z0)) * noise]))
 
 
 def same_optimum_tolerance(loglik: float) -> float:
@@ -51,9 +51,10 @@ def fit_multistart(config: KernelConfig, data: Any, init_leaves: list[np.ndarray
                    tol: np.ndarray, max_iter: np.ndarray, n_starts: int, key: Any,
                    scale: float) -> FitResult:
     """The best of ``n_starts`` fits, with the :class:`StartsReport` of all of them."""
-    leaves, zs = draw_starts(config.space, init_leaves, n_starts, key, scale)
+    zs = draw_starts(config.space, init_leaves, n_starts, key, scale, data.held)
     bc = BatchConfig(config, data_batched=False, weights_batched=False)
-    fits = run_batch(bc, data, leaves, weights, n_starts, tol, max_iter,
+    data = data._replace(held=spread(data.held, n_starts))
+    fits = run_batch(bc, data, zs, weights, n_starts, tol, max_iter,
                      chunk=resolve_chunk_size(n_starts, None, n_starts, _sharding.device_count()),
                      progress=False)
     loglik = np.asarray(fits.loglik)

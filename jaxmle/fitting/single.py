@@ -16,7 +16,7 @@ import numpy as np
 import jaxmle.core.objective as _objective
 import jaxmle.core.space as _space
 import jaxmle.fitting.data as _data
-from jaxmle.core.held import View, pack, prepare_held
+from jaxmle.core.held import Inputs, constant_leaves, layout, prepare_held
 from jaxmle.core.priors import prepare_priors
 from jaxmle.core.typing import LogLikFn, Status
 from jaxmle.fitting.kernel import (
@@ -26,6 +26,7 @@ from jaxmle.fitting.kernel import (
     compiled_kernel,
     constrained_leaves,
     float_dtype,
+    free_rows,
     prepare_init,
     resolve_method,
     resolve_tolerances,
@@ -65,17 +66,17 @@ def fit(
     internal = getattr(loglik, "jaxmle_checked", False)   # e.g. the random effects' marginal
     if not internal:
         _objective.check_loglik(loglik, jax.tree_util.tree_unflatten(treedef, init_leaves), data)
-    holding, fixed_values, codes, n_groups = prepare_held(loglik, data, space, init_leaves, fixed,
-                                                          cov_type, groups, dtype)
+    held, codes, n_groups = prepare_held(loglik, data, space, init_leaves, fixed, cov_type,
+                                         groups, dtype)
     _space.check_init(space, init_leaves)
-    view = View(space, holding)
-    method = resolve_method(method, view.m, prior)
+    lay = layout(space, held)
+    method = resolve_method(method, lay.m_free, prior)
     w = _data.prepare_weights(weights, dtype)
     tol, max_iter = resolve_tolerances(tol, max_iter, method, dtype)
-    config = KernelConfig(loglik, space, method, w is not None, dtype.name, holding, cov_type,
-                          n_groups, prior)
-    context = FitContext(config, data, w, fixed_values, codes, tol, max_iter, prior_values)
-    data = pack(data, fixed_values, codes, prior_values)
+    config = KernelConfig(loglik, space, method, w is not None, dtype.name, cov_type, n_groups,
+                          prior, constant_leaves(space, held))
+    context = FitContext(config, data, w, held, codes, tol, max_iter, prior_values)
+    data = Inputs(data, held, codes, prior_values)
     if n_starts != 1:
         if int(n_starts) != n_starts or n_starts < 1:
             raise ValueError(f"n_starts must be a positive integer, got {n_starts}")
@@ -93,7 +94,8 @@ def fit(
         if not isinstance(res.status, jax.core.Tracer) and int(res.status) == \
                 Status.NONFINITE_START and not np.isfinite(float(res.loglik)):
             check_start(config, data, init_leaves, w)
-    # labels are host-side (not part of the compiled program's key)
-    res = dataclasses.replace(res, context=context, priors=() if prior is None else prior.labels)
-    report(res, view.unc_names, constrained_leaves(space))
+    # the free rows and the labels are host-side (not part of the compiled program's key)
+    res = dataclasses.replace(free_rows(res, lay, space), context=context,
+                              priors=() if prior is None else prior.labels)
+    report(res, space.unc_names, constrained_leaves(space))
     return res

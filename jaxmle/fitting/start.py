@@ -15,7 +15,7 @@ import numpy as np
 
 import jaxmle.core.objective as _objective
 import jaxmle.core.params as _params
-from jaxmle.core.held import View, unpack
+from jaxmle.core.held import View
 from jaxmle.core.priors import log_prior
 from jaxmle.fitting.kernel import KernelConfig, initial_z
 
@@ -47,9 +47,8 @@ def start_program(config: KernelConfig) -> Callable:
     before the fit's own is compiled."""
     dtype = jnp.dtype(config.dtype)
 
-    def run(data, init_leaves, weights):
-        inputs = unpack(data)
-        view = View(config.space, config.holding, inputs)
+    def run(inputs, init_leaves, weights):
+        view = View(config.space, inputs.held, config.constant)
         params = view.to_natural(initial_z(config, init_leaves))
         terms = jnp.asarray(config.loglik(params, _objective.mask_padding(inputs.data, weights)))
         terms = terms.astype(dtype)

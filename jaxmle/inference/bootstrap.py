@@ -17,14 +17,14 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxmle.results.export as _export
-from jaxmle.core.held import pack
+from jaxmle.core.held import Inputs, layout, spread
 from jaxmle.core.params import element_names
 from jaxmle.core.stats import check_level
 from jaxmle.core.typing import STATUS_LABELS, Status
 from jaxmle.fitting.batch import mark_unfitted, run_batch
 from jaxmle.fitting.batch_inputs import prepare_batch_data, replace_datasets, resolve_chunk_size
 from jaxmle.fitting.batch_kernel import BatchConfig
-from jaxmle.fitting.kernel import context_of
+from jaxmle.fitting.kernel import context_of, free_rows
 from jaxmle.fitting.sharding import device_count
 from jaxmle.results.batch import BatchFitResult
 from jaxmle.results.result import FitResult, provides
@@ -150,12 +150,12 @@ def bootstrap(res: FitResult, simulate: Any, n: int = 2000, *, key: Any = None,
         data = replace_datasets(data, bad)
     config = dataclasses.replace(ctx.config, cov_type="observed", n_groups=0)
     bc = BatchConfig(config, data_batched=True, weights_batched=False)
-    dtype = np.dtype(config.dtype)
-    init = [np.broadcast_to(np.asarray(x, dtype), (n,) + np.shape(x))
-            for x in jax.tree_util.tree_leaves(res.params)]
+    z_hat = np.asarray(res.stats.z, np.dtype(config.dtype))   # every refit starts at the estimate
     chunk = resolve_chunk_size(chunk_size, data, n, device_count())
-    fits = run_batch(bc, pack(data, ctx.fixed, prior=ctx.prior), init, ctx.weights, n, ctx.tol, ctx.max_iter,
-                     chunk, progress)
+    fits = run_batch(bc, Inputs(data, spread(ctx.held, n), None, ctx.prior),
+                     np.broadcast_to(z_hat, (n,) + z_hat.shape), ctx.weights, n, ctx.tol,
+                     ctx.max_iter, chunk, progress)
+    fits = free_rows(fits, layout(config.space, ctx.held), config.space)
     if bad.any():
         fits = mark_unfitted(fits, bad)
     ok = np.asarray(fits.converged, bool)

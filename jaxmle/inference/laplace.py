@@ -27,45 +27,50 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxmle.core.solvers as _solvers
-from jaxmle.core.held import Inputs, View, unpack
+from jaxmle.core.held import Inputs, View, elementwise, layout
 from jaxmle.fitting.kernel import context_of
 from jaxmle.results.result import provides
 
 
 def log_abs_det_jacobian(view: View, z: jax.Array) -> jax.Array:
-    """log |det ∂θ/∂z| of the free coordinates (NumPyro's convention for a manifold leaf:
-    the density of its unconstrained coordinates, as in NumPyro's potential energy)."""
-    if view.plain:
-        import jaxmle.core.params as _params
+    """log |det ∂θ/∂z| over the free coordinates (NumPyro's convention for a manifold
+    leaf: the density of its unconstrained coordinates, as in NumPyro's potential
+    energy); held coordinates (fixed elements, wholly fixed leaves) contribute nothing."""
+    import jaxmle.core.params as _params
 
-        parts = _params.unravel(z, [l.unc_shape for l in view.space.leaves])
-        total = jnp.zeros((), z.dtype)
-        for leaf, u in zip(view.space.leaves, parts):
-            t = leaf.transform
-            total = total + jnp.sum(t.log_abs_det_jacobian(u, t(u)))
-        return total
-    if view.is_bijective:
-        return jnp.linalg.slogdet(jax.jacfwd(view.to_natural_flat)(z))[1]
-    raise ValueError("laplace() with fixed elements of a simplex or matrix parameter is not "
-                     "supported")
+    shapes = [l.unc_shape for l in view.space.leaves]
+    parts = _params.unravel(z, shapes)
+    held = _params.unravel(view.held.z, shapes)
+    total = jnp.zeros((), z.dtype)
+    for leaf, u, h in zip(view.space.leaves, parts, held):
+        t = leaf.transform
+        ladj = t.log_abs_det_jacobian(u, t(u))
+        if elementwise(leaf):
+            total = total + jnp.sum(jnp.where(h, 0.0, jnp.broadcast_to(ladj, u.shape)))
+        else:
+            total = total + jnp.where(jnp.any(h), 0.0, jnp.sum(ladj))
+    return total
 
 
 def _posterior_objective(config: Any, inputs: Inputs, weights: Any):
     """−log p(z | x): the fit's objective minus the log-Jacobian."""
     from jaxmle.fitting.kernel import kernel_objective
 
-    view = View(config.space, config.holding, inputs)
+    view = View(config.space, inputs.held, config.constant)
     neg_logpost = kernel_objective(config, view, inputs, weights)
     return view, lambda z: neg_logpost(z) - log_abs_det_jacobian(view, z)
 
 
-def _mode_and_curvature(config: Any, data: Any, weights: Any, z0: jax.Array, tol: jax.Array,
+def _mode_and_curvature(config: Any, inputs: Any, weights: Any, z0: jax.Array, tol: jax.Array,
                         max_iter: jax.Array):
-    inputs = unpack(data)
     view, objective = _posterior_objective(config, inputs, weights)
-    sol = _solvers.minimise("newton", objective, z0, tol, max_iter)  # f, H at its last z
-    chol = jnp.linalg.cholesky(0.5 * (sol.hess + sol.hess.T))
-    m = sol.z.shape[0]
+    held = inputs.held.z
+    sol = _solvers.minimise("newton", objective, z0, tol, max_iter, held)  # f, H at its last z
+    # the held coordinates' block is the identity: the factor is the free block's
+    hess = jnp.where(held[:, None] | held[None, :], jnp.eye(held.shape[0], dtype=sol.z.dtype),
+                     0.5 * (sol.hess + sol.hess.T))
+    chol = jnp.linalg.cholesky(hess)
+    m = jnp.sum(~held)
     log_evidence = -sol.f + 0.5 * m * math.log(2 * math.pi) - jnp.sum(jnp.log(jnp.diag(chol)))
     return sol, chol, log_evidence, view.to_natural(sol.z)
 
@@ -77,8 +82,8 @@ def _compiled(config: Any):
 
 @functools.lru_cache(maxsize=64)
 def _compiled_draws(config: Any):
-    def draws(data, z):
-        view = View(config.space, config.holding, unpack(data))
+    def draws(inputs, z):
+        view = View(config.space, inputs.held, config.constant)
         return jax.vmap(view.to_natural)(z)
 
     return jax.jit(draws)
@@ -108,6 +113,8 @@ class LaplaceApproximation:
     _missing_priors: tuple[str, ...]
     _config: Any = dataclasses.field(repr=False)
     _data: Any = dataclasses.field(repr=False)
+    _z_full: Any = dataclasses.field(repr=False, default=None)   # ẑ with the held coordinates
+    _free: Any = dataclasses.field(repr=False, default=None)     # the free coordinates in it
 
     @property
     def log_evidence(self) -> float:
@@ -129,7 +136,9 @@ class LaplaceApproximation:
         axis of length n."""
         eps = jax.random.normal(key, (int(n), self.z.shape[0]), dtype=self.z.dtype)
         z = self.z[None, :] + eps @ np.linalg.cholesky(self.cov_unconstrained).T
-        return _compiled_draws(self._config)(self._data, jnp.asarray(z))
+        full = np.repeat(self._z_full[None, :], z.shape[0], axis=0)
+        full[:, self._free] = z
+        return _compiled_draws(self._config)(self._data, jnp.asarray(full))
 
     def __repr__(self) -> str:
         ev = "n/a" if self._missing_priors else f"{self._log_evidence:.6g}"
@@ -150,9 +159,7 @@ def laplace(res: Any) -> LaplaceApproximation:
                          "has a kink at the mode, where no Gaussian approximation holds")
     if not bool(res.converged):
         raise ValueError(f"laplace() needs a converged fit (this one: {res.status_message})")
-    from jaxmle.core.held import pack
-
-    data = pack(ctx.data, ctx.fixed, None, ctx.prior)
+    data = Inputs(ctx.data, ctx.held, None, ctx.prior)
     sol, chol, log_ev, params = _compiled(config)(data, ctx.weights, jnp.asarray(res.stats.z),
                                                   ctx.tol, ctx.max_iter)
     chol = np.asarray(chol)
@@ -160,12 +167,19 @@ def laplace(res: Any) -> LaplaceApproximation:
         raise ValueError("the Hessian of the log posterior in the unconstrained coordinates is "
                          "not negative definite at its mode: no Laplace approximation (the "
                          "posterior is flat or improper in some direction)")
-    view = View(config.space, config.holding)
+    lay = layout(config.space, ctx.held)
+    free = lay.act_unc
     inv = np.linalg.inv(chol)
-    missing = tuple(l.name for l in view.lay.free_leaves
+    cov = (inv.T @ inv)[np.ix_(free, free)]
+    fixed = set(lay.fixed_nat.tolist())
+    starts = np.cumsum([0] + [l.size for l in config.space.leaves])
+    free_leaves = [l for l, n0 in zip(config.space.leaves, starts)
+                   if not fixed.issuperset(range(n0, n0 + l.size))]
+    missing = tuple(l.name for l in free_leaves
                     if config.prior.function is None and l.name not in config.prior.names)
+    z_full = np.asarray(sol.z)
     return LaplaceApproximation(
-        params=jax.device_get(params), z=np.asarray(sol.z), cov_unconstrained=inv.T @ inv,
-        unconstrained_names=view.unc_names,
+        params=jax.device_get(params), z=z_full[free], cov_unconstrained=cov,
+        unconstrained_names=tuple(config.space.unc_names[i] for i in free),
         converged=int(sol.status) == 0, _log_evidence=float(log_ev), _missing_priors=missing,
-        _config=config, _data=data)
+        _config=config, _data=data, _z_full=z_full, _free=free)

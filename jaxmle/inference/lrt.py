@@ -96,9 +96,9 @@ def _same_data(a: Any, b: Any) -> bool:
 
 def _fixed_values(res: FitResult) -> dict[str, float]:
     ctx = res.context
-    names = layout(ctx.config.space, ctx.config.holding.fixed).fixed_nat
-    values = [] if ctx.fixed is None else np.asarray(ctx.fixed).tolist()
-    return {ctx.config.space.names[i]: v for i, v in zip(names, values)}
+    idx = layout(ctx.config.space, ctx.held).fixed_nat
+    values = np.asarray(ctx.held.values)[idx].tolist()
+    return {ctx.config.space.names[i]: v for i, v in zip(idx, values)}
 
 
 def _check_nesting(restricted: FitResult, full: FitResult) -> tuple[str, tuple[str, ...]]:

@@ -14,18 +14,16 @@ import numpy as np
 
 import jaxmle.core.solvers as _solvers
 from jaxmle.core.held import (
-    Holding,
     Inputs,
-    ProfilePoint,
-    View,
     elementwise,
+    hold_coordinates,
     is_identity_transform,
     layout,
 )
 from jaxmle.core.stats import chi2_1_quantile
 from jaxmle.core.typing import Status
 from jaxmle.fitting.batch_kernel import BatchConfig, compiled_passes
-from jaxmle.fitting.kernel import context_of, resolve_method
+from jaxmle.fitting.kernel import context_of
 from jaxmle.results.result import FitResult
 
 _GTOL = 1e-7            # |√D − √c| at which a crossing is accepted (standard-error units)
@@ -43,7 +41,7 @@ class _Side:
 
     name: str
     side: int               # +1: u above û, −1: below
-    j: int                  # position among the active unconstrained coordinates
+    j: int                  # the unconstrained coordinate held
     s_u: float              # Wald SE of u
     inside: list            # [(x, g, z)] with D < c; x = side·(u − û) ≥ 0
     outside: tuple | None = None
@@ -55,7 +53,11 @@ class _Side:
 
 
 class _Problem:
-    """The fit being profiled: its compiled point program, data and coordinates."""
+    """The fit being profiled: its compiled point program, data and coordinates.
+
+    The points run the batch program that multi-start and the bootstrap of this
+    problem run (one shared dataset): the profiled coordinate is one more held
+    coordinate (data), and ``infer=False`` skips the inference at each point."""
 
     def __init__(self, res: FitResult, n_slots: int):
         ctx = context_of(res, "the profile likelihood")
@@ -68,12 +70,9 @@ class _Problem:
                              "log posterior has kinks; use the Wald intervals of the non-zero "
                              "coefficients or res.bootstrap")
         self.res, self.ctx, self.space = res, ctx, config.space
-        self.lay = layout(config.space, config.holding.fixed)
-        holding = Holding(config.holding.fixed, profiled=True)
-        method = resolve_method(config.method, View(config.space, holding).m)
-        self.config = dataclasses.replace(config, holding=holding, method=method,
-                                          cov_type="observed", n_groups=0)
-        self.begin, self.advance = compiled_passes(BatchConfig(self.config, False, False))
+        self.lay = layout(config.space, ctx.held)
+        self.config = config
+        self.begin, self.advance = compiled_passes(BatchConfig(config, False, False))
         self.data = jax.device_put(ctx.data)
         self.weights = ctx.weights
         self.n_slots = n_slots
@@ -100,7 +99,7 @@ class _Problem:
             raise ValueError(f"cannot profile {name!r}: the constraint {leaf.constraint!r} of "
                              f"'{leaf.name}' ties its elements together (profiles are for "
                              "parameters with elementwise constraints)")
-        return int(np.nonzero(self.lay.act_nat == nat)[0][0]), leaf, nat - n0
+        return int(self.lay.act_unc[np.nonzero(self.lay.act_nat == nat)[0][0]]), leaf, nat - n0
 
     def natural(self, leaf, elem: int, u: np.ndarray) -> np.ndarray:
         """θ of one element at unconstrained values u (elementwise transform)."""
@@ -120,21 +119,23 @@ class _Problem:
         return float((hi - lo) / (2 * h))
 
     def start(self, j: int) -> np.ndarray:
-        return np.delete(self.z_hat, j)
+        return self.z_hat
 
     def evaluate(self, js: list[int], us: list[float], zs: list[np.ndarray]):
         """Re-fits at the points (padded to the program's batch size): ℓ_p, status, z."""
         n = len(js)
         pad = self.n_slots - n
-        js = np.asarray(js + [js[0]] * pad, np.int32)
+        js = np.asarray(js + [js[0]] * pad, np.int64)
         us = np.asarray(us + [us[0]] * pad, self.dtype)
         z0 = np.stack(zs + [zs[0]] * pad).astype(self.dtype)
-        inputs = Inputs(self.data, self.ctx.fixed, None, ProfilePoint(js, us), self.ctx.prior)
+        z0[np.arange(len(js)), js] = us
+        inputs = Inputs(self.data, hold_coordinates(self.ctx.held, js), self.ctx.groups,
+                        self.ctx.prior)
         tol, max_iter = self.ctx.tol, self.ctx.max_iter
-        state = self.begin(inputs, [z0], self.weights, tol)
+        state = self.begin(inputs, z0, self.weights, tol)
         out = self.advance(inputs, self.weights, state, tol, max_iter, np.int32(0),
-                           _solvers.UNLIMITED)
-        ll, status, z = jax.device_get((out.result.loglik, out.result.status,
+                           _solvers.UNLIMITED, np.bool_(False))
+        ll, status, z = jax.device_get((out.result.logpost, out.result.status,
                                         out.result.stats.z))
         return np.asarray(ll, float)[:n], np.asarray(status)[:n], np.asarray(z)[:n]
 

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmle.core.held import View, pack, unpack
+from jaxmle.core.held import Inputs, View, layout
 from jaxmle.core.params import all_flat_names, flat_values
 from jaxmle.core.typing import user_stacklevel
 from jaxmle.results.result import FitResult
@@ -30,28 +30,29 @@ class BoundaryWarning(UserWarning):
 
 @functools.lru_cache(maxsize=64)
 def _values_kernel(config) -> Callable:
-    """(z's, packed data) ↦ L(θ(z)) for each row of z's (free unconstrained coordinates)."""
+    """(z's, inputs) ↦ L(θ(z)) for each row of z's (unconstrained coordinates)."""
 
-    def run(zs, packed):
-        inputs = unpack(packed)
-        view = View(config.space, config.holding, inputs)
+    def run(zs, inputs):
+        view = View(config.space, inputs.held, config.constant)
         return jax.vmap(lambda z: config.loglik(view.to_natural(z), inputs.data))(zs)
 
     return jax.jit(run)
 
 
-def _candidates(view: View) -> list[tuple[int, int, Any]]:
-    """(free coordinate, natural index, leaf) of each elementwise constrained element."""
+def _candidates(space: Any, held: Any) -> list[tuple[int, int, Any]]:
+    """(unconstrained coordinate, natural index, leaf) of each free elementwise constrained
+    element."""
     from jaxmle.core.held import elementwise, is_identity_transform
 
-    starts = np.cumsum([0] + [l.size for l in view.space.leaves])
+    lay = layout(space, held)
+    starts = np.cumsum([0] + [l.size for l in space.leaves])
     out = []
-    for j, nat in enumerate(view.lay.act_nat):
+    for j, nat in zip(lay.act_unc, lay.act_nat):
         if nat < 0:
             continue
-        leaf = view.space.leaves[int(np.searchsorted(starts, nat, side="right")) - 1]
+        leaf = space.leaves[int(np.searchsorted(starts, nat, side="right")) - 1]
         if elementwise(leaf) and not is_identity_transform(leaf):
-            out.append((j, int(nat), leaf))
+            out.append((int(j), int(nat), leaf))
     return out
 
 
@@ -66,8 +67,7 @@ def _boundary(res: FitResult) -> tuple[FitResult, tuple[str, ...]]:
     meaningless), with a :class:`BoundaryWarning`.
     """
     cfg = res.context.config
-    view = View(cfg.space, cfg.holding)
-    cands = [c for c in _candidates(view) if _near_edge(res, c)]
+    cands = [c for c in _candidates(cfg.space, res.context.held) if _near_edge(res, c)]
     if not cands or not bool(res.converged):
         return res, ()
     z = np.asarray(res.stats.z)
@@ -75,7 +75,7 @@ def _boundary(res: FitResult) -> tuple[FitResult, tuple[str, ...]]:
     zs = np.repeat(z[None], 2 * len(cands), axis=0)
     for r, (j, _, _) in enumerate(np.repeat(cands, 2, axis=0)):
         zs[r, j] += steps[r]
-    packed = pack(res.context.data, res.context.fixed, prior=res.context.prior)
+    packed = Inputs(res.context.data, res.context.held, None, res.context.prior)
     values = np.asarray(_values_kernel(cfg)(jnp.asarray(zs), packed)).reshape(len(cands), 2)
     flat_all = res.flat_params_all()
     cov = np.array(res.cov)

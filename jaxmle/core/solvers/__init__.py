@@ -34,6 +34,7 @@ from jax import lax
 
 from jaxmle.core.solvers.dense import (
     NEWTON,
+    DenseModel,
     Eigen,
     Factor,
     eigen,
@@ -43,7 +44,7 @@ from jaxmle.core.solvers.dense import (
     null_threshold,
     value_grad_hessian,
 )
-from jaxmle.core.solvers.newton import NewtonState, small_change
+from jaxmle.core.solvers.newton import DampedNewton, NewtonState, Rules, small_change
 from jaxmle.core.typing import Status
 
 # the dense Newton's linear algebra is re-exported: the inference uses the same factors
@@ -96,12 +97,14 @@ def _optax_init(opt, fun: Objective, z0: jax.Array, tol: jax.Array) -> OptaxStat
 
 
 def _optax_step(opt, fun: Objective, s: OptaxState, tol: jax.Array,
-                objective_test: bool) -> OptaxState:
+                objective_test: bool, held: jax.Array | None = None) -> OptaxState:
     """One optax update. f and g at the new point come from the optimiser's state
     when it keeps them (L-BFGS's line search), else from one value-and-grad call.
     The objective-change test is used only with a line search: a first-order
     method with a fixed learning rate can change f very little far from the optimum."""
     updates, opt_state = opt.update(s.g, s.opt_state, s.z, value=s.f, grad=s.g, value_fn=fun)
+    if held is not None:   # their gradient is 0, so this only guards against rounding
+        updates = jnp.where(held, 0.0, updates)
     z = s.z + updates
     f, g = _value_and_grad_at(fun, z, opt_state)
     finite = jnp.isfinite(f) & jnp.all(jnp.isfinite(g))
@@ -130,7 +133,7 @@ def _value_and_grad_at(fun: Objective, z: jax.Array, opt_state: Any):
 # --------------------------------------------------------------------------- driver
 
 
-def kink_jitter(z: jax.Array) -> jax.Array:
+def kink_jitter(z: jax.Array, held: jax.Array | None = None) -> jax.Array:
     """A deterministic offset of 1000·ε·(1 + |z|) (2e-13 relative in float64).
 
     Library log-densities are often written with max/abs/clip whose derivative at
@@ -141,7 +144,8 @@ def kink_jitter(z: jax.Array) -> jax.Array:
     """
     eps = jnp.finfo(z.dtype).eps
     direction = jnp.sin(1.0 + 2.399963 * jnp.arange(z.shape[0], dtype=z.dtype))
-    return 1000 * eps * (1.0 + jnp.abs(z)) * direction
+    jitter = 1000 * eps * (1.0 + jnp.abs(z)) * direction
+    return jitter if held is None else jnp.where(held, 0.0, jitter)   # held ones stay exact
 
 
 class Solution(NamedTuple):
@@ -181,19 +185,23 @@ class Solver(NamedTuple):
     terminate: Callable[[State, jax.Array], jax.Array] = terminate
 
 
-def newton_solver(newton: Any, fun: Objective, tol: jax.Array) -> Solver:
+def newton_solver(newton: Any, fun: Objective, tol: jax.Array,
+                  held: jax.Array | None = None) -> Solver:
     """The init/step pair of a :class:`jaxmle.core.solvers.newton.DampedNewton` minimising ``fun``."""
-    return Solver(lambda z0: newton.init(fun, z0 + kink_jitter(z0), tol),
+    return Solver(lambda z0: newton.init(fun, z0 + kink_jitter(z0, held), tol),
                   lambda s: newton.step(fun, s, tol))
 
 
-def make_solver(method: Any, fun: Objective, tol: jax.Array) -> Solver:
-    """The init/step pair minimising ``fun`` with ``method``."""
+def make_solver(method: Any, fun: Objective, tol: jax.Array,
+                held: jax.Array | None = None) -> Solver:
+    """The init/step pair minimising ``fun`` with ``method``; ``held`` (a mask over z):
+    coordinates that stay at their start (``fun`` has zero gradient there)."""
     if method == "newton":
-        return newton_solver(NEWTON, fun, tol)
+        return newton_solver(NEWTON if held is None else DampedNewton(DenseModel(held), Rules()),
+                             fun, tol, held)
     opt = _with_extra_args(optax_transformation(method))
-    return Solver(lambda z0: _optax_init(opt, fun, z0 + kink_jitter(z0), tol),
-                  lambda s: _optax_step(opt, fun, s, tol, objective_test=method == "lbfgs"))
+    return Solver(lambda z0: _optax_init(opt, fun, z0 + kink_jitter(z0, held), tol),
+                  lambda s: _optax_step(opt, fun, s, tol, method == "lbfgs", held))
 
 
 UNLIMITED = np.int32(np.iinfo(np.int32).max)
@@ -218,9 +226,9 @@ def solution(final: State) -> Solution:
 
 
 def minimise(method: Any, fun: Objective, z0: jax.Array, tol: jax.Array,
-             max_iter: jax.Array) -> Solution:
-    """Minimise ``fun`` from ``z0`` in one ``lax.while_loop``."""
-    solver = make_solver(method, fun, tol)
+             max_iter: jax.Array, held: jax.Array | None = None) -> Solution:
+    """Minimise ``fun`` from ``z0`` in one ``lax.while_loop`` (``held``: see :func:`make_solver`)."""
+    solver = make_solver(method, fun, tol, held)
     return solution(iterate(solver.step, solver.init(z0), max_iter))
 
 

@@ -54,10 +54,35 @@ def _scaled(hess: jax.Array) -> tuple[jax.Array, jax.Array]:
     return jnp.where(jnp.all(jnp.isfinite(hs)), hs, jnp.eye(hs.shape[0], dtype=hs.dtype)), scale
 
 
-def eigen(hess: jax.Array) -> Eigen:
+def eigen(hess: jax.Array, held: jax.Array | None = None) -> Eigen:
+    """The eigen-decomposition of the scaled H; with ``held`` (a mask over z), of the free
+    block only: the held coordinates get eigenvalues above every free one (Gershgorin),
+    so they are the last ``n_held`` and their vectors are the held unit vectors; those
+    values are then reported as the largest free one, so thresholds relative to λ_max
+    (:func:`null_threshold`) are the free block's and the held ones are never "null"."""
     hs, scale = _scaled(hess)
-    values, vectors = jnp.linalg.eigh(hs)
+    if held is None:
+        values, vectors = jnp.linalg.eigh(hs)
+        return Eigen(values, vectors, scale)
+    hs = jnp.where(held[:, None] | held[None, :], 0.0, hs)
+    top = 2.0 * jnp.max(jnp.sum(jnp.abs(hs), axis=1), initial=0.0) + 1.0
+    values, vectors = jnp.linalg.eigh(hs + jnp.diag(jnp.where(held, top, 0.0)))
+    n_free = jnp.sum(~held)
+    lam_max = jnp.where(n_free > 0, values[jnp.maximum(n_free - 1, 0)], 1.0)
+    values = jnp.where(jnp.arange(values.shape[0]) >= n_free, lam_max, values)
     return Eigen(values, vectors, scale)
+
+
+def hold_rows(hess: jax.Array, held: jax.Array | None) -> jax.Array:
+    """H with the held coordinates' rows and columns replaced by d·I, d the largest free
+    |H_ii|: their Newton step is 0 and, scaled, they are a unit block that leaves the
+    free coordinates' scaling, damping and Cholesky/eigen choice as they were."""
+    if held is None:
+        return hess
+    diag = jnp.where(held, 0.0, jnp.abs(jnp.diag(hess)))
+    d = jnp.max(jnp.where(jnp.isfinite(diag), diag, 0.0), initial=0.0)
+    eye = jnp.eye(hess.shape[0], dtype=hess.dtype) * jnp.where(d > 0, d, 1.0)
+    return jnp.where(held[:, None] | held[None, :], eye, hess)
 
 
 class Factor(NamedTuple):
@@ -193,16 +218,22 @@ def identity_factor(m: int, dtype) -> Factor:
 
 
 class DenseModel(NamedTuple):
-    """The plain Newton's step model (see the module docstring); no data of its own."""
+    """The plain Newton's step model (see the module docstring). ``held``: a mask over z
+    of coordinates that do not move (their gradient is 0; :func:`hold_rows`)."""
+
+    held: jax.Array | None = None
 
     def initial(self, z0):
         return jnp.eye(z0.shape[0], dtype=z0.dtype), identity_factor(z0.shape[0], z0.dtype)
 
     def evaluate(self, fun, z):
-        return value_grad_hessian(fun, z)
+        f, g, h = value_grad_hessian(fun, z)
+        return f, g, hold_rows(h, self.held)
 
     def propose(self, s: NewtonState) -> Proposal:
         direction, used = newton_direction(s.g, s.model, s.damping)
+        if self.held is not None:
+            direction = jnp.where(self.held, 0.0, direction)
         direction, capped = cap_indefinite_step(direction, s.z, s.model, s.reach)
         step = s.alpha * direction
         slope = s.g @ direction
@@ -216,7 +247,11 @@ class DenseModel(NamedTuple):
         return Measure(newton_decrement_sq(s.g, fac), jnp.asarray(True))
 
     def valid(self, s: NewtonState) -> jax.Array:
-        return ~plateau(s.f, s.z, s.hess)
+        if self.held is None:
+            return ~plateau(s.f, s.z, s.hess)
+        # nothing free (a profile point of a one-parameter fit): the start is the answer
+        hess = jnp.where(self.held[:, None], 0.0, s.hess)
+        return ~(plateau(s.f, s.z, hess) & jnp.any(~self.held))
 
 
 NEWTON = DampedNewton(DenseModel(), Rules())

@@ -37,7 +37,7 @@ from jax import lax
 
 from jaxmle.core.priors import l1_penalty
 from jaxmle.core.solvers import Solver, newton_solver
-from jaxmle.core.solvers.dense import eigen, value_grad_hessian
+from jaxmle.core.solvers.dense import eigen, hold_rows, value_grad_hessian
 from jaxmle.core.solvers.newton import DampedNewton, Measure, NewtonState, Proposal, Rules
 
 SWEEPS = 25
@@ -106,17 +106,19 @@ class Step(NamedTuple):
 
 
 class ProxModel(NamedTuple):
-    """The proximal step model: λ and m of the penalty, per coordinate of z."""
+    """The proximal step model: λ and m of the penalty, per coordinate of z (``held``: a
+    mask over z of coordinates that do not move, with λ = 0 there)."""
 
     lam: jax.Array
     loc: jax.Array
+    held: jax.Array | None = None
 
     def initial(self, z0):
         return jnp.eye(z0.shape[0], dtype=z0.dtype), Step(z0, jnp.zeros((), z0.dtype))
 
     def evaluate(self, fun, z):
         f, g, h = value_grad_hessian(fun, z)
-        return f + penalty(z, self.lam, self.loc), g, h
+        return f + penalty(z, self.lam, self.loc), g, hold_rows(h, self.held)
 
     def propose(self, s: NewtonState) -> Proposal:
         d = s.model.w - s.z
@@ -148,24 +150,30 @@ def composite_gradient(g: jax.Array, z: jax.Array, lam: jax.Array, loc: jax.Arra
     return jnp.where(at_kink, kink, smooth)
 
 
-def make_prox_solver(fun: Callable, lam: jax.Array, loc: jax.Array, tol: jax.Array) -> Solver:
+def make_prox_solver(fun: Callable, lam: jax.Array, loc: jax.Array, tol: jax.Array,
+                     held: jax.Array | None = None) -> Solver:
     """The ``Solver`` (init/step) of proximal Newton; ``lam``/``loc`` per coordinate of z.
     It starts a hair off the kinks too (``kink_jitter``), but exactly on none of them."""
-    return newton_solver(DampedNewton(ProxModel(lam, loc), RULES), fun, tol)
+    return newton_solver(DampedNewton(ProxModel(lam, loc, held), RULES), fun, tol, held)
 
 
 # --------------------------------------------------------------------------- kernel glue
 
 
 def l1_weights(config: Any, view: Any, inputs: Any) -> tuple[jax.Array, jax.Array]:
-    """λ and m of the L1 penalties Σ λ_j |z_j − m_j|, per free coordinate of z (the
-    penalised leaves are unconstrained, so z_j = θ_j there)."""
+    """λ and m of the L1 penalties Σ λ_j |z_j − m_j|, per coordinate of z (the penalised
+    leaves are unconstrained, so z_j = θ_j there; none on held coordinates)."""
     dtype = jnp.dtype(config.dtype)
-    lam, loc = l1_penalty(config.prior, inputs.prior, [l.shape for l in config.space.leaves],
-                          dtype)
-    nat = np.asarray(view.lay.act_nat)
-    has = nat >= 0
-    idx = np.where(has, nat, 0)
+    space = config.space
+    lam, loc = l1_penalty(config.prior, inputs.prior, [l.shape for l in space.leaves], dtype)
+    nat = np.full(space.m, -1, np.int64)   # the natural element of each z (elementwise leaves)
+    n0 = u0 = 0
+    for leaf in space.leaves:
+        if getattr(leaf.constraint, "event_dim", 0) == 0 and leaf.unc_shape == leaf.shape:
+            nat[u0:u0 + leaf.size] = np.arange(n0, n0 + leaf.size)
+        n0, u0 = n0 + leaf.size, u0 + leaf.unc_size
+    has = (nat >= 0) & ~inputs.held.z
+    idx = np.where(nat >= 0, nat, 0)
     return jnp.where(has, lam[idx], 0.0), jnp.where(has, loc[idx], 0.0)
 
 
