@@ -44,16 +44,14 @@ def distfit_to_dict(f: Any, level: float = 0.95) -> dict[str, Any]:
     res = f.result
     return jsonable({
         "distribution": f.name, "numpyro_class": f.distribution.__name__, "kind": "mle",
-        "method": (res.method if res is not None else
-                   "closed form" if f.n_free else "none"),
+        "method": (res.method if f._optimised else "closed form" if f.n_free else "none"),
         "params": f.params, "stderr": f.stderr, "fixed": f.fixed,
         "estimated": list(f.estimated), "param_names": list(f.param_names), "level": level,
         "estimates": _by_name(_distfit_rows(f, level)), "cov": f.cov,
         "loglik": f.loglik, "aic": f.aic, "bic": f.bic, "nobs": f.nobs,
         "n_params": f.n_free, "n_free": f.n_free, "converged": bool(f.converged), "n_iter": int(f.n_iter),
-        "status": int(res.status) if res is not None else 0,
-        "status_label": _status_label(res.status if res is not None else 0),
-        "grad_norm": res.grad_norm if res is not None else None,
+        "status": int(res.status), "status_label": _status_label(res.status),
+        "grad_norm": res.grad_norm if f._optimised else None,
         "notes": list(f.notes), "versions": versions()})
 
 

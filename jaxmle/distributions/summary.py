@@ -33,7 +33,7 @@ def _rows(fit, level: float) -> list[dict]:
 def _header(fit) -> tuple:
     res = fit.result
     converged = "yes" if fit.converged else f"NO: {res.status_message}"
-    method = (f"maximum likelihood ({res.method})" if res is not None
+    method = (f"maximum likelihood ({res.method})" if fit._optimised
               else "closed form" if fit.n_free else "none: every parameter is fixed")
     return (
         ("Distribution", fit.name),
@@ -45,7 +45,7 @@ def _header(fit) -> tuple:
         ("Estimated params", f"{fit.n_free}"),
         ("Converged", converged),
         ("Iterations", f"{fit.n_iter}"),
-        ("|gradient|", f"{float(res.grad_norm):.2e}" if res is not None else "-"),
+        ("|gradient|", f"{float(res.grad_norm):.2e}" if fit._optimised else "-"),
     )
 
 
@@ -62,12 +62,12 @@ def distribution_summary(fit, level: float = 0.95) -> Summary:
     """The :class:`Summary` table of a distribution fit."""
     check_level(level)
     notes = list(fit.notes) + _fixed_notes(fit)
-    if fit.result is not None:
-        notes.extend(_notes(fit.result))
-    res = fit.result
-    stats = (("distribution", fit.name), ("method", res.method if res is not None else None),
+    res, optimised = fit.result, fit._optimised
+    if optimised:  # the optimiser's notes (multi-start, singular information, float32)
+        notes.extend(_notes(res))
+    stats = (("distribution", fit.name), ("method", res.method if optimised else None),
              ("loglik", fit.loglik), ("aic", fit.aic), ("bic", fit.bic), ("nobs", fit.nobs),
              ("n_params", fit.n_free), ("converged", fit.converged), ("n_iter", fit.n_iter),
-             ("grad_norm", float(res.grad_norm) if res is not None else None))
+             ("grad_norm", float(res.grad_norm) if optimised else None))
     return Summary(f"jaxmle fit results: {fit.name}", _header(fit), tuple(_rows(fit, level)),
                    level, tuple(notes), stats)
