@@ -29,7 +29,7 @@ import jaxmle.core.solvers as _solvers
 import jaxmle.core.space as _space
 import jaxmle.fitting.data as _data
 from jaxmle.core.covariance import flat_direction, observed_inference, score_outer_product
-from jaxmle.core.held import Layout, View
+from jaxmle.core.held import Inputs, Layout, View, nothing_held
 from jaxmle.core.priors import PriorSpec, log_prior
 from jaxmle.core.typing import Status
 from jaxmle.results.result import FitResult, FitStats
@@ -265,9 +265,13 @@ def fit_kernel(config: KernelConfig, data: Any, init_leaves: list[jax.Array],
                weights: jax.Array | None, tol: jax.Array, max_iter: jax.Array) -> FitResult:
     """The pure fit: minimise −ℓ(θ(z)) and compute the inference at the optimum.
 
-    ``fit_batch`` runs the same three pieces (``kernel_solver(...).init``, ``.step``
+    ``data``: the user's data, or :class:`~jaxmle.core.held.Inputs` (with what is held,
+    cluster codes, the priors' parameters). The result is full-size (see
+    :func:`free_rows`). ``fit_batch`` runs the same three pieces (``kernel_solver(...).init``, ``.step``
     and :func:`conclude`), with the loop over iterations written for the batch.
     """
+    if not isinstance(data, Inputs):   # the user's data alone: nothing held
+        data = Inputs(data, nothing_held(config.space, np.dtype(config.dtype)))
     inputs = data._replace(data=_objective.mask_padding(data.data, weights))
     solver = kernel_solver(config, inputs, weights, tol)
     final = _solvers.iterate(solver.step, solver.init(initial_z(config, init_leaves)), max_iter)

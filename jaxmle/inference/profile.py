@@ -5,11 +5,11 @@ parameters with θⱼ = t, and the profile interval at ``level`` is
 
     {t : D(t) = 2(ℓ̂ − ℓ_p(t)) ≤ c},    c = χ²₁(level) = z²_{(1+level)/2}.
 
-Each profile point is a re-fit with θⱼ held (:class:`~jaxmle.core.held.Holding`
-with ``profiled=True``): the held coordinate's position and value are traced
-inputs, so one compiled program (the ``fit_batch`` kernel, vmapped over points)
-serves every point of every parameter, and each point starts from the solution
-at its neighbour. The search runs in the unconstrained coordinate u of θⱼ (so
+Each profile point is a re-fit with θⱼ held (one more held coordinate in the
+:class:`~jaxmle.core.held.Held` mask): which coordinate and its value are traced
+inputs, so one compiled program (the batch program that multi-start of the same
+problem runs, without the inference at each point) serves every point of every
+parameter, and each point starts from the solution at its neighbour. The search runs in the unconstrained coordinate u of θⱼ (so
 every trial value is admissible and a boundary such as σ = 0 lies at u = −∞),
 on the signed root g(u) = √D(u), which is close to linear in u:
 
