@@ -99,11 +99,12 @@ def _finish(bc: BatchConfig, data: Any, data_axis, weights: Any, state: Any,
             max_iter: jax.Array, infer: jax.Array) -> PassOutput:
     """Every member's result: with the inference, or (``infer`` False: profile points)
     only the maximum."""
-    axes = (data_axis, _axis(bc.weights_batched), 0)
+    axes = (data_axis, _axis(bc.weights_batched), 0, None)
+    any_fixed = jnp.any(data.held.nat)   # one flag for the batch: a real branch under vmap
 
     def run(how):
         return lambda: jax.vmap(functools.partial(how, bc.kernel), in_axes=axes)(
-            data, weights, state)
+            data, weights, state, any_fixed)
 
     result = lax.cond(infer, run(conclude), run(conclude_point))
     return PassOutput(result, state, _solvers.is_active(state, max_iter))

@@ -140,9 +140,11 @@ def kernel_solver(config: KernelConfig, inputs: Any, weights: jax.Array | None,
 
 
 def conclude(config: KernelConfig, inputs: Any, weights: jax.Array | None,
-             final: _solvers.State) -> FitResult:
+             final: _solvers.State, any_fixed: jax.Array | None = None) -> FitResult:
     """The inference at the solver's final state, as a full-size :class:`FitResult` (every
-    parameter; :func:`free_rows` takes out the held ones on the host)."""
+    parameter; :func:`free_rows` takes out the held ones on the host). ``any_fixed``:
+    whether the fixed elements' scores are needed (a batch passes one flag for all its
+    members, so that under ``vmap`` the gradient is skipped, not computed and dropped)."""
     held = inputs.held
     view, dtype = View(config.space, held, config.constant), jnp.dtype(config.dtype)
     data = inputs.data
@@ -189,8 +191,9 @@ def conclude(config: KernelConfig, inputs: Any, weights: jax.Array | None,
         status = jnp.where(flat, Status.FLAT, sol.status).astype(jnp.int32)
     # ∂ℓ/∂θ at the fixed elements (the ingredient of a score test): only when there are any
     theta = view.to_natural_flat(sol.z)
-    score = jnp.where(held.nat, lax.cond(jnp.any(held.nat), jax.grad(loglik_flat),
-                                         jnp.zeros_like, theta), inf.score)
+    any_fixed = jnp.any(held.nat) if any_fixed is None else any_fixed
+    score = jnp.where(held.nat, lax.cond(any_fixed, jax.grad(loglik_flat), jnp.zeros_like, theta),
+                      inf.score)
     return FitResult(
         params=params,
         stderr=view.unravel_natural(jnp.where(held.nat, jnp.nan, inf.stderr)),
@@ -216,7 +219,7 @@ def conclude(config: KernelConfig, inputs: Any, weights: jax.Array | None,
 
 
 def conclude_point(config: KernelConfig, inputs: Any, weights: jax.Array | None,
-                   final: _solvers.State) -> FitResult:
+                   final: _solvers.State, any_fixed: Any = None) -> FitResult:
     """:func:`conclude` without the inference (profile points need the maximum only): the
     same pytree, NaN where the inference would be."""
     view, dtype = View(config.space, inputs.held, config.constant), jnp.dtype(config.dtype)
