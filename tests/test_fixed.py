@@ -198,17 +198,23 @@ def counted_normal(p, x):
 
 def test_what_is_held_is_data_so_fixed_profiles_and_multistart_share_programs():
     """Which parameters are fixed (and the profiled one) is traced data: a fit with any
-    ``fixed=`` reuses the plain fit's program, and the profiles of every parameter, of
+    ``fixed=`` reuses the plain fit's program (plus, once per problem, the small program
+    of the fixed elements' scores), and the profiles of every parameter, of
     fits with different fixed sets, and multi-start (2 starts, the profile's batch size)
     share one batch program."""
     import jaxmle.fitting.batch_kernel as _batch_kernel
     import jaxmle.fitting.kernel as _kernel
 
     plain = jm.fit(counted_normal, X, INIT, constraints=POS)
-    traces, misses = TRACED["n"], _kernel.compiled_kernel.cache_info().misses
+    misses = _kernel.compiled_kernel.cache_info().misses
+    # the fit's program; only the fixed elements' score (a small gradient program) compiles
     fix_sigma = jm.fit(counted_normal, X, INIT, constraints=POS, fixed={"sigma": 2.0})
+    traces = TRACED["n"]
     fix_mu = jm.fit(counted_normal, X, INIT, constraints=POS, fixed={"mu": 0.5})
     assert TRACED["n"] == traces and _kernel.compiled_kernel.cache_info().misses == misses
+    n, mu = X.size, X.mean()
+    assert_allclose(float(fix_sigma.score["sigma"]), -n / 2.0 + np.sum((X - mu) ** 2) / 8.0,
+                    rtol=1e-9)
     assert fix_sigma.param_names == ("mu",) and fix_mu.param_names == ("sigma",)
     assert fix_sigma.fixed_names == ("sigma",) and fix_sigma.cov.shape == (1, 1)
     assert_allclose(float(fix_sigma.params["mu"]), X.mean(), rtol=1e-10)

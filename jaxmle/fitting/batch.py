@@ -17,7 +17,6 @@ result is the same.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import warnings
 from typing import Any, Mapping
 
@@ -48,15 +47,14 @@ from jaxmle.fitting.batch_inputs import (
     replace_datasets,
     resolve_chunk_size,
 )
-from jaxmle.fitting.batch_kernel import BatchConfig, PassOutput, compiled_passes
+from jaxmle.fitting.batch_kernel import BatchConfig, PassOutput, compiled_passes, initial_z_program
+from jaxmle.fitting.free_rows import free_rows, with_fixed_scores
 from jaxmle.fitting.kernel import (
     FitContext,
     KernelConfig,
     _check_options,
     batched_context,
     float_dtype,
-    free_rows,
-    initial_z,
     resolve_method,
     resolve_tolerances,
 )
@@ -119,6 +117,8 @@ def fit_batch(
     _start.COMPILED.add(key)
     if bad_data.any():
         fits = mark_unfitted(fits, bad_data)
+    fits = with_fixed_scores(fits, bc.kernel, packed, w, lay,
+                             (Inputs(0, 0, None, None), 0 if weights_batched else None, 0))
     fits = dataclasses.replace(free_rows(fits, lay, space), context=context,
                                priors=() if prior is None else prior.labels)
     report_batch(fits, space.unc_names, bad_data)
@@ -186,12 +186,6 @@ def run_batch(bc: BatchConfig, data: Inputs, init: Any, weights: Any,
                               stop_at, limit, infer)
                 _store(out, index[idx[:n_valid]], n_valid, fits, pending, bar)
     return fits
-
-
-@functools.lru_cache(maxsize=64)
-def initial_z_program(config: KernelConfig) -> Any:
-    """Natural init leaves (leading batch axis) → unconstrained starts (B, m)."""
-    return jax.jit(jax.vmap(functools.partial(initial_z, config)))
 
 
 def _stop_at(size: int) -> int:

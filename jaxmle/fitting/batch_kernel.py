@@ -33,7 +33,7 @@ from jax import lax
 import jaxmle.core.objective as _objective
 import jaxmle.core.solvers as _solvers
 from jaxmle.core.held import Inputs
-from jaxmle.fitting.kernel import KernelConfig, conclude, conclude_point, kernel_solver
+from jaxmle.fitting.kernel import KernelConfig, conclude, conclude_point, initial_z, kernel_solver
 from jaxmle.results.result import FitResult
 
 
@@ -99,12 +99,11 @@ def _finish(bc: BatchConfig, data: Any, data_axis, weights: Any, state: Any,
             max_iter: jax.Array, infer: jax.Array) -> PassOutput:
     """Every member's result: with the inference, or (``infer`` False: profile points)
     only the maximum."""
-    axes = (data_axis, _axis(bc.weights_batched), 0, None)
-    any_fixed = jnp.any(data.held.nat)   # one flag for the batch: a real branch under vmap
+    axes = (data_axis, _axis(bc.weights_batched), 0)
 
     def run(how):
         return lambda: jax.vmap(functools.partial(how, bc.kernel), in_axes=axes)(
-            data, weights, state, any_fixed)
+            data, weights, state)
 
     result = lax.cond(infer, run(conclude), run(conclude_point))
     return PassOutput(result, state, _solvers.is_active(state, max_iter))
@@ -151,3 +150,9 @@ def compiled_passes(bc: BatchConfig) -> tuple[Callable[..., Any], Callable[..., 
     """The jitted (start, advance) programs for one static configuration; the first
     pass and every continuation of stragglers share ``advance`` (one compilation)."""
     return (jax.jit(functools.partial(start, bc)), jax.jit(functools.partial(advance, bc)))
+
+
+@functools.lru_cache(maxsize=64)
+def initial_z_program(config: KernelConfig) -> Any:
+    """Natural init leaves (leading batch axis) → unconstrained starts (B, m)."""
+    return jax.jit(jax.vmap(functools.partial(initial_z, config)))

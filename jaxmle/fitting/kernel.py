@@ -20,7 +20,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax import lax
 from numpyro.distributions import constraints as npc
 
 import jaxmle.core.objective as _objective
@@ -29,7 +28,7 @@ import jaxmle.core.solvers as _solvers
 import jaxmle.core.space as _space
 import jaxmle.fitting.data as _data
 from jaxmle.core.covariance import flat_direction, observed_inference, score_outer_product
-from jaxmle.core.held import Inputs, Layout, View, nothing_held
+from jaxmle.core.held import Inputs, View, nothing_held
 from jaxmle.core.priors import PriorSpec, log_prior
 from jaxmle.core.typing import Status
 from jaxmle.results.result import FitResult, FitStats
@@ -140,11 +139,10 @@ def kernel_solver(config: KernelConfig, inputs: Any, weights: jax.Array | None,
 
 
 def conclude(config: KernelConfig, inputs: Any, weights: jax.Array | None,
-             final: _solvers.State, any_fixed: jax.Array | None = None) -> FitResult:
+             final: _solvers.State) -> FitResult:
     """The inference at the solver's final state, as a full-size :class:`FitResult` (every
-    parameter; :func:`free_rows` takes out the held ones on the host). ``any_fixed``:
-    whether the fixed elements' scores are needed (a batch passes one flag for all its
-    members, so that under ``vmap`` the gradient is skipped, not computed and dropped)."""
+    parameter; :func:`free_rows` takes out the held ones on the host, and
+    :func:`with_fixed_scores` adds the fixed ones' scores, NaN here)."""
     held = inputs.held
     view, dtype = View(config.space, held, config.constant), jnp.dtype(config.dtype)
     data = inputs.data
@@ -189,11 +187,7 @@ def conclude(config: KernelConfig, inputs: Any, weights: jax.Array | None,
         flat = (sol.status == Status.SUCCESS) & flat_direction(objective, sol.z, sol.f, eig,
                                                                n_free)
         status = jnp.where(flat, Status.FLAT, sol.status).astype(jnp.int32)
-    # ∂ℓ/∂θ at the fixed elements (the ingredient of a score test): only when there are any
-    theta = view.to_natural_flat(sol.z)
-    any_fixed = jnp.any(held.nat) if any_fixed is None else any_fixed
-    score = jnp.where(held.nat, lax.cond(any_fixed, jax.grad(loglik_flat), jnp.zeros_like, theta),
-                      inf.score)
+    score = jnp.where(held.nat, jnp.nan, inf.score)   # fixed: see with_fixed_scores
     return FitResult(
         params=params,
         stderr=view.unravel_natural(jnp.where(held.nat, jnp.nan, inf.stderr)),
@@ -219,7 +213,7 @@ def conclude(config: KernelConfig, inputs: Any, weights: jax.Array | None,
 
 
 def conclude_point(config: KernelConfig, inputs: Any, weights: jax.Array | None,
-                   final: _solvers.State, any_fixed: Any = None) -> FitResult:
+                   final: _solvers.State) -> FitResult:
     """:func:`conclude` without the inference (profile points need the maximum only): the
     same pytree, NaN where the inference would be."""
     view, dtype = View(config.space, inputs.held, config.constant), jnp.dtype(config.dtype)
@@ -238,30 +232,6 @@ def conclude_point(config: KernelConfig, inputs: Any, weights: jax.Array | None,
         param_names=view.names, method=method_name(config.method), cov_type=config.cov_type,
         n_free=m, dtype=config.dtype, n_groups=config.n_groups,
         kind="mle" if config.prior is None else "map")
-
-
-def free_rows(res: FitResult, lay: Layout, space: _space.ParamSpace) -> FitResult:
-    """The kernel's full-size result with the held parameters' rows taken out (host side;
-    a batch keeps its leading axis): the covariance, information, eigenvalues and
-    singular flags of the free parameters, their names and count."""
-    if lay.plain:
-        return res
-    free = lay.free_nat
-    dense = jax.Array if isinstance(res.cov, jax.Array) else np.ndarray
-
-    def rows(x, idx, matrix=False):
-        x = np.asarray(x)
-        out = x[..., idx[:, None], idx[None, :]] if matrix else x[..., idx]
-        return jnp.asarray(out) if dense is jax.Array else out
-
-    stats = res.stats._replace(
-        info_eigvals=rows(res.stats.info_eigvals, np.arange(lay.m_free)),
-        singular=rows(res.stats.singular, free))
-    return dataclasses.replace(
-        res, cov=rows(res.cov, free, True), fisher_info=rows(res.fisher_info, free, True),
-        stats=stats, param_names=tuple(space.names[i] for i in free), n_free=lay.m_free,
-        fixed_names=tuple(space.names[i] for i in lay.fixed_nat),
-        method=res.method if lay.m_free else "none")
 
 
 def fit_kernel(config: KernelConfig, data: Any, init_leaves: list[jax.Array],

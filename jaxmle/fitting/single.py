@@ -19,6 +19,7 @@ import jaxmle.fitting.data as _data
 from jaxmle.core.held import Inputs, constant_leaves, layout, prepare_held
 from jaxmle.core.priors import prepare_priors
 from jaxmle.core.typing import LogLikFn, Status
+from jaxmle.fitting.free_rows import free_rows, with_fixed_scores
 from jaxmle.fitting.kernel import (
     FitContext,
     KernelConfig,
@@ -26,7 +27,6 @@ from jaxmle.fitting.kernel import (
     compiled_kernel,
     constrained_leaves,
     float_dtype,
-    free_rows,
     prepare_init,
     resolve_method,
     resolve_tolerances,
@@ -95,6 +95,7 @@ def fit(
                 Status.NONFINITE_START and not np.isfinite(float(res.loglik)):
             check_start(config, data, init_leaves, w)
     # the free rows and the labels are host-side (not part of the compiled program's key)
+    res = with_fixed_scores(res, config, data, w, lay)
     res = dataclasses.replace(free_rows(res, lay, space), context=context,
                               priors=() if prior is None else prior.labels)
     report(res, space.unc_names, constrained_leaves(space))

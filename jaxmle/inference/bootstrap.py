@@ -24,7 +24,8 @@ from jaxmle.core.typing import STATUS_LABELS, Status
 from jaxmle.fitting.batch import mark_unfitted, run_batch
 from jaxmle.fitting.batch_inputs import prepare_batch_data, replace_datasets, resolve_chunk_size
 from jaxmle.fitting.batch_kernel import BatchConfig
-from jaxmle.fitting.kernel import context_of, free_rows
+from jaxmle.fitting.free_rows import free_rows
+from jaxmle.fitting.kernel import context_of
 from jaxmle.fitting.sharding import device_count
 from jaxmle.results.batch import BatchFitResult
 from jaxmle.results.result import FitResult, provides
