@@ -285,3 +285,17 @@ def test_multistart_keeps_the_users_init_when_it_is_best(normal_sets):
     assert int(res.n_iter) == int(single.n_iter)
     with pytest.raises(ValueError, match="n_starts"):
         jm.fit(normal, normal_sets[0], init=INIT, n_starts=0)
+
+
+def test_batch_summary_checks_its_level_and_method():
+    """The batch summary has no per-fit intervals: a bad level or an interval method
+    other than Wald is an error naming the way to get them, not silently ignored."""
+    xs = np.random.default_rng(11).normal(1.0, 2.0, size=(3, 40))
+    bres = jm.fit_batch(normal, xs, init=INIT, constraints=POSITIVE)
+    assert "mu" in str(bres.summary(0.9))
+    with pytest.raises(ValueError, match="level must be in"):
+        bres.summary(1.5)
+    with pytest.raises(ValueError, match=r"take a member first.*bres\[0\]\.summary"):
+        bres.summary(method="profile")
+    with pytest.raises(ValueError, match="no per-fit intervals"):
+        bres.summary(ci="bootstrap")

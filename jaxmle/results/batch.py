@@ -11,7 +11,7 @@ import numpy as np
 import jaxmle.results.export as _export
 import jaxmle.results.simulation as _simulation
 from jaxmle.core.params import check_names, free_positions
-from jaxmle.core.stats import wald_intervals
+from jaxmle.core.stats import check_level, wald_intervals
 from jaxmle.core.typing import STATUS_LABELS, Status
 from jaxmle.results.result import FitResult
 
@@ -114,7 +114,15 @@ class BatchFitResult(FitResult):
     def summary(self, level: float = 0.95, method: str = "wald", *,
                 ci: str | None = None) -> "BatchSummary":
         """Batch-level summary: convergence counts, and the distribution of the
-        estimates and standard errors over the converged fits."""
+        estimates and standard errors over the converged fits. It has no per-fit
+        intervals: ``level`` is checked and ``method`` must be ``"wald"`` (the signature
+        is :meth:`FitResult.summary`'s); for one fit's intervals take ``bres[i].summary(...)``."""
+        check_level(level)
+        method = ci if ci is not None else method
+        if method != "wald":
+            raise ValueError(f"a batch summary has no per-fit intervals (method={method!r}): take "
+                             "a member first, e.g. bres[0].summary(method=...), or use "
+                             "bres.confint(level) for every fit's Wald intervals")
         return BatchSummary.from_batch(self)
 
     def to_dict(self, level: float = 0.95) -> dict[str, Any]:
