@@ -89,10 +89,6 @@ class Inputs(NamedTuple):
     prior: Any = None       # the priors' parameters (see :mod:`jaxmle.core.priors`)
 
 
-def pack(data: Any, held: Held, groups: Any = None, prior: Any = None) -> Inputs:
-    return Inputs(data, held, groups, prior)
-
-
 class Layout(NamedTuple):
     """Host-side index bookkeeping of a :class:`Held` (numpy) on a :class:`ParamSpace`."""
 
@@ -120,12 +116,7 @@ def layout(space: ParamSpace, held: Held) -> Layout:
 def _layout(space: ParamSpace, nat_bytes: bytes, z_bytes: bytes) -> Layout:
     nat = np.frombuffer(nat_bytes, bool)
     zh = np.frombuffer(z_bytes, bool)
-    unc_nat = np.full(space.m, -1, np.int64)     # natural index of each z (elementwise leaves)
-    n0 = u0 = 0
-    for leaf in space.leaves:
-        if elementwise(leaf):
-            unc_nat[u0:u0 + leaf.size] = np.arange(n0, n0 + leaf.size)
-        n0, u0 = n0 + leaf.size, u0 + leaf.unc_size
+    unc_nat = natural_index(space)
     act_unc = np.nonzero(~zh)[0]
     return Layout(np.nonzero(nat)[0], np.nonzero(~nat)[0], act_unc, unc_nat[act_unc], space.m)
 
@@ -145,6 +136,20 @@ def constant_leaves(space: ParamSpace, held: Held) -> tuple[int, ...]:
                 out.append(i)
         n0 += leaf.size
     return tuple(out)
+
+
+@functools.lru_cache(maxsize=256)
+def natural_index(space: ParamSpace) -> np.ndarray:
+    """(m,) the natural flat index of each unconstrained coordinate of an elementwise
+    leaf (the same element), −1 for the coordinates of other leaves."""
+    out = np.full(space.m, -1, np.int64)
+    n0 = u0 = 0
+    for leaf in space.leaves:
+        if elementwise(leaf):
+            out[u0:u0 + leaf.size] = np.arange(n0, n0 + leaf.size)
+        n0, u0 = n0 + leaf.size, u0 + leaf.unc_size
+    out.setflags(write=False)
+    return out
 
 
 def elementwise(leaf) -> bool:

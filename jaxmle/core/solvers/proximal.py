@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxmle.core.held import natural_index
 from jaxmle.core.priors import l1_penalty
 from jaxmle.core.solvers import Solver, newton_solver
 from jaxmle.core.solvers.dense import eigen, hold_rows, value_grad_hessian
@@ -166,12 +167,7 @@ def l1_weights(config: Any, view: Any, inputs: Any) -> tuple[jax.Array, jax.Arra
     dtype = jnp.dtype(config.dtype)
     space = config.space
     lam, loc = l1_penalty(config.prior, inputs.prior, [l.shape for l in space.leaves], dtype)
-    nat = np.full(space.m, -1, np.int64)   # the natural element of each z (elementwise leaves)
-    n0 = u0 = 0
-    for leaf in space.leaves:
-        if getattr(leaf.constraint, "event_dim", 0) == 0 and leaf.unc_shape == leaf.shape:
-            nat[u0:u0 + leaf.size] = np.arange(n0, n0 + leaf.size)
-        n0, u0 = n0 + leaf.size, u0 + leaf.unc_size
+    nat = natural_index(space)   # the natural element of each z (elementwise leaves)
     has = (nat >= 0) & ~inputs.held.z
     idx = np.where(nat >= 0, nat, 0)
     return jnp.where(has, lam[idx], 0.0), jnp.where(has, loc[idx], 0.0)
