@@ -15,7 +15,12 @@ import jaxmle.fitting.single as _single
 import jaxmle.random.marginal as _marginal
 from jaxmle.core.typing import LogLikFn
 from jaxmle.results.batch import BatchFitResult
+from jaxmle.fitting.cache import enable_by_default
 from jaxmle.results.result import FitResult
+
+# JAX's persistent compilation cache, on unless opted out (see jaxmle.fitting.cache): the
+# second run of a script loads its compiled programs from disk
+enable_by_default()
 
 
 def fit(

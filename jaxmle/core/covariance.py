@@ -50,6 +50,40 @@ def _checked_inverse(e: Eigen):
     return cov_s / jnp.outer(e.scale, e.scale), eigvals, involved | ~finite
 
 
+class Transform(NamedTuple):
+    """The transform z → θ at ẑ, as the inference needs it (the model's side of it:
+    :func:`transform_terms`; the rest is linear algebra, :func:`combine`)."""
+
+    jac: jax.Array | None       # J = ∂θ/∂z (k × m), None for an elementwise/identity space
+    jdiag: jax.Array | None     # diag J of an elementwise space
+    ambient: jax.Array | None   # ∇θℓ on a manifold (the space is not bijective)
+
+
+def space_kind(space: ParamSpace) -> str:
+    """How :func:`combine` maps H_z to θ: ``identity``, ``elementwise`` (diagonal J),
+    ``bijective`` (square J) or ``manifold`` (J is k × m, m < k)."""
+    if space.is_identity:
+        return "identity"
+    if space.is_elementwise:
+        return "elementwise"
+    return "bijective" if space.is_bijective else "manifold"
+
+
+def transform_terms(space: ParamSpace, loglik_flat: Callable[[jax.Array], jax.Array],
+                    z_hat: jax.Array) -> Transform:
+    """J (or its diagonal) at ẑ, and on a manifold the ambient score ∇θℓ."""
+    kind = space_kind(space)
+    if kind == "identity":
+        return Transform(None, None, None)
+    if kind == "elementwise":
+        return Transform(None, jax.jvp(space.to_natural_flat, (z_hat,),
+                                       (jnp.ones_like(z_hat),))[1], None)
+    jac = jax.jacfwd(space.to_natural_flat)(z_hat)
+    if kind == "bijective":
+        return Transform(jac, None, None)
+    return Transform(jac, None, jax.grad(loglik_flat)(space.to_natural_flat(z_hat)))
+
+
 def observed_inference(space: ParamSpace, loglik_flat: Callable[[jax.Array], jax.Array],
                        z_hat: jax.Array, hess_z: jax.Array, grad_z: jax.Array,
                        eig: Eigen | None = None, cov_type: str = "observed",
@@ -61,32 +95,39 @@ def observed_inference(space: ParamSpace, loglik_flat: Callable[[jax.Array], jax
     ``cov_type``: ``"observed"`` (H_z⁻¹), ``"opg"`` (B⁻¹) or ``"sandwich"``
     (H_z⁻¹ B H_z⁻¹), with B = ``meat`` the outer product of the scores in z
     (see :func:`score_outer_product`); each goes through J to the natural space.
+    Held coordinates (``space.held``, a View's): J has zero rows (fixed elements) and
+    columns (held z); their rows of the results are dropped on the host.
     """
-    cov_z, eigvals, involved_z = _checked_inverse(eigen(hess_z) if eig is None else eig)
+    held = getattr(space, "held", None)
+    held_z = jnp.zeros(z_hat.shape, bool) if held is None else held.z
+    return combine(space_kind(space), transform_terms(space, loglik_flat, z_hat), held_z,
+                   hess_z, grad_z, eigen(hess_z) if eig is None else eig, cov_type, meat)
+
+
+def combine(kind: str, t: Transform, held_z: jax.Array, hess_z: jax.Array, grad_z: jax.Array,
+            eig: Eigen, cov_type: str = "observed", meat: jax.Array | None = None) -> Inference:
+    """:func:`observed_inference` from the transform's terms: linear algebra only (no
+    log-likelihood), so one compiled program serves every model of the same size."""
+    cov_z, eigvals, involved_z = _checked_inverse(eig)
     if cov_type == "sandwich":
         cov_z = cov_z @ meat @ cov_z
     elif cov_type == "opg":
         cov_z, _, involved_b = _checked_inverse(eigen(meat))
         involved_z = involved_z | involved_b
-    # held coordinates (``space.held``, a View's): J has zero rows (fixed elements) and
-    # columns (held z); their rows of the results are dropped on the host
-    held = getattr(space, "held", None)
-    held_z = jnp.zeros(z_hat.shape, bool) if held is None else held.z
-    if space.is_identity:
-        jac = jnp.eye(space.k, dtype=z_hat.dtype)
+    if kind == "identity":
+        jac = jnp.eye(hess_z.shape[0], dtype=hess_z.dtype)
         cov, fisher, score = cov_z, hess_z, -grad_z
-    elif space.is_elementwise:
+    elif kind == "elementwise":
         # diagonal J: the same formulas as below without any matrix solve
-        jdiag = jax.jvp(space.to_natural_flat, (z_hat,), (jnp.ones_like(z_hat),))[1]
-        jac = jnp.diag(jdiag)
-        jdiag = jnp.where(held_z, 1.0, jdiag)
+        jac = jnp.diag(t.jdiag)
+        jdiag = jnp.where(held_z, 1.0, t.jdiag)
         cov = cov_z * jnp.outer(jdiag, jdiag)
         fisher = hess_z / jnp.outer(jdiag, jdiag)
         score = -grad_z / jdiag
     else:
-        jac = jax.jacfwd(space.to_natural_flat)(z_hat)
+        jac = t.jac
         cov = jac @ cov_z @ jac.T
-        if space.is_bijective:
+        if kind == "bijective":
             # (every leaf is bijective, so z_i and θ_i are the same element: a unit
             # entry for each held one makes J invertible without touching the rest)
             jac_t = (jac + jnp.diag(held_z.astype(jac.dtype))).T
@@ -97,7 +138,7 @@ def observed_inference(space: ParamSpace, loglik_flat: Callable[[jax.Array], jax
             fisher = jnp.linalg.solve(jac_t, jinv_t_h.T).T
         else:
             # on a manifold ∇θℓ is the ambient gradient (its tangent part vanishes at θ̂)
-            score = jax.grad(loglik_flat)(space.to_natural_flat(z_hat))
+            score = t.ambient
             fisher = jnp.linalg.pinv(cov, hermitian=True)
     singular = jnp.any((jac != 0) & involved_z[None, :], axis=1)
     mask = singular[:, None] | singular[None, :]
@@ -145,9 +186,22 @@ def flat_direction(objective: Callable[[jax.Array], jax.Array], z_hat: jax.Array
     coordinates' eigenvalues are the top ones, see :func:`~jaxmle.core.solvers.dense.eigen`:
     the first is a free one, if ``n_free`` > 0.)
     """
+    regular, step = flat_probe(e, n_free)
+    return flat_verdict(regular, objective(z_hat + step), objective(z_hat - step), f_hat)
+
+
+def flat_probe(e: Eigen, n_free: jax.Array | int = 1) -> tuple[jax.Array, jax.Array]:
+    """Whether the least-determined direction is regular, and the step of
+    :func:`flat_direction` along it (c = 3 standard errors)."""
     lam = e.values[0]
     regular = (lam > null_threshold(e)) & (n_free > 0)
     step = _FLAT_REACH * (e.vectors[:, 0] / e.scale) / jnp.sqrt(jnp.where(regular, lam, 1.0))
-    rise = jnp.stack([objective(z_hat + step), objective(z_hat - step)]) - f_hat
+    return regular, step
+
+
+def flat_verdict(regular: jax.Array, f_plus: jax.Array, f_minus: jax.Array,
+                 f_hat: jax.Array) -> jax.Array:
+    """:func:`flat_direction` from f at ẑ ± step."""
+    rise = jnp.stack([f_plus, f_minus]) - f_hat
     rise = jnp.where(jnp.isnan(rise), jnp.inf, rise)
     return regular & (jnp.min(rise) < _FLAT_SHARE * _FLAT_REACH**2 / 2)

@@ -75,7 +75,8 @@ def free_rows(res: FitResult, lay: Layout, space: _space.ParamSpace) -> FitResul
     dense = jax.Array if isinstance(res.cov, jax.Array) else np.ndarray
 
     def rows(x, idx, matrix=False):
-        x = np.asarray(x)
+        if not isinstance(x, jax.core.Tracer):   # (a tracer: jm.fit inside the user's jit)
+            x = np.asarray(x)
         out = x[..., idx[:, None], idx[None, :]] if matrix else x[..., idx]
         return jnp.asarray(out) if dense is jax.Array else out
 

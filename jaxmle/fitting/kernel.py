@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +27,15 @@ import jaxmle.core.params as _params
 import jaxmle.core.solvers as _solvers
 import jaxmle.core.space as _space
 import jaxmle.fitting.data as _data
-from jaxmle.core.covariance import flat_direction, observed_inference, score_outer_product
+from jaxmle.core.covariance import (
+    Transform,
+    combine,
+    flat_probe,
+    flat_verdict,
+    score_outer_product,
+    space_kind,
+    transform_terms,
+)
 from jaxmle.core.held import Inputs, View, nothing_held
 from jaxmle.core.priors import PriorSpec, log_prior
 from jaxmle.core.typing import Status
@@ -138,28 +146,36 @@ def kernel_solver(config: KernelConfig, inputs: Any, weights: jax.Array | None,
     return _solvers.make_solver(config.method, objective, tol, inputs.held.z)
 
 
-def conclude(config: KernelConfig, inputs: Any, weights: jax.Array | None,
-             final: _solvers.State) -> FitResult:
-    """The inference at the solver's final state, as a full-size :class:`FitResult` (every
-    parameter; :func:`free_rows` takes out the held ones on the host, and
-    :func:`with_fixed_scores` adds the fixed ones' scores, NaN here)."""
-    held = inputs.held
-    view, dtype = View(config.space, held, config.constant), jnp.dtype(config.dtype)
-    data = inputs.data
+class Point(NamedTuple):
+    """The model's side of a fit's conclusion at ẑ (everything that needs ℓ)."""
+
+    params: Any             # θ(ẑ), a tree
+    loglik: jax.Array
+    logpost: jax.Array
+    nobs: jax.Array
+    transform: Transform    # J at ẑ (:func:`~jaxmle.core.covariance.transform_terms`)
+    f_probe: jax.Array      # f(ẑ ± step) of the flat test
+
+
+def probe(sol: _solvers.Solution, hess: jax.Array, held_z: jax.Array):
+    """The eigen-decomposition of the free block of H and the flat test's step (solver
+    side: no log-likelihood)."""
+    eig = _solvers.eigen(hess, held_z)
+    regular, step = flat_probe(eig, jnp.sum(~held_z))
+    return eig, regular, step
+
+
+def model_point(config: KernelConfig, view: View, inputs: Any, weights: jax.Array | None,
+                z: jax.Array, step: jax.Array) -> Point:
+    """θ̂, ℓ, log π, the observation count and J at ẑ, and f at ẑ ± ``step``."""
+    dtype, data = jnp.dtype(config.dtype), inputs.data
     objective = kernel_objective(config, view, inputs, weights)
-    sol = _solvers.solution(final)
-    params = view.to_natural(sol.z)
+    params = view.to_natural(z)
     nobs = _objective.count_observations(config.loglik, params, data, weights, dtype)
-    hess = sol.hess if sol.hess is not None else _solvers.value_grad_hessian(objective, sol.z)[2]
     loglik = _objective.total_loglik(config.loglik, params, data, weights, dtype)[0]
     logpost = loglik
     if config.prior is not None:
         logpost = loglik + log_prior(config.prior, inputs.prior, params, data)
-    kink = None
-    if config.method == "prox-newton":
-        from jaxmle.core.solvers.proximal import at_kinks
-
-        sol, hess, kink = at_kinks(config, view, inputs, sol, hess)
 
     def loglik_flat(theta):   # ℓ (+ log π) of all k natural elements
         tree = view.unravel_natural(theta)
@@ -168,39 +184,55 @@ def conclude(config: KernelConfig, inputs: Any, weights: jax.Array | None,
             return f
         return f + log_prior(config.prior, inputs.prior, tree, data)
 
-    meat = None
-    if config.cov_type != "observed":
-        def per_obs(z):
-            return jnp.asarray(config.loglik(view.to_natural(z), data)).astype(dtype)
+    f_probe = jnp.stack([objective(z + step), objective(z - step)])
+    return Point(params, loglik, logpost, nobs, transform_terms(view, loglik_flat, z), f_probe)
 
-        meat = score_outer_product(per_obs, sol.z, weights, inputs.groups, config.n_groups)
-    eig = _solvers.eigen(hess, held.z)
-    inf = observed_inference(view, loglik_flat, sol.z, hess, sol.g, eig, config.cov_type, meat)
-    if kink is not None:
-        from jaxmle.core.solvers.proximal import without_kinks
 
-        inf = without_kinks(view, sol.z, inf, kink)
-    n_free = jnp.sum(~held.z)
+def model_meat(config: KernelConfig, view: View, inputs: Any, weights: jax.Array | None,
+               z: jax.Array) -> jax.Array:
+    """The outer product of the per-observation scores (``cov_type`` opg / sandwich)."""
+    dtype = jnp.dtype(config.dtype)
+
+    def per_obs(z):
+        return jnp.asarray(config.loglik(view.to_natural(z), inputs.data)).astype(dtype)
+
+    return score_outer_product(per_obs, z, weights, inputs.groups, config.n_groups)
+
+
+def infer(kind: str, cov_type: str, sol: _solvers.Solution, hess: jax.Array, eig: Any,
+          regular: jax.Array, transform: Transform, f_probe: jax.Array, held_z: jax.Array,
+          meat: jax.Array | None, check_flat: bool = True):
+    """The inference and the final status from the solver's and the model's parts
+    (linear algebra only: one program serves every model of the same size)."""
+    inf = combine(kind, transform, held_z, hess, sol.g, eig, cov_type, meat)
     status = sol.status
-    if kink is None:
+    if check_flat:
         # a "converged" point where the likelihood is flat 3 SEs away is no regular maximum
-        flat = (sol.status == Status.SUCCESS) & flat_direction(objective, sol.z, sol.f, eig,
-                                                               n_free)
+        flat = (sol.status == Status.SUCCESS) & flat_verdict(regular, f_probe[0], f_probe[1],
+                                                             sol.f)
         status = jnp.where(flat, Status.FLAT, sol.status).astype(jnp.int32)
-    score = jnp.where(held.nat, jnp.nan, inf.score)   # fixed: see with_fixed_scores
+    return inf, status
+
+
+def assemble(config: KernelConfig, view: View, held: Any, sol: _solvers.Solution,
+             point: Point, inf: Any, status: Any, xp: Any = jnp) -> FitResult:
+    """The full-size :class:`FitResult` (every parameter; :func:`free_rows` takes out the
+    held ones on the host, and :func:`with_fixed_scores` adds the fixed ones' scores, NaN
+    here). ``xp``: ``jnp`` inside a program, ``numpy`` on the host (the same numbers)."""
+    unravel = view.unravel_natural if xp is jnp else functools.partial(unravel_numpy, view)
     return FitResult(
-        params=params,
-        stderr=view.unravel_natural(jnp.where(held.nat, jnp.nan, inf.stderr)),
-        score=view.unravel_natural(score),
+        params=point.params,
+        stderr=unravel(xp.where(held.nat, xp.nan, inf.stderr)),
+        score=unravel(xp.where(held.nat, xp.nan, inf.score)),   # fixed: see with_fixed_scores
         cov=inf.cov,
         fisher_info=inf.fisher_info,
-        loglik=loglik,
-        logpost=logpost,
+        loglik=point.loglik,
+        logpost=point.logpost,
         converged=status == Status.SUCCESS,
         status=status,
         n_iter=sol.n_iter,
-        grad_norm=jnp.max(jnp.abs(sol.g), initial=0.0),
-        nobs=nobs,
+        grad_norm=xp.max(xp.abs(sol.g), initial=0.0),
+        nobs=point.nobs,
         stats=FitStats(sol.n_rejected, inf.info_eigvals, inf.singular, sol.z, sol.g),
         param_names=view.names,
         method=method_name(config.method),
@@ -210,6 +242,45 @@ def conclude(config: KernelConfig, inputs: Any, weights: jax.Array | None,
         n_groups=config.n_groups,
         kind="mle" if config.prior is None else "map",
     )
+
+
+def unravel_numpy(view: View, flat: np.ndarray) -> Any:
+    """:meth:`View.unravel_natural` on the host (numpy; no program)."""
+    leaves = view.space.leaves
+    bounds = np.cumsum([0] + [l.size for l in leaves])
+    out = [np.reshape(flat[a:b], l.shape) for a, b, l in zip(bounds[:-1], bounds[1:], leaves)]
+    return jax.tree_util.tree_unflatten(view.space.treedef, out)
+
+
+def conclude(config: KernelConfig, inputs: Any, weights: jax.Array | None,
+             final: _solvers.State) -> FitResult:
+    """The inference at the solver's final state, as a full-size :class:`FitResult`: the
+    solver's part (:func:`probe`, :func:`infer`) and the model's (:func:`model_point`,
+    :func:`model_meat`) in one program. The host driver (:mod:`jaxmle.fitting.host`) runs
+    the same functions as separate programs."""
+    held = inputs.held
+    view = View(config.space, held, config.constant)
+    sol = _solvers.solution(final)
+    hess = sol.hess
+    if hess is None:
+        objective = kernel_objective(config, view, inputs, weights)
+        hess = _solvers.value_grad_hessian(objective, sol.z)[2]
+    kink = None
+    if config.method == "prox-newton":
+        from jaxmle.core.solvers.proximal import at_kinks
+
+        sol, hess, kink = at_kinks(config, view, inputs, sol, hess)
+    eig, regular, step = probe(sol, hess, held.z)
+    point = model_point(config, view, inputs, weights, sol.z, step)
+    meat = None if config.cov_type == "observed" else model_meat(config, view, inputs,
+                                                                 weights, sol.z)
+    inf, status = infer(space_kind(view), config.cov_type, sol, hess, eig, regular,
+                        point.transform, point.f_probe, held.z, meat, check_flat=kink is None)
+    if kink is not None:
+        from jaxmle.core.solvers.proximal import without_kinks
+
+        inf = without_kinks(view, sol.z, inf, kink)
+    return assemble(config, view, held, sol, point, inf, status)
 
 
 def conclude_point(config: KernelConfig, inputs: Any, weights: jax.Array | None,

@@ -23,9 +23,6 @@ import jaxmle.fitting.sharding as _sharding
 from jaxmle.core.held import spread
 from jaxmle.core.space import ParamSpace
 from jaxmle.core.typing import Status
-from jaxmle.fitting.batch import run_batch
-from jaxmle.fitting.batch_inputs import resolve_chunk_size
-from jaxmle.fitting.batch_kernel import BatchConfig
 from jaxmle.fitting.kernel import KernelConfig
 from jaxmle.results.result import FitResult, StartsReport
 
@@ -51,12 +48,29 @@ def fit_multistart(config: KernelConfig, data: Any, init_leaves: list[np.ndarray
                    tol: np.ndarray, max_iter: np.ndarray, n_starts: int, key: Any,
                    scale: float) -> FitResult:
     """The best of ``n_starts`` fits, with the :class:`StartsReport` of all of them."""
+    import jaxmle.fitting.host as _host
+
+    if _host.eligible(config) and not any(isinstance(x, jax.core.Tracer)
+                                          for x in jax.tree_util.tree_leaves(data)):
+        fits, zs = _host.fit_starts(config, data, init_leaves, weights, tol, max_iter,
+                                    n_starts, key, scale)
+        fits = jax.tree_util.tree_map(lambda *x: np.stack(x), *fits)
+        return _best(fits, zs)
+    from jaxmle.fitting.batch import run_batch   # the batch driver, loaded for multi-start only
+    from jaxmle.fitting.batch_inputs import resolve_chunk_size
+    from jaxmle.fitting.batch_kernel import BatchConfig
+
     zs = draw_starts(config.space, init_leaves, n_starts, key, scale, data.held)
     bc = BatchConfig(config, data_batched=False, weights_batched=False)
     data = data._replace(held=spread(data.held, n_starts))
     fits = run_batch(bc, data, zs, weights, n_starts, tol, max_iter,
                      chunk=resolve_chunk_size(n_starts, None, n_starts, _sharding.device_count()),
                      progress=False)
+    return _best(fits, zs)
+
+
+def _best(fits: FitResult, zs: np.ndarray) -> FitResult:
+    """The reported fit of a multi-start (a batch of fits), with its :class:`StartsReport`."""
     loglik = np.asarray(fits.loglik)
     converged = np.asarray(fits.converged, bool)
     usable = converged if converged.any() else (

@@ -16,6 +16,7 @@ import numpy as np
 import jaxmle.core.objective as _objective
 import jaxmle.core.space as _space
 import jaxmle.fitting.data as _data
+import jaxmle.fitting.host as _host
 from jaxmle.core.held import Inputs, constant_leaves, layout, prepare_held
 from jaxmle.core.priors import prepare_priors
 from jaxmle.core.typing import LogLikFn, Status
@@ -68,7 +69,8 @@ def fit(
         _objective.check_loglik(loglik, jax.tree_util.tree_unflatten(treedef, init_leaves), data)
     held, codes, n_groups = prepare_held(loglik, data, space, init_leaves, fixed, cov_type,
                                          groups, dtype)
-    _space.check_init(space, init_leaves)
+    with jax.ensure_compile_time_eval():   # concrete even inside the user's jit
+        _space.check_init(space, init_leaves)
     lay = layout(space, held)
     method = resolve_method(method, lay.m_free, prior)
     w = _data.prepare_weights(weights, dtype)
@@ -84,6 +86,11 @@ def fit(
             raise ValueError(f"start_scale must be positive, got {start_scale}")
         res = fit_multistart(config, data, init_leaves, w, tol, max_iter, int(n_starts), key,
                              float(start_scale))
+    elif _host.eligible(config) and not _traced(data, init_leaves, w):
+        # a model's programs and the shared solver programs, driven from here
+        res = _host.host_fit(config, data, init_leaves, w, tol, max_iter)
+        if int(res.status) == Status.NONFINITE_START and not np.isfinite(float(res.loglik)):
+            check_start(config, data, init_leaves, w)
     else:
         kernel = compiled_kernel(config)
         key = call_key(kernel, (data, init_leaves, w))
@@ -98,5 +105,11 @@ def fit(
     res = with_fixed_scores(res, config, data, w, lay)
     res = dataclasses.replace(free_rows(res, lay, space), context=context,
                               priors=() if prior is None else prior.labels)
-    report(res, space.unc_names, constrained_leaves(space))
+    if not _traced(res.status):   # inside the user's jit/vmap: read res.converged
+        report(res, space.unc_names, constrained_leaves(space))
     return res
+
+
+def _traced(*trees: Any) -> bool:
+    """Called inside the user's ``jit``/``vmap``: the fused program runs (it is traced)."""
+    return any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(trees))

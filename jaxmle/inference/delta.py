@@ -87,11 +87,14 @@ def delta(res: FitResult, fn: Any, level: float = 0.95) -> DeltaResult:
         leaves = [flat[sizes[i]:sizes[i + 1]].reshape(s) for i, s in enumerate(shapes)]
         return jnp.asarray(fn(jax.tree_util.tree_unflatten(treedef, leaves)))
 
-    theta = flat_all[free]
-    value = g(theta)
-    if not jnp.issubdtype(value.dtype, jnp.floating):
-        raise TypeError(f"fn must return floating-point values, got dtype {value.dtype}")
-    jac = np.asarray(jax.jacfwd(g)(theta)).reshape(value.size, theta.shape[0])
+    theta = np.asarray(flat_all)[free]
+    shape = jax.eval_shape(g, theta)   # traced only: no program for a wrong output type
+    if not jnp.issubdtype(shape.dtype, jnp.floating):
+        raise TypeError(f"fn must return floating-point values, got dtype {shape.dtype}")
+    # g and its Jacobian in one small program (not op by op: each eager operation
+    # would compile on its own the first time)
+    value, jac = jax.device_get(jax.jit(lambda t: (g(t), jax.jacfwd(g)(t)))(theta))
+    jac = np.asarray(jac).reshape(value.size, theta.shape[0])
     cov = np.asarray(res.cov, dtype=float)
     bad = np.isnan(cov)
     cov_g = jac @ np.where(bad, 0.0, cov) @ jac.T

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import warnings
 from typing import Any
 
@@ -12,18 +11,9 @@ import numpy as np
 
 import jaxmle.results.export as _export
 from jaxmle.core.held import layout
+from jaxmle.core.stats import chi2_sf
 from jaxmle.core.typing import ConvergenceWarning, user_stacklevel
 from jaxmle.results.result import FitResult
-
-
-def chi2_sf(x: float, df: int) -> float:
-    """P(χ²_df > x) (df = 0: a point mass at 0)."""
-    if df == 0:
-        return 0.0 if x > 0 else 1.0
-    if not math.isfinite(x):
-        return 0.0 if x > 0 else math.nan
-    # regularized upper incomplete gamma Q(df/2, x/2), in float64 where enabled
-    return float(jax.scipy.special.gammaincc(df / 2.0, max(x, 0.0) / 2.0))
 
 
 @dataclasses.dataclass(frozen=True)

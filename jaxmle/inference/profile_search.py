@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxmle.core.solvers as _solvers
+import jaxmle.fitting.host as _host
 from jaxmle.core.held import (
     Inputs,
     elementwise,
@@ -72,7 +73,9 @@ class _Problem:
         self.res, self.ctx, self.space = res, ctx, config.space
         self.lay = layout(config.space, ctx.held)
         self.config = config
-        self.begin, self.advance = compiled_passes(BatchConfig(config, False, False))
+        self.host = _host.eligible(config)   # the model's and the solver's programs
+        if not self.host:
+            self.begin, self.advance = compiled_passes(BatchConfig(config, False, False))
         self.data = jax.device_put(ctx.data)
         self.weights = ctx.weights
         self.n_slots = n_slots
@@ -124,6 +127,13 @@ class _Problem:
     def evaluate(self, js: list[int], us: list[float], zs: list[np.ndarray]):
         """Re-fits at the points (padded to the program's batch size): ℓ_p, status, z."""
         n = len(js)
+        if self.host:
+            z0 = np.stack(zs).astype(self.dtype)
+            z0[np.arange(n), js] = us
+            inputs = Inputs(self.ctx.data, self.ctx.held, self.ctx.groups, self.ctx.prior)
+            return _host.solve_points(self.config, inputs, self.weights, z0,
+                                      hold_coordinates(self.ctx.held, js), self.ctx.tol,
+                                      self.ctx.max_iter)
         pad = self.n_slots - n
         js = np.asarray(js + [js[0]] * pad, np.int64)
         us = np.asarray(us + [us[0]] * pad, self.dtype)

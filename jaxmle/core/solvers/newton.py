@@ -174,22 +174,37 @@ class DampedNewton:
             status=jnp.asarray(Status.SUCCESS, jnp.int32))
 
     def step(self, fun: Callable, s: NewtonState, tol: Any) -> NewtonState:
-        """One iteration: trial, refresh of the model, convergence tests."""
-        s, t = self.trial(fun, s)
+        """One iteration: trial, refresh of the model, convergence tests (``ask``, an
+        evaluation of f, ∇f, ∇²f at the trial point, ``tell``)."""
+        p = self.ask(s)
+        return self.tell(s, p, self.model.evaluate(fun, s.z + p.step), tol)
+
+    def ask(self, s: NewtonState) -> Proposal:
+        """The iteration's trial step (zero at the first iteration: it evaluates the start).
+        The trial point is ``s.z + p.step``; whoever evaluates it there calls :meth:`tell`."""
+        p = self.model.propose(s)
+        return p._replace(step=jnp.where(s.n_iter < 0, 0.0, p.step))
+
+    def tell(self, s: NewtonState, p: Proposal, evaluated: tuple, tol: Any) -> NewtonState:
+        """The rest of the iteration, given f, ∇f, ∇²f at the trial point (as the step
+        model's ``evaluate`` returns them): accept or reject, refresh, convergence tests.
+        A host driver calls :meth:`ask`, a compiled program of the model and this: the
+        solver's part never sees the log-likelihood."""
+        s, t = self.judge(s, p, evaluated)
         return self.finish(s, t, self.model.refresh(s), tol)
 
     def terminate(self, s: NewtonState, max_iter: Any) -> jax.Array:
         """Done, or out of iterations."""
         return s.done | (s.n_iter >= max_iter)
 
-    def trial(self, fun: Callable, s: NewtonState) -> tuple[NewtonState, Trial]:
-        """Evaluate the trial point, accept or reject it, adapt α, μ and the reach.
-        The returned state's ``model`` is stale until :meth:`finish`."""
+    def judge(self, s: NewtonState, p: Proposal, evaluated: tuple) -> tuple[NewtonState, Trial]:
+        """Accept or reject the trial point ``s.z + p.step`` (f, ∇f, ∇²f there:
+        ``evaluated``), adapt α, μ and the reach. The returned state's ``model`` is stale
+        until :meth:`finish`."""
         r = self.rules
         first = s.n_iter < 0
-        p = self.model.propose(s)
-        step = jnp.where(first, 0.0, p.step)
-        f_t, g_t, h_t = self.model.evaluate(fun, s.z + step)
+        step = p.step
+        f_t, g_t, h_t = evaluated
         finite = all_finite(f_t, g_t, h_t)
         accept = acceptable(s.f, f_t, p.predicted, finite, first, r)
 

@@ -1,0 +1,347 @@
+"""The host driver of a Newton fit: a model's programs and the solver's programs.
+
+A fit is two kinds of compiled program:
+
+* **model programs** (:func:`model_programs`), one set per log-likelihood, parameter
+  space, priors' form and data shape (the only programs a new model compiles): f, ∇f,
+  ∇²f at z (:func:`fgh`); θ̂, ℓ, log π, the observation count, the transform's
+  Jacobian and the flat test's two values at the optimum
+  (:func:`~jaxmle.fitting.kernel.model_point`); the score outer product for
+  ``cov_type`` opg/sandwich; the start in z;
+* **solver programs** (module-level ``jit``\\ s below): the damped Newton's ``ask`` /
+  ``tell`` (step, line search, damping, convergence tests), the eigen-decomposition and
+  the inference's linear algebra. Their arguments are arrays of the problem's size, so
+  they are compiled once per size, dtype and a few static choices (the space's kind,
+  ``cov_type``) and shared by every model; JAX's persistent cache keeps them across
+  processes.
+
+``jm.fit`` runs the Newton's state machine from Python (:func:`solve`): per iteration
+one call of the model's f/∇f/∇²f program and one of the solver's ``tell``+``ask``. The
+fused driver (:func:`~jaxmle.fitting.kernel.fit_kernel`: everything in one program)
+runs the very same functions for everything traced (``fit_batch``, the bootstrap, a
+user's ``jit``/``vmap`` around ``jm.fit``) and gives the same numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxmle.core.objective as _objective
+import jaxmle.core.solvers as _solvers
+from jaxmle.core.covariance import space_kind
+from jaxmle.core.held import Inputs, View
+from jaxmle.core.solvers.dense import DenseModel, hold_rows
+from jaxmle.core.solvers.newton import DampedNewton, Rules
+from jaxmle.core.typing import Status
+from jaxmle.fitting.kernel import (
+    KernelConfig,
+    Point,
+    assemble,
+    infer,
+    initial_z,
+    kernel_objective,
+    model_meat,
+    model_point,
+    probe,
+    unravel_numpy,
+)
+from jaxmle.results.result import FitResult
+
+
+def eligible(config: KernelConfig) -> bool:
+    """Fits the host driver runs: the plain (dense) Newton. The proximal Newton (L1
+    priors) and the optax methods run the fused program."""
+    return config.method == "newton"
+
+
+# --------------------------------------------------------------------------- solver programs
+#
+# The solver's state crosses the host as ONE vector (the trial point first, then the
+# Newton state and proposal, integers and flags as floats): every array argument of a
+# call costs dispatch time, and a fit makes two calls per iteration.
+
+
+def _newton(held_z: jax.Array) -> DampedNewton:
+    return DampedNewton(DenseModel(held_z), Rules())   # as make_solver("newton", ..., held)
+
+
+def _start_tree(z0: jax.Array, held_z: jax.Array):
+    newton = _newton(held_z)
+    s = newton.init(None, z0 + _solvers.kink_jitter(z0, held_z), None)
+    p = newton.ask(s)
+    return s.z + p.step, s, p
+
+
+@functools.lru_cache(maxsize=64)
+def _layout(what: str, m: int, dtype: str):
+    """Structure of a packed tree for m coordinates: ``"state"`` (trial point, Newton
+    state, proposal) or ``"solution"`` (solution, eigen-decomposition, regular flag)."""
+    z = jax.ShapeDtypeStruct((m,), jnp.dtype(dtype))
+    held = jax.ShapeDtypeStruct((m,), jnp.bool_)
+    if what == "state":
+        out = jax.eval_shape(_start_tree, z, held)
+    else:
+        def solution(z, held_z):
+            _, s, _ = _start_tree(z, held_z)
+            sol = _solvers.solution(s)
+            eig, regular, _ = probe(sol, sol.hess, held_z)
+            return sol, eig, regular
+        out = jax.eval_shape(solution, z, held)
+    return _specs(out)
+
+
+def _specs(tree: Any):
+    """(treedef, ((shape, dtype, start, stop), ...)) of a packed tree's leaves."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    specs, at = [], 0
+    for x in leaves:
+        size = math.prod(x.shape)
+        specs.append((x.shape, np.dtype(x.dtype), at, at + size))
+        at += size
+    return treedef, tuple(specs)
+
+
+def _pack(tree: Any, dtype: Any) -> jax.Array:
+    return jnp.concatenate([jnp.ravel(x).astype(dtype) for x in jax.tree_util.tree_leaves(tree)])
+
+
+def _unpack(vec: Any, what: str, m: int, xp: Any = jnp):
+    """The tree of a packed vector (``xp``: ``jnp`` in a program, ``numpy`` on the host)."""
+    return _unpack_with(vec, _layout(what, m, np.dtype(vec.dtype).name), xp)
+
+
+def _unpack_with(vec: Any, layout: Any, xp: Any = np):
+    treedef, specs = layout
+    return jax.tree_util.tree_unflatten(
+        treedef, [xp.reshape(vec[a:b], shape).astype(dtype) for shape, dtype, a, b in specs])
+
+
+def _unpack_fgh(vec: jax.Array, m: int):
+    return vec[0], vec[1:m + 1], vec[m + 1:].reshape(m, m)
+
+
+@jax.jit
+def _start(z0: jax.Array, held_z: jax.Array) -> jax.Array:
+    """The packed state at z0 (offset by the kink jitter), with its first trial point."""
+    return _pack(_start_tree(z0, held_z), z0.dtype)
+
+
+@jax.jit
+def _advance(state: jax.Array, fgh: jax.Array, held_z, tol, max_iter):
+    """``tell`` (f, ∇f, ∇²f at the trial point, packed) then the next ``ask``; whether
+    to go on."""
+    m = held_z.shape[0]
+    newton = _newton(held_z)
+    _, s, p = _unpack(state, "state", m)
+    f, g, h = _unpack_fgh(fgh, m)
+    s = newton.tell(s, p, (f, g, hold_rows(h, held_z)), tol)
+    p = newton.ask(s)
+    return _pack((s.z + p.step, s, p), state.dtype), _solvers.is_active(s, max_iter)
+
+
+@jax.jit
+def _probe(state: jax.Array, held_z: jax.Array):
+    """The solution, the eigen-decomposition and the flat test's step (packed), ẑ, step."""
+    sol = _solvers.solution(_unpack(state, "state", held_z.shape[0])[1])
+    eig, regular, step = probe(sol, sol.hess, held_z)
+    return _pack((sol, eig, regular), state.dtype), sol.z, step
+
+
+@functools.partial(jax.jit, static_argnames=("kind", "cov_type"))
+def _infer(packed, transform, f_probe, held_z, meat, kind, cov_type):
+    """The solution, the inference and the status, packed into one vector for the host."""
+    return _pack(_concluded(packed, transform, f_probe, held_z, meat, kind, cov_type),
+                 packed.dtype)
+
+
+def _concluded(packed, transform, f_probe, held_z, meat, kind, cov_type):
+    sol, eig, regular = _unpack(packed, "solution", held_z.shape[0])
+    inf, status = infer(kind, cov_type, sol, sol.hess, eig, regular, transform, f_probe,
+                        held_z, meat)
+    return sol, inf, status
+
+
+@functools.lru_cache(maxsize=64)
+def _concluded_layout(m: int, k: int, dtype: str, transform: Any, meat: Any, kind: str,
+                      cov_type: str):
+    def spec(shape, dt=dtype):
+        return jax.ShapeDtypeStruct(shape, jnp.dtype(dt))
+
+    size = _layout("solution", m, dtype)[1][-1][3]
+    out = jax.eval_shape(
+        functools.partial(_concluded, kind=kind, cov_type=cov_type), spec((size,)),
+        transform, spec((2,)), spec((m,), np.bool_), meat)
+    return _specs(out)
+
+
+# --------------------------------------------------------------------------- model programs
+
+
+class ModelPrograms(NamedTuple):
+    unconstrain: Callable   # init leaves → z0
+    fgh: Callable           # (inputs, weights, z) → f, ∇f, ∇²f (before held rows)
+    point: Callable         # (inputs, weights, z, step) → Point
+    meat: Callable          # (inputs, weights, z) → B (compiled on first use only)
+
+
+def model_key(config: KernelConfig) -> KernelConfig:
+    """What a model's programs depend on: not the method, the covariance type or the
+    number of clusters (those are the solver's, or the meat program's, business)."""
+    return dataclasses.replace(config, method="newton", cov_type="observed", n_groups=0)
+
+
+def _masked(inputs: Inputs, weights: Any) -> Inputs:
+    return inputs._replace(data=_objective.mask_padding(inputs.data, weights))
+
+
+@functools.lru_cache(maxsize=128)
+def model_programs(config: KernelConfig) -> ModelPrograms:
+    """The jitted programs of one model (cached by configuration; JAX caches by shapes)."""
+    key = model_key(config)
+
+    def fgh(inputs, weights, state):
+        """f, ∇f, ∇²f at the trial point (the packed state's first m entries), packed."""
+        z = state[:key.space.m]
+        inputs = _masked(inputs, weights)
+        view = View(key.space, inputs.held, key.constant)
+        f, g, h = _solvers.value_grad_hessian(kernel_objective(key, view, inputs, weights), z)
+        return jnp.concatenate([f[None], g, jnp.ravel(h)])
+
+    def point(inputs, weights, z, step):
+        """θ̂, ℓ, log π and the count packed for the host; J and the flat test's values."""
+        inputs = _masked(inputs, weights)
+        view = View(key.space, inputs.held, key.constant)
+        pt = model_point(key, view, inputs, weights, z, step)
+        values = jnp.concatenate([view.space.ravel_natural(pt.params),
+                                  jnp.stack([pt.loglik, pt.logpost]).astype(z.dtype),
+                                  jnp.asarray(pt.nobs, z.dtype)[None]])
+        return values, pt.transform, pt.f_probe
+
+    return ModelPrograms(jax.jit(functools.partial(initial_z, key)), jax.jit(fgh),
+                         jax.jit(point), _meat_program(config))
+
+
+@functools.lru_cache(maxsize=64)
+def _meat_program(config: KernelConfig) -> Callable:
+    def meat(inputs, weights, z):
+        inputs = _masked(inputs, weights)
+        return model_meat(config, View(config.space, inputs.held, config.constant), inputs,
+                          weights, z)
+
+    return jax.jit(meat)
+
+
+# --------------------------------------------------------------------------- the driver
+
+
+def solve(programs: ModelPrograms, inputs: Inputs, weights: Any, z0: Any, tol: Any,
+          max_iter: Any) -> jax.Array:
+    """The Newton's final state (packed) from z0, driven from Python (``inputs``,
+    ``weights``: on the device already)."""
+    held_z = inputs.held.z
+    state = _start(z0, held_z)
+    while True:
+        state, active = _advance(state, programs.fgh(inputs, weights, state), held_z, tol,
+                                 max_iter)
+        if not active:
+            return state
+
+
+def final_values(state: jax.Array, m: int) -> tuple[float, int, np.ndarray]:
+    """(−f, status, ẑ) of a packed final state, read on the host (profile points, starts)."""
+    _, s, _ = _unpack(np.asarray(state), "state", m, xp=np)
+    status = int(s.status) if bool(s.done) else int(Status.MAX_ITER)
+    return -float(s.f), status, np.asarray(s.z)
+
+
+def conclude(config: KernelConfig, programs: ModelPrograms, inputs: Inputs, weights: Any,
+             final: jax.Array, held: Any) -> FitResult:
+    """:func:`~jaxmle.fitting.kernel.conclude` as separate programs (``held``: the host's
+    copy of ``inputs.held``); the result's arrays are numpy arrays."""
+    packed, z, step = _probe(final, inputs.held.z)
+    values, transform, f_probe = programs.point(inputs, weights, z, step)
+    meat = None if config.cov_type == "observed" else programs.meat(inputs, weights, z)
+    view = View(config.space, held, config.constant)
+    kind = space_kind(view)
+    out = _infer(packed, transform, f_probe, inputs.held.z, meat, kind=kind,
+                 cov_type=config.cov_type)
+    out, values = np.asarray(out), np.asarray(values)
+    spec = functools.partial(jax.ShapeDtypeStruct, dtype=out.dtype)
+    shapes = (jax.tree_util.tree_map(lambda x: spec(x.shape), transform),
+              None if meat is None else spec(meat.shape))
+    sol, inf, status = _unpack_with(out, _concluded_layout(
+        view.m, view.k, out.dtype.name, *shapes, kind, config.cov_type))
+    params = unravel_numpy(view, values[:view.k])
+    loglik, logpost, nobs = values[view.k:]
+    point = Point(params, loglik, logpost, np.int64(nobs), None, None)
+    return assemble(config, view, held, sol, point, inf, status, xp=np)
+
+
+def on_device(inputs: Inputs, weights: Any) -> tuple[Inputs, Any]:
+    """The data moved once, not at every iteration (small data is passed as it is: a
+    transfer per call costs less than a ``device_put``)."""
+    leaves = jax.tree_util.tree_leaves((inputs.data, weights))
+    if sum(np.asarray(x).nbytes for x in leaves if isinstance(x, np.ndarray)) < (1 << 16):
+        return inputs, weights
+    return jax.device_put((inputs, weights))
+
+
+def host_fit(config: KernelConfig, inputs: Inputs, init_leaves: list, weights: Any,
+             tol: Any, max_iter: Any) -> FitResult:
+    """:func:`~jaxmle.fitting.kernel.fit_kernel`'s result, driven from the host."""
+    programs = model_programs(config)
+    held = inputs.held
+    dev_inputs, dev_weights = on_device(inputs, weights)
+    z0 = programs.unconstrain(init_leaves)
+    final = solve(programs, dev_inputs, dev_weights, z0, tol, max_iter)
+    return conclude(config, programs, dev_inputs, dev_weights, final, held)
+
+
+def solve_points(config: KernelConfig, inputs: Inputs, weights: Any, zs: np.ndarray,
+                 helds: Any, tol: Any, max_iter: Any) -> tuple[np.ndarray, ...]:
+    """The maximum (ℓ or log posterior), status and ẑ from each start ``zs[i]`` with
+    ``helds[i]`` held (profile points): the model's f/∇f/∇²f program and the solver's,
+    one point after another, nothing compiled for the number of points."""
+    programs = model_programs(config)
+    inputs, weights = on_device(inputs, weights)
+    out = []
+    for i in range(zs.shape[0]):
+        held = jax.tree_util.tree_map(lambda x: x[i], helds)
+        final = solve(programs, inputs._replace(held=held), weights, zs[i], tol, max_iter)
+        out.append(final_values(final, zs.shape[1]))
+    ll, status, z = zip(*out)
+    return np.asarray(ll, float), np.asarray(status), np.stack(z)
+
+
+def fit_starts(config: KernelConfig, inputs: Inputs, init_leaves: list, weights: Any,
+               tol: Any, max_iter: Any, n_starts: int, key: Any,
+               scale: float) -> tuple[list[FitResult], np.ndarray]:
+    """Full fits from ``n_starts`` starts around ``init`` (the first is ``init`` itself),
+    one after another: the starts and their fits."""
+    programs = model_programs(config)
+    held = inputs.held
+    dev_inputs, dev_weights = on_device(inputs, weights)
+    z0 = programs.unconstrain(init_leaves)
+    bucket = max(8, 1 << (n_starts - 2).bit_length())
+    zs = np.asarray(_draw_starts(z0, held.z, jax.random.PRNGKey(0) if key is None else key,
+                                 np.asarray(scale, z0.dtype), bucket))[:n_starts]
+    fits = [conclude(config, programs, dev_inputs, dev_weights,
+                     solve(programs, dev_inputs, dev_weights, z, tol, max_iter), held)
+            for z in zs]
+    return fits, zs
+
+
+@functools.partial(jax.jit, static_argnames="bucket")
+def _draw_starts(z0, held_z, key, scale, bucket):
+    """z0 and ``bucket`` starts z0 + s·(1 + |z0|)·ε, ε ~ N(0, I) (held coordinates stay);
+    the host takes as many as it needs (a number of starts compiles nothing new)."""
+    noise = jax.random.normal(key, (bucket, z0.shape[0]), z0.dtype)
+    noise = jnp.where(held_z, 0.0, noise)
+    return jnp.concatenate([z0[None], z0 + scale * (1.0 + jnp.abs(z0)) * noise])
