@@ -2,9 +2,17 @@
 the architecture map (docs/ARCHITECTURE.md) promises."""
 
 import ast
+import json
 import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
 
 import jaxmle
+import jaxmle.core.space as _space
 import jaxmle.results.result as _result
 
 PKG = os.path.dirname(jaxmle.__file__)
@@ -141,3 +149,109 @@ def test_modules_stay_small():
 def test_every_result_method_has_its_implementation():
     for name in ("profile", "profile_intervals", "delta", "bootstrap", "laplace", "summary"):
         assert callable(_result.feature(name)), name
+
+
+# --------------------------------------------------------------------------- lazy imports
+# ``import jaxmle`` costs little more than ``import jax`` (issue 14): NumPyro (and the SciPy
+# it pulls in through numpyro.diagnostics), optax, pandas, matplotlib and tqdm are imported
+# only by the features that need them (constraints other than the real line, priors,
+# fit_model, the distributions, L-BFGS/Adam, exports, plots, fit_batch's progress bar).
+
+HEAVY = ("numpyro", "optax", "scipy", "pandas", "matplotlib", "tqdm")
+
+# Still imported at ``import jaxmle`` by a top-level import in a module being rewritten
+# elsewhere; each entry names the line to make lazy.
+_BLOCKED = {
+    "numpyro": "jaxmle/fitting/kernel.py: `from numpyro.distributions import constraints as npc`",
+    "scipy": "NumPyro (numpyro.diagnostics), imported by jaxmle/fitting/kernel.py",
+    "tqdm": "NumPyro (numpyro.infer), imported by jaxmle/fitting/kernel.py",
+    "optax": "`import optax` in jaxmle/fitting/kernel.py and jaxmle/core/solvers/__init__.py",
+}
+
+_PROBE = """
+import json, sys
+import jaxmle
+after_import = sorted(m for m in sys.modules if m.split('.')[0] in HEAVY)
+import jax.numpy as jnp
+import numpy as np
+x = np.linspace(-1.0, 2.0, 20)
+res = jaxmle.fit(lambda p, x: -0.5 * ((x - p["mu"]) / jnp.exp(p["ls"])) ** 2 - p["ls"],
+                 x, {"mu": 0.0, "ls": 0.0})
+assert bool(res.converged)
+after_fit = sorted(m for m in sys.modules if m.split('.')[0] in HEAVY)
+print(json.dumps({"import": after_import, "fit": after_fit}))
+"""
+
+
+@pytest.fixture(scope="module")
+def fresh_interpreter():
+    """The heavy modules loaded by ``import jaxmle``, then by a plain fit (no constraints,
+    no priors), in a fresh interpreter."""
+    code = f"HEAVY = {HEAVY!r}\n" + _PROBE
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=os.path.dirname(PKG), timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _maybe_blocked(name):
+    if name in _BLOCKED:
+        return pytest.param(name, marks=pytest.mark.xfail(
+            strict=False, reason=f"imported at `import jaxmle` by {_BLOCKED[name]}"))
+    return name
+
+
+@pytest.mark.parametrize("name", [_maybe_blocked(n) for n in HEAVY])
+def test_import_jaxmle_leaves_heavy_packages_unimported(fresh_interpreter, name):
+    loaded = [m for m in fresh_interpreter["import"] if m.split(".")[0] == name]
+    assert not loaded, f"`import jaxmle` imported {name}: {loaded[:5]}"
+
+
+@pytest.mark.parametrize("name", [_maybe_blocked(n) for n in ("numpyro", "optax", "pandas",
+                                                               "matplotlib", "tqdm")])
+def test_a_plain_fit_needs_no_heavy_package(fresh_interpreter, name):
+    # (SciPy is left out: jaxlib loads its LAPACK through SciPy when a CPU program with a
+    # linear solve is first compiled.)
+    loaded = [m for m in fresh_interpreter["fit"] if m.split(".")[0] == name]
+    assert not loaded, f"a plain jm.fit imported {name}: {loaded[:5]}"
+
+
+def test_the_lazy_public_names_resolve():
+    import jaxmle.distributions
+    import jaxmle.distributions.compare
+    import jaxmle.distributions.result
+    import jaxmle.inference.lrt
+    import jaxmle.model.numpyro_model
+    import jaxmle.results.batch
+
+    assert set(jaxmle.__all__) <= set(dir(jaxmle))
+    for name in jaxmle.__all__:
+        assert getattr(jaxmle, name) is not None, name
+    from jaxmle import DistributionFit, fit_model   # noqa: F401  (the from-import form)
+    assert jaxmle.fit_model is jaxmle.model.numpyro_model.fit_model
+    assert jaxmle.fit_distribution is jaxmle.distributions.fit_distribution
+    assert jaxmle.compare_distributions is jaxmle.distributions.compare_distributions
+    compare = sys.modules["jaxmle.distributions.compare"]   # jaxmle.distributions.compare: a function
+    assert jaxmle.DistributionComparison is compare.DistributionComparison
+    assert jaxmle.DistributionFit is jaxmle.distributions.result.DistributionFit
+    assert jaxmle.BatchFitResult is jaxmle.results.batch.BatchFitResult
+    assert jaxmle.lrt is jaxmle.inference.lrt.lrt
+    with pytest.raises(AttributeError):
+        jaxmle.no_such_name   # noqa: B018
+
+
+def test_the_real_line_needs_no_numpyro():
+    from numpyro.distributions import constraints
+
+    x = [np.zeros(()), np.zeros(3)]
+    plain = _space.build_space(x, ("a", "b"), None, None)
+    given = _space.build_space(x, ("a", "b"), None, {"a": constraints.real})
+    assert plain == given   # one compile key for the real line, given or not
+    assert all(l.constraint is _space.REAL and l.transform is _space.IDENTITY
+               for l in plain.leaves + given.leaves)
+    assert plain.is_identity and plain.is_elementwise and repr(_space.REAL) == "Real()"
+    assert pickle.loads(pickle.dumps(_space.REAL)) is _space.REAL
+    assert pickle.loads(pickle.dumps(_space.IDENTITY)) is _space.IDENTITY
+    assert _space.is_real_line(constraints.real) and _space.is_real_line(constraints.real_vector)
+    assert not _space.is_real_line(constraints.positive)
+    assert not _space.build_space(x, ("a", "b"), None, {"b": constraints.positive}).is_identity

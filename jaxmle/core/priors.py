@@ -19,15 +19,14 @@ inputs, so a new prior scale reuses the compiled program.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpyro.distributions as dist
-from numpyro.distributions import constraints as npc
 
-from jaxmle.core.space import _freeze
+from jaxmle.core.space import _freeze, _numpyro_constraints, is_real_line
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,7 +132,8 @@ def _as_traced(x: Any, dtype: Any) -> np.ndarray:
 
 
 def _check_prior(name: str, d: Any, shape: tuple[int, ...]) -> None:
-    if not isinstance(d, dist.Distribution):
+    dist = sys.modules.get("numpyro.distributions")   # a NumPyro prior has imported it
+    if dist is None or not isinstance(d, dist.Distribution):
         raise TypeError(f"prior for '{name}' must be a numpyro distribution (e.g. "
                         f"dist.Normal(0, 10)), got {d!r}")
     if d.support.is_discrete:
@@ -171,17 +171,19 @@ def _constraint_for(name: str, d: Any, given: Any) -> Any:
 
 def _elementwise_support(c: Any) -> Any:
     """An ``independent(base, n)`` support of an expanded prior acts like its base."""
-    while isinstance(c, npc.independent):
+    npc = _numpyro_constraints()   # None: c is no NumPyro constraint
+    while npc is not None and isinstance(c, npc.independent):
         c = c.base_constraint
     return c
 
 
 def _is_real(c: Any) -> bool:
-    c = _elementwise_support(c)
-    return type(c) is type(npc.real)
+    return is_real_line(_elementwise_support(c))
 
 
 def _is_laplace(d: Any) -> bool:
+    import numpyro.distributions as dist
+
     while isinstance(d, (dist.Independent, dist.ExpandedDistribution)):
         d = d.base_dist
     return isinstance(d, dist.Laplace)
@@ -189,6 +191,8 @@ def _is_laplace(d: Any) -> bool:
 
 def describe(d: Any) -> str:
     """A short description of a distribution, e.g. ``Normal(loc=0, scale=10)``."""
+    import numpyro.distributions as dist
+
     if isinstance(d, dist.Independent):
         return f"{describe(d.base_dist)}.to_event({d.reinterpreted_batch_ndims})"
     if isinstance(d, dist.ExpandedDistribution):

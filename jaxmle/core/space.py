@@ -5,24 +5,107 @@ The optimiser works on z; results are reported for θ. For a bijective leaf
 (positive, interval, ordered, ...) θ and z have the same size; for a leaf on a
 manifold (simplex, positive definite, correlation Cholesky) z has fewer
 coordinates than θ has elements, and the covariance of θ is rank-deficient.
+
+A leaf without a constraint (or with NumPyro's ``constraints.real``) is on the real line,
+:data:`REAL`, whose transform is the identity :data:`IDENTITY`: both are defined here, so
+a fit without constraints never imports NumPyro (a user who passes a NumPyro constraint
+has imported it already).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 from typing import Any, Mapping
 
 import jax
+import jax.numpy as jnp
 import numpy as np
-from numpyro.distributions import constraints as npc
-from numpyro.distributions.transforms import IdentityTransform, IndependentTransform, biject_to
 
 import jaxmle.core.params as _params
 
 
+class _RealLine:
+    """The real line: NumPyro's ``constraints.real`` (same ``check``, ``event_dim`` and
+    repr) without importing NumPyro. One instance, :data:`REAL`."""
+
+    event_dim = 0
+    is_discrete = False
+
+    def __call__(self, value: Any) -> Any:
+        return self.check(value)
+
+    def check(self, value: Any) -> Any:
+        return (value == value) & (value != float("inf")) & (value != float("-inf"))
+
+    def feasible_like(self, prototype: Any) -> Any:
+        return jnp.zeros_like(prototype)
+
+    def __repr__(self) -> str:
+        return "Real()"
+
+    def __reduce__(self) -> str:
+        return "REAL"   # pickles and copies as the module's singleton
+
+
+class _Identity:
+    """The identity map of the real line: NumPyro's ``IdentityTransform`` (the calls the
+    package makes: ``t(z)``, ``t.inv(θ)``, shapes, log |det J| = 0). One instance,
+    :data:`IDENTITY`."""
+
+    domain = codomain = None   # set below to REAL
+
+    def __call__(self, x: Any) -> Any:
+        return x
+
+    @property
+    def inv(self) -> "_Identity":
+        return self
+
+    def log_abs_det_jacobian(self, x: Any, y: Any, intermediates: Any = None) -> Any:
+        return jnp.zeros_like(x)
+
+    def forward_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(shape)
+
+    def inverse_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(shape)
+
+    def __repr__(self) -> str:
+        return "IdentityTransform()"
+
+    def __reduce__(self) -> str:
+        return "IDENTITY"
+
+
+REAL = _RealLine()
+IDENTITY = _Identity()
+_Identity.domain = _Identity.codomain = REAL
+
+
+def _numpyro_constraints() -> Any:
+    """``numpyro.distributions.constraints`` if NumPyro is imported, else None (then no
+    object can be a NumPyro constraint)."""
+    return sys.modules.get("numpyro.distributions.constraints")
+
+
+def is_real_line(c: Any) -> bool:
+    """True for the real line: :data:`REAL` or NumPyro's ``real``, possibly wrapped in
+    ``independent``."""
+    while hasattr(c, "base_constraint"):
+        c = c.base_constraint
+    npc = _numpyro_constraints()
+    return c is REAL or (npc is not None and type(c) is type(npc.real))
+
+
 def _freeze(obj: Any) -> Any:
     """A hashable description of a constraint (its class and attribute values)."""
-    if isinstance(obj, npc.Constraint):
+    if obj is REAL:
+        return ("real",)
+    npc = _numpyro_constraints()
+    if npc is not None and isinstance(obj, npc.Constraint):
+        if type(obj) is type(npc.real):
+            return ("real",)
         attrs = tuple(sorted((k, _freeze(v)) for k, v in vars(obj).items()))
         return (type(obj).__module__, type(obj).__qualname__, attrs)
     if isinstance(obj, (bool, int, float, str, type(None))):
@@ -51,6 +134,10 @@ class Leaf:
 
     @property
     def transform(self):
+        if self.constraint is REAL:
+            return IDENTITY
+        from numpyro.distributions.transforms import biject_to
+
         return biject_to(self.constraint)
 
 
@@ -119,12 +206,20 @@ class ParamSpace:
 
 
 def _is_identity(transform: Any) -> bool:
+    if transform is IDENTITY:
+        return True
+    from numpyro.distributions.transforms import IdentityTransform, IndependentTransform
+
     if isinstance(transform, IndependentTransform):
         return _is_identity(transform.base_transform)
     return isinstance(transform, IdentityTransform)
 
 
 def _unconstrained_shape(name: str, constraint: Any, shape: tuple[int, ...]) -> tuple[int, ...]:
+    if constraint is REAL:
+        return shape
+    from numpyro.distributions.transforms import biject_to
+
     try:
         transform = biject_to(constraint)
         unc_shape = tuple(transform.inverse_shape(shape))
@@ -154,9 +249,14 @@ def build_space(init_leaves: list[np.ndarray], names: tuple[str, ...], treedef: 
             f"{list(names)}"
         )
     leaves = []
+    npc = None
+    if constraints:   # the user gave NumPyro constraints, so NumPyro is imported already
+        from numpyro.distributions import constraints as npc
     for name, value in zip(names, init_leaves):
-        constraint = constraints.get(name, npc.real)
-        if not isinstance(constraint, npc.Constraint):
+        constraint = constraints.get(name, REAL)
+        if npc is not None and type(constraint) is type(npc.real):
+            constraint = REAL   # the default: one compile key for the real line
+        if constraint is not REAL and not isinstance(constraint, npc.Constraint):
             raise TypeError(
                 f"constraint for parameter '{name}' must be a numpyro.distributions.constraints "
                 f"object (e.g. constraints.positive), got {constraint!r}"

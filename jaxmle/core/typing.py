@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import inspect
 import os
+import sys
 from typing import Any, Callable
 
 Params = Any
@@ -15,6 +16,13 @@ Data = Any
 
 LogLikFn = Callable[[Params, Data], Any]
 """``loglik(params, data)`` returning a scalar or a vector of per-observation terms."""
+
+
+def is_optax_transformation(method: Any) -> bool:
+    """True for an ``optax.GradientTransformation``, without importing optax: a user who
+    passes one has imported it (jaxmle imports optax only for ``"lbfgs"``/``"adam"``)."""
+    optax = sys.modules.get("optax")
+    return optax is not None and isinstance(method, optax.GradientTransformation)
 
 
 class Status(enum.IntEnum):

@@ -40,11 +40,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
-from numpyro.distributions import constraints as npc
 
 from jaxmle.core.objective import check_loglik
 from jaxmle.core.params import free_positions, is_number_list
-from jaxmle.core.priors import _elementwise_support
+from jaxmle.core.space import is_real_line
 from jaxmle.core.typing import SingularInformationWarning, user_stacklevel
 from jaxmle.fitting.batch import fit_batch
 from jaxmle.fitting.data import prepare_data
@@ -171,7 +170,7 @@ def split_init(init: Any, random: Any,
     if len(set(names)) != len(names):
         raise ValueError(f"random names repeat: {list(names)}")
     constrained = [n for n in names if constraints and n in constraints
-                   and _elementwise_support(constraints[n]) is not npc.real]
+                   and not is_real_line(constraints[n])]
     if constrained:
         raise ValueError(f"random effects {constrained} must be unconstrained (real): integrate "
                          "out an unconstrained parameterisation instead")

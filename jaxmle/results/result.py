@@ -7,12 +7,12 @@ batches it; names, method and kind are static metadata.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from typing import Any, Callable, NamedTuple
 
 import jax
 import numpy as np
 
-import jaxmle.results.export as _export
 from jaxmle.core.params import check_names, flat_values, free_positions
 from jaxmle.core.stats import aic, bic, check_level, wald_intervals
 from jaxmle.core.typing import STATUS_MESSAGES, Status
@@ -20,9 +20,12 @@ from jaxmle.core.typing import STATUS_MESSAGES, Status
 # The methods below that refit or tabulate (profile, bootstrap, delta, laplace, summary)
 # are implemented by the inference modules, which sit above this one (they import
 # FitResult; this module imports none of them). Each registers its implementation here
-# when the package is imported (``@provides("profile")``), and the method delegates to
-# it: a result stays plain data and the module graph stays acyclic.
+# when it is imported (``@provides("profile")``), and the method delegates to it: a
+# result stays plain data and the module graph stays acyclic. The package's __init__
+# names the module behind each method (:func:`provided_by`), which is imported on the
+# method's first use, so ``import jaxmle`` does not load them all.
 _FEATURES: dict[str, Callable[..., Any]] = {}
+_PROVIDERS: dict[str, str] = {}
 
 
 def provides(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -33,13 +36,30 @@ def provides(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     return register
 
 
+def provided_by(module: str, *names: str) -> None:
+    """Declare that importing ``module`` registers the methods ``names`` (with
+    :func:`provides`); :func:`feature` imports it when one is first needed."""
+    for name in names:
+        _PROVIDERS[name] = module
+
+
 def feature(name: str) -> Callable[..., Any]:
     """The registered implementation of a result method (see :func:`provides`)."""
+    if name not in _FEATURES and name in _PROVIDERS:
+        importlib.import_module(_PROVIDERS[name])
     try:
         return _FEATURES[name]
     except KeyError:
         raise RuntimeError(f"FitResult.{name} is not available: its module was not loaded "
                            "(import jaxmle, not a private module alone)") from None
+
+
+def _export() -> Any:
+    """:mod:`jaxmle.results.export` (to_dict, to_dataframe, z and p-values), imported on
+    first use."""
+    import jaxmle.results.export as export
+
+    return export
 
 
 class FitStats(NamedTuple):
@@ -234,7 +254,7 @@ class FitResult:
     def zvalues(self) -> Any:
         """Wald z = estimate / SE as a pytree shaped like ``params`` (numpy; NaN where the
         SE is NaN or 0: fixed parameters, singular directions). Batched fits: leading axis."""
-        return _export.zvalues(self.params, self.stderr)
+        return _export().zvalues(self.params, self.stderr)
 
     @property
     def tvalues(self) -> Any:
@@ -245,7 +265,7 @@ class FitResult:
     def pvalues(self) -> Any:
         """Two-sided Wald p-values 2(1 − Φ(|z|)), a pytree shaped like ``params`` (NaN
         where ``zvalues`` is NaN)."""
-        return _export.pvalues(self.params, self.stderr)
+        return _export().pvalues(self.params, self.stderr)
 
     def to_dict(self, level: float = 0.95) -> dict[str, Any]:
         """The fit as plain Python (str, int, float, bool, None, lists, dicts), so that
@@ -261,13 +281,13 @@ class FitResult:
         ``singular`` (names), ``priors`` (labels), ``versions``; and where present
         ``starts``, ``deterministic``/``deterministic_stderr``, ``random``/
         ``random_stderr``/``random_cond_stderr``/``random_info``."""
-        return _export.fit_to_dict(self, level)
+        return _export().fit_to_dict(self, level)
 
     def to_dataframe(self, level: float = 0.95, include_fixed: bool = True) -> Any:
         """One row per flat parameter (index ``name``; needs pandas): ``estimate``,
         ``stderr``, ``z``, ``pvalue``, ``ci_lower``, ``ci_upper`` (Wald at ``level``) and
         ``fixed`` (fixed parameters have NaN inference; ``include_fixed=False`` drops them)."""
-        return _export.fit_to_dataframe(self, level, include_fixed)
+        return _export().fit_to_dataframe(self, level, include_fixed)
 
     def __repr__(self) -> str:
         try:
