@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING, Any
 import jaxmle.results.result as _result
 from jaxmle._api import fit as fit
 from jaxmle._api import fit_batch as fit_batch
+from jaxmle._api import warmup as warmup
 from jaxmle.core.typing import ConvergenceWarning as ConvergenceWarning
 from jaxmle.core.typing import JaxmleWarning as JaxmleWarning
 from jaxmle.core.typing import PrecisionWarning as PrecisionWarning
 from jaxmle.core.typing import SingularInformationWarning as SingularInformationWarning
+from jaxmle.fitting.cache import disable_compilation_cache as disable_compilation_cache
 from jaxmle.fitting.cache import enable_compilation_cache as enable_compilation_cache
 from jaxmle.fitting.data import stack_datasets as stack_datasets
 from jaxmle.fitting.sharding import shard_observations as shard_observations
@@ -79,6 +81,7 @@ __all__ = [
     "PrecisionWarning",
     "SingularInformationWarning",
     "compare_distributions",
+    "disable_compilation_cache",
     "enable_compilation_cache",
     "fit",
     "fit_batch",
@@ -87,4 +90,5 @@ __all__ = [
     "lrt",
     "shard_observations",
     "stack_datasets",
+    "warmup",
 ]

@@ -52,11 +52,17 @@ def with_fixed_scores(res: FitResult, config: KernelConfig, inputs: Any, weights
     """The full-size result with ∂ℓ/∂θ at the fixed elements in ``score`` (host side)."""
     if not len(lay.fixed_nat):
         return res
-    full = np.asarray(score_program(config, batch_axes)(inputs, weights, res.params))
+    full = score_program(config, batch_axes)(inputs, weights, res.params)
     lead = full.shape[:-1]
     leaves, treedef = jax.tree_util.tree_flatten(res.score)
-    flat = np.concatenate([np.reshape(np.asarray(x), lead + (-1,)) for x in leaves], axis=-1)
-    flat[..., lay.fixed_nat] = full[..., lay.fixed_nat]
+    if isinstance(full, jax.core.Tracer):   # jm.fit inside the user's jit/vmap
+        flat = jnp.concatenate([jnp.reshape(x, lead + (-1,)) for x in leaves], axis=-1)
+        flat = flat.at[..., lay.fixed_nat].set(full[..., lay.fixed_nat])
+    else:
+        full = np.asarray(full)
+        flat = np.concatenate([np.reshape(np.asarray(x), lead + (-1,)) for x in leaves],
+                              axis=-1)
+        flat[..., lay.fixed_nat] = full[..., lay.fixed_nat]
     bounds = np.cumsum([0] + [l.size for l in config.space.leaves])
     out = [flat[..., a:b].reshape(lead + l.shape)
            for a, b, l in zip(bounds[:-1], bounds[1:], config.space.leaves)]

@@ -40,6 +40,7 @@ from jaxmle.core.held import Inputs, View
 from jaxmle.core.solvers.dense import DenseModel, hold_rows
 from jaxmle.core.solvers.newton import DampedNewton, Rules
 from jaxmle.core.typing import Status
+from jaxmle.fitting.buckets import bucketed
 from jaxmle.fitting.kernel import (
     KernelConfig,
     Point,
@@ -63,9 +64,8 @@ def eligible(config: KernelConfig) -> bool:
 
 # --------------------------------------------------------------------------- solver programs
 #
-# The solver's state crosses the host as ONE vector (the trial point first, then the
-# Newton state and proposal, integers and flags as floats): every array argument of a
-# call costs dispatch time, and a fit makes two calls per iteration.
+# Per iteration: one call of the model's f/∇f/∇²f and one of ``_advance``. The results
+# of the conclusion cross to the host packed into one vector (one transfer).
 
 
 def _newton(held_z: jax.Array) -> DampedNewton:
@@ -77,24 +77,6 @@ def _start_tree(z0: jax.Array, held_z: jax.Array):
     s = newton.init(None, z0 + _solvers.kink_jitter(z0, held_z), None)
     p = newton.ask(s)
     return s.z + p.step, s, p
-
-
-@functools.lru_cache(maxsize=64)
-def _layout(what: str, m: int, dtype: str):
-    """Structure of a packed tree for m coordinates: ``"state"`` (trial point, Newton
-    state, proposal) or ``"solution"`` (solution, eigen-decomposition, regular flag)."""
-    z = jax.ShapeDtypeStruct((m,), jnp.dtype(dtype))
-    held = jax.ShapeDtypeStruct((m,), jnp.bool_)
-    if what == "state":
-        out = jax.eval_shape(_start_tree, z, held)
-    else:
-        def solution(z, held_z):
-            _, s, _ = _start_tree(z, held_z)
-            sol = _solvers.solution(s)
-            eig, regular, _ = probe(sol, sol.hess, held_z)
-            return sol, eig, regular
-        out = jax.eval_shape(solution, z, held)
-    return _specs(out)
 
 
 def _specs(tree: Any):
@@ -112,57 +94,46 @@ def _pack(tree: Any, dtype: Any) -> jax.Array:
     return jnp.concatenate([jnp.ravel(x).astype(dtype) for x in jax.tree_util.tree_leaves(tree)])
 
 
-def _unpack(vec: Any, what: str, m: int, xp: Any = jnp):
-    """The tree of a packed vector (``xp``: ``jnp`` in a program, ``numpy`` on the host)."""
-    return _unpack_with(vec, _layout(what, m, np.dtype(vec.dtype).name), xp)
-
-
 def _unpack_with(vec: Any, layout: Any, xp: Any = np):
     treedef, specs = layout
     return jax.tree_util.tree_unflatten(
         treedef, [xp.reshape(vec[a:b], shape).astype(dtype) for shape, dtype, a, b in specs])
 
 
-def _unpack_fgh(vec: jax.Array, m: int):
-    return vec[0], vec[1:m + 1], vec[m + 1:].reshape(m, m)
+@jax.jit
+def _start(z0: jax.Array, held_z: jax.Array):
+    """The Newton state at z0 (offset by the kink jitter), its first proposal and trial
+    point."""
+    z_trial, s, p = _start_tree(z0, held_z)
+    return s, p, z_trial
 
 
 @jax.jit
-def _start(z0: jax.Array, held_z: jax.Array) -> jax.Array:
-    """The packed state at z0 (offset by the kink jitter), with its first trial point."""
-    return _pack(_start_tree(z0, held_z), z0.dtype)
-
-
-@jax.jit
-def _advance(state: jax.Array, fgh: jax.Array, held_z, tol, max_iter):
-    """``tell`` (f, ∇f, ∇²f at the trial point, packed) then the next ``ask``; whether
-    to go on."""
-    m = held_z.shape[0]
+def _advance(s, p, f, g, h, held_z, tol, max_iter):
+    """``tell`` (f, ∇f, ∇²f at the trial point) then the next ``ask``; whether to go on."""
     newton = _newton(held_z)
-    _, s, p = _unpack(state, "state", m)
-    f, g, h = _unpack_fgh(fgh, m)
     s = newton.tell(s, p, (f, g, hold_rows(h, held_z)), tol)
     p = newton.ask(s)
-    return _pack((s.z + p.step, s, p), state.dtype), _solvers.is_active(s, max_iter)
+    return s, p, s.z + p.step, _solvers.is_active(s, max_iter)
 
 
 @jax.jit
-def _probe(state: jax.Array, held_z: jax.Array):
-    """The solution, the eigen-decomposition and the flat test's step (packed), ẑ, step."""
-    sol = _solvers.solution(_unpack(state, "state", held_z.shape[0])[1])
+def _probe(s, held_z: jax.Array):
+    """The solution, the eigen-decomposition and the flat test's step."""
+    sol = _solvers.solution(s)
     eig, regular, step = probe(sol, sol.hess, held_z)
-    return _pack((sol, eig, regular), state.dtype), sol.z, step
+    return sol, eig, regular, step
 
 
 @functools.partial(jax.jit, static_argnames=("kind", "cov_type"))
-def _infer(packed, transform, f_probe, held_z, meat, kind, cov_type):
-    """The solution, the inference and the status, packed into one vector for the host."""
-    return _pack(_concluded(packed, transform, f_probe, held_z, meat, kind, cov_type),
-                 packed.dtype)
+def _infer(sol, eig, regular, transform, f_probe, held_z, meat, kind, cov_type):
+    """The solution, the inference and the status, packed into one vector for the host
+    (one transfer instead of one per array)."""
+    return _pack(_concluded(sol, eig, regular, transform, f_probe, held_z, meat, kind,
+                            cov_type), sol.z.dtype)
 
 
-def _concluded(packed, transform, f_probe, held_z, meat, kind, cov_type):
-    sol, eig, regular = _unpack(packed, "solution", held_z.shape[0])
+def _concluded(sol, eig, regular, transform, f_probe, held_z, meat, kind, cov_type):
     inf, status = infer(kind, cov_type, sol, sol.hess, eig, regular, transform, f_probe,
                         held_z, meat)
     return sol, inf, status
@@ -174,11 +145,15 @@ def _concluded_layout(m: int, k: int, dtype: str, transform: Any, meat: Any, kin
     def spec(shape, dt=dtype):
         return jax.ShapeDtypeStruct(shape, jnp.dtype(dt))
 
-    size = _layout("solution", m, dtype)[1][-1][3]
-    out = jax.eval_shape(
-        functools.partial(_concluded, kind=kind, cov_type=cov_type), spec((size,)),
-        transform, spec((2,)), spec((m,), np.bool_), meat)
-    return _specs(out)
+    def concluded(z, held_z, transform, f_probe, meat):
+        _, s, _ = _start_tree(z, held_z)
+        sol = _solvers.solution(s)
+        eig, regular, _ = probe(sol, sol.hess, held_z)
+        return _concluded(sol, eig, regular, transform, f_probe, held_z, meat, kind,
+                          cov_type)
+
+    return _specs(jax.eval_shape(concluded, spec((m,)), spec((m,), np.bool_), transform,
+                                 spec((2,)), meat))
 
 
 # --------------------------------------------------------------------------- model programs
@@ -191,6 +166,7 @@ class ModelPrograms(NamedTuple):
     meat: Callable          # (inputs, weights, z) → B (compiled on first use only)
 
 
+@functools.lru_cache(maxsize=256)
 def model_key(config: KernelConfig) -> KernelConfig:
     """What a model's programs depend on: not the method, the covariance type or the
     number of clusters (those are the solver's, or the meat program's, business)."""
@@ -201,18 +177,19 @@ def _masked(inputs: Inputs, weights: Any) -> Inputs:
     return inputs._replace(data=_objective.mask_padding(inputs.data, weights))
 
 
-@functools.lru_cache(maxsize=128)
 def model_programs(config: KernelConfig) -> ModelPrograms:
-    """The jitted programs of one model (cached by configuration; JAX caches by shapes)."""
-    key = model_key(config)
+    """The jitted programs of one model (cached by :func:`model_key`: a new method,
+    covariance type or cluster count reuses them; JAX caches them by shapes)."""
+    return _model_programs(model_key(config))._replace(meat=_meat_program(config))
 
-    def fgh(inputs, weights, state):
-        """f, ∇f, ∇²f at the trial point (the packed state's first m entries), packed."""
-        z = state[:key.space.m]
+
+@functools.lru_cache(maxsize=128)
+def _model_programs(key: KernelConfig) -> ModelPrograms:
+
+    def fgh(inputs, weights, z):
         inputs = _masked(inputs, weights)
         view = View(key.space, inputs.held, key.constant)
-        f, g, h = _solvers.value_grad_hessian(kernel_objective(key, view, inputs, weights), z)
-        return jnp.concatenate([f[None], g, jnp.ravel(h)])
+        return _solvers.value_grad_hessian(kernel_objective(key, view, inputs, weights), z)
 
     def point(inputs, weights, z, step):
         """θ̂, ℓ, log π and the count packed for the host; J and the flat test's values."""
@@ -225,7 +202,7 @@ def model_programs(config: KernelConfig) -> ModelPrograms:
         return values, pt.transform, pt.f_probe
 
     return ModelPrograms(jax.jit(functools.partial(initial_z, key)), jax.jit(fgh),
-                         jax.jit(point), _meat_program(config))
+                         jax.jit(point), None)
 
 
 @functools.lru_cache(maxsize=64)
@@ -242,35 +219,34 @@ def _meat_program(config: KernelConfig) -> Callable:
 
 
 def solve(programs: ModelPrograms, inputs: Inputs, weights: Any, z0: Any, tol: Any,
-          max_iter: Any) -> jax.Array:
-    """The Newton's final state (packed) from z0, driven from Python (``inputs``,
-    ``weights``: on the device already)."""
+          max_iter: Any):
+    """The Newton's final state from z0, driven from Python (``inputs``, ``weights``: on
+    the device already, when large)."""
     held_z = inputs.held.z
-    state = _start(z0, held_z)
+    s, p, z_trial = _start(z0, held_z)
     while True:
-        state, active = _advance(state, programs.fgh(inputs, weights, state), held_z, tol,
-                                 max_iter)
+        f, g, h = programs.fgh(inputs, weights, z_trial)
+        s, p, z_trial, active = _advance(s, p, f, g, h, held_z, tol, max_iter)
         if not active:
-            return state
+            return s
 
 
-def final_values(state: jax.Array, m: int) -> tuple[float, int, np.ndarray]:
-    """(−f, status, ẑ) of a packed final state, read on the host (profile points, starts)."""
-    _, s, _ = _unpack(np.asarray(state), "state", m, xp=np)
-    status = int(s.status) if bool(s.done) else int(Status.MAX_ITER)
-    return -float(s.f), status, np.asarray(s.z)
+def final_values(s: Any) -> tuple[float, int, np.ndarray]:
+    """(−f, status, ẑ) of a final state, read on the host (profile points)."""
+    f, status, done, z = jax.device_get((s.f, s.status, s.done, s.z))
+    return -float(f), int(status) if bool(done) else int(Status.MAX_ITER), np.asarray(z)
 
 
 def conclude(config: KernelConfig, programs: ModelPrograms, inputs: Inputs, weights: Any,
              final: jax.Array, held: Any) -> FitResult:
     """:func:`~jaxmle.fitting.kernel.conclude` as separate programs (``held``: the host's
     copy of ``inputs.held``); the result's arrays are numpy arrays."""
-    packed, z, step = _probe(final, inputs.held.z)
-    values, transform, f_probe = programs.point(inputs, weights, z, step)
-    meat = None if config.cov_type == "observed" else programs.meat(inputs, weights, z)
-    view = View(config.space, held, config.constant)
-    kind = space_kind(view)
-    out = _infer(packed, transform, f_probe, inputs.held.z, meat, kind=kind,
+    sol, eig, regular, step = _probe(final, inputs.held.z)
+    values, transform, f_probe = programs.point(inputs, weights, sol.z, step)
+    meat = None if config.cov_type == "observed" else programs.meat(inputs, weights, sol.z)
+    view = _view(config.space)
+    kind = _kind(config.space)
+    out = _infer(sol, eig, regular, transform, f_probe, inputs.held.z, meat, kind=kind,
                  cov_type=config.cov_type)
     out, values = np.asarray(out), np.asarray(values)
     spec = functools.partial(jax.ShapeDtypeStruct, dtype=out.dtype)
@@ -282,6 +258,17 @@ def conclude(config: KernelConfig, programs: ModelPrograms, inputs: Inputs, weig
     loglik, logpost, nobs = values[view.k:]
     point = Point(params, loglik, logpost, np.int64(nobs), None, None)
     return assemble(config, view, held, sol, point, inf, status, xp=np)
+
+
+@functools.lru_cache(maxsize=256)
+def _view(space: Any) -> View:
+    """The space as :func:`assemble` on the host reads it (names, sizes, unravel)."""
+    return View(space)
+
+
+@functools.lru_cache(maxsize=256)
+def _kind(space: Any) -> str:
+    return space_kind(space)
 
 
 def on_device(inputs: Inputs, weights: Any) -> tuple[Inputs, Any]:
@@ -296,6 +283,7 @@ def on_device(inputs: Inputs, weights: Any) -> tuple[Inputs, Any]:
 def host_fit(config: KernelConfig, inputs: Inputs, init_leaves: list, weights: Any,
              tol: Any, max_iter: Any) -> FitResult:
     """:func:`~jaxmle.fitting.kernel.fit_kernel`'s result, driven from the host."""
+    config, inputs, weights = bucketed(config, inputs, weights, init_leaves)
     programs = model_programs(config)
     held = inputs.held
     dev_inputs, dev_weights = on_device(inputs, weights)
@@ -309,13 +297,14 @@ def solve_points(config: KernelConfig, inputs: Inputs, weights: Any, zs: np.ndar
     """The maximum (ℓ or log posterior), status and ẑ from each start ``zs[i]`` with
     ``helds[i]`` held (profile points): the model's f/∇f/∇²f program and the solver's,
     one point after another, nothing compiled for the number of points."""
+    config, inputs, weights = bucketed(config, inputs, weights, None)
     programs = model_programs(config)
     inputs, weights = on_device(inputs, weights)
     out = []
     for i in range(zs.shape[0]):
         held = jax.tree_util.tree_map(lambda x: x[i], helds)
         final = solve(programs, inputs._replace(held=held), weights, zs[i], tol, max_iter)
-        out.append(final_values(final, zs.shape[1]))
+        out.append(final_values(final))
     ll, status, z = zip(*out)
     return np.asarray(ll, float), np.asarray(status), np.stack(z)
 
@@ -325,12 +314,14 @@ def fit_starts(config: KernelConfig, inputs: Inputs, init_leaves: list, weights:
                scale: float) -> tuple[list[FitResult], np.ndarray]:
     """Full fits from ``n_starts`` starts around ``init`` (the first is ``init`` itself),
     one after another: the starts and their fits."""
+    config, inputs, weights = bucketed(config, inputs, weights, init_leaves)
     programs = model_programs(config)
     held = inputs.held
     dev_inputs, dev_weights = on_device(inputs, weights)
     z0 = programs.unconstrain(init_leaves)
     bucket = max(8, 1 << (n_starts - 2).bit_length())
-    zs = np.asarray(_draw_starts(z0, held.z, jax.random.PRNGKey(0) if key is None else key,
+    key = np.zeros(2, np.uint32) if key is None else key   # = PRNGKey(0), no program
+    zs = np.asarray(_draw_starts(z0, held.z, key,
                                  np.asarray(scale, z0.dtype), bucket))[:n_starts]
     fits = [conclude(config, programs, dev_inputs, dev_weights,
                      solve(programs, dev_inputs, dev_weights, z, tol, max_iter), held)

@@ -19,14 +19,10 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from numpyro.distributions import constraints as npc
 
 import jaxmle.core.objective as _objective
-import jaxmle.core.params as _params
 import jaxmle.core.solvers as _solvers
 import jaxmle.core.space as _space
-import jaxmle.fitting.data as _data
 from jaxmle.core.covariance import (
     Transform,
     combine,
@@ -39,10 +35,16 @@ from jaxmle.core.covariance import (
 from jaxmle.core.held import Inputs, View, nothing_held
 from jaxmle.core.priors import PriorSpec, log_prior
 from jaxmle.core.typing import Status
+from jaxmle.fitting.options import (  # noqa: F401  (the host-side options, re-exported)
+    AUTO_NEWTON_MAX_PARAMS,
+    _check_options,
+    constrained_leaves,
+    float_dtype,
+    prepare_init,
+    resolve_method,
+    resolve_tolerances,
+)
 from jaxmle.results.result import FitResult, FitStats
-
-AUTO_NEWTON_MAX_PARAMS = 200
-_DEFAULT_MAX_ITER = {"newton": 2000, "prox-newton": 2000, "lbfgs": 10000}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,10 +248,15 @@ def assemble(config: KernelConfig, view: View, held: Any, sol: _solvers.Solution
 
 def unravel_numpy(view: View, flat: np.ndarray) -> Any:
     """:meth:`View.unravel_natural` on the host (numpy; no program)."""
-    leaves = view.space.leaves
-    bounds = np.cumsum([0] + [l.size for l in leaves])
-    out = [np.reshape(flat[a:b], l.shape) for a, b, l in zip(bounds[:-1], bounds[1:], leaves)]
-    return jax.tree_util.tree_unflatten(view.space.treedef, out)
+    return jax.tree_util.tree_unflatten(view.space.treedef, [
+        np.reshape(flat[a:b], shape) for a, b, shape in _leaf_bounds(view.space)])
+
+
+@functools.lru_cache(maxsize=256)
+def _leaf_bounds(space: _space.ParamSpace) -> tuple:
+    bounds = np.cumsum([0] + [l.size for l in space.leaves])
+    return tuple((int(a), int(b), l.shape) for a, b, l in zip(bounds[:-1], bounds[1:],
+                                                               space.leaves))
 
 
 def conclude(config: KernelConfig, inputs: Any, weights: jax.Array | None,
@@ -328,83 +335,7 @@ def compiled_kernel(config: KernelConfig) -> Callable[..., FitResult]:
     return jax.jit(functools.partial(fit_kernel, config))
 
 
-@functools.lru_cache(maxsize=256)
-def constrained_leaves(space: _space.ParamSpace) -> frozenset:
-    """Names of the leaves with a constraint other than the real line."""
-    def is_real(c):
-        while hasattr(c, "base_constraint"):
-            c = c.base_constraint
-        return c is npc.real
-
-    return frozenset(l.name for l in space.leaves if not is_real(l.constraint))
-
-
 def method_name(method: Any) -> str:
     if isinstance(method, str):
         return method
     return f"optax:{type(method).__name__}"
-
-
-def resolve_method(method: Any, n_free: int, prior: PriorSpec | None = None) -> Any:
-    """``"auto"`` → Newton for up to 200 free parameters, else L-BFGS; validate the rest.
-
-    With no free parameter (everything fixed) the "fit" only evaluates ℓ: L-BFGS's
-    init does that for a zero-length vector (Newton's eigen-step needs one coordinate).
-    Laplace (L1) priors need the proximal Newton solver (``"prox-newton"``).
-    """
-    if prior is not None and prior.has_l1 and n_free:
-        if method not in ("auto", "newton", "prox-newton"):
-            raise ValueError(f"Laplace (L1) priors need method='newton' (a proximal Newton "
-                             f"step lands exactly on zero), not {method!r}")
-        return "prox-newton"
-    if method == "auto":
-        method = "newton" if n_free <= AUTO_NEWTON_MAX_PARAMS else "lbfgs"
-    if method in ("newton", "lbfgs", "adam") or isinstance(method, optax.GradientTransformation):
-        return "lbfgs" if n_free == 0 else method
-    raise ValueError(
-        f"unknown method {method!r}: use 'auto', 'newton', 'lbfgs', 'adam' or an "
-        "optax.GradientTransformation"
-    )
-
-
-float_dtype = _data.float_dtype
-
-
-def prepare_init(init: Any, dtype: np.dtype):
-    """Flatten ``init`` into float arrays; names in pytree order."""
-    if init is None:
-        raise ValueError("init is required: a dict (or pytree) of starting values")
-    init = jax.tree_util.tree_map(np.asarray, init, is_leaf=_params.is_number_list)
-    leaves, treedef = jax.tree_util.tree_flatten(init)
-    if not leaves:
-        raise ValueError("init has no parameters")
-    names = _params.leaf_names(init)
-    arrays = []
-    for name, leaf in zip(names, leaves):
-        arr = np.asarray(leaf)
-        if arr.dtype.kind not in "biuf":
-            raise TypeError(f"init for parameter '{name}' must be real numbers, got dtype {arr.dtype}")
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"init for parameter '{name}' is not finite: {arr!r}")
-        arrays.append(np.asarray(arr, dtype))  # numpy: one transfer at the kernel call
-    return arrays, treedef, names
-
-
-def _check_options(cov_type, priors=None) -> None:
-    if cov_type not in ("observed", "opg", "sandwich"):
-        raise ValueError(f"unknown cov_type {cov_type!r}: use 'observed', 'opg' or 'sandwich'")
-    if priors and cov_type != "observed":
-        raise ValueError(f"cov_type={cov_type!r} is for maximum likelihood; with priors the "
-                         "covariance is the inverse Hessian of the log posterior (cov_type="
-                         "'observed')")
-
-
-def resolve_tolerances(tol, max_iter, method, dtype) -> tuple[np.ndarray, np.ndarray]:
-    """``tol`` (default 1e-8 in float64, 1e-5 in float32) and ``max_iter`` (by method)."""
-    tol = (1e-8 if dtype == np.float64 else 1e-5) if tol is None else tol
-    if not tol > 0:
-        raise ValueError(f"tol must be positive, got {tol}")
-    max_iter = _DEFAULT_MAX_ITER.get(method, 20000) if max_iter is None else int(max_iter)
-    if max_iter < 1:
-        raise ValueError(f"max_iter must be a positive integer, got {max_iter}")
-    return np.asarray(tol, dtype), np.asarray(max_iter, np.int32)

@@ -1,5 +1,8 @@
-"""``jm.fit`` without random effects: validate on the host, run the compiled kernel
-(:mod:`jaxmle.fitting.kernel`) once or from several starts (:mod:`jaxmle.fitting.multistart`), report.
+"""``jm.fit`` without random effects: validate on the host, run the fit — a Newton fit
+by the host driver (:mod:`jaxmle.fitting.host`: the model's programs and the shared
+solver programs), anything traced or not Newton by the fused kernel
+(:mod:`jaxmle.fitting.kernel`), from one start or several
+(:mod:`jaxmle.fitting.multistart`) — and report.
 
 The public :func:`jaxmle.fit` (:mod:`jaxmle._api`) sends ``random=`` fits to
 :mod:`jaxmle.random.marginal`, which uses this one for the marginal likelihood.
@@ -67,16 +70,19 @@ def fit(
     internal = getattr(loglik, "jaxmle_checked", False)   # e.g. the random effects' marginal
     if not internal:
         _objective.check_loglik(loglik, jax.tree_util.tree_unflatten(treedef, init_leaves), data)
-    held, codes, n_groups = prepare_held(loglik, data, space, init_leaves, fixed, cov_type,
-                                         groups, dtype)
+    with jax.ensure_compile_time_eval():   # host-side checks: concrete inside a jit too
+        held, codes, n_groups = prepare_held(loglik, data, space, init_leaves, fixed,
+                                             cov_type, groups, dtype)
     with jax.ensure_compile_time_eval():   # concrete even inside the user's jit
         _space.check_init(space, init_leaves)
     lay = layout(space, held)
     method = resolve_method(method, lay.m_free, prior)
     w = _data.prepare_weights(weights, dtype)
     tol, max_iter = resolve_tolerances(tol, max_iter, method, dtype)
+    with jax.ensure_compile_time_eval():
+        constant = constant_leaves(space, held)
     config = KernelConfig(loglik, space, method, w is not None, dtype.name, cov_type, n_groups,
-                          prior, constant_leaves(space, held))
+                          prior, constant)
     context = FitContext(config, data, w, held, codes, tol, max_iter, prior_values)
     data = Inputs(data, held, codes, prior_values)
     if n_starts != 1:
@@ -86,7 +92,7 @@ def fit(
             raise ValueError(f"start_scale must be positive, got {start_scale}")
         res = fit_multistart(config, data, init_leaves, w, tol, max_iter, int(n_starts), key,
                              float(start_scale))
-    elif _host.eligible(config) and not _traced(data, init_leaves, w):
+    elif _host_driven(config, data, init_leaves, w):
         # a model's programs and the shared solver programs, driven from here
         res = _host.host_fit(config, data, init_leaves, w, tol, max_iter)
         if int(res.status) == Status.NONFINITE_START and not np.isfinite(float(res.loglik)):
@@ -113,3 +119,27 @@ def fit(
 def _traced(*trees: Any) -> bool:
     """Called inside the user's ``jit``/``vmap``: the fused program runs (it is traced)."""
     return any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(trees))
+
+
+TIER_UP = 20
+"""After this many host-driven fits of one model, options and data shapes in a process,
+``jm.fit`` compiles the fused program (one compile, then the same fit at a fraction of
+the per-fit overhead): a loop of fits pays once, a research script never."""
+_HOST_FITS: dict = {}
+
+
+def _host_driven(config: KernelConfig, data: Any, init_leaves: list, weights: Any) -> bool:
+    """The host driver, unless the call is traced or this model has been fitted often
+    enough in this process that its fused program is worth compiling (or already is)."""
+    if not _host.eligible(config) or _traced(data, init_leaves, weights):
+        return False
+    key = call_key(compiled_kernel(config), (data, init_leaves, weights))
+    if key in COMPILED:
+        return False
+    count = _HOST_FITS.get(key, 0)
+    if count >= TIER_UP:
+        return False
+    if len(_HOST_FITS) > 4096:
+        _HOST_FITS.clear()
+    _HOST_FITS[key] = count + 1
+    return True

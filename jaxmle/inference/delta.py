@@ -76,18 +76,18 @@ def delta(res: FitResult, fn: Any, level: float = 0.95) -> DeltaResult:
     check_level(level)
     if np.ndim(res.loglik) != 0:
         raise TypeError("delta needs a single fit (index the batch first)")
-    flat_all = jnp.asarray(res.flat_params_all())
+    flat_all = np.asarray(res.flat_params_all())
     free = free_positions(res.params, res.fixed_names)
     treedef = jax.tree_util.tree_structure(res.params)
     shapes = [np.shape(x) for x in jax.tree_util.tree_leaves(res.params)]
 
     def g(theta_free):
-        flat = flat_all.at[free].set(theta_free)
+        flat = jnp.asarray(flat_all).at[free].set(theta_free)
         sizes = np.cumsum([0] + [int(np.prod(s, dtype=int)) for s in shapes])
         leaves = [flat[sizes[i]:sizes[i + 1]].reshape(s) for i, s in enumerate(shapes)]
         return jnp.asarray(fn(jax.tree_util.tree_unflatten(treedef, leaves)))
 
-    theta = np.asarray(flat_all)[free]
+    theta = flat_all[free]
     shape = jax.eval_shape(g, theta)   # traced only: no program for a wrong output type
     if not jnp.issubdtype(shape.dtype, jnp.floating):
         raise TypeError(f"fn must return floating-point values, got dtype {shape.dtype}")

@@ -29,7 +29,6 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax import lax
 
 from jaxmle.core.solvers.dense import (
@@ -80,7 +79,9 @@ def _objective_test(f_old, f_new, g, tol) -> jax.Array:
 # --------------------------------------------------------------------------- optax
 
 
-def _with_extra_args(opt: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
+def _with_extra_args(opt: Any) -> Any:
+    import optax
+
     return optax.with_extra_args_support(opt)
 
 
@@ -125,6 +126,8 @@ def _optax_step(opt, fun: Objective, s: OptaxState, tol: jax.Array,
 
 def _value_and_grad_at(fun: Objective, z: jax.Array, opt_state: Any):
     """f, ∇f at z, reused from a line search's state when the optimiser keeps them."""
+    import optax
+
     if optax.tree_utils.tree_get(opt_state, "value") is not None:
         return optax.value_and_grad_from_state(fun)(z, state=opt_state)
     return jax.value_and_grad(fun)(z)
@@ -232,8 +235,10 @@ def minimise(method: Any, fun: Objective, z0: jax.Array, tol: jax.Array,
     return solution(iterate(solver.step, solver.init(z0), max_iter))
 
 
-def optax_transformation(method: Any) -> optax.GradientTransformation:
+def optax_transformation(method: Any) -> Any:
     """The optax optimiser for a method name or a user-supplied transformation."""
+    import optax   # only here: a Newton fit never imports it
+
     if method == "lbfgs":
         return optax.lbfgs()
     if method == "adam":

@@ -1,0 +1,245 @@
+"""Latency (issue 14): what compiles, the two drivers, shape buckets, the cache.
+
+Compilations are counted with ``jax.monitoring`` (one backend-compile event per program
+compiled or loaded from the persistent cache, with the program's name), never timed.
+"""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from numpyro.distributions import constraints as npc
+
+import jaxmle as jm
+from jaxmle.fitting import buckets, cache, host
+
+POS = {"sigma": npc.positive}
+INIT = {"mu": 0.0, "sigma": 1.0}
+MODEL_PROGRAMS = {"fgh", "point", "initial_z"}
+SOLVER_PROGRAMS = {"_start", "_advance", "_probe", "_infer"}
+
+
+def normal_ll(p, x):
+    return -0.5 * ((x - p["mu"]) / p["sigma"]) ** 2 - jnp.log(p["sigma"])
+
+
+def regression_ll(p, d):
+    mu = p["b"][0] + p["b"][1] * d["x"]
+    return -0.5 * ((d["y"] - mu) / p["sigma"]) ** 2 - jnp.log(p["sigma"])
+
+
+def centred_ll(p, x):   # rows interact (the mean over the data): never padded
+    return -0.5 * ((x - jnp.mean(x) - p["mu"]) / p["sigma"]) ** 2 - jnp.log(p["sigma"])
+
+
+class Compiles:
+    """The programs compiled (or loaded from the persistent cache) inside the block."""
+
+    def __enter__(self):
+        self.names = []
+
+        def listen(event, duration, **kw):
+            if event == "/jax/core/compile/backend_compile_duration":
+                self.names.append(str(kw.get("fun_name", "?")))
+
+        self._listen = listen
+        jax.monitoring.register_event_duration_secs_listener(listen)
+        return self
+
+    def __exit__(self, *exc):
+        jax.monitoring.unregister_event_duration_listener(self._listen)
+
+    def model(self):
+        return [n for n in self.names if n.removeprefix("jit(").rstrip(")") in MODEL_PROGRAMS]
+
+
+def _data(n, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    return {"x": x, "y": 1.0 + 2.0 * x + rng.normal(0.0, 0.5, n)}
+
+
+def test_a_research_script_compiles_the_model_once():
+    """fit, a new dataset, fixed= (two different sets), profiles of two parameters, a
+    second confint, LRT, delta, multi-start, another n in the bucket, sandwich: the
+    model's f/∇f/∇²f program is compiled once; the options reuse it."""
+    init = {"b": np.zeros(2), "sigma": 1.0}
+    d = _data(200)
+    with Compiles() as first:
+        res = jm.fit(regression_ll, d, init, constraints=POS)
+    assert sum(n == "jit(fgh)" for n in first.names) == 1
+
+    steps = {
+        "new data": lambda: jm.fit(regression_ll, _data(200, 1), init, constraints=POS),
+        "fixed b[1]": lambda: jm.fit(regression_ll, d, init, constraints=POS,
+                                     fixed={"b[1]": 0.0}),
+        "fixed sigma": lambda: jm.fit(regression_ll, d, init, constraints=POS,
+                                      fixed={"sigma": 0.7}),
+        "fixed b[1] again": lambda: jm.fit(regression_ll, d, init, constraints=POS,
+                                           fixed={"b[1]": 1.5}),
+        "profile": lambda: res.confint(method="profile"),
+        "profile again": lambda: res.profile("sigma"),
+        "lrt": lambda: jm.lrt(jm.fit(regression_ll, d, init, constraints=POS,
+                                     fixed={"b[1]": 0.0}), res),
+        "delta": lambda: res.delta(lambda p: p["b"][1] / p["sigma"]),
+        "n_starts": lambda: jm.fit(regression_ll, d, init, constraints=POS, n_starts=8),
+        "n_starts 5": lambda: jm.fit(regression_ll, d, init, constraints=POS, n_starts=5),
+        "new n": lambda: jm.fit(regression_ll, _data(190), init, constraints=POS),
+        "sandwich": lambda: jm.fit(regression_ll, d, init, constraints=POS,
+                                   cov_type="sandwich"),
+    }
+    seen = {}
+    for name, step in steps.items():
+        with Compiles() as c:
+            step()
+        seen[name] = c.names
+        assert not c.model(), f"{name} recompiled the model's programs: {c.names}"
+    # what may compile, and only the first time: the fixed elements' scores (one small
+    # program per model), the delta's own function, the starts' draw, the meat of the
+    # sandwich and its inference (a solver program per covariance type)
+    # (and the host's checks of a new value, e.g. that it lies in the constraint's
+    # support, may compile one-operation programs the first time they meet a shape)
+    programs = MODEL_PROGRAMS | SOLVER_PROGRAMS | {"one", "run", "meat", "_draw_starts"}
+    for name in ("new data", "fixed sigma", "fixed b[1] again", "profile again", "lrt",
+                 "n_starts 5", "new n"):
+        assert not {n.removeprefix("jit(").rstrip(")") for n in seen[name]} & programs, \
+            (name, seen[name])
+        assert len(seen[name]) <= 2, (name, seen[name])
+    assert len(seen["delta"]) == 1
+    assert set(seen["sandwich"]) <= {"jit(meat)", "jit(_infer)"}
+
+
+def test_a_new_model_compiles_only_its_own_programs():
+    """The solver's programs are shared: a second model of the same size compiles its
+    f/∇f/∇²f, its values at the optimum and its start (plus the padding check)."""
+    x = np.random.default_rng(3).normal(2.0, 1.5, 64)
+    jm.fit(normal_ll, x, INIT, constraints=POS)
+
+    def other_ll(p, x):
+        return -0.5 * ((x - p["mu"]) / p["sigma"]) ** 2 - jnp.log(p["sigma"]) - 0.0 * x
+
+    with Compiles() as c:
+        jm.fit(other_ll, x, INIT, constraints=POS)
+    solver = [n for n in c.names if n.removeprefix("jit(").rstrip(")") in SOLVER_PROGRAMS]
+    assert solver == [], c.names
+    assert sorted(c.model()) == ["jit(fgh)", "jit(initial_z)", "jit(point)"]
+
+
+@pytest.mark.parametrize("case", ["constrained", "fixed", "map", "sandwich", "simplex"])
+def test_host_and_fused_drivers_give_the_same_fit(case):
+    """jm.fit drives the Newton from Python; inside jax.jit the same functions run as
+    one traced program. Same iterations, same numbers (n = 64 is its own bucket)."""
+    x = np.random.default_rng(5).normal(1.0, 2.0, 64)
+    ll, init, kw = normal_ll, INIT, {"constraints": POS}
+    if case == "fixed":
+        kw["fixed"] = {"mu": 0.5}
+    elif case == "map":
+        import numpyro.distributions as dist
+        kw["priors"] = {"mu": dist.Normal(0.0, 1.0)}
+    elif case == "sandwich":
+        kw["cov_type"] = "sandwich"
+    elif case == "simplex":
+        counts = np.array([12.0, 30.0, 22.0])
+
+        def ll(p, c):
+            return jnp.sum(c * jnp.log(p["p"]))
+
+        x, init, kw = counts, {"p": np.ones(3) / 3}, {"constraints": {"p": npc.simplex}}
+    a = jm.fit(ll, x, init, **kw)
+    b = jax.jit(lambda d: jm.fit(ll, d, init, **kw))(x)
+    assert isinstance(a.cov, np.ndarray) and isinstance(b.cov, jax.Array)   # two drivers
+    assert int(a.n_iter) == int(b.n_iter) and int(a.status) == int(b.status)
+    for u, v in [(a.params, b.params), (a.stderr, b.stderr), (a.cov, b.cov),
+                 (a.loglik, b.loglik), (a.score, b.score), (a.stats.z, b.stats.z)]:
+        for p, q in zip(jax.tree_util.tree_leaves(u), jax.tree_util.tree_leaves(v)):
+            np.testing.assert_allclose(p, q, rtol=1e-13, atol=1e-14)
+
+
+def test_vmap_and_jit_around_fit():
+    """The README's claim: a user's jit/vmap passes through the whole fit."""
+    xs = np.random.default_rng(7).normal(1.0, 2.0, (4, 50))
+    mus = jax.vmap(lambda x: jm.fit(normal_ll, x, INIT, constraints=POS).params["mu"])(xs)
+    np.testing.assert_allclose(mus, xs.mean(axis=1), rtol=1e-10)
+    sd = jax.jit(lambda x: jm.fit(normal_ll, x, INIT, constraints=POS).stderr["mu"])(xs[0])
+    np.testing.assert_allclose(sd, xs[0].std() / np.sqrt(50), rtol=1e-8)
+
+
+def test_padded_fits_equal_unpadded_fits():
+    """n = 100 runs in the 128 bucket (zero-weight padding rows): the same estimates,
+    SEs and log-likelihood as the unpadded fused fit, and nobs = 100."""
+    d = _data(100, 11)
+    init = {"b": np.zeros(2), "sigma": 1.0}
+    cfg_rows = buckets.bucket_size(100)
+    assert cfg_rows == 128 and buckets.bucket_size(128) == 128
+    a = jm.fit(regression_ll, d, init, constraints=POS)
+    b = jax.jit(lambda d: jm.fit(regression_ll, d, init, constraints=POS))(d)
+    assert float(a.nobs) == 100.0
+    for u, v in [(a.params, b.params), (a.stderr, b.stderr), (a.loglik, b.loglik)]:
+        for p, q in zip(jax.tree_util.tree_leaves(u), jax.tree_util.tree_leaves(v)):
+            np.testing.assert_allclose(p, q, rtol=1e-10)
+    assert np.isclose(float(a.aic), float(b.aic), rtol=1e-12)
+
+
+def test_rows_that_interact_are_not_padded():
+    """A log-likelihood using the mean of the data would change with padding rows: the
+    check at its first padded fit finds that, and it is fitted unpadded."""
+    x = np.random.default_rng(13).normal(3.0, 2.0, 100)
+    res = jm.fit(centred_ll, x, INIT, constraints=POS)
+    key = (centred_ll, jax.tree_util.tree_structure(x))
+    assert buckets._VERDICT[key] is False
+    assert abs(float(res.params["mu"])) < 1e-10
+    np.testing.assert_allclose(float(res.params["sigma"]), x.std(), rtol=1e-10)
+
+
+def test_bucket_sizes():
+    assert [buckets.bucket_size(n) for n in (1, 5, 9, 100, 4096)] == [8, 8, 16, 128, 4096]
+    for n in (4097, 10_000, 123_457, 10**6):
+        b = buckets.bucket_size(n)
+        assert n <= b <= 1.125 * n + 1 and buckets.bucket_size(b) == b
+
+
+def test_warmup_compiles_so_the_fit_does_not():
+    x = np.random.default_rng(17).normal(0.0, 1.0, 32)
+
+    def fresh_ll(p, x):
+        return -0.5 * ((x - p["mu"]) / p["sigma"]) ** 2 - jnp.log(p["sigma"]) + 0.0
+
+    assert jm.warmup(fresh_ll, x, INIT, constraints=POS) >= 3
+    with Compiles() as c:
+        res = jm.fit(fresh_ll, x, INIT, constraints=POS)
+    assert c.names == [] and bool(res.converged)
+
+
+def test_cache_prune_keeps_the_newest(tmp_path):
+    for i in range(6):
+        f = tmp_path / f"entry{i}"
+        f.write_bytes(b"x" * 100)
+        os.utime(f, (1000 + i, 1000 + i))
+    assert cache.prune(str(tmp_path), 250) == 4
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == \
+        ["entry4", "entry5"]
+    assert cache.prune(str(tmp_path), 0) == 0   # checked at most once an hour
+
+
+def test_cache_default_dir_and_opt_out(tmp_path, monkeypatch):
+    monkeypatch.setenv("JAXMLE_CACHE_DIR", str(tmp_path / "c"))
+    assert cache.default_cache_dir() == str(tmp_path / "c")
+    code = "import jax, jaxmle; print(jax.config.jax_compilation_cache_dir)"
+    env = {**os.environ, "JAXMLE_CACHE_DIR": str(tmp_path / "c"),
+           "JAXMLE_NO_COMPILATION_CACHE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert out == "None"
+    env.pop("JAXMLE_NO_COMPILATION_CACHE")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert out == str(tmp_path / "c")
+
+
+def test_host_driver_is_the_newton_only():
+    assert host.eligible(type("C", (), {"method": "newton"})())
+    assert not host.eligible(type("C", (), {"method": "lbfgs"})())
