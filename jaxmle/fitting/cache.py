@@ -19,7 +19,9 @@ processes to agree on it, so jaxmle prunes instead). It is left alone when:
 from __future__ import annotations
 
 import os
+import threading
 import time
+from typing import Any
 
 import jax
 
@@ -61,8 +63,43 @@ def enable_compilation_cache(path: str | None = None, max_bytes: int | None = No
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
     prune(path, _max_bytes() if max_bytes is None else int(max_bytes))
+    _atomic_writes()
     _state["dir"] = path
     return path
+
+
+def _atomic_writes() -> None:
+    """Make JAX's cache writes atomic (write a temporary file, then rename it): JAX 0.10
+    writes an entry in place, so another process reading it at that moment may load a
+    truncated program (seen as a crash inside ``deserialize_executable``). With the
+    cache on by default, parallel processes sharing it must be safe. Left alone if
+    JAX's internals differ from what this expects."""
+    try:
+        from jax._src import lru_cache as _lru
+        cls, suffix = _lru.LRUCache, _lru._CACHE_SUFFIX
+    except (ImportError, AttributeError):
+        return
+    original = cls.put
+    if getattr(original, "_jaxmle_atomic", False):
+        return
+
+    def put(self: Any, key: str, value: bytes) -> None:
+        if not key or getattr(self, "eviction_enabled", True):
+            return original(self, key, value)
+        try:
+            final = os.fspath(self.path / f"{key}{suffix}")
+            if os.path.exists(final):
+                return None
+            tmp = os.fspath(self.path / f".{key}.{os.getpid()}.{threading.get_ident()}.tmp")
+            with open(tmp, "wb") as f:
+                f.write(value)
+            os.replace(tmp, final)
+        except (OSError, TypeError):   # not a local directory: JAX's own way
+            return original(self, key, value)
+        return None
+
+    put._jaxmle_atomic = True
+    cls.put = put
 
 
 def disable_compilation_cache() -> None:
