@@ -161,13 +161,6 @@ HEAVY = ("numpyro", "optax", "scipy", "pandas", "matplotlib", "tqdm")
 
 # Still imported at ``import jaxmle`` by a top-level import in a module being rewritten
 # elsewhere; each entry names the line to make lazy.
-_BLOCKED = {
-    "numpyro": "jaxmle/fitting/kernel.py: `from numpyro.distributions import constraints as npc`",
-    "scipy": "NumPyro (numpyro.diagnostics), imported by jaxmle/fitting/kernel.py",
-    "tqdm": "NumPyro (numpyro.infer), imported by jaxmle/fitting/kernel.py",
-    "optax": "`import optax` in jaxmle/fitting/kernel.py and jaxmle/core/solvers/__init__.py",
-}
-
 _PROBE = """
 import json, sys
 import jaxmle
@@ -194,21 +187,13 @@ def fresh_interpreter():
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _maybe_blocked(name):
-    if name in _BLOCKED:
-        return pytest.param(name, marks=pytest.mark.xfail(
-            strict=False, reason=f"imported at `import jaxmle` by {_BLOCKED[name]}"))
-    return name
-
-
-@pytest.mark.parametrize("name", [_maybe_blocked(n) for n in HEAVY])
+@pytest.mark.parametrize("name", HEAVY)
 def test_import_jaxmle_leaves_heavy_packages_unimported(fresh_interpreter, name):
     loaded = [m for m in fresh_interpreter["import"] if m.split(".")[0] == name]
     assert not loaded, f"`import jaxmle` imported {name}: {loaded[:5]}"
 
 
-@pytest.mark.parametrize("name", [_maybe_blocked(n) for n in ("numpyro", "optax", "pandas",
-                                                               "matplotlib", "tqdm")])
+@pytest.mark.parametrize("name", ["numpyro", "optax", "pandas", "matplotlib", "tqdm"])
 def test_a_plain_fit_needs_no_heavy_package(fresh_interpreter, name):
     # (SciPy is left out: jaxlib loads its LAPACK through SciPy when a CPU program with a
     # linear solve is first compiled.)

@@ -185,8 +185,8 @@ def replace_datasets(data: Any, bad: np.ndarray) -> Any:
 def resolve_chunk_size(chunk_size: int | None, data: Any, n_batch: int, n_devices: int) -> int:
     """Members per compiled call: given, or from the bytes of data per dataset.
 
-    Rounded up to a multiple of the device count; never more than the batch
-    (rounded the same way).
+    Rounded up to a multiple of the device count; never more than the batch rounded up
+    to a power of two (then to the device count).
     """
     if chunk_size is None:
         per_member = sum(x.nbytes for x in jax.tree_util.tree_leaves(data)) / n_batch
@@ -198,7 +198,10 @@ def resolve_chunk_size(chunk_size: int | None, data: Any, n_batch: int, n_device
             raise ValueError(f"chunk_size must be a positive integer (datasets per compiled "
                              f"call), got {chunk_size!r}")
         chunk = int(chunk_size)
-    chunk = min(chunk, n_batch)
+    # never more than the batch rounded up to a power of two: batches of 5..8 datasets
+    # (multi-start, bootstraps, small simulations) share one program, the last chunk
+    # padded
+    chunk = min(chunk, 1 << max(n_batch - 1, 0).bit_length())
     return -(-chunk // n_devices) * n_devices
 
 

@@ -256,7 +256,7 @@ def conclude(config: KernelConfig, programs: ModelPrograms, inputs: Inputs, weig
         view.m, view.k, out.dtype.name, *shapes, kind, config.cov_type))
     params = unravel_numpy(view, values[:view.k])
     loglik, logpost, nobs = values[view.k:]
-    point = Point(params, loglik, logpost, np.int64(nobs), None, None)
+    point = Point(params, loglik, logpost, nobs, None, None)
     return assemble(config, view, held, sol, point, inf, status, xp=np)
 
 

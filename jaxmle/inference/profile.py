@@ -186,7 +186,7 @@ def profile_intervals(res: FitResult, level: float = 0.95, names: Any = None) ->
     """Profile intervals of several parameters, all searched together (batch 2·P)."""
     threshold(level)
     names = _targets(res, names)
-    prob = _Problem(res, 2 * len(names))
+    prob = _Problem(res, 1 << (2 * len(names) - 1).bit_length())   # slots: a power of two
     sides, skipped = {}, {}
     for name in names:
         try:
