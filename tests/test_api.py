@@ -5,12 +5,12 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
 import jaxmle as jm
 import jaxmle.core.space as _space
 import jaxmle.fitting.kernel as _kernel
+from shared import normal
 
 
 def test_public_names():
@@ -24,10 +24,6 @@ def test_public_names():
     for name in jm.__all__:
         assert hasattr(jm, name)
     assert issubclass(jm.ConvergenceWarning, jm.JaxmleWarning)
-
-
-def normal(p, x):
-    return dist.Normal(p["mu"], p["sigma"]).log_prob(x)
 
 
 def test_the_fit_kernel_vmaps_to_the_same_answers_as_single_fits():

@@ -12,25 +12,9 @@ import jaxmle as jm
 import jaxmle.fitting.batch as _batch
 import jaxmle.fitting.batch_kernel as _batch_kernel
 from jaxmle.core.typing import Status
-
-POSITIVE = {"sigma": constraints.positive}
-INIT = {"mu": 0.0, "sigma": 1.0}
-
-
-def normal(p, x):
-    return dist.Normal(p["mu"], p["sigma"]).log_prob(x)
-
-
-def gamma(p, x):
-    return dist.Gamma(p["shape"], p["rate"]).log_prob(x)
-
-
-GAMMA_CONS = {"shape": constraints.positive, "rate": constraints.positive}
-
-
-def logistic(p, data):
-    X, y = data
-    return dist.Bernoulli(logits=X @ p["beta"]).log_prob(y)
+from shared import GAMMA_CONS, gamma, logistic, normal
+from shared import NORMAL_INIT as INIT
+from shared import POS as POSITIVE
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from numpyro.distributions import constraints
 import jaxmle as jm
 import jaxmle.core.space as _space
 import jaxmle.fitting.kernel as _kernel
+from shared import normal
 
 RNG = np.random.default_rng(11)
 X = RNG.normal(3.0, 2.0, size=60)
@@ -35,15 +36,11 @@ def test_round_trip_through_the_unconstrained_space(constraint, value):
     np.testing.assert_allclose(space.to_natural(z)["t"], value, rtol=1e-12, atol=1e-12)
 
 
-def _normal(p, x):
-    return dist.Normal(p["mu"], p["sigma"]).log_prob(x)
-
-
 @pytest.mark.parametrize("mu_constraint", [constraints.interval(-10.0, 10.0),
                                            constraints.greater_than(-5.0),
                                            constraints.positive])
 def test_interior_optimum_is_unaffected_by_the_constraint(mu_constraint):
-    res = jm.fit(_normal, X, init={"mu": 1.0, "sigma": 1.0},
+    res = jm.fit(normal, X, init={"mu": 1.0, "sigma": 1.0},
                  constraints={"mu": mu_constraint, "sigma": constraints.positive})
     # exact at a stationary point: the delta method through the transform is exact
     np.testing.assert_allclose(res.params["mu"], MEAN, rtol=1e-10)

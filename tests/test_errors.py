@@ -7,14 +7,10 @@ import pytest
 from numpyro.distributions import constraints
 
 import jaxmle as jm
+from shared import POS, logistic, normal
+from shared import NORMAL_INIT as INIT
 
 X = jnp.array([1.2, 0.3, -0.8, 2.1, 0.7, 1.5, -0.2, 0.9])
-POS = {"sigma": constraints.positive}
-INIT = {"mu": 0.0, "sigma": 1.0}
-
-
-def normal(p, x):
-    return dist.Normal(p["mu"], p["sigma"]).log_prob(x)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -139,10 +135,6 @@ def test_complete_separation_is_not_reported_as_a_maximum():
     x = np.random.default_rng(3).normal(size=30)
     X2 = np.column_stack([np.ones(30), x])
     y = (x > 0).astype(float)
-
-    def logistic(p, d):
-        return dist.Bernoulli(logits=d[0] @ p["beta"]).log_prob(d[1])
-
     with pytest.warns(jm.ConvergenceWarning, match="separation"):
         res = jm.fit(logistic, (X2, y), init={"beta": np.zeros(2)})
     assert not res.converged and res.status_message.startswith("the log-likelihood barely")

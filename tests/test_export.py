@@ -13,24 +13,14 @@ import numpyro.distributions as dist
 import pytest
 import scipy.stats as st
 from numpy.testing import assert_allclose, assert_array_equal
-from numpyro.distributions import constraints
 
 import jaxmle as jm
 from jaxmle.inference.bootstrap import BootstrapResult
 from jaxmle.results.export import jsonable, versions
+from shared import POS, logit, normal
+from shared import NORMAL_INIT as INIT
 
-POS = {"sigma": constraints.positive}
-INIT = {"mu": 0.0, "sigma": 1.0}
 MU, SIGMA, N_SIM, B_SIM = 1.0, 2.0, 30, 400
-
-
-def normal(p, x):
-    return dist.Normal(p["mu"], p["sigma"]).log_prob(x)
-
-
-def logit(p, d):
-    eta = d["X"] @ p["beta"]
-    return d["y"] * eta - jnp.logaddexp(0.0, eta)
 
 
 def strict_json(d):

@@ -13,17 +13,17 @@ from numpy.testing import assert_allclose
 from numpyro.distributions import constraints
 
 import jaxmle as jm
+from shared import POS, logit, normal
+from shared import NORMAL_INIT as INIT
 
-POS = {"sigma": constraints.positive}
-INIT = {"mu": 0.0, "sigma": 1.0}
 X = np.random.default_rng(11).normal(2.0, 1.5, 60)
 
-TRACES = {"n": 0}
+TRACED = {"n": 0}
 
 
-def normal(p, x):
-    TRACES["n"] += 1          # a Python side effect: runs only when JAX traces the function
-    return dist.Normal(p["mu"], p["sigma"]).log_prob(x)
+def counted_normal(p, x):
+    TRACED["n"] += 1        # a Python side effect: runs only when JAX traces the function
+    return normal(p, x)
 
 
 def test_fixed_scalar_matches_the_closed_form():
@@ -48,17 +48,12 @@ def test_fixed_scalar_matches_the_closed_form():
 
 
 def test_a_new_fixed_value_does_not_recompile():
-    first = jm.fit(normal, X, INIT, constraints=POS, fixed={"sigma": 1.0})
-    traces = TRACES["n"]
-    second = jm.fit(normal, X, INIT, constraints=POS, fixed={"sigma": 3.0})
-    assert TRACES["n"] == traces      # same program: the value is a traced input
+    first = jm.fit(counted_normal, X, INIT, constraints=POS, fixed={"sigma": 1.0})
+    traces = TRACED["n"]
+    second = jm.fit(counted_normal, X, INIT, constraints=POS, fixed={"sigma": 3.0})
+    assert TRACED["n"] == traces      # same program: the value is a traced input
     assert float(second.params["sigma"]) == 3.0 and float(first.params["sigma"]) == 1.0
     assert_allclose(float(second.stderr["mu"]), 3.0 / np.sqrt(X.size), rtol=1e-10)
-
-
-def logit_loglik(p, d):
-    eta = d["X"] @ p["beta"]
-    return d["y"] * eta - jnp.logaddexp(0.0, eta)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +65,7 @@ def logit_data():
 
 
 def test_fixing_an_element_equals_dropping_the_covariate(logit_data):
-    res = jm.fit(logit_loglik, logit_data, {"beta": np.zeros(4)}, fixed={"beta[3]": 0.0})
+    res = jm.fit(logit, logit_data, {"beta": np.zeros(4)}, fixed={"beta[3]": 0.0})
     ref = sm.Logit(logit_data["y"], logit_data["X"][:, :3]).fit(disp=0, tol=1e-12)
     assert res.param_names == ("beta[0]", "beta[1]", "beta[2]")
     assert res.fixed_names == ("beta[3]",)
@@ -83,7 +78,7 @@ def test_fixing_an_element_equals_dropping_the_covariate(logit_data):
 
 
 def test_a_whole_array_leaf_takes_a_broadcast_scalar(logit_data):
-    res = jm.fit(logit_loglik, logit_data, {"beta": np.zeros(4)}, fixed={"beta": 0.0})
+    res = jm.fit(logit, logit_data, {"beta": np.zeros(4)}, fixed={"beta": 0.0})
     assert res.n_free == 0 and res.method == "none" and np.shape(res.cov) == (0, 0)
     assert_allclose(float(res.loglik), 300 * np.log(0.5), rtol=1e-12)
     assert bool(res.converged)
@@ -141,10 +136,10 @@ def test_fixed_errors():
     with pytest.raises(ValueError, match="not finite"):
         jm.fit(normal, X, INIT, constraints=POS, fixed={"mu": np.nan})
     with pytest.raises(ValueError, match="has shape"):
-        jm.fit(logit_loglik, {"X": np.ones((5, 2)), "y": np.ones(5)}, {"beta": np.zeros(2)},
+        jm.fit(logit, {"X": np.ones((5, 2)), "y": np.ones(5)}, {"beta": np.zeros(2)},
                fixed={"beta": [0.0, 1.0, 2.0]})
     with pytest.raises(ValueError, match="twice"):
-        jm.fit(logit_loglik, {"X": np.ones((5, 2)), "y": np.ones(5)}, {"beta": np.zeros(2)},
+        jm.fit(logit, {"X": np.ones((5, 2)), "y": np.ones(5)}, {"beta": np.zeros(2)},
                fixed={"beta": 0.0, "beta[1]": 1.0})
     with pytest.raises(TypeError, match="dict"):
         jm.fit(normal, X, INIT, constraints=POS, fixed=[("mu", 1.0)])
@@ -186,14 +181,6 @@ def test_jit_traced_kernel_with_fixed_values_vmaps():
     out = jax.jit(jax.vmap(one))(jnp.asarray([1.0, 2.0, 4.0]))
     assert_allclose(np.asarray(out.stderr["mu"]), np.array([1.0, 2.0, 4.0]) / np.sqrt(X.size),
                     rtol=1e-10)
-
-
-TRACED = {"n": 0}
-
-
-def counted_normal(p, x):
-    TRACED["n"] += 1        # runs only while a program is traced
-    return normal(p, x)
 
 
 def test_what_is_held_is_data_so_fixed_profiles_and_multistart_share_programs():

@@ -12,8 +12,8 @@ from numpyro.distributions import constraints
 import jaxmle as jm
 import jaxmle.fitting.batch as _batch
 import jaxmle.fitting.kernel as _kernel
+from shared import GAMMA_CONS, POS, gamma, normal
 
-POS = {"sigma": constraints.positive}
 B, N = 8, 20
 _rng = np.random.default_rng(12)
 XS = _rng.normal(size=(B, N))
@@ -28,10 +28,6 @@ def linreg(p, d):                       # d = (y, x), as jm.fit takes it
 
 def linreg_dict(p, d):
     return dist.Normal(p["a"] + p["b"] * d["x"], 1.0).log_prob(d["y"])
-
-
-def normal(p, x):
-    return dist.Normal(p["mu"], p["sigma"]).log_prob(x)
 
 
 def poisson_flag(p, d):
@@ -163,13 +159,6 @@ def test_a_parameter_missing_from_init_is_named_with_what_init_holds():
 def test_a_loglik_that_is_not_a_function_of_real_output(loglik, match):
     with pytest.raises(TypeError, match=match):
         jm.fit(loglik, XS[0], {"a": 0.0})
-
-
-def gamma(p, x):
-    return dist.Gamma(p["shape"], p["rate"]).log_prob(x)
-
-
-GAMMA_CONS = {"shape": constraints.positive, "rate": constraints.positive}
 
 
 def traces_of(monkeypatch, module, name, program_cache):

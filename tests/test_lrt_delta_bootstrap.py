@@ -11,13 +11,9 @@ from numpy.testing import assert_allclose
 from numpyro.distributions import constraints
 
 import jaxmle as jm
+from shared import logit, normal
 
 POS = constraints.positive
-
-
-def logit(p, d):
-    eta = d["X"] @ p["beta"]
-    return d["y"] * eta - jnp.logaddexp(0.0, eta)
 
 
 def logit_reduced(p, d):
@@ -86,10 +82,6 @@ def test_a_restriction_on_the_boundary_gets_the_mixture_pvalue():
     assert test.boundary == ("pi",) and test.df == 1
     assert_allclose(test.pvalue_boundary, test.pvalue / 2, rtol=1e-12)
     assert "mixture" in str(test)
-
-
-def normal(p, x):
-    return dist.Normal(p["mu"], p["sigma"]).log_prob(x)
 
 
 @pytest.fixture(scope="module")

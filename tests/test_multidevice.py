@@ -12,10 +12,10 @@ import sys
 import textwrap
 
 import numpy as np
-import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
 import jaxmle as jm
+from shared import logistic, normal, private_cache_env
 
 PRELUDE = textwrap.dedent("""
     import json, sys
@@ -56,13 +56,6 @@ def _local_reference():
     xs = rng.normal(2.0, 1.5, size=(10, 25))
     X = np.concatenate([np.ones((1001, 1)), rng.normal(size=(1001, 2))], axis=1)
     y = (rng.random(1001) < 1 / (1 + np.exp(-X @ np.array([0.3, 1.0, -0.5])))).astype(float)
-
-    def normal(p, x):
-        return dist.Normal(p["mu"], p["sigma"]).log_prob(x)
-
-    def logistic(p, d):
-        return dist.Bernoulli(logits=d[0] @ p["beta"]).log_prob(d[1])
-
     bres = jm.fit_batch(normal, xs, init={"mu": 0.0, "sigma": 1.0},
                         constraints={"sigma": constraints.positive})
     big = jm.fit(logistic, (X, y), init={"beta": np.zeros(3)})
@@ -133,8 +126,8 @@ def test_two_processes_fit_one_dataset_split_by_rows():
                           "nobs": float(res.nobs), "converged": bool(res.converged)}}))
         jax.distributed.shutdown()
     """)
-    env = _env()
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(i)], env=env,
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(i)],
+                              env=private_cache_env(_env(), f"distributed-{i}"),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i in range(2)]
     outs = []
@@ -145,8 +138,7 @@ def test_two_processes_fit_one_dataset_split_by_rows():
     rng = np.random.default_rng(0)
     X = np.concatenate([np.ones((1000, 1)), rng.normal(size=(1000, 2))], axis=1)
     y = (rng.random(1000) < 1 / (1 + np.exp(-X @ np.array([0.3, 1.0, -0.5])))).astype(float)
-    local = jm.fit(lambda p, d: dist.Bernoulli(logits=d[0] @ p["beta"]).log_prob(d[1]), (X, y),
-                   init={"beta": np.zeros(3)})
+    local = jm.fit(logistic, (X, y), init={"beta": np.zeros(3)})
     for out in outs:
         assert out["converged"] and out["nobs"] == 1000.0
         np.testing.assert_allclose(out["beta"], local.params["beta"], rtol=1e-10)

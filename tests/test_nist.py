@@ -14,6 +14,7 @@ as the log relative error (LRE, ~number of correct significant digits); the usua
 bar is LRE >= 6 per parameter.
 """
 
+import functools
 import warnings
 
 import jax
@@ -209,6 +210,9 @@ def jm():
     return jaxmle
 
 
+# One log-likelihood function object per mean function (cached): the two starts of a
+# problem and its SE test then share the compiled programs (jaxmle keys them by function).
+@functools.lru_cache(maxsize=None)
 def concentrated_loglik(mean):
     """Profile Gaussian log-likelihood -n/2 log(RSS(b)/n) (constants dropped)."""
 
@@ -220,6 +224,7 @@ def concentrated_loglik(mean):
     return loglik
 
 
+@functools.lru_cache(maxsize=None)
 def known_scale_loglik(mean):
     """Gaussian log-likelihood with sigma fixed at 1: -RSS(b)/2 (constants dropped).
 

@@ -15,7 +15,6 @@ import jax
 
 jax.config.update("jax_enable_x64", True)  # until tests/conftest.py does it for everyone
 
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import numpyro.distributions as dist  # noqa: E402
 import pytest  # noqa: E402
@@ -26,6 +25,9 @@ from scipy import special, stats  # noqa: E402
 from statsmodels.base.model import GenericLikelihoodModel  # noqa: E402
 
 import jaxmle as jm  # noqa: E402
+from shared import design  # noqa: E402
+from shared import logit as logit_loglik  # noqa: E402
+from shared import poisson_reg as poisson_loglik  # noqa: E402
 
 POS = constraints.positive
 N = 500          # rows of the regression data sets
@@ -34,19 +36,9 @@ METHODS = ["newton", "lbfgs"]
 
 
 # ---------------------------------------------------------------------------
-# Log-likelihoods (module level: one compiled kernel each, reused across tests)
+# Log-likelihoods (module level: one compiled kernel each, reused across tests; the
+# logistic and Poisson regressions are tests/shared.py's, also used by test_robust_cov)
 # ---------------------------------------------------------------------------
-
-def logit_loglik(p, d):
-    # By hand rather than dist.Bernoulli(logits=...): numpyro's version fails under
-    # jax_numpy_dtype_promotion="strict" (bool/float promotion inside numpyro).
-    eta = d["X"] @ p["beta"]
-    return d["y"] * eta - jnp.logaddexp(0.0, eta)
-
-
-def poisson_loglik(p, d):
-    return dist.Poisson(jnp.exp(d["X"] @ p["beta"])).log_prob(d["y"])
-
 
 def student_t_loglik(p, d):
     return dist.StudentT(p["nu"], d["X"] @ p["beta"], p["sigma"]).log_prob(d["y"])
@@ -75,10 +67,6 @@ def flat(res, names):
     est = res.flat_params()[idx]
     se = np.sqrt(np.diag(np.asarray(res.cov)))[idx]
     return est, se, np.asarray(res.fisher_info)[np.ix_(idx, idx)]
-
-
-def design(rng, n, k):
-    return np.column_stack([np.ones(n), rng.normal(size=(n, k))])
 
 
 # ---------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import numpyro.distributions as dist
 import pytest
 
 import jaxmle as jm
+from shared import normal
 
 N = 200  # the sample sizes of test_distributions.py: its compiled fits are reused
 
@@ -70,10 +71,6 @@ def test_clear_message_without_matplotlib(monkeypatch, continuous):
         plots.plot_fit(continuous)
 
 
-def normal_loglik(p, x):
-    return dist.Normal(p["mu"], p["sigma"]).log_prob(x)
-
-
 def test_profile_curves_with_both_intervals(tmp_path):
     pytest.importorskip("matplotlib")
     from numpyro.distributions import constraints
@@ -81,7 +78,7 @@ def test_profile_curves_with_both_intervals(tmp_path):
     from jaxmle.plots import plot_profile
 
     x = np.random.default_rng(5).normal(1.0, 2.0, 30)
-    res = jm.fit(normal_loglik, x, {"mu": 0.0, "sigma": 1.0},
+    res = jm.fit(normal, x, {"mu": 0.0, "sigma": 1.0},
                  constraints={"sigma": constraints.positive})
     path = tmp_path / "profile.png"
     fig = plot_profile(res, path=str(path))

@@ -16,13 +16,14 @@ from numpyro.distributions import constraints
 from scipy.optimize import minimize
 
 import jaxmle as jm
+from shared import normal, normal_known_sigma
 
 TRACES = {"n": 0}
 
 
-def normal_known_sigma(p, x):
+def counted_known_sigma(p, x):
     TRACES["n"] += 1          # runs only when JAX traces the function
-    return dist.Normal(p["mu"], 2.0).log_prob(x)
+    return normal_known_sigma(p, x)
 
 
 def bernoulli(p, y):
@@ -63,9 +64,9 @@ def test_conjugate_normal_mean_closed_form():
 
 def test_new_prior_values_do_not_recompile():
     x = np.random.default_rng(1).normal(0.0, 2.0, 20)
-    jm.fit(normal_known_sigma, x, init={"mu": 0.0}, priors={"mu": dist.Normal(0.0, 3.0)})
+    jm.fit(counted_known_sigma, x, init={"mu": 0.0}, priors={"mu": dist.Normal(0.0, 3.0)})
     traces = TRACES["n"]
-    res = jm.fit(normal_known_sigma, x, init={"mu": 0.0}, priors={"mu": dist.Normal(5.0, 0.5)})
+    res = jm.fit(counted_known_sigma, x, init={"mu": 0.0}, priors={"mu": dist.Normal(5.0, 0.5)})
     assert TRACES["n"] == traces      # the prior's parameters are traced inputs
     prec = 1 / 0.25 + len(x) / 4.0
     assert_allclose(float(res.params["mu"]), (5.0 / 0.25 + x.sum() / 4.0) / prec, rtol=1e-10)
@@ -186,37 +187,33 @@ def test_l1_errors(logit_data):
 # --------------------------------------------------------------------------- errors
 
 
-def normal2(p, x):
-    return dist.Normal(p["mu"], p["sigma"]).log_prob(x)
-
-
 def test_prior_errors():
     x = np.array([1.0, 2.0, 3.5])
     init = {"mu": 0.0, "sigma": 1.0}
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['tau'\]"):
-        jm.fit(normal2, x, init, priors={"tau": dist.Normal(0, 1)})
+        jm.fit(normal, x, init, priors={"tau": dist.Normal(0, 1)})
     with pytest.raises(TypeError, match="numpyro distribution"):
-        jm.fit(normal2, x, init, priors={"mu": 3.0})
+        jm.fit(normal, x, init, priors={"mu": 3.0})
     with pytest.raises(ValueError, match="discrete"):
-        jm.fit(normal2, x, init, priors={"mu": dist.Poisson(3.0)})
+        jm.fit(normal, x, init, priors={"mu": dist.Poisson(3.0)})
     with pytest.raises(ValueError, match="does not fit the parameter's shape"):
-        jm.fit(normal2, x, init, priors={"mu": dist.Normal(jnp.zeros(3), 1.0)})
+        jm.fit(normal, x, init, priors={"mu": dist.Normal(jnp.zeros(3), 1.0)})
     with pytest.raises(ValueError, match="conflict|constrained to"):
-        jm.fit(normal2, x, init, constraints={"sigma": constraints.unit_interval},
+        jm.fit(normal, x, init, constraints={"sigma": constraints.unit_interval},
                priors={"sigma": dist.HalfNormal(1.0)})
     with pytest.raises(ValueError, match="cov_type"):
-        jm.fit(normal2, x, init, priors={"mu": dist.Normal(0, 1)}, cov_type="sandwich")
+        jm.fit(normal, x, init, priors={"mu": dist.Normal(0, 1)}, cov_type="sandwich")
     # the support sets the constraint: an init outside it is named
     with pytest.raises(ValueError, match="sigma"):
-        jm.fit(normal2, x, {"mu": 0.0, "sigma": -1.0}, priors={"sigma": dist.HalfNormal(1.0)})
+        jm.fit(normal, x, {"mu": 0.0, "sigma": -1.0}, priors={"sigma": dist.HalfNormal(1.0)})
 
 
 def test_real_prior_with_a_narrower_constraint_truncates_it():
     """A prior on the whole line with constraints={"sigma": positive} is the half-prior."""
     x = np.random.default_rng(4).normal(0.0, 1.5, 40)
-    a = jm.fit(normal2, x, {"mu": 0.0, "sigma": 1.0}, constraints={"sigma": constraints.positive},
+    a = jm.fit(normal, x, {"mu": 0.0, "sigma": 1.0}, constraints={"sigma": constraints.positive},
                priors={"sigma": dist.Normal(0.0, 2.0)})
-    b = jm.fit(normal2, x, {"mu": 0.0, "sigma": 1.0}, priors={"sigma": dist.HalfNormal(2.0)})
+    b = jm.fit(normal, x, {"mu": 0.0, "sigma": 1.0}, priors={"sigma": dist.HalfNormal(2.0)})
     assert_allclose(a.flat_params(), b.flat_params(), rtol=1e-9)
 
 
@@ -227,9 +224,9 @@ def test_prior_function_for_a_joint_prior():
     def log_prior(p, data):
         return dist.Normal(0, 10).log_prob(p["mu"]) + dist.HalfNormal(5).log_prob(p["sigma"])
 
-    a = jm.fit(normal2, x, {"mu": 0.0, "sigma": 1.0}, constraints={"sigma": constraints.positive},
+    a = jm.fit(normal, x, {"mu": 0.0, "sigma": 1.0}, constraints={"sigma": constraints.positive},
                priors=log_prior)
-    b = jm.fit(normal2, x, {"mu": 0.0, "sigma": 1.0},
+    b = jm.fit(normal, x, {"mu": 0.0, "sigma": 1.0},
                priors={"mu": dist.Normal(0, 10), "sigma": dist.HalfNormal(5)})
     assert_allclose(a.flat_params(), b.flat_params(), rtol=1e-9)
     assert_allclose(float(a.logpost), float(b.logpost), rtol=1e-12)
@@ -238,8 +235,8 @@ def test_prior_function_for_a_joint_prior():
 
 def test_lrt_refuses_map_fits():
     x = np.random.default_rng(6).normal(1.0, 1.5, 40)
-    full = jm.fit(normal2, x, {"mu": 0.0, "sigma": 1.0}, priors={"sigma": dist.HalfNormal(5)})
-    restricted = jm.fit(normal2, x, {"mu": 0.0, "sigma": 1.0}, priors={"sigma": dist.HalfNormal(5)},
+    full = jm.fit(normal, x, {"mu": 0.0, "sigma": 1.0}, priors={"sigma": dist.HalfNormal(5)})
+    restricted = jm.fit(normal, x, {"mu": 0.0, "sigma": 1.0}, priors={"sigma": dist.HalfNormal(5)},
                         fixed={"mu": 0.0})
     with pytest.raises(ValueError, match="maximum-likelihood"):
         jm.lrt(restricted, full)

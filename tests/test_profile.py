@@ -12,6 +12,7 @@ from scipy import optimize, stats
 
 import jaxmle as jm
 import jaxmle.fitting.batch_kernel as _batch_kernel
+from shared import logit, normal
 
 C95 = stats.chi2.ppf(0.95, 1)
 POS = constraints.positive
@@ -25,10 +26,6 @@ def poisson(p, y):
 
 def bernoulli(p, y):
     return y * jnp.log(p["p"]) + (1.0 - y) * jnp.log1p(-p["p"])
-
-
-def normal(p, x):
-    return dist.Normal(p["mu"], p["sigma"]).log_prob(x)
 
 
 def brentq_interval(dev, est, lo, hi, c=C95):
@@ -110,11 +107,6 @@ def test_summary_with_profile_intervals(normal_fit):
     text = str(res.summary(method="profile"))
     lo, hi = res.confint(method="profile")["sigma"]
     assert "profile likelihood" in text and f"{lo:.6f}" in text and f"{hi:.6f}" in text
-
-
-def logit(p, d):
-    eta = d["X"] @ p["beta"]
-    return d["y"] * eta - jnp.logaddexp(0.0, eta)
 
 
 def test_an_element_of_an_array_parameter_with_other_parameters_fixed():

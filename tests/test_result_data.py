@@ -3,18 +3,14 @@ second fit, and a member of a batch refits (profile, bootstrap, lrt) like a sing
 
 import jax
 import numpy as np
-import numpyro.distributions as dist
 import pytest
 from numpyro.distributions import constraints
 
 import jaxmle as jm
+from shared import normal
 
 X = np.random.default_rng(11).normal(1.0, 2.0, size=(3, 30))
 KW = dict(init={"mu": 0.0, "sigma": 1.0}, constraints={"sigma": constraints.positive})
-
-
-def normal(p, x):
-    return dist.Normal(p["mu"], p["sigma"]).log_prob(x)
 
 
 @pytest.fixture(scope="module")

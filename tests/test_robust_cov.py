@@ -14,21 +14,11 @@ from numpy.testing import assert_allclose
 from numpyro.distributions import constraints
 
 import jaxmle as jm
+from shared import design
+from shared import logit as logit_loglik
+from shared import poisson_reg as poisson_loglik
 
 N = 500
-
-
-def logit_loglik(p, d):
-    eta = d["X"] @ p["beta"]
-    return d["y"] * eta - jnp.logaddexp(0.0, eta)
-
-
-def poisson_loglik(p, d):
-    return dist.Poisson(jnp.exp(d["X"] @ p["beta"])).log_prob(d["y"])
-
-
-def design(rng, n, k):
-    return np.column_stack([np.ones(n), rng.normal(size=(n, k))])
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,10 @@ import pytest
 from numpyro.distributions import constraints
 
 import jaxmle as jm
+from shared import POS, logistic, normal
 
 RNG = np.random.default_rng(7)
 X = RNG.normal(0.5, 1.2, size=50)
-POS = {"sigma": constraints.positive}
-
-
-def normal(p, x):
-    return dist.Normal(p["mu"], p["sigma"]).log_prob(x)
 
 
 @pytest.mark.parametrize("method, rtol", [
@@ -156,11 +152,7 @@ def test_logistic_from_exact_zeros_is_not_fooled_by_the_kink_at_logit_zero():
     rng = np.random.default_rng(42)
     Xd = np.column_stack([np.ones(300), rng.normal(size=(300, 2))])
     y = (rng.random(300) < 0.4).astype(float)
-
-    def loglik(p, d):
-        return dist.Bernoulli(logits=d[0] @ p["beta"]).log_prob(d[1])
-
-    res = jm.fit(loglik, (Xd, y), init={"beta": jnp.zeros(3)})
+    res = jm.fit(logistic, (Xd, y), init={"beta": jnp.zeros(3)})
     assert res.converged and int(res.n_iter) <= 8
     prob = 1 / (1 + np.exp(-Xd @ np.asarray(res.params["beta"])))
     np.testing.assert_allclose(Xd.T @ (y - prob), 0, atol=1e-6)

@@ -7,6 +7,7 @@ import pytest
 from numpyro.distributions import constraints
 
 import jaxmle as jm
+from shared import logistic, normal
 
 # Closed forms are exact; the solver stops within ~1e-8 SEs, so 1e-9 relative is safe.
 RTOL = 1e-9
@@ -14,10 +15,6 @@ RTOL = 1e-9
 
 def bernoulli(p, x):
     return dist.Bernoulli(probs=p["p"]).log_prob(x)
-
-
-def normal(p, x):
-    return dist.Normal(p["mu"], p["sigma"]).log_prob(x)
 
 
 def categorical(p, x):
@@ -100,11 +97,7 @@ def test_logistic_regression_minimises_cross_entropy():
     rng = np.random.default_rng(4)
     X = np.column_stack([np.ones(300), rng.normal(size=(300, 2))])
     y = (rng.random(300) < 1 / (1 + np.exp(-X @ np.array([0.3, 1.0, -2.0])))).astype(float)
-
-    def loglik(p, d):
-        return dist.Bernoulli(logits=d[0] @ p["beta"]).log_prob(d[1])
-
-    res = jm.fit(loglik, (X, y), init={"beta": jnp.zeros(3)})
+    res = jm.fit(logistic, (X, y), init={"beta": jnp.zeros(3)})
     b = np.asarray(res.params["beta"])
     prob = 1 / (1 + np.exp(-X @ b))
     # the cross-entropy gradient X^T (prob - y) vanishes at the MLE: the remaining
