@@ -16,7 +16,8 @@ from shared import normal
 def test_public_names():
     assert set(jm.__all__) == {
         "BatchFitResult", "ConvergenceWarning", "FitResult", "JaxmleWarning", "PrecisionWarning",
-        "SingularInformationWarning", "enable_compilation_cache", "fit", "fit_batch", "lrt",
+        "SingularInformationWarning", "enable_compilation_cache", "disable_compilation_cache",
+        "warmup", "fit", "fit_batch", "lrt",
         "shard_observations",
         "DistributionComparison", "DistributionFit", "compare_distributions", "fit_distribution",
         "fit_model", "stack_datasets",

@@ -41,6 +41,7 @@ def loglik_for(cls: Any) -> Callable:
         return cls(**params, **held).log_prob(x)
 
     loglik.__name__ = loglik.__qualname__ = f"{cls.__name__}_loglik"
+    loglik.jaxmle_rowwise = True   # one log-density per observation: padding is safe
     return loglik
 
 

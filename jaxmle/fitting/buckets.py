@@ -12,9 +12,10 @@ Padding is safe only for a log-likelihood whose i-th term depends on the i-th ro
 alone. That is checked, not assumed: the first padded fit of a log-likelihood
 compares ℓ at the start on the padded and the unpadded data (two small value-only
 programs); a log-likelihood whose rows interact (a mean over the data, neighbours,
-``x.shape[0]``) is never padded again. Only data whose array leaves all have the
-observations on their leading axis, and a log-likelihood returning one term per
-observation, are padded.
+``x.shape[0]``) is never padded again (jaxmle's own log-likelihoods that are row-wise by
+construction, the distributions', say so with a ``jaxmle_rowwise`` attribute and skip
+the check). Only data whose array leaves all have the observations on their leading
+axis, and a log-likelihood returning one term per observation, are padded.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ def _rows(data: Any) -> int | None:
             continue
         if isinstance(leaf, jax.core.Tracer) or not hasattr(leaf, "shape"):
             return None
+        if isinstance(leaf, jax.Array) and len(leaf.sharding.device_set) > 1:
+            return None   # sharded over devices (or hosts): left as the user laid it out
         if n is None:
             n = leaf.shape[0]
         elif leaf.shape[0] != n:
@@ -82,7 +85,7 @@ def _pad(x: Any, size: int, fill: Any = None) -> np.ndarray:
 def padded(config: KernelConfig, inputs: Inputs, weights: Any, params: Any):
     """``(config, inputs, weights, n)`` padded to the bucket of the data's n (``n`` None:
     left as they are). ``params``: a parameter tree for the output shape check."""
-    if config.method != "newton":
+    if config.method != "newton" or config.prior is not None:   # (a prior may read the data)
         return config, inputs, weights, None
     n = _rows(inputs.data)
     if n is None or n < 1 or bucket_size(n) == n:
@@ -106,6 +109,8 @@ def safe(config: KernelConfig, inputs: Inputs, weights: Any, init_leaves: list,
          padded_config: KernelConfig, padded_inputs: Inputs, padded_weights: Any) -> bool:
     """Whether padding leaves ℓ unchanged for this log-likelihood (checked once per
     log-likelihood and data structure, at its first padded fit)."""
+    if getattr(config.loglik, "jaxmle_rowwise", False):   # row-wise by construction
+        return True
     key = (config.loglik, jax.tree_util.tree_structure(inputs.data))
     if key not in _VERDICT:
         from jaxmle.fitting.start import start_program
@@ -130,7 +135,8 @@ def bucketed(config: KernelConfig, inputs: Inputs, weights: Any, init_leaves: li
     if n is None:
         return config, inputs, weights
     key = (config.loglik, jax.tree_util.tree_structure(inputs.data))
-    if init_leaves is None and key not in _VERDICT:   # nothing to check it with
+    if init_leaves is None and key not in _VERDICT and \
+            not getattr(config.loglik, "jaxmle_rowwise", False):   # nothing to check it with
         return config, inputs, weights
     if not safe(config, inputs, weights, init_leaves, new, new_inputs, new_weights):
         return config, inputs, weights
