@@ -54,9 +54,9 @@ def pytest_unconfigure(config):
 # With ``--dist loadgroup`` (pyproject.toml) the tests of one group run on one worker, so
 # the programs they share (the same log-likelihood function from tests/shared.py, the same
 # data shapes, the same fit_distribution models) are traced and compiled once per run
-# instead of once per worker. Files not listed, and the NIST harness checks, are spread
-# test by test. A NIST fit problem is a group of its own (its two starts and its
-# standard-error test share one fit program and the cached fits).
+# instead of once per worker. Files not listed are spread test by test. A NIST problem
+# is a group of its own (its two starts and its standard-error test share one fit program
+# and the cached fits; the harness checks and the SE test share the jitted Jacobian).
 GROUPS = {
     # fit_distribution / compare_distributions at n = 200
     "test_distributions.py": "distributions",
@@ -78,6 +78,8 @@ GROUPS = {
     "test_priors.py": "normal",
     "test_laplace.py": "normal",
     "test_textbook.py": "normal",
+    # the demo subprocess loads the programs test_textbook's in-process demo compiled
+    "test_examples.py::test_cli_demo": "normal",
     # logistic / Poisson regressions at N = 500 (shared.logit, shared.poisson_reg)
     "test_peers.py": "regression",
     "test_robust_cov.py": "regression",
@@ -89,11 +91,11 @@ GROUPS = {
 
 def _group(item):
     name = item.path.name
-    if name == "test_nist.py" and "jm" in getattr(item, "fixturenames", ()):
+    if name == "test_nist.py":
         params = getattr(item, "callspec", None)
         problem = params.params.get("name") if params else None
-        return f"nist-{problem}" if problem else "nist"
-    return GROUPS.get(name)
+        return f"nist-{problem}" if problem else None
+    return GROUPS.get(f"{name}::{item.name}", GROUPS.get(name))
 
 
 @pytest.hookimpl(tryfirst=True)    # before xdist reads the marks

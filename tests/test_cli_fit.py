@@ -22,6 +22,7 @@ import pytest
 import jaxmle as jm
 import jaxmle.distributions.io as _io
 from jaxmle import cli
+from shared import private_cache_env
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 N = 200  # as in test_distributions.py: the in-process comparison reuses its compiled fits
@@ -50,8 +51,13 @@ def _digests(d):
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in d.iterdir() if p.is_file()}
 
 
-def _env(d):
-    return dict(os.environ, JAXMLE_CACHE_DIR=str(d / "cache"))
+def _env(d, name=None):
+    """The worker's persistent cache (tests/conftest.py), where the in-process fits of
+    the same models at n = 200 put their programs; else one of the test's own. ``name``:
+    one of several processes running at once, given a directory of its own."""
+    env = dict(os.environ)
+    env.setdefault("JAXMLE_CACHE_DIR", str(d / "cache"))
+    return env if name is None else private_cache_env(env, name)
 
 
 def _cli(d, *args):
@@ -139,8 +145,10 @@ def concurrent_runs(workdir):
     """
     before = _digests(workdir)
     cases = {**{k: (args, None) for k, (args, _, _) in BAD_INPUTS.items()}, **OTHER_RUNS}
+    # only the stdin run fits anything: it alone reads the cache the happy path wrote to
     procs = {name: subprocess.Popen([sys.executable, "-m", "jaxmle.cli", *args], cwd=workdir,
-                                    env=_env(workdir), stdin=subprocess.PIPE,
+                                    env=_env(workdir, None if name == "stdin" else name),
+                                    stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for name, (args, _) in cases.items()}
     results = {}

@@ -27,9 +27,10 @@ def test_example_runs(script):
 
 
 def test_cli_demo(tmp_path):
+    env = dict(os.environ)     # the worker's cache (tests/conftest.py), else a fresh one
+    env.setdefault("JAXMLE_CACHE_DIR", str(tmp_path))
     out = subprocess.run([sys.executable, "-m", "jaxmle.cli", "demo"], capture_output=True,
-                         text=True, timeout=600, cwd=ROOT,
-                         env=dict(os.environ, JAXMLE_CACHE_DIR=str(tmp_path)))
+                         text=True, timeout=600, cwd=ROOT, env=env)
     assert out.returncode == 0, out.stderr
     assert "All textbook answers reproduced." in out.stdout
     assert out.stdout.count("jaxmle fit results") == 5

@@ -93,9 +93,16 @@ def gauss_newton_se(J: np.ndarray, rss: float) -> np.ndarray:
     return np.sqrt(rss / (n - k) * np.sum(r_inv**2, axis=1))
 
 
+@functools.lru_cache(maxsize=None)
+def jitted(mean, what: str):
+    """The Jacobian (jacfwd) or the Hessian of ``mean`` as one compiled program per problem
+    (cached): run op by op they would compile every primitive for every shape."""
+    return jax.jit({"jacobian": jax.jacfwd(mean), "hessian": jax.hessian(mean)}[what])
+
+
 def nls_jacobian(problem: NistProblem, b) -> np.ndarray:
     """Jacobian d mean / d b (n x k) by forward-mode autodiff of the jnp mean."""
-    return np.asarray(jax.jacfwd(problem.mean)(jnp.asarray(b), jnp.asarray(problem.x)))
+    return np.asarray(jitted(problem.mean, "jacobian")(jnp.asarray(b), jnp.asarray(problem.x)))
 
 
 def assert_lre_at_least(estimate, certified, bar: float, what: str) -> None:
@@ -152,7 +159,8 @@ def test_jax_mean_matches_numpy(name):
     """The jnp mean (what jaxmle differentiates) equals the numpy one at both starts."""
     p = load_nls(name)
     for b in (p.start1, p.start2, p.certified_params):
-        got = np.asarray(p.mean(jnp.asarray(b), jnp.asarray(p.x)))
+        got = np.asarray(p.mean(jnp.asarray(b), jnp.asarray(p.x)))   # op by op: (jit fuses
+        # and rounds differently, e.g. 2e-12 relative at a near-zero Kirby2 value)
         np.testing.assert_allclose(got, p.mean_np(b), rtol=1e-13, atol=0)
 
 
@@ -358,8 +366,8 @@ def observed_information_se(problem: NistProblem, b) -> np.ndarray:
     so SE = sqrt(RSS/n * diag((J^T J - sum_i r_i H_i)^{-1})).
     """
     bj, x = jnp.asarray(b), jnp.asarray(problem.x)
-    J = np.asarray(jax.jacfwd(problem.mean)(bj, x))
-    H = np.asarray(jax.hessian(problem.mean)(bj, x))  # (n, k, k)
+    J = np.asarray(jitted(problem.mean, "jacobian")(bj, x))
+    H = np.asarray(jitted(problem.mean, "hessian")(bj, x))  # (n, k, k)
     r = problem.y - problem.mean_np(b)
     info = J.T @ J - np.einsum("i,ijk->jk", r, H)
     return np.sqrt((r @ r) / problem.n * np.diag(np.linalg.inv(info)))
