@@ -103,7 +103,8 @@ def fit(
         if not internal and key not in COMPILED:
             check_start(config, data, init_leaves, w)   # before compiling the fit
         res = kernel(data, init_leaves, w, tol, max_iter)
-        COMPILED.add(key)
+        if not _traced(res.status):   # (inside a user's jit nothing was compiled on its own)
+            COMPILED.add(key)
         if not isinstance(res.status, jax.core.Tracer) and int(res.status) == \
                 Status.NONFINITE_START and not np.isfinite(float(res.loglik)):
             check_start(config, data, init_leaves, w)
