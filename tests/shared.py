@@ -12,7 +12,12 @@ models live here, once, with the data shapes most tests use:
   ``normal_known_sigma``: Normal(mu, 2);
 * ``logit`` / ``poisson_reg``: logistic and Poisson regression on ``{"X": X, "y": y}``;
 * ``logistic``: logistic regression on a tuple ``(X, y)`` (NumPyro's Bernoulli);
-* ``gamma``: Gamma(shape, rate) for a sample ``x`` (``GAMMA_INIT``, ``GAMMA_CONS``).
+* ``gamma``: Gamma(shape, rate) for a sample ``x`` (``GAMMA_INIT``, ``GAMMA_CONS``);
+* ``zip_poisson``: the zero-inflated Poisson (``ZIP_CONS``).
+
+Data sizes: jaxmle pads the observations to a bucket (the next power of two), so a
+program is shared by every n in one bucket; ``logit`` is fitted to n = 200 (3 columns),
+300 or 400 (4 columns) and 500 (5 columns).
 
 Tests whose point is that a function is traced once (a counter inside it) keep their
 own function: its trace count must not depend on which other tests ran first.
@@ -59,6 +64,16 @@ def logistic(p, data):
 
 def gamma(p, x):
     return dist.Gamma(p["shape"], p["rate"]).log_prob(x)
+
+
+def zip_poisson(p, y):
+    """Zero-inflated Poisson: with probability pi a structural zero."""
+    log_pois = dist.Poisson(p["rate"]).log_prob(y)
+    zero = jnp.logaddexp(jnp.log(p["pi"]), jnp.log1p(-p["pi"]) + log_pois)
+    return jnp.where(y == 0, zero, jnp.log1p(-p["pi"]) + log_pois)
+
+
+ZIP_CONS = {"rate": constraints.positive, "pi": constraints.unit_interval}
 
 
 def design(rng, n, k):

@@ -13,7 +13,7 @@ from numpy.testing import assert_allclose
 from numpyro.distributions import constraints
 
 import jaxmle as jm
-from shared import POS, logit, normal
+from shared import POS, ZIP_CONS, logit, normal, zip_poisson
 from shared import NORMAL_INIT as INIT
 
 X = np.random.default_rng(11).normal(2.0, 1.5, 60)
@@ -92,18 +92,11 @@ def test_every_parameter_fixed_evaluates_the_likelihood():
     assert res.param_names == () and res.n_free == 0 and int(res.n_iter) == 0
 
 
-def zip_loglik(p, y):
-    """Zero-inflated Poisson: with probability pi a structural zero."""
-    log_pois = dist.Poisson(p["rate"]).log_prob(y)
-    zero = jnp.logaddexp(jnp.log(p["pi"]), jnp.log1p(-p["pi"]) + log_pois)
-    return jnp.where(y == 0, zero, jnp.log1p(-p["pi"]) + log_pois)
-
-
 def test_a_boundary_value_the_constraint_admits():
     """pi = 0 (unit_interval is closed) reduces the ZIP to a Poisson: rate = mean."""
-    y = np.random.default_rng(4).poisson(2.5, 80).astype(float)
-    res = jm.fit(zip_loglik, y, {"rate": 1.0, "pi": 0.2},
-                 constraints={"rate": constraints.positive, "pi": constraints.unit_interval},
+    # n = 150 as in test_lrt_delta_bootstrap's ZIP (the same program, pi = 0 fixed)
+    y = np.random.default_rng(4).poisson(2.5, 150).astype(float)
+    res = jm.fit(zip_poisson, y, {"rate": 1.0, "pi": 0.2}, constraints=ZIP_CONS,
                  fixed={"pi": 0.0})
     assert_allclose(float(res.params["rate"]), y.mean(), rtol=1e-9)
     assert_allclose(float(res.stderr["rate"]), np.sqrt(y.mean() / y.size), rtol=1e-8)

@@ -4,14 +4,13 @@ parametric bootstrap (vs observed-information SEs)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpyro.distributions as dist
 import pytest
 import statsmodels.api as sm
 from numpy.testing import assert_allclose
 from numpyro.distributions import constraints
 
 import jaxmle as jm
-from shared import logit, normal
+from shared import ZIP_CONS, logit, normal, zip_poisson
 
 POS = constraints.positive
 
@@ -65,19 +64,13 @@ def test_lrt_refuses_what_is_not_a_nested_pair(logit_data):
         jm.lrt(1.0, full)
 
 
-def zip_loglik(p, y):
-    log_pois = dist.Poisson(p["rate"]).log_prob(y)
-    zero = jnp.logaddexp(jnp.log(p["pi"]), jnp.log1p(-p["pi"]) + log_pois)
-    return jnp.where(y == 0, zero, jnp.log1p(-p["pi"]) + log_pois)
-
-
 def test_a_restriction_on_the_boundary_gets_the_mixture_pvalue():
     """H₀: no zero inflation (pi = 0, the edge of [0, 1]): ½χ²₀ + ½χ²₁ applies."""
     rng = np.random.default_rng(9)
     y = np.where(rng.random(150) < 0.15, 0, rng.poisson(2.0, 150)).astype(float)
-    cons = {"rate": POS, "pi": constraints.unit_interval}
-    full = jm.fit(zip_loglik, y, {"rate": 1.0, "pi": 0.3}, constraints=cons)
-    null = jm.fit(zip_loglik, y, {"rate": 1.0, "pi": 0.3}, constraints=cons, fixed={"pi": 0.0})
+    full = jm.fit(zip_poisson, y, {"rate": 1.0, "pi": 0.3}, constraints=ZIP_CONS)
+    null = jm.fit(zip_poisson, y, {"rate": 1.0, "pi": 0.3}, constraints=ZIP_CONS,
+                  fixed={"pi": 0.0})
     test = jm.lrt(null, full)
     assert test.boundary == ("pi",) and test.df == 1
     assert_allclose(test.pvalue_boundary, test.pvalue / 2, rtol=1e-12)

@@ -30,16 +30,19 @@ def rosenbrock(z):
 TOL = 1e-8
 
 
-_STEPS = {}     # one compiled step per objective, shared by the tests
+_STEPS = {}     # one compiled init, step and terminate per objective, shared by the tests
 
 
 def python_loop(solver, fun, z0, max_iter):
-    """Drive the solver from Python: one compiled ``step`` per iteration."""
+    """Drive the solver from Python: one compiled ``step`` per iteration (init and
+    terminate compiled too: op by op they would compile each primitive on its own)."""
     if (solver, fun) not in _STEPS:
-        _STEPS[solver, fun] = jax.jit(lambda s: solver.step(fun, s, TOL))
-    step = _STEPS[solver, fun]
-    state = solver.init(fun, z0, TOL)
-    while not bool(solver.terminate(state, max_iter)):
+        _STEPS[solver, fun] = (jax.jit(lambda z: solver.init(fun, z, TOL)),
+                               jax.jit(lambda s: solver.step(fun, s, TOL)),
+                               jax.jit(solver.terminate))
+    init, step, terminate = _STEPS[solver, fun]
+    state = init(z0)
+    while not bool(terminate(state, max_iter)):
         state = step(state)
     return state
 
@@ -121,11 +124,12 @@ def test_every_solver_shares_the_state_machine_protocol():
 
     for method in ("newton", "lbfgs"):
         solver = solvers.make_solver(method, fun, jnp.asarray(1e-10))
-        step = jax.jit(solver.step)
-        state = solver.init(jnp.zeros(3))
-        while not bool(solver.terminate(state, jnp.asarray(500))):
+        init, step, terminate = (jax.jit(f) for f in (solver.init, solver.step, solver.terminate))
+        state = init(jnp.zeros(3))
+        while not bool(terminate(state, jnp.asarray(500))):
             state = step(state)
         loop = solvers.solution(state)
-        ref = solvers.minimise(method, fun, jnp.zeros(3), jnp.asarray(1e-10), jnp.asarray(500))
+        ref = jax.jit(lambda z: solvers.minimise(method, fun, z, jnp.asarray(1e-10),
+                                                 jnp.asarray(500)))(jnp.zeros(3))
         assert int(loop.status) == int(ref.status) == 0, method
         np.testing.assert_allclose(loop.z, ref.z, rtol=0, atol=1e-12)

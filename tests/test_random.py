@@ -308,8 +308,10 @@ def test_implicit_gradient_and_hessian_match_finite_differences(poisson_problem)
     def L(x):
         return marginal(unravel(x), augment(data, u0))
 
-    value_and_grad = jax.jit(jax.value_and_grad(L))
-    hess = np.asarray(jax.jit(jax.hessian(L))(x0))
+    # one compiled program for ℓ, ∇ℓ and ∇²ℓ (the Hessian's program holds the gradient's)
+    derivatives = jax.jit(lambda x: (*jax.value_and_grad(L)(x), jax.hessian(L)(x)))
+    value_and_grad = lambda x: derivatives(x)[:2]      # noqa: E731
+    hess = np.asarray(derivatives(x0)[2])
     h, eye = 1e-5, np.eye(x0.size)
     fd_grad = np.array([(value_and_grad(x0 + h * e)[0] - value_and_grad(x0 - h * e)[0]) / (2 * h)
                         for e in eye])
