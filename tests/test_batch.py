@@ -274,7 +274,7 @@ def test_multistart_keeps_the_users_init_when_it_is_best(normal_sets):
 def test_batch_summary_checks_its_level_and_method():
     """The batch summary has no per-fit intervals: a bad level or an interval method
     other than Wald is an error naming the way to get them, not silently ignored."""
-    xs = np.random.default_rng(11).normal(1.0, 2.0, size=(3, 40))
+    xs = np.random.default_rng(11).normal(1.0, 2.0, size=(3, 30))   # test_result_data's shape
     bres = jm.fit_batch(normal, xs, init=INIT, constraints=POSITIVE)
     assert "mu" in str(bres.summary(0.9))
     with pytest.raises(ValueError, match="level must be in"):

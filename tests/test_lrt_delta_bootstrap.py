@@ -134,8 +134,9 @@ def test_bootstrap_holds_fixed_parameters_and_checks_shapes(normal_fit):
     x, _ = normal_fit
     res = jm.fit(normal, x, {"mu": 0.0, "sigma": 1.0}, constraints={"sigma": POS},
                  fixed={"sigma": 1.5})
-    boot = res.bootstrap(simulate_normal, n=400, key=jax.random.PRNGKey(1))
-    assert boot.names == ("mu",) and boot.draws.shape == (400, 1)
+    # n = 2000 as above: the same compiled refit program (what is fixed is data)
+    boot = res.bootstrap(simulate_normal, n=2000, key=jax.random.PRNGKey(1))
+    assert boot.names == ("mu",) and boot.draws.shape == (2000, 1)
     assert np.all(np.asarray(boot.params["sigma"]) == 1.5)
     assert_allclose(boot.stderr[0], 1.5 / np.sqrt(200), rtol=0.15)
     with pytest.raises(ValueError, match="shaped like the fitted data"):
