@@ -212,7 +212,7 @@ def _raise_if_not_finite(label: str, arr: np.ndarray) -> None:
 
 def _check_device_leaf(label: str, leaf: jax.Array) -> None:
     """Check a device array where it lives (sharded or on another host: no transfer)."""
-    if not jnp.issubdtype(leaf.dtype, jnp.number):
+    if not (jnp.issubdtype(leaf.dtype, jnp.number) or leaf.dtype == jnp.bool_):
         raise TypeError(f"{label} must be numeric, got dtype {leaf.dtype}")
     if jnp.issubdtype(leaf.dtype, jnp.inexact) and not bool(jnp.all(jnp.isfinite(leaf))):
         if leaf.is_fully_addressable:

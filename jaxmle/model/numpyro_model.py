@@ -34,13 +34,26 @@ import jax
 import numpy as np
 from numpyro import handlers
 from numpyro.distributions import constraints
-from numpyro.distributions.transforms import biject_to
 
 from jaxmle._api import fit
 from jaxmle.core.params import free_positions
 from jaxmle.core.priors import _elementwise_support, describe
 from jaxmle.core.typing import JaxmleWarning, user_stacklevel
-from jaxmle.model.trace import ModelCall, ModelLogLik, ModelLogPrior, ModelSites, split_args
+from jaxmle.model.args import constant_arrays, split_args
+from jaxmle.model.sites import (
+    _check_dependent,
+    _check_priors_free_of,
+    _count,  # noqa: F401  (tests import it from here)
+    _is_imputation,
+)
+from jaxmle.model.start import (
+    as_start,
+    feasible_start,
+    gradient_check,
+    start_error,
+    strategy_function,
+)
+from jaxmle.model.trace import ModelCall, ModelLogLik, ModelLogPrior, ModelSites
 from jaxmle.results.result import FitResult
 
 
@@ -53,12 +66,13 @@ class Sites:
     latent: list            # latent sample sites (they have a distribution: a prior)
     observed: list          # observed sample sites (the likelihood)
     held: dict              # obs_mask imputation sites -> value held fixed
-    deterministic: dict     # float deterministic sites -> shape
+    deterministic: dict     # deterministic sites -> (shape, real-valued?)
     nobs: float             # observations in the observed (non-factor) sites
     labels: dict            # latent name -> "name ~ Normal(loc=0, scale=1)"
 
 
-def fit_model(model: Callable, *args: Any, method: str = "mle", init: Mapping | None = None,
+def fit_model(model: Callable, *args: Any, method: str | None = None,
+              init: Mapping | None = None, init_strategy: Any = "mean",
               solver: Any = "auto", fixed: Mapping | None = None,
               random: Sequence[str] | None = None, tol: float | None = None,
               max_iter: int | None = None, n_starts: int = 1, start_scale: float = 1.0,
@@ -71,14 +85,21 @@ def fit_model(model: Callable, *args: Any, method: str = "mle", init: Mapping | 
         An ordinary NumPyro model, called with ``*args, **kwargs`` (the data must be
         given: ``obs=y`` with ``y`` an array).
     method : {"mle", "map"}
-        ``"mle"``: maximise the likelihood of the observed sites, the latent sites'
-        distributions dropped (their supports kept as constraints). ``"map"``: the
-        posterior mode, the latent distributions kept as a (joint) prior.
+        ``"mle"`` (the default): maximise the likelihood of the observed sites, the
+        latent sites' distributions dropped (their supports kept as constraints); left
+        unset on a model with priors, a ``JaxmleWarning`` says they are dropped.
+        ``"map"``: the posterior mode of the natural parameters (no Jacobian term:
+        NumPyro's ``AutoDelta`` point), the latent distributions kept as a (joint) prior.
     init : dict, optional
-        Starting values by site name (others: the mean of the site's distribution
-        where finite, else the centre of its support, biject_to(support)(0);
-        ``numpyro.param`` sites: their ``init_value``). A scalar
-        is broadcast to the site's shape.
+        Starting values by site name (``numpyro.param`` sites: their ``init_value``).
+        A scalar is broadcast to the site's shape.
+    init_strategy : {"mean", "median", "uniform", "sample"} or a NumPyro init strategy
+        The start of the other latent sites (:mod:`jaxmle.model.start`): ``"mean"``
+        (default: the distribution's mean where finite and inside the support, else
+        biject_to(support)(0)), NumPyro's ``init_to_median`` / ``init_to_uniform`` /
+        ``init_to_sample`` seeded with 0, or e.g. ``init_to_uniform(radius=1)``. A start
+        where a log-density term is not finite is moved (one site at a time) until all
+        are; else the error names the sites.
     solver : str or optax.GradientTransformation
         ``jm.fit``'s ``method``: "auto" (Newton up to 200 parameters, else L-BFGS),
         "newton", "lbfgs", "adam", or an optax optimiser.
@@ -99,24 +120,53 @@ def fit_model(model: Callable, *args: Any, method: str = "mle", init: Mapping | 
         the model's ``numpyro.deterministic`` sites at the optimum and their
         delta-method standard errors.
     """
+    explicit = method is not None
+    method = "mle" if method is None else method
     if method not in ("mle", "map"):
         raise ValueError(f"method must be 'mle' or 'map', got {method!r} (the optimiser is "
                          "chosen with solver=)")
-    treedef, static, arrays = split_args(args, kwargs)
-    call = ModelCall(model, treedef, static)
-    sites = discover(call, arrays, init)
+    init = dict(init or {})
+    arguments = split_args(model, args, kwargs)
+    host = arguments.call(model)          # every array as the model's data, concrete here
+    strategy = strategy_function(init_strategy)
+    sites, tr = discover(host, arguments.arrays, init, strategy)
     random, roles = _check_random(random, sites)
-    data = {"args": arrays, "held": sites.held}
-    if not arrays and not sites.held:
-        data["none"] = np.zeros(())   # jm.fit needs a data leaf; the model closes over its data
+    prior_sites = tuple(n for n in sites.latent if n not in random)
+    if not explicit and prior_sites:
+        _warn_priors_dropped(model, prior_sites)
     # a "flat" site (REML's fixed effects) is integrated out under a flat prior: its own
     # density in the model is left out of the likelihood
     counted = tuple(n for n in random if roles.get(n, "random") != "flat")
+    terms = tuple(sites.observed) + counted + (prior_sites if method == "map" else ())
+    nan_args = [n for n, k in zip(arguments.names, arguments.nonfinite) if k]
+    movable = [n for n in sites.latent if n not in init]
+    start, bad = feasible_start(host, {"args": arguments.arrays, "held": sites.held},
+                                sites.params, sites.constraints, movable, terms, tr)
+    if bad:
+        raise start_error(bad, tr, nan_args)
+    if start is not sites.params:        # the held (obs_mask) values at the new start
+        sites, tr = discover(host, arguments.arrays, start, strategy)
+    if random and prior_sites:
+        _check_priors_free_of(random, host, arguments.arrays, sites, prior_sites, tr)
+    constant = constant_arrays(model, arguments, sites.params, sites.held,
+                               tuple(sites.observed) + tuple(sites.latent))
+    call = arguments.call(model, constant)
+    data = {"args": arguments.traced(constant), "held": sites.held}
+    if not data["args"] and not sites.held:
+        data["none"] = np.zeros(())   # jm.fit needs a data leaf; the model closes over its data
     loglik = ModelLogLik(call, tuple(sites.observed) + counted)
     priors = None
-    prior_sites = tuple(n for n in sites.latent if n not in random)
     if method == "map" and prior_sites:
-        priors = ModelLogPrior(call, prior_sites, tuple(sites.labels[n] for n in prior_sites))
+        fill = tuple((n, np.shape(sites.params[n])) for n in random)
+        priors = ModelLogPrior(call, prior_sites, tuple(sites.labels[n] for n in prior_sites),
+                               fill)
+    if nan_args and not gradient_check(loglik, priors, sites.params, data):
+        raise ValueError(
+            f"model argument(s) {', '.join(nan_args)} contain NaN/inf values, and the "
+            "log-density's gradient is not finite at the start: a NaN masked by jnp.where or "
+            "handlers.mask still reaches the derivative. Replace the missing entries by any "
+            "finite value before they enter a distribution (x.at[np.isnan(x)].set(...)), or "
+            "fill them and pass obs_mask= to numpyro.sample")
     res = fit(loglik, data, sites.params, constraints=sites.constraints, priors=priors,
               method=solver, fixed=fixed, random=(roles or random) or None, tol=tol,
               max_iter=max_iter,
@@ -129,9 +179,31 @@ def fit_model(model: Callable, *args: Any, method: str = "mle", init: Mapping | 
     return res
 
 
-def discover(call: ModelCall, arrays: list, init: Mapping | None) -> Sites:
-    """Run the model once (seeded, concrete) at the starting values and sort its sites."""
+_WARNED: set = set()
+
+
+def _warn_priors_dropped(model: Callable, prior_sites: tuple[str, ...]) -> None:
+    """method= left at its default on a model with priors: say once per model that the
+    MLE drops them."""
+    key = getattr(model, "__qualname__", None), getattr(model, "__code__", None)
+    if key in _WARNED:
+        return
+    if len(_WARNED) > 1024:
+        _WARNED.clear()
+    _WARNED.add(key)
+    warnings.warn(
+        f"fit_model's default method='mle' drops the priors of the latent site(s) "
+        f"{list(prior_sites)} (their supports are kept as constraints): pass method='map' for "
+        "the posterior mode, or method='mle' to say that the MLE is meant (this warning is "
+        "shown once per model)", JaxmleWarning, stacklevel=user_stacklevel())
+
+
+def discover(call: ModelCall, arrays: list, init: Mapping | None,
+             start: Callable | None = None) -> tuple[Sites, Any]:
+    """Run the model once (seeded, concrete) at the starting values (``init``, else
+    ``start(site)``: the init strategy) and sort its sites; returns them and the trace."""
     init = dict(init or {})
+    start = start or strategy_function("mean")
 
     def strategy(site):
         name = site["name"]
@@ -141,7 +213,9 @@ def discover(call: ModelCall, arrays: list, init: Mapping | None) -> Sites:
             default = site["args"][0] if site["args"] else None
             shape = np.shape(init[name]) if callable(default) else np.shape(default)
             return _init_value(name, init[name], shape)
-        return _default_init(site)
+        if site["type"] == "sample" and not site["is_observed"]:
+            return start(site)
+        return None
 
     args, kwargs = call.rebuild(arrays)
     seeded = handlers.seed(call.model, rng_seed=0)
@@ -162,12 +236,16 @@ def discover(call: ModelCall, arrays: list, init: Mapping | None) -> Sites:
     for name, site in tr.items():
         kind = site["type"]
         if kind == "param":
-            params[name] = np.asarray(site["value"])
+            params[name] = as_start(site["value"])
             supports[name] = site["kwargs"].get("constraint") or constraints.real
         elif kind == "deterministic":
             value = np.asarray(site["value"])
-            if value.dtype.kind == "f" and value.size:
-                det[name] = value.shape
+            if value.dtype.kind in "biuf":
+                det[name] = (value.shape, value.dtype.kind == "f")
+            else:
+                warnings.warn(f"deterministic site '{name}' has dtype {value.dtype}: fit_model "
+                              "reports real (or integer, boolean) values only; it is left out",
+                              JaxmleWarning, stacklevel=user_stacklevel())
         elif kind == "plate":
             size, sub = site["args"]
             if sub is not None and sub != size:
@@ -191,7 +269,7 @@ def discover(call: ModelCall, arrays: list, init: Mapping | None) -> Sites:
                     "fit_model fits continuous parameters only. Marginalise it out (e.g. "
                     "dist.MixtureSameFamily), or, if it is your response, pass the data as "
                     f"obs= (was the model called with {name}=None?)")
-            params[name] = np.asarray(site["value"])
+            params[name] = as_start(site["value"])
             supports[name] = _elementwise_support(fn.support)
             latent.append(name)
             labels[name] = f"{name} ~ {describe(fn)}"
@@ -209,26 +287,7 @@ def discover(call: ModelCall, arrays: list, init: Mapping | None) -> Sites:
             "there is no likelihood to maximise. Pass the data to the model (e.g. y=y, not "
             f"y=None); its latent sites are {latent}")
     _check_dependent(call, arrays, (params, supports), held, latent, labels, tr)
-    return Sites(params, supports, latent, observed, held, det, nobs, labels)
-
-
-def _default_init(site: dict) -> Any:
-    """The start of a latent site: its distribution's mean where that is finite and inside
-    the support, else the centre of the unconstrained space (biject_to(support)(0): 0, 1,
-    0.5, the uniform simplex, ...). No sampling: nothing random to compile."""
-    if site["type"] != "sample" or site["is_observed"] or site["fn"].support.is_discrete:
-        return None
-    fn = site["fn"]
-    shape = tuple(fn.shape(site["kwargs"]["sample_shape"]))
-    transform = biject_to(fn.support)
-    try:
-        mean = np.broadcast_to(np.asarray(fn.mean), shape)
-        if (np.all(np.isfinite(mean)) and np.all(np.asarray(fn.support.check(mean)))
-                and np.all(np.isfinite(np.asarray(transform.inv(mean))))):
-            return np.array(mean)
-    except Exception:  # no mean implemented, or an odd shape: use the centre
-        pass
-    return np.asarray(transform(np.zeros(transform.inverse_shape(shape))))
+    return Sites(params, supports, latent, observed, held, det, nobs, labels), tr
 
 
 class _InitError(ValueError):
@@ -243,92 +302,6 @@ def _init_value(name: str, given: Any, shape: tuple[int, ...]) -> np.ndarray:
     except ValueError:
         raise _InitError(f"init for site '{name}' has shape {given.shape}, but the site has "
                          f"shape {tuple(shape)}") from None
-
-
-def _is_imputation(name: str, tr: Any, names: set) -> bool:
-    """NumPyro's ``obs_mask`` splits site ``y`` into ``y_observed`` and ``y_unobserved``."""
-    if not name.endswith("_unobserved"):
-        return False
-    base = name[: -len("_unobserved")]
-    partner = f"{base}_observed"
-    return partner in names and tr[partner]["is_observed"] and base in names
-
-
-def _count(site: dict) -> float:
-    """Observations at an observed site: its log-density terms (batch elements, the value
-    broadcast) not masked out; a site whose whole value is one event (``to_event``)
-    counts the value's leading axis. A factor counts none."""
-    from numpyro.distributions.distribution import MaskedDistribution, Unit
-
-    fn, mask = site["fn"], None
-    while isinstance(fn, MaskedDistribution):
-        mask = fn._mask if mask is None or isinstance(mask, bool) else mask
-        fn = fn.base_dist
-    if isinstance(fn, Unit) or mask is False:
-        return 0.0
-    value_shape = np.shape(site["value"])
-    batch = np.broadcast_shapes(tuple(fn.batch_shape),
-                                value_shape[:len(value_shape) - len(fn.event_shape)])
-    if mask is not None and mask is not True:
-        return float(np.sum(np.broadcast_to(np.asarray(mask), batch)))
-    if batch == () and value_shape:
-        return float(value_shape[0])
-    return float(np.prod(batch, dtype=int))
-
-
-def _check_dependent(call: ModelCall, arrays: list, sites: tuple, held: dict, latent: list,
-                     labels: dict, tr: Any) -> None:
-    """Run the model again with every parameter moved: a support that moves with them
-    (Uniform(0, θ)) cannot be a fixed constraint; a prior that does (θⱼ ~ N(μ, τ)) gets a
-    label without the start values."""
-    params, supports = sites
-    moved = {}
-    for name, value in params.items():
-        t = biject_to(supports[name])
-        moved[name] = np.asarray(t(np.asarray(t.inv(value)) + 0.37))
-    tr2 = call.trace(moved, {"args": arrays, "held": held})
-    for name in latent:
-        before, after = tr[name]["fn"], tr2[name]["fn"]
-        if _differ(_constraint_leaves(before.support), _constraint_leaves(after.support)):
-            raise ValueError(
-                f"the support of latent site '{name}' ({type(before).__name__}) depends on "
-                "other parameters, so it cannot be a fixed constraint; reparameterise (e.g. "
-                "u ~ Uniform(0, 1) and x = u * upper)")
-        if _differ(_dist_leaves(before), _dist_leaves(after)):
-            labels[name] = f"{name} ~ {_dist_name(before)}(depends on parameters)"
-
-
-def _constraint_leaves(c: Any) -> list:
-    """The array attributes of a constraint (recursing into ``independent`` etc.)."""
-    if isinstance(c, constraints.Constraint):
-        return [x for v in vars(c).values() for x in _constraint_leaves(v)]
-    if isinstance(c, (list, tuple)):
-        return [x for v in c for x in _constraint_leaves(v)]
-    if isinstance(c, (np.ndarray, np.generic, jax.Array, float, int)):
-        return [c]
-    return []
-
-
-def _dist_leaves(fn: Any) -> list | None:
-    try:
-        return jax.tree_util.tree_leaves(fn)
-    except Exception:  # a distribution that is no pytree: assume it depends on them
-        return None
-
-
-def _differ(a: list | None, b: list | None) -> bool:
-    if a is None or b is None or len(a) != len(b):
-        return True
-    for x, y in zip(a, b):
-        x, y = np.asarray(x), np.asarray(y)
-        if x.shape != y.shape or not np.array_equal(x, y, equal_nan=x.dtype.kind in "fc"):
-            return True
-    return False
-
-
-def _dist_name(fn: Any) -> str:
-    text = describe(fn)
-    return text.split("(", 1)[0]
 
 
 def _check_random(random: Any, sites: Sites) -> tuple[tuple[str, ...], dict[str, str]]:
@@ -362,10 +335,11 @@ def _with_deterministic(res: FitResult, sites: ModelSites, shapes: tuple, data: 
     var = np.where(tainted, np.nan, np.diag(cov_g))
     est, se = np.asarray(value, dtype=float), np.sqrt(np.maximum(var, 0.0))
     values, errors, start = {}, {}, 0
-    for name, shape in zip(sites.names, shapes):
+    for name, (shape, real) in zip(sites.names, shapes):
         size = int(np.prod(shape, dtype=int))
         values[name] = est[start:start + size].reshape(shape)
-        errors[name] = se[start:start + size].reshape(shape)
+        # an integer or boolean site has no delta-method standard error
+        errors[name] = (se[start:start + size] if real else np.full(size, np.nan)).reshape(shape)
         start += size
     return dataclasses.replace(res, deterministic=values, deterministic_stderr=errors)
 

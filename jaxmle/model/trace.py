@@ -10,6 +10,7 @@ else (Python ints, strings, None, ...) is part of the static :class:`ModelCall`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Any, Callable
 
 import jax
@@ -17,7 +18,6 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro import handlers
 
-from jaxmle.core.params import is_number_list
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +34,8 @@ class ModelCall:
 
     def rebuild(self, arrays: list[Any]) -> tuple[tuple, dict]:
         it = iter(arrays)
-        leaves = [next(it) if s is ARRAY else s for s in self.static]
+        leaves = [next(it) if s is ARRAY else s.value if isinstance(s, Concrete) else s
+                  for s in self.static]
         return jax.tree_util.tree_unflatten(self.treedef, leaves)
 
     def trace(self, values: dict, data: dict) -> Any:
@@ -56,6 +57,40 @@ class _Array:
 
 
 ARRAY = _Array()
+
+
+class Concrete:
+    """An array argument the model needs as a value (``np.unique``, ``np.isnan``, boolean
+    indexing, NaN entries it imputes): a constant of the compiled program, compared and
+    hashed by content, so new data that differ in it compile a new program."""
+
+    __slots__ = ("value", "_hash")
+
+    def __init__(self, value: Any):
+        value = np.array(value)          # a private, read-only copy
+        value.flags.writeable = False
+        self.value = value
+        digest = hashlib.sha1(np.ascontiguousarray(value).tobytes()).hexdigest()
+        self._hash = hash((value.shape, value.dtype.str, digest))
+
+    def __eq__(self, other: Any) -> bool:
+        if not isinstance(other, Concrete):
+            return NotImplemented
+        a, b = self.value, other.value
+        return (self._hash == other._hash and a.shape == b.shape and a.dtype == b.dtype
+                and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __getstate__(self):
+        return self.value
+
+    def __setstate__(self, value):
+        self.__init__(value)
+
+    def __repr__(self) -> str:
+        return f"Concrete(shape={self.value.shape}, dtype={self.value.dtype})"
 
 
 def site_log_prob(site: dict) -> jax.Array:
@@ -98,75 +133,27 @@ class ModelLogPrior:
     call: ModelCall
     terms: tuple[str, ...]      # latent sample sites whose prior enters (not random=)
     labels: tuple[str, ...]     # "beta ~ Normal(loc=0, scale=1).to_event(1)", for the summary
+    fill: tuple = ()            # (name, shape) of the random= sites: absent from params
 
     def __call__(self, params: dict, data: dict) -> jax.Array:
-        return _total(self.call.trace(params, data), self.terms)
+        # a random-effects fit passes θ only: the random sites are set to 0 (no prior
+        # term depends on them, checked by fit_model), so nothing is sampled
+        dtype = jnp.result_type(*jax.tree_util.tree_leaves(params))
+        values = {**{n: jnp.zeros(s, dtype) for n, s in self.fill}, **params}
+        return _total(self.call.trace(values, data), self.terms)
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelSites:
-    """The values of the model's ``numpyro.deterministic`` (float) sites, flattened and
-    concatenated (the function ``res.delta`` differentiates)."""
+    """The values of the model's ``numpyro.deterministic`` sites, flattened and
+    concatenated in the parameters' float dtype (the function ``res.delta``
+    differentiates; an integer or boolean site's derivative is zero)."""
 
     call: ModelCall
     names: tuple[str, ...]
 
     def __call__(self, params: dict, data: dict) -> jax.Array:
         tr = self.call.trace(params, data)
-        return jnp.concatenate([jnp.ravel(jnp.asarray(tr[n]["value"], float))
+        dtype = jnp.result_type(*jax.tree_util.tree_leaves(params))
+        return jnp.concatenate([jnp.ravel(jnp.asarray(tr[n]["value"]).astype(dtype))
                                 for n in self.names])
-
-
-def split_args(args: tuple, kwargs: dict) -> tuple[Any, tuple, list[np.ndarray]]:
-    """(treedef, static leaves with ``ARRAY`` markers, array leaves) of the model's arguments;
-    raises for NaN/inf in an array (naming the argument).
-
-    Arrays (numpy, JAX, numpy scalars, anything with ``__array__`` such as a pandas
-    Series) are traced data; the rest must be hashable (they select the program)."""
-    tree = jax.tree_util.tree_map(lambda x: np.asarray(x) if is_number_list(x) else x,
-                                  (tuple(args), dict(kwargs)),
-                                  is_leaf=is_number_list)   # [1., 2.] is data, not a tuple
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    static, arrays = [], []
-    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
-    for path, leaf in zip(paths, leaves):
-        if isinstance(leaf, (bool, int, float, complex, str, bytes)) or leaf is None:
-            static.append(leaf)
-        elif isinstance(leaf, (np.ndarray, np.generic, jax.Array)) or hasattr(leaf, "__array__"):
-            static.append(ARRAY)
-            arrays.append(leaf if isinstance(leaf, jax.Array) else np.asarray(leaf))
-            _check_finite(path, arrays[-1])
-        else:
-            try:
-                hash(leaf)
-            except TypeError as err:
-                raise TypeError(
-                    f"model argument {_arg_label(path)} of type {type(leaf).__name__} is neither "
-                    "an array nor hashable: fit_model passes arrays as traced data and every "
-                    "other argument as a static (hashable) value; pass it as an array, a tuple, "
-                    "or close over it in the model") from err
-            static.append(leaf)
-    return treedef, tuple(static), arrays
-
-
-def _check_finite(path: str, arr: Any) -> None:
-    if isinstance(arr, jax.core.Tracer) or not jnp.issubdtype(arr.dtype, jnp.inexact):
-        return
-    bad = ~np.isfinite(np.asarray(arr))
-    if bad.any():
-        raise ValueError(
-            f"model argument {_arg_label(path)} contains {int(bad.sum())} NaN/inf value(s): "
-            "fit_model needs finite data. For missing responses, fill them with any finite "
-            "value and pass obs_mask= to numpyro.sample (or wrap the site in "
-            "numpyro.handlers.mask(mask=...)); the masked entries drop out of the likelihood")
-
-
-def _arg_label(path: str) -> str:
-    """'[0][1]' -> 'args[1]', "[1]['opts'][0]" -> 'opts[0]'."""
-    if path.startswith("[0]"):
-        return "args" + path[3:]
-    rest = path[3:]
-    if rest.startswith("['") and "']" in rest:
-        end = rest.index("']")
-        return rest[2:end] + rest[end + 2:]
-    return "kwargs" + rest

@@ -89,6 +89,30 @@ def marginal_for(loglik: Callable, layout: Layout) -> MarginalLogLik:
     return MarginalLogLik(loglik, layout)
 
 
+@dataclasses.dataclass(frozen=True)
+class MarginalPrior:
+    """A joint log prior ``log_prior(theta, data)`` (``priors=`` callable) of a random-effects
+    fit, called with the user's data: the marginal's data also carries u's start."""
+
+    function: Callable
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        name = getattr(self.function, "__name__", type(self.function).__name__)
+        return tuple(getattr(self.function, "labels", None) or (f"log prior: {name}",))
+
+    def __call__(self, theta: dict, data: Any) -> jax.Array:
+        return self.function(theta, data["data"])
+
+
+def _user_data_priors(kwargs: dict) -> dict:
+    """``priors=`` for the marginal fit: a callable prior gets the user's data."""
+    priors = kwargs.get("priors")
+    if callable(priors) and not isinstance(priors, (Mapping, MarginalPrior)):
+        kwargs = dict(kwargs, priors=MarginalPrior(priors))
+    return kwargs
+
+
 def augment(data: Any, u0: dict) -> dict:
     """The marginal's data: the user's data and u's start (a dict: the fit's data
     checks and ``fit_batch``'s batching see plain pytree leaves)."""
@@ -195,6 +219,7 @@ def fit_random(loglik: Callable, data: Any, init: Any, *, random: Any,
     """``jm.fit`` with ``random=``: the Laplace marginal fit, then the predictions."""
 
     _reject(weights, cov_type, groups)
+    kwargs = _user_data_priors(kwargs)
     dtype = float_dtype()
     names, flat, theta0, u0 = split_init(init, random, constraints)
     constraints = {k: v for k, v in (constraints or {}).items() if k not in names} or None
@@ -309,6 +334,7 @@ def fit_batch_random(loglik: Callable, data: Any, init: Any, *, random: Any,
     """
 
     _reject(weights, cov_type, groups)
+    kwargs = _user_data_priors(kwargs)
     dtype = float_dtype()
     names, flat, theta0, u0 = split_init(init, random, constraints)
     constraints = {k: v for k, v in (constraints or {}).items() if k not in names} or None
