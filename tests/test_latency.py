@@ -20,7 +20,7 @@ from jaxmle.fitting import buckets, cache, host
 POS = {"sigma": npc.positive}
 INIT = {"mu": 0.0, "sigma": 1.0}
 MODEL_PROGRAMS = {"fgh", "point", "initial_z"}
-SOLVER_PROGRAMS = {"_start", "_advance", "_probe", "_infer"}
+SOLVER_PROGRAMS = {"_advance"}   # the rest of the solver runs in NumPy (core/xp.py)
 
 
 def normal_ll(p, x):
@@ -100,7 +100,7 @@ def test_a_research_script_compiles_the_model_once():
         assert not c.model(), f"{name} recompiled the model's programs: {c.names}"
     # what may compile, and only the first time: the fixed elements' scores (one small
     # program per model), the delta's own function, the starts' draw, the meat of the
-    # sandwich and its inference (a solver program per covariance type)
+    # sandwich
     # (and the host's checks of a new value, e.g. that it lies in the constraint's
     # support, may compile one-operation programs the first time they meet a shape)
     programs = MODEL_PROGRAMS | SOLVER_PROGRAMS | {"one", "run", "meat", "_draw_starts"}
@@ -110,7 +110,7 @@ def test_a_research_script_compiles_the_model_once():
             (name, seen[name])
         assert len(seen[name]) <= 2, (name, seen[name])
     assert len(seen["delta"]) == 1
-    assert set(seen["sandwich"]) <= {"jit(meat)", "jit(_infer)"}
+    assert set(seen["sandwich"]) <= {"jit(meat)"}
 
 
 def test_a_new_model_compiles_only_its_own_programs():
@@ -243,3 +243,86 @@ def test_cache_default_dir_and_opt_out(tmp_path, monkeypatch):
 def test_host_driver_is_the_newton_only():
     assert host.eligible(type("C", (), {"method": "newton"})())
     assert not host.eligible(type("C", (), {"method": "lbfgs"})())
+
+
+def test_a_new_size_compiles_the_solver_once():
+    """Everything of the solver but ``_advance`` runs in NumPy: a first fit with a new
+    number of parameters compiles the model's programs and ``_advance``, nothing else."""
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(40, 7))
+    d = {"X": X, "y": X @ np.linspace(-1, 1, 7) + rng.normal(size=40)}
+
+    def ll(p, d):
+        return -0.5 * ((d["y"] - d["X"] @ p["b"]) / p["sigma"]) ** 2 - jnp.log(p["sigma"])
+
+    with Compiles() as c:
+        jm.fit(ll, d, {"b": np.zeros(7), "sigma": 1.0}, constraints=POS)
+    names = {n.removeprefix("jit(").rstrip(")") for n in c.names}
+    assert "_advance" in names and sum(n == "jit(_advance)" for n in c.names) == 1, c.names
+    assert names - MODEL_PROGRAMS - SOLVER_PROGRAMS <= {"one", "run", "log"}, c.names
+
+
+def _spd(rng, m, cond):
+    q, _ = np.linalg.qr(rng.normal(size=(m, m)))
+    return (q * np.geomspace(1.0, cond, m)) @ q.T
+
+
+@pytest.mark.parametrize("kind", ["spd", "indefinite", "singular", "nonfinite"])
+def test_solver_functions_agree_in_numpy_and_in_a_program(kind):
+    """The solver's and the inference's functions are written once (core/xp.py): on
+    NumPy arrays (the host driver) and traced (the fused program) they agree to rounding,
+    including where LAPACK fails (NaN, not an exception, on both sides)."""
+    from jaxmle.core.covariance import Transform, combine
+    from jaxmle.core.solvers.dense import eigen, factorize, newton_direction
+
+    rng = np.random.default_rng(11)
+    m = 4
+    h = _spd(rng, m, 1e3)
+    if kind == "indefinite":
+        h = h - 2.0 * np.eye(m)
+    elif kind == "singular":
+        v = rng.normal(size=m)
+        h = np.outer(v, v) + np.outer(h[0], h[0])
+    elif kind == "nonfinite":
+        h[1, 2] = h[2, 1] = np.nan
+    g = rng.normal(size=m)
+    held = np.array([False, False, True, False])
+    jdiag = np.exp(rng.normal(size=m))
+
+    def run(h, g, damping, held, jdiag):
+        fac = jax.tree_util.tree_map(lambda x: x[0], factorize(h[None], damping[None]))
+        step, used = newton_direction(g, fac, damping)
+        e = eigen(h, held)
+        inf = combine("elementwise", Transform(None, jdiag, None), held, h, g, e)
+        return step, used, e.values, inf.cov, inf.stderr, inf.singular
+
+    args = (h, g, np.asarray(0.0), held, jdiag)
+    with np.errstate(all="ignore"):
+        on_host = run(*args)
+    in_program = jax.jit(run)(*[jnp.asarray(a) for a in args])
+    assert all(isinstance(x, (np.ndarray, np.generic)) for x in on_host)
+    for a, b in zip(on_host, in_program):
+        np.testing.assert_allclose(a, np.asarray(b), rtol=1e-9, atol=1e-12, equal_nan=True)
+
+
+@pytest.mark.parametrize("name", ["positive", "unit_interval", "interval", "greater_than",
+                                  "less_than", "softplus_positive", "real"])
+def test_host_transforms_equal_numpyro(name):
+    """Host-side checks and profile bookkeeping evaluate the common bijections in NumPy
+    (no one-operation programs): the same values as NumPyro's, both ways."""
+    from numpyro.distributions import transforms as T
+
+    from jaxmle.core.space import host_transform
+
+    c = {"interval": npc.interval(-2.0, 5.0), "greater_than": npc.greater_than(3.0),
+         "less_than": npc.less_than(-1.0)}.get(name) or getattr(npc, name)
+    t = T.biject_to(c)
+    x = np.linspace(-30.0, 30.0, 25)
+    y = host_transform(t, x)
+    np.testing.assert_allclose(y, np.asarray(t(jnp.asarray(x))), rtol=1e-14, atol=1e-300)
+    inner = np.abs(x) <= 15   # the inverse is ill-conditioned where y meets a bound
+    np.testing.assert_allclose(host_transform(t, y[inner], inverse=True),
+                               np.asarray(t.inv(jnp.asarray(y[inner]))), rtol=1e-12, atol=1e-12)
+    with Compiles() as c:
+        host_transform(t, x[:7])
+    assert c.names == []

@@ -20,8 +20,11 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from jaxmle.core import xp as _xp
 from jaxmle.core.solvers import Eigen, eigen, null_threshold
+from jaxmle.core.xp import namespace
 from jaxmle.core.space import ParamSpace
 
 # Eigenvector components below this size do not implicate a parameter.
@@ -41,13 +44,14 @@ def _checked_inverse(e: Eigen):
     """Pseudo-inverse of H on its well-determined subspace, from the eigen-decomposition
     of the scaled H, and the unconstrained coordinates caught in singular or negative
     directions."""
-    finite = jnp.all(jnp.isfinite(e.values)) & jnp.all(jnp.isfinite(e.vectors))
+    xp = namespace(e.values, e.vectors)
+    finite = xp.all(xp.isfinite(e.values)) & xp.all(xp.isfinite(e.vectors))
     bad = (e.values <= null_threshold(e)) | ~finite
-    inv_vals = jnp.where(bad, 0.0, 1.0 / jnp.where(bad, 1.0, e.values))
+    inv_vals = xp.where(bad, 0.0, 1.0 / xp.where(bad, 1.0, e.values))
     cov_s = (e.vectors * inv_vals[None, :]) @ e.vectors.T
-    involved = jnp.any(bad[None, :] & (jnp.abs(e.vectors) > _INVOLVEMENT), axis=1)
-    eigvals = jnp.where(finite, e.values, jnp.nan)
-    return cov_s / jnp.outer(e.scale, e.scale), eigvals, involved | ~finite
+    involved = xp.any(bad[None, :] & (xp.abs(e.vectors) > _INVOLVEMENT), axis=1)
+    eigvals = xp.where(finite, e.values, np.nan)
+    return cov_s / xp.outer(e.scale, e.scale), eigvals, involved | ~finite
 
 
 class Transform(NamedTuple):
@@ -107,7 +111,9 @@ def observed_inference(space: ParamSpace, loglik_flat: Callable[[jax.Array], jax
 def combine(kind: str, t: Transform, held_z: jax.Array, hess_z: jax.Array, grad_z: jax.Array,
             eig: Eigen, cov_type: str = "observed", meat: jax.Array | None = None) -> Inference:
     """:func:`observed_inference` from the transform's terms: linear algebra only (no
-    log-likelihood), so one compiled program serves every model of the same size."""
+    log-likelihood), so one compiled program serves every model of the same size; on
+    NumPy arrays it runs on the host (:mod:`jaxmle.core.xp`)."""
+    xp = namespace(hess_z, grad_z, eig.values)
     cov_z, eigvals, involved_z = _checked_inverse(eig)
     if cov_type == "sandwich":
         cov_z = cov_z @ meat @ cov_z
@@ -115,14 +121,14 @@ def combine(kind: str, t: Transform, held_z: jax.Array, hess_z: jax.Array, grad_
         cov_z, _, involved_b = _checked_inverse(eigen(meat))
         involved_z = involved_z | involved_b
     if kind == "identity":
-        jac = jnp.eye(hess_z.shape[0], dtype=hess_z.dtype)
+        jac = xp.eye(hess_z.shape[0], dtype=hess_z.dtype)
         cov, fisher, score = cov_z, hess_z, -grad_z
     elif kind == "elementwise":
         # diagonal J: the same formulas as below without any matrix solve
-        jac = jnp.diag(t.jdiag)
-        jdiag = jnp.where(held_z, 1.0, t.jdiag)
-        cov = cov_z * jnp.outer(jdiag, jdiag)
-        fisher = hess_z / jnp.outer(jdiag, jdiag)
+        jac = xp.diag(t.jdiag)
+        jdiag = xp.where(held_z, 1.0, t.jdiag)
+        cov = cov_z * xp.outer(jdiag, jdiag)
+        fisher = hess_z / xp.outer(jdiag, jdiag)
         score = -grad_z / jdiag
     else:
         jac = t.jac
@@ -130,20 +136,20 @@ def combine(kind: str, t: Transform, held_z: jax.Array, hess_z: jax.Array, grad_
         if kind == "bijective":
             # (every leaf is bijective, so z_i and θ_i are the same element: a unit
             # entry for each held one makes J invertible without touching the rest)
-            jac_t = (jac + jnp.diag(held_z.astype(jac.dtype))).T
-            score = jnp.linalg.solve(jac_t, -grad_z)   # ∇θℓ = J⁻ᵀ ∇zℓ
+            jac_t = (jac + xp.diag(held_z.astype(jac.dtype))).T
+            score = _xp.solve(xp, jac_t, -grad_z)   # ∇θℓ = J⁻ᵀ ∇zℓ
             # I_θ = J⁻ᵀ H_z J⁻¹: exact at a stationary point, where the transform's
             # curvature term (∇ℓ · ∂²θ/∂z²) vanishes.
-            jinv_t_h = jnp.linalg.solve(jac_t, hess_z)
-            fisher = jnp.linalg.solve(jac_t, jinv_t_h.T).T
+            jinv_t_h = _xp.solve(xp, jac_t, hess_z)
+            fisher = _xp.solve(xp, jac_t, jinv_t_h.T).T
         else:
             # on a manifold ∇θℓ is the ambient gradient (its tangent part vanishes at θ̂)
             score = t.ambient
-            fisher = jnp.linalg.pinv(cov, hermitian=True)
-    singular = jnp.any((jac != 0) & involved_z[None, :], axis=1)
+            fisher = _xp.pinv_hermitian(xp, cov)
+    singular = xp.any((jac != 0) & involved_z[None, :], axis=1)
     mask = singular[:, None] | singular[None, :]
-    cov = jnp.where(mask, jnp.nan, 0.5 * (cov + cov.T))
-    stderr = jnp.sqrt(jnp.maximum(jnp.diag(cov), 0.0))  # PSD by construction; NaN stays NaN
+    cov = xp.where(mask, np.nan, 0.5 * (cov + cov.T))
+    stderr = xp.sqrt(xp.maximum(xp.diag(cov), 0.0))  # PSD by construction; NaN stays NaN
     return Inference(cov, fisher, stderr, score, eigvals, singular)
 
 
@@ -193,15 +199,17 @@ def flat_direction(objective: Callable[[jax.Array], jax.Array], z_hat: jax.Array
 def flat_probe(e: Eigen, n_free: jax.Array | int = 1) -> tuple[jax.Array, jax.Array]:
     """Whether the least-determined direction is regular, and the step of
     :func:`flat_direction` along it (c = 3 standard errors)."""
+    xp = namespace(e.values, e.vectors)
     lam = e.values[0]
     regular = (lam > null_threshold(e)) & (n_free > 0)
-    step = _FLAT_REACH * (e.vectors[:, 0] / e.scale) / jnp.sqrt(jnp.where(regular, lam, 1.0))
+    step = _FLAT_REACH * (e.vectors[:, 0] / e.scale) / xp.sqrt(xp.where(regular, lam, 1.0))
     return regular, step
 
 
 def flat_verdict(regular: jax.Array, f_plus: jax.Array, f_minus: jax.Array,
                  f_hat: jax.Array) -> jax.Array:
     """:func:`flat_direction` from f at ẑ ± step."""
-    rise = jnp.stack([f_plus, f_minus]) - f_hat
-    rise = jnp.where(jnp.isnan(rise), jnp.inf, rise)
-    return regular & (jnp.min(rise) < _FLAT_SHARE * _FLAT_REACH**2 / 2)
+    xp = namespace(f_plus, f_minus, f_hat)
+    rise = xp.stack([f_plus, f_minus]) - f_hat
+    rise = xp.where(xp.isnan(rise), np.inf, rise)
+    return regular & (xp.min(rise) < _FLAT_SHARE * _FLAT_REACH**2 / 2)

@@ -215,6 +215,64 @@ def _is_identity(transform: Any) -> bool:
     return isinstance(transform, IdentityTransform)
 
 
+def host_transform(transform: Any, x: np.ndarray, inverse: bool = False) -> np.ndarray:
+    """``transform(x)`` (or its inverse) evaluated in NumPy on the host, for the common
+    elementwise bijections (identity, exp, sigmoid, affine, softplus and compositions of
+    them: every ``positive``/``greater_than``/``less_than``/``interval``/``unit_interval``
+    leaf). Host-side checks and profile bookkeeping call transforms on concrete values;
+    NumPyro's versions would compile one small program per operation and shape. Other
+    transforms run NumPyro's (the same numbers, to rounding)."""
+    x = np.asarray(x)
+    out = _host_transform(transform, x, inverse)
+    if out is not None:
+        return np.asarray(out, x.dtype if x.dtype.kind == "f" else np.float64)
+    return np.asarray(transform.inv(x) if inverse else transform(x))
+
+
+def _host_transform(t: Any, x: np.ndarray, inverse: bool) -> np.ndarray | None:
+    if t is IDENTITY:
+        return x
+    from numpyro.distributions import transforms as T
+
+    finfo = np.finfo(x.dtype if x.dtype.kind == "f" else np.float64)
+    with np.errstate(all="ignore"):
+        if type(t) is T.IdentityTransform:
+            return x
+        if type(t) is T.IndependentTransform:
+            return _host_transform(t.base_transform, x, inverse)
+        if type(t) is T.ExpTransform:
+            return np.log(x) if inverse else np.exp(x)
+        if type(t) is T.SigmoidTransform:
+            if inverse:
+                return np.log(x) - np.log1p(-x)
+            expit = np.where(x >= 0, 1.0 / (1.0 + np.exp(-x)), np.exp(x) / (1.0 + np.exp(x)))
+            return np.clip(expit, finfo.tiny, 1.0 - finfo.eps)   # as NumPyro clips
+        if type(t) is T.SoftplusTransform:
+            if inverse:
+                return x + np.log(-np.expm1(-x))
+            return np.logaddexp(0.0, x)
+        if type(t) is T.AffineTransform:
+            loc, scale = _concrete(t.loc), _concrete(t.scale)
+            if loc is None or scale is None:
+                return None
+            return (x - loc) / scale if inverse else loc + scale * x
+        if type(t) is T.ComposeTransform:
+            parts = t.parts[::-1] if inverse else t.parts
+            for part in parts:
+                x = _host_transform(part, x, inverse)
+                if x is None:
+                    return None
+            return x
+    return None
+
+
+def _concrete(v: Any) -> np.ndarray | None:
+    try:
+        return np.asarray(v)
+    except Exception:   # a tracer: not on the host
+        return None
+
+
 def _unconstrained_shape(name: str, constraint: Any, shape: tuple[int, ...]) -> tuple[int, ...]:
     if constraint is REAL:
         return shape
@@ -293,7 +351,7 @@ def _check_init(space: ParamSpace, init_leaves: list[np.ndarray]) -> None:
                 f"init for parameter '{leaf.name}' = {np.asarray(value)!r} violates its constraint "
                 f"{leaf.constraint!r}{where}"
             )
-        z = np.asarray(leaf.transform.inv(value))
+        z = host_transform(leaf.transform, value, inverse=True)
         if not np.all(np.isfinite(z)):
             raise ValueError(
                 f"init for parameter '{leaf.name}' = {np.asarray(value)!r} lies on the boundary of "

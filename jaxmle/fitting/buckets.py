@@ -61,10 +61,15 @@ def _rows(data: Any) -> int | None:
 _SHAPES: dict = {}
 
 
+def _dtype_str(x: Any) -> str:
+    dtype = getattr(x, "dtype", None)   # arrays (NumPy or JAX); np.result_type for scalars
+    return np.dtype(dtype).str if dtype is not None else np.result_type(x).str
+
+
 def _output_shape(loglik: Any, params: Any, data: Any) -> tuple | None:
     """The shape of ``loglik(params, data)`` (traced once per function and shapes)."""
     leaves, treedef = jax.tree_util.tree_flatten((params, data))
-    key = (loglik, treedef, tuple((np.shape(x), np.result_type(x).str) for x in leaves))
+    key = (loglik, treedef, tuple((np.shape(x), _dtype_str(x)) for x in leaves))
     if key not in _SHAPES:
         try:
             _SHAPES[key] = tuple(jax.eval_shape(loglik, params, data).shape)

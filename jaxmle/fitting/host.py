@@ -1,6 +1,6 @@
-"""The host driver of a Newton fit: a model's programs and the solver's programs.
+"""The host driver of a Newton fit: the model's compiled programs, the solver in NumPy.
 
-A fit is two kinds of compiled program:
+A fit is
 
 * **model programs** (:func:`model_programs`), one set per log-likelihood, parameter
   space, priors' form and data shape (the only programs a new model compiles): f, ∇f,
@@ -8,25 +8,28 @@ A fit is two kinds of compiled program:
   Jacobian and the flat test's two values at the optimum
   (:func:`~jaxmle.fitting.kernel.model_point`); the score outer product for
   ``cov_type`` opg/sandwich; the start in z;
-* **solver programs** (module-level ``jit``\\ s below): the damped Newton's ``ask`` /
-  ``tell`` (step, line search, damping, convergence tests), the eigen-decomposition and
-  the inference's linear algebra. Their arguments are arrays of the problem's size, so
-  they are compiled once per size, dtype and a few static choices (the space's kind,
-  ``cov_type``) and shared by every model; JAX's persistent cache keeps them across
-  processes.
+* **the solver**: one program, ``_advance`` (the damped Newton's ``tell`` then ``ask``:
+  step, line search, damping, convergence tests), keyed by the number of free
+  parameters and the dtype only, so it is compiled once per size, shared by every model
+  and kept by JAX's persistent cache; what runs once per fit (the start, the
+  eigen-decomposition, the flat test's step and the inference's linear algebra) runs
+  on the host in NumPy. All of these are the very functions the fused program traces
+  (:mod:`jaxmle.core.solvers.newton`, :mod:`~jaxmle.core.solvers.dense`,
+  :mod:`jaxmle.core.covariance`, written once against the functions NumPy and
+  ``jax.numpy`` share: :mod:`jaxmle.core.xp`).
 
 ``jm.fit`` runs the Newton's state machine from Python (:func:`solve`): per iteration
 one call of the model's f/∇f/∇²f program and one of the solver's ``tell``+``ask``. The
 fused driver (:func:`~jaxmle.fitting.kernel.fit_kernel`: everything in one program)
 runs the very same functions for everything traced (``fit_batch``, the bootstrap, a
-user's ``jit``/``vmap`` around ``jm.fit``) and gives the same numbers.
+user's ``jit``/``vmap`` around ``jm.fit``) and gives the same numbers (to rounding: LAPACK
+through NumPy and through XLA may differ in the last bits).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -62,50 +65,28 @@ def eligible(config: KernelConfig) -> bool:
     return config.method == "newton"
 
 
-# --------------------------------------------------------------------------- solver programs
+# --------------------------------------------------------------------------- the solver
 #
-# Per iteration: one call of the model's f/∇f/∇²f and one of ``_advance``. The results
-# of the conclusion cross to the host packed into one vector (one transfer).
+# Per iteration: one call of the model's f/∇f/∇²f program and one of ``_advance`` (the
+# solver's one compiled program: its arguments are arrays of the problem's size, so it
+# is compiled once per size and dtype, shared by every model, and kept by JAX's
+# persistent cache across processes). What runs once per fit (the start, the
+# eigen-decomposition, the flat test's step, the inference's linear algebra) runs on
+# the host in NumPy: the same functions as in the fused program (:mod:`jaxmle.core.xp`),
+# nothing to compile, less time than a program call costs.
 
 
-def _newton(held_z: jax.Array) -> DampedNewton:
+def _newton(held_z: np.ndarray) -> DampedNewton:
     return DampedNewton(DenseModel(held_z), Rules())   # as make_solver("newton", ..., held)
 
 
-def _start_tree(z0: jax.Array, held_z: jax.Array):
+def _start(z0: np.ndarray, held_z: np.ndarray):
+    """The Newton state at z0 (offset by the kink jitter), its first proposal and trial
+    point."""
     newton = _newton(held_z)
     s = newton.init(None, z0 + _solvers.kink_jitter(z0, held_z), None)
     p = newton.ask(s)
-    return s.z + p.step, s, p
-
-
-def _specs(tree: Any):
-    """(treedef, ((shape, dtype, start, stop), ...)) of a packed tree's leaves."""
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    specs, at = [], 0
-    for x in leaves:
-        size = math.prod(x.shape)
-        specs.append((x.shape, np.dtype(x.dtype), at, at + size))
-        at += size
-    return treedef, tuple(specs)
-
-
-def _pack(tree: Any, dtype: Any) -> jax.Array:
-    return jnp.concatenate([jnp.ravel(x).astype(dtype) for x in jax.tree_util.tree_leaves(tree)])
-
-
-def _unpack_with(vec: Any, layout: Any, xp: Any = np):
-    treedef, specs = layout
-    return jax.tree_util.tree_unflatten(
-        treedef, [xp.reshape(vec[a:b], shape).astype(dtype) for shape, dtype, a, b in specs])
-
-
-@jax.jit
-def _start(z0: jax.Array, held_z: jax.Array):
-    """The Newton state at z0 (offset by the kink jitter), its first proposal and trial
-    point."""
-    z_trial, s, p = _start_tree(z0, held_z)
-    return s, p, z_trial
+    return s, p, s.z + p.step
 
 
 @jax.jit
@@ -117,43 +98,9 @@ def _advance(s, p, f, g, h, held_z, tol, max_iter):
     return s, p, s.z + p.step, _solvers.is_active(s, max_iter)
 
 
-@jax.jit
-def _probe(s, held_z: jax.Array):
-    """The solution, the eigen-decomposition and the flat test's step."""
-    sol = _solvers.solution(s)
-    eig, regular, step = probe(sol, sol.hess, held_z)
-    return sol, eig, regular, step
-
-
-@functools.partial(jax.jit, static_argnames=("kind", "cov_type"))
-def _infer(sol, eig, regular, transform, f_probe, held_z, meat, kind, cov_type):
-    """The solution, the inference and the status, packed into one vector for the host
-    (one transfer instead of one per array)."""
-    return _pack(_concluded(sol, eig, regular, transform, f_probe, held_z, meat, kind,
-                            cov_type), sol.z.dtype)
-
-
-def _concluded(sol, eig, regular, transform, f_probe, held_z, meat, kind, cov_type):
-    inf, status = infer(kind, cov_type, sol, sol.hess, eig, regular, transform, f_probe,
-                        held_z, meat)
-    return sol, inf, status
-
-
-@functools.lru_cache(maxsize=64)
-def _concluded_layout(m: int, k: int, dtype: str, transform: Any, meat: Any, kind: str,
-                      cov_type: str):
-    def spec(shape, dt=dtype):
-        return jax.ShapeDtypeStruct(shape, jnp.dtype(dt))
-
-    def concluded(z, held_z, transform, f_probe, meat):
-        _, s, _ = _start_tree(z, held_z)
-        sol = _solvers.solution(s)
-        eig, regular, _ = probe(sol, sol.hess, held_z)
-        return _concluded(sol, eig, regular, transform, f_probe, held_z, meat, kind,
-                          cov_type)
-
-    return _specs(jax.eval_shape(concluded, spec((m,)), spec((m,), np.bool_), transform,
-                                 spec((2,)), meat))
+def _host_arrays(tree: Any) -> Any:
+    """A program's outputs as NumPy arrays."""
+    return jax.tree_util.tree_map(np.asarray, tree)
 
 
 # --------------------------------------------------------------------------- model programs
@@ -220,44 +167,46 @@ def _meat_program(config: KernelConfig) -> Callable:
 
 def solve(programs: ModelPrograms, inputs: Inputs, weights: Any, z0: Any, tol: Any,
           max_iter: Any):
-    """The Newton's final state from z0, driven from Python (``inputs``, ``weights``: on
-    the device already, when large)."""
-    held_z = inputs.held.z
-    s, p, z_trial = _start(z0, held_z)
+    """The Newton's final state from z0 (NumPy arrays), driven from Python (``inputs``,
+    ``weights``: on the device already, when large)."""
+    held_z = np.asarray(inputs.held.z)
+    z0 = np.asarray(z0)
+    with np.errstate(all="ignore"):   # NaN/inf are handled as the program handles them
+        s, p, z_trial = _start(z0, held_z)
+    tol, max_iter = np.asarray(tol, z0.dtype), np.asarray(max_iter, np.int32)
     while True:
         f, g, h = programs.fgh(inputs, weights, z_trial)
         s, p, z_trial, active = _advance(s, p, f, g, h, held_z, tol, max_iter)
         if not active:
-            return s
+            return _host_arrays(s)
 
 
 def final_values(s: Any) -> tuple[float, int, np.ndarray]:
-    """(−f, status, ẑ) of a final state, read on the host (profile points)."""
-    f, status, done, z = jax.device_get((s.f, s.status, s.done, s.z))
-    return -float(f), int(status) if bool(done) else int(Status.MAX_ITER), np.asarray(z)
+    """(−f, status, ẑ) of a final state (profile points)."""
+    status = int(s.status) if bool(s.done) else int(Status.MAX_ITER)
+    return -float(s.f), status, np.asarray(s.z)
 
 
 def conclude(config: KernelConfig, programs: ModelPrograms, inputs: Inputs, weights: Any,
              final: jax.Array, held: Any) -> FitResult:
-    """:func:`~jaxmle.fitting.kernel.conclude` as separate programs (``held``: the host's
-    copy of ``inputs.held``); the result's arrays are numpy arrays."""
-    sol, eig, regular, step = _probe(final, inputs.held.z)
-    values, transform, f_probe = programs.point(inputs, weights, sol.z, step)
-    meat = None if config.cov_type == "observed" else programs.meat(inputs, weights, sol.z)
-    view = _view(config.space)
-    kind = _kind(config.space)
-    out = _infer(sol, eig, regular, transform, f_probe, inputs.held.z, meat, kind=kind,
-                 cov_type=config.cov_type)
-    out, values = np.asarray(out), np.asarray(values)
-    spec = functools.partial(jax.ShapeDtypeStruct, dtype=out.dtype)
-    shapes = (jax.tree_util.tree_map(lambda x: spec(x.shape), transform),
-              None if meat is None else spec(meat.shape))
-    sol, inf, status = _unpack_with(out, _concluded_layout(
-        view.m, view.k, out.dtype.name, *shapes, kind, config.cov_type))
-    params = unravel_numpy(view, values[:view.k])
-    loglik, logpost, nobs = values[view.k:]
-    point = Point(params, loglik, logpost, nobs, None, None)
-    return assemble(config, view, held, sol, point, inf, status, xp=np)
+    """:func:`~jaxmle.fitting.kernel.conclude` on the host: the same functions, the
+    model's parts (θ̂, ℓ, J, the flat test's values; the scores' outer product) from its
+    programs, the linear algebra in NumPy (``held``: the host's copy of ``inputs.held``);
+    the result's arrays are NumPy arrays."""
+    held_z = np.asarray(inputs.held.z)
+    with np.errstate(all="ignore"):
+        sol = _solvers.solution(final)
+        eig, regular, step = probe(sol, sol.hess, held_z)
+        values, transform, f_probe = _host_arrays(programs.point(inputs, weights, sol.z, step))
+        meat = None if config.cov_type == "observed" else _host_arrays(
+            programs.meat(inputs, weights, sol.z))
+        view = _view(config.space)
+        inf, status = infer(_kind(config.space), config.cov_type, sol, sol.hess, eig, regular,
+                            transform, f_probe, held_z, meat)
+        params = unravel_numpy(view, values[:view.k])
+        loglik, logpost, nobs = values[view.k:]
+        point = Point(params, loglik, logpost, nobs, None, None)
+        return assemble(config, view, held, sol, point, inf, status, xp=np)
 
 
 @functools.lru_cache(maxsize=256)

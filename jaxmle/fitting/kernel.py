@@ -35,6 +35,7 @@ from jaxmle.core.covariance import (
 from jaxmle.core.held import Inputs, View, nothing_held
 from jaxmle.core.priors import PriorSpec, log_prior
 from jaxmle.core.typing import Status
+from jaxmle.core.xp import namespace
 from jaxmle.fitting.options import (  # noqa: F401  (the host-side options, re-exported)
     AUTO_NEWTON_MAX_PARAMS,
     _check_options,
@@ -163,7 +164,7 @@ def probe(sol: _solvers.Solution, hess: jax.Array, held_z: jax.Array):
     """The eigen-decomposition of the free block of H and the flat test's step (solver
     side: no log-likelihood)."""
     eig = _solvers.eigen(hess, held_z)
-    regular, step = flat_probe(eig, jnp.sum(~held_z))
+    regular, step = flat_probe(eig, namespace(hess, held_z).sum(~held_z))
     return eig, regular, step
 
 
@@ -212,7 +213,7 @@ def infer(kind: str, cov_type: str, sol: _solvers.Solution, hess: jax.Array, eig
         # a "converged" point where the likelihood is flat 3 SEs away is no regular maximum
         flat = (sol.status == Status.SUCCESS) & flat_verdict(regular, f_probe[0], f_probe[1],
                                                              sol.f)
-        status = jnp.where(flat, Status.FLAT, sol.status).astype(jnp.int32)
+        status = namespace(sol.z, f_probe).where(flat, Status.FLAT, sol.status).astype(np.int32)
     return inf, status
 
 

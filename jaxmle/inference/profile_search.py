@@ -9,7 +9,6 @@ import math
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import jaxmle.core.solvers as _solvers
@@ -21,6 +20,7 @@ from jaxmle.core.held import (
     is_identity_transform,
     layout,
 )
+from jaxmle.core.space import host_transform
 from jaxmle.core.stats import chi2_1_quantile
 from jaxmle.core.typing import Status
 from jaxmle.fitting.batch_kernel import BatchConfig, compiled_passes
@@ -111,8 +111,7 @@ class _Problem:
             return u.astype(float)
         z = np.zeros((u.shape[0], leaf.size), self.dtype)
         z[:, elem] = u
-        with np.errstate(all="ignore"):
-            out = leaf.transform(jnp.asarray(z.reshape((u.shape[0],) + leaf.shape)))
+        out = host_transform(leaf.transform, z.reshape((u.shape[0],) + leaf.shape))
         return np.asarray(out, dtype=float).reshape(u.shape[0], -1)[:, elem]
 
     def slope(self, leaf, elem: int, u: float) -> float:

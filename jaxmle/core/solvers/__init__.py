@@ -45,6 +45,7 @@ from jaxmle.core.solvers.dense import (
 )
 from jaxmle.core.solvers.newton import DampedNewton, NewtonState, Rules, small_change
 from jaxmle.core.typing import Status
+from jaxmle.core.xp import namespace
 
 # the dense Newton's linear algebra is re-exported: the inference uses the same factors
 __all__ = ["UNLIMITED", "Eigen", "Factor", "NewtonState", "OptaxState", "Solution", "Solver",
@@ -145,10 +146,11 @@ def kink_jitter(z: jax.Array, held: jax.Array | None = None) -> jax.Array:
     0 sit on such ties, so the solver starts a hair away from them; the offset is
     far below any statistical precision.
     """
-    eps = jnp.finfo(z.dtype).eps
-    direction = jnp.sin(1.0 + 2.399963 * jnp.arange(z.shape[0], dtype=z.dtype))
-    jitter = 1000 * eps * (1.0 + jnp.abs(z)) * direction
-    return jitter if held is None else jnp.where(held, 0.0, jitter)   # held ones stay exact
+    xp = namespace(z, held)
+    eps = np.finfo(z.dtype).eps
+    direction = xp.sin(1.0 + 2.399963 * xp.arange(z.shape[0], dtype=z.dtype))
+    jitter = 1000 * eps * (1.0 + xp.abs(z)) * direction
+    return jitter if held is None else xp.where(held, 0.0, jitter)   # held ones stay exact
 
 
 class Solution(NamedTuple):
@@ -223,7 +225,8 @@ def iterate(step: Callable[[State], State], state: State, max_iter: jax.Array) -
 
 def solution(final: State) -> Solution:
     """The outcome of a final state (``MAX_ITER`` when it stopped without ``done``)."""
-    status = jnp.where(final.done, final.status, Status.MAX_ITER).astype(jnp.int32)
+    xp = namespace(final.z, final.done)
+    status = xp.where(final.done, final.status, Status.MAX_ITER).astype(np.int32)
     return Solution(final.z, final.f, final.g, getattr(final, "hess", None),
                     final.n_iter, final.n_rejected, status)
 

@@ -16,9 +16,11 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax import lax
+import numpy as np
 
+from jaxmle.core import xp as _xp
 from jaxmle.core.solvers.newton import DampedNewton, Measure, NewtonState, Proposal, Rules, _eps
+from jaxmle.core.xp import namespace
 
 
 def value_grad_hessian(fun, z: jax.Array):
@@ -33,10 +35,13 @@ def value_grad_hessian(fun, z: jax.Array):
 
 
 def _scaling(hess: jax.Array) -> jax.Array:
-    """Diagonal scaling D½ with D = |diag H| (floored), so damping is scale-free."""
-    diag = jnp.abs(jnp.diag(hess))
-    floor = jnp.maximum(jnp.max(diag, initial=0.0) * 1e-12, jnp.finfo(hess.dtype).tiny)
-    return jnp.sqrt(jnp.where(jnp.isfinite(diag), jnp.maximum(diag, floor), 1.0))
+    """Diagonal scaling D½ with D = |diag H| (floored), so damping is scale-free (leading
+    batch axes allowed)."""
+    xp = namespace(hess)
+    diag = xp.abs(xp.diagonal(hess, axis1=-2, axis2=-1))
+    floor = xp.maximum(xp.max(diag, axis=-1, keepdims=True, initial=0.0) * 1e-12,
+                       np.finfo(hess.dtype).tiny)
+    return xp.sqrt(xp.where(xp.isfinite(diag), xp.maximum(diag, floor), 1.0))
 
 
 class Eigen(NamedTuple):
@@ -48,10 +53,13 @@ class Eigen(NamedTuple):
 
 
 def _scaled(hess: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """D^-½ H D^-½ (the identity if H is not finite) and D½."""
+    """D^-½ H D^-½ (the identity if H is not finite) and D½ (leading batch axes allowed:
+    the test and the scaling are per matrix)."""
+    xp = namespace(hess)
     scale = _scaling(hess)
-    hs = hess / jnp.outer(scale, scale)
-    return jnp.where(jnp.all(jnp.isfinite(hs)), hs, jnp.eye(hs.shape[0], dtype=hs.dtype)), scale
+    hs = hess / (scale[..., :, None] * scale[..., None, :])
+    finite = xp.all(xp.isfinite(hs), axis=(-2, -1), keepdims=True)
+    return xp.where(finite, hs, xp.eye(hs.shape[-1], dtype=hs.dtype)), scale
 
 
 def eigen(hess: jax.Array, held: jax.Array | None = None) -> Eigen:
@@ -60,16 +68,17 @@ def eigen(hess: jax.Array, held: jax.Array | None = None) -> Eigen:
     so they are the last ``n_held`` and their vectors are the held unit vectors; those
     values are then reported as the largest free one, so thresholds relative to λ_max
     (:func:`null_threshold`) are the free block's and the held ones are never "null"."""
+    xp = namespace(hess, held)
     hs, scale = _scaled(hess)
     if held is None:
-        values, vectors = jnp.linalg.eigh(hs)
+        values, vectors = _xp.eigh(xp, hs)
         return Eigen(values, vectors, scale)
-    hs = jnp.where(held[:, None] | held[None, :], 0.0, hs)
-    top = 2.0 * jnp.max(jnp.sum(jnp.abs(hs), axis=1), initial=0.0) + 1.0
-    values, vectors = jnp.linalg.eigh(hs + jnp.diag(jnp.where(held, top, 0.0)))
-    n_free = jnp.sum(~held)
-    lam_max = jnp.where(n_free > 0, values[jnp.maximum(n_free - 1, 0)], 1.0)
-    values = jnp.where(jnp.arange(values.shape[0]) >= n_free, lam_max, values)
+    hs = xp.where(held[:, None] | held[None, :], 0.0, hs)
+    top = 2.0 * xp.max(xp.sum(xp.abs(hs), axis=1), initial=0.0) + 1.0
+    values, vectors = _xp.eigh(xp, hs + xp.diag(xp.where(held, top, 0.0)))
+    n_free = xp.sum(~held)
+    lam_max = xp.where(n_free > 0, values[xp.maximum(n_free - 1, 0)], 1.0)
+    values = xp.where(xp.arange(values.shape[0]) >= n_free, lam_max, values)
     return Eigen(values, vectors, scale)
 
 
@@ -79,10 +88,11 @@ def hold_rows(hess: jax.Array, held: jax.Array | None) -> jax.Array:
     free coordinates' scaling, damping and Cholesky/eigen choice as they were."""
     if held is None:
         return hess
-    diag = jnp.where(held, 0.0, jnp.abs(jnp.diag(hess)))
-    d = jnp.max(jnp.where(jnp.isfinite(diag), diag, 0.0), initial=0.0)
-    eye = jnp.eye(hess.shape[0], dtype=hess.dtype) * jnp.where(d > 0, d, 1.0)
-    return jnp.where(held[:, None] | held[None, :], eye, hess)
+    xp = namespace(hess, held)
+    diag = xp.where(held, 0.0, xp.abs(xp.diag(hess)))
+    d = xp.max(xp.where(xp.isfinite(diag), diag, 0.0), initial=0.0)
+    eye = xp.eye(hess.shape[0], dtype=hess.dtype) * xp.where(d > 0, d, 1.0)
+    return xp.where(held[:, None] | held[None, :], eye, hess)
 
 
 class Factor(NamedTuple):
@@ -106,28 +116,37 @@ def factorize(hess: jax.Array, damping: jax.Array) -> Factor:
     Hessian and damping only, so a fit's path never depends on the rest of the
     batch; the batched ``eigh`` runs only when at least one member needs it.
     """
-    hs, scale = jax.vmap(_scaled)(hess)
-    chol = jnp.linalg.cholesky(hs)
-    pivots = jnp.diagonal(chol, axis1=-2, axis2=-1) ** 2
-    finite = jnp.all(jnp.isfinite(chol), axis=(-2, -1))
-    safe = finite & (jnp.min(pivots, axis=-1, initial=1.0) >= jnp.sqrt(_eps(hess.dtype)))
+    xp = namespace(hess, damping)
+    hs, scale = _scaled(hess)
+    chol = _xp.cholesky(xp, hs)
+    pivots = xp.diagonal(chol, axis1=-2, axis2=-1) ** 2
+    finite = xp.all(xp.isfinite(chol), axis=(-2, -1))
+    safe = finite & (xp.min(pivots, axis=-1, initial=1.0) >= xp.sqrt(_eps(hess.dtype, xp)))
     use_eig = ~(safe & (damping == 0))
-    eye = jnp.broadcast_to(jnp.eye(hess.shape[-1], dtype=hess.dtype), hess.shape)
-    values, vectors = lax.cond(jnp.any(use_eig), lambda h: tuple(jnp.linalg.eigh(h)),
-                               lambda h: (jnp.ones(h.shape[:-1], h.dtype), eye), hs)
-    chol = jnp.where(use_eig[:, None, None], eye, chol)
+    eye = xp.broadcast_to(xp.eye(hess.shape[-1], dtype=hess.dtype), hess.shape)
+    values, vectors = _xp.branch(xp, xp.any(use_eig), lambda h: _xp.eigh(xp, h),
+                                 lambda h: (xp.ones(h.shape[:-1], h.dtype), eye), hs)
+    chol = xp.where(use_eig[:, None, None], eye, chol)
     return Factor(Eigen(values, vectors, scale), chol, use_eig)
 
 
-@jax.custom_batching.custom_vmap
 def factorize_one(hess: jax.Array, damping: jax.Array) -> Factor:
+    """:func:`factorize` of one Hessian (on the host: NumPy; in a program:
+    :func:`_factorize_one`, batched by ``vmap`` as one call)."""
+    if namespace(hess, damping) is np:
+        return jax.tree_util.tree_map(lambda x: x[0], factorize(hess[None], damping[None]))
+    return _factorize_one(hess, damping)
+
+
+@jax.custom_batching.custom_vmap
+def _factorize_one(hess: jax.Array, damping: jax.Array) -> Factor:
     """:func:`factorize` of one Hessian. Under ``vmap`` it factorises the whole batch in
     one call (``eigh`` only when some member needs it), not one ``cond`` per member,
     which ``vmap`` would turn into an ``eigh`` for everyone."""
     return jax.tree_util.tree_map(lambda x: x[0], factorize(hess[None], damping[None]))
 
 
-@factorize_one.def_vmap
+@_factorize_one.def_vmap
 def _factorize_batched(axis_size, in_batched, hess, damping):
     hess_b, damping_b = in_batched
     if not hess_b:
@@ -141,8 +160,9 @@ def _factorize_batched(axis_size, in_batched, hess, damping):
 def null_threshold(e: Eigen) -> jax.Array:
     """Scaled eigenvalues below this are numerically zero (64·ε·λ_max, floored at the
     smallest normal number): their inverse would carry no correct digit."""
-    finfo = jnp.finfo(e.values.dtype)
-    return jnp.maximum(64 * finfo.eps * jnp.max(jnp.abs(e.values), initial=0.0), finfo.tiny)
+    xp = namespace(e.values)
+    finfo = np.finfo(e.values.dtype)
+    return xp.maximum(64 * finfo.eps * xp.max(xp.abs(e.values), initial=0.0), finfo.tiny)
 
 
 def _indefinite(fac: Factor) -> jax.Array:
@@ -150,7 +170,7 @@ def _indefinite(fac: Factor) -> jax.Array:
 
 
 def _chol_solve(fac: Factor, gs: jax.Array) -> jax.Array:
-    return jax.scipy.linalg.cho_solve((fac.chol, True), gs)
+    return _xp.cho_solve(namespace(fac.chol, gs), fac.chol, gs)
 
 
 def newton_decrement_sq(g: jax.Array, fac: Factor) -> jax.Array:
@@ -160,12 +180,13 @@ def newton_decrement_sq(g: jax.Array, fac: Factor) -> jax.Array:
     since H is the observed information in z. A gradient along a numerically null
     direction keeps λ large, so a merely flat direction never passes for convergence.
     """
+    xp = namespace(g, fac.eig.values)
     e, gs = fac.eig, g / fac.eig.scale
     gv = e.vectors.T @ gs
-    lam2_eig = jnp.sum(gv**2 / jnp.maximum(e.values, null_threshold(e)))
+    lam2_eig = xp.sum(gv**2 / xp.maximum(e.values, null_threshold(e)))
     lam2_chol = gs @ _chol_solve(fac, gs)
-    lam2 = jnp.where(fac.use_eig, lam2_eig, lam2_chol)
-    return jnp.where(_indefinite(fac), jnp.inf, lam2)
+    lam2 = xp.where(fac.use_eig, lam2_eig, lam2_chol)
+    return xp.where(_indefinite(fac), np.inf, lam2)
 
 
 def newton_direction(g: jax.Array, fac: Factor, damping: jax.Array):
@@ -177,17 +198,18 @@ def newton_direction(g: jax.Array, fac: Factor, damping: jax.Array):
     negative-curvature direction, so it does not stall there. Returns d and the
     damping used.
     """
+    xp = namespace(g, fac.eig.values, damping)
     e = fac.eig
     thr = null_threshold(e)
     indefinite = _indefinite(fac)
-    used = jnp.where(indefinite, jnp.maximum(damping, -2.0 * e.values[0]), damping)
+    used = xp.where(indefinite, xp.maximum(damping, -2.0 * e.values[0]), damping)
     gv = e.vectors.T @ (g / e.scale)
-    coef = -gv / jnp.maximum(e.values + used, thr)
+    coef = -gv / xp.maximum(e.values + used, thr)
     # at a saddle (stationary to ~1e-6 in scaled units) step off along the negative curvature
-    at_saddle = indefinite & (jnp.max(jnp.abs(gv), initial=0.0) <= 1e-6)
-    away = jnp.where(gv[0] > 0, -1.0, 1.0) * jnp.maximum(jnp.abs(coef[0]), 1.0)
-    coef = coef.at[0].set(jnp.where(at_saddle, away, coef[0]))
-    step = jnp.where(fac.use_eig, e.vectors @ coef, -_chol_solve(fac, g / e.scale)) / e.scale
+    at_saddle = indefinite & (xp.max(xp.abs(gv), initial=0.0) <= 1e-6)
+    away = xp.where(gv[0] > 0, -1.0, 1.0) * xp.maximum(xp.abs(coef[0]), 1.0)
+    coef = _xp.set_first(xp, coef, xp.where(at_saddle, away, coef[0]))
+    step = xp.where(fac.use_eig, e.vectors @ coef, -_chol_solve(fac, g / e.scale)) / e.scale
     return step, used
 
 
@@ -198,23 +220,25 @@ def cap_indefinite_step(step: jax.Array, z: jax.Array, fac: Factor, reach: jax.A
     coordinates near 0). ``reach`` starts at ½ and grows fourfold after every
     accepted capped step, so a far start is left in a few steps, not a crawl.
     Returns the step and whether it was capped."""
-    size = jnp.maximum(jnp.abs(z), 1.0 / fac.eig.scale)
-    ratio = jnp.max(jnp.abs(step) / size, initial=0.0)
+    xp = namespace(step, z)
+    size = xp.maximum(xp.abs(z), 1.0 / fac.eig.scale)
+    ratio = xp.max(xp.abs(step) / size, initial=0.0)
     capped = _indefinite(fac) & (ratio > reach)
-    return step * jnp.where(capped, reach / ratio, 1.0), capped
+    return step * xp.where(capped, reach / ratio, 1.0), capped
 
 
 def plateau(f: jax.Array, z: jax.Array, hess: jax.Array) -> jax.Array:
     """f is flat to rounding in every coordinate (e.g. an underflowed model): no optimum."""
-    eps = _eps(f.dtype)
-    return jnp.all(jnp.abs(jnp.diag(hess)) * (1.0 + jnp.abs(z)) ** 2 <= 1e3 * eps * (1 + jnp.abs(f)))
+    xp = namespace(f, z, hess)
+    eps = _eps(f.dtype, xp)
+    return xp.all(xp.abs(xp.diag(hess)) * (1.0 + xp.abs(z)) ** 2 <= 1e3 * eps * (1 + xp.abs(f)))
 
 
-def identity_factor(m: int, dtype) -> Factor:
+def identity_factor(m: int, dtype, xp=jnp) -> Factor:
     """The factors of I, without a decomposition."""
-    eye = jnp.eye(m, dtype=dtype)
-    ones = jnp.ones(m, dtype)
-    return Factor(Eigen(ones, eye, ones), eye, jnp.asarray(False))
+    eye = xp.eye(m, dtype=dtype)
+    ones = xp.ones(m, dtype)
+    return Factor(Eigen(ones, eye, ones), eye, xp.asarray(False))
 
 
 class DenseModel(NamedTuple):
@@ -224,7 +248,9 @@ class DenseModel(NamedTuple):
     held: jax.Array | None = None
 
     def initial(self, z0):
-        return jnp.eye(z0.shape[0], dtype=z0.dtype), identity_factor(z0.shape[0], z0.dtype)
+        xp = namespace(z0)
+        return (xp.eye(z0.shape[0], dtype=z0.dtype),
+                identity_factor(z0.shape[0], z0.dtype, xp))
 
     def evaluate(self, fun, z):
         f, g, h = value_grad_hessian(fun, z)
@@ -233,7 +259,7 @@ class DenseModel(NamedTuple):
     def propose(self, s: NewtonState) -> Proposal:
         direction, used = newton_direction(s.g, s.model, s.damping)
         if self.held is not None:
-            direction = jnp.where(self.held, 0.0, direction)
+            direction = namespace(direction, self.held).where(self.held, 0.0, direction)
         direction, capped = cap_indefinite_step(direction, s.z, s.model, s.reach)
         step = s.alpha * direction
         slope = s.g @ direction
@@ -244,14 +270,15 @@ class DenseModel(NamedTuple):
         return factorize_one(s.hess, s.damping)
 
     def measure(self, s: NewtonState, fac: Factor) -> Measure:
-        return Measure(newton_decrement_sq(s.g, fac), jnp.asarray(True))
+        return Measure(newton_decrement_sq(s.g, fac), namespace(s.g).asarray(True))
 
     def valid(self, s: NewtonState) -> jax.Array:
         if self.held is None:
             return ~plateau(s.f, s.z, s.hess)
         # nothing free (a profile point of a one-parameter fit): the start is the answer
-        hess = jnp.where(self.held[:, None], 0.0, s.hess)
-        return ~(plateau(s.f, s.z, hess) & jnp.any(~self.held))
+        xp = namespace(s.hess, self.held)
+        hess = xp.where(self.held[:, None], 0.0, s.hess)
+        return ~(plateau(s.f, s.z, hess) & xp.any(~self.held))
 
 
 NEWTON = DampedNewton(DenseModel(), Rules())

@@ -41,24 +41,29 @@ from typing import Any, Callable, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxmle.core.typing import Status
+from jaxmle.core.xp import eps as _xp_eps
+from jaxmle.core.xp import namespace
 
 
-def _eps(dtype: Any) -> jax.Array:
-    return jnp.asarray(jnp.finfo(dtype).eps, dtype)
+def _eps(dtype: Any, xp: Any = jnp) -> jax.Array:
+    return _xp_eps(xp, dtype)
 
 
 def small_change(f_old, f_new, tol) -> jax.Array:
     """f changed by at most (τ² + 16ε)(1 + |f|): the precision limit of f."""
-    return jnp.abs(f_old - f_new) <= (tol**2 + 16 * _eps(f_new.dtype)) * (1.0 + jnp.abs(f_new))
+    xp = namespace(f_old, f_new, tol)
+    return xp.abs(f_old - f_new) <= (tol**2 + 16 * _eps(f_new.dtype, xp)) * (1.0 + xp.abs(f_new))
 
 
 def all_finite(f: jax.Array, *arrays: jax.Array) -> jax.Array:
-    out = jnp.isfinite(f)
+    xp = namespace(f, *arrays)
+    out = xp.isfinite(f)
     for a in arrays:
-        out = out & jnp.all(jnp.isfinite(a))
+        out = out & xp.all(xp.isfinite(a))
     return out
 
 
@@ -132,9 +137,10 @@ class StepModel(Protocol):
 
 def acceptable(f, f_t, predicted, finite, first, rules: Rules) -> jax.Array:
     """Sufficient decrease, or both changes below the noise floor of f (or the start)."""
+    xp = namespace(f, f_t, predicted)
     actual = f - f_t
-    noise = rules.noise * _eps(f.dtype) * (1 + jnp.abs(f))
-    at_noise_level = (jnp.abs(actual) <= noise) & (jnp.abs(predicted) <= noise)
+    noise = rules.noise * _eps(f.dtype, xp) * (1 + xp.abs(f))
+    at_noise_level = (xp.abs(actual) <= noise) & (xp.abs(predicted) <= noise)
     sufficient = (actual > 0) & (actual >= rules.decrease * predicted)
     return finite & (sufficient | at_noise_level | first)
 
@@ -142,14 +148,11 @@ def acceptable(f, f_t, predicted, finite, first, rules: Rules) -> jax.Array:
 def _backtrack_factor(f, f_t, slope, alpha, finite):
     """Shrink factor for α from the quadratic through f, the slope gᵀd and f(z + αd),
     safeguarded to [0.1, 0.5] (0.1 when the trial was not finite)."""
+    xp = namespace(f, f_t, slope, alpha)
     curvature = (f_t - f - alpha * slope) / alpha**2
-    t_star = -slope / (2.0 * jnp.where(curvature > 0, curvature, jnp.inf))
-    factor = jnp.clip(t_star / alpha, 0.1, 0.5)
-    return jnp.where(finite & jnp.isfinite(factor), factor, 0.1)
-
-
-def _where(c, a, b):
-    return jnp.where(c, a, b)
+    t_star = -slope / (2.0 * xp.where(curvature > 0, curvature, xp.inf))
+    factor = xp.clip(t_star / alpha, 0.1, 0.5)
+    return xp.where(finite & xp.isfinite(factor), factor, 0.1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,15 +166,16 @@ class DampedNewton:
         """A state whose first iteration evaluates f, g, H at z0 (a zero step that is
         always accepted when finite), so f, g and H are traced only once, in the step."""
         del fun, tol
+        xp = namespace(z0)
         dtype = z0.dtype
-        zero = jnp.zeros((), jnp.int32)
-        one = jnp.ones((), dtype)
+        zero = xp.zeros((), np.int32)
+        one = xp.ones((), dtype)
         hess, model = self.model.initial(z0)
         return NewtonState(
-            z=z0, f=jnp.asarray(jnp.inf, dtype), g=jnp.zeros_like(z0), hess=hess, model=model,
-            alpha=one, damping=jnp.zeros((), dtype), growth=self.rules.grow * one,
-            reach=0.5 * one, n_iter=zero - 1, n_rejected=zero, done=jnp.asarray(False),
-            status=jnp.asarray(Status.SUCCESS, jnp.int32))
+            z=z0, f=xp.asarray(np.inf, dtype), g=xp.zeros_like(z0), hess=hess, model=model,
+            alpha=one, damping=xp.zeros((), dtype), growth=self.rules.grow * one,
+            reach=0.5 * one, n_iter=zero - 1, n_rejected=zero, done=xp.asarray(False),
+            status=xp.asarray(Status.SUCCESS, np.int32))
 
     def step(self, fun: Callable, s: NewtonState, tol: Any) -> NewtonState:
         """One iteration: trial, refresh of the model, convergence tests (``ask``, an
@@ -183,7 +187,7 @@ class DampedNewton:
         """The iteration's trial step (zero at the first iteration: it evaluates the start).
         The trial point is ``s.z + p.step``; whoever evaluates it there calls :meth:`tell`."""
         p = self.model.propose(s)
-        return p._replace(step=jnp.where(s.n_iter < 0, 0.0, p.step))
+        return p._replace(step=namespace(s.z).where(s.n_iter < 0, 0.0, p.step))
 
     def tell(self, s: NewtonState, p: Proposal, evaluated: tuple, tol: Any) -> NewtonState:
         """The rest of the iteration, given f, ∇f, ∇²f at the trial point (as the step
@@ -202,6 +206,8 @@ class DampedNewton:
         ``evaluated``), adapt α, μ and the reach. The returned state's ``model`` is stale
         until :meth:`finish`."""
         r = self.rules
+        xp = namespace(s.z, *evaluated)
+        _where = xp.where
         first = s.n_iter < 0
         step = p.step
         f_t, g_t, h_t = evaluated
@@ -211,27 +217,28 @@ class DampedNewton:
         if r.line_search:
             alpha_shrunk = s.alpha * _backtrack_factor(s.f, f_t, p.slope, s.alpha, finite)
             give_up = ~accept & (alpha_shrunk < 1e-3)
-            alpha = _where(accept, jnp.minimum(1.0, 3.0 * s.alpha),
+            alpha = _where(accept, xp.minimum(1.0, 3.0 * s.alpha),
                            _where(give_up, 1.0, alpha_shrunk))
         else:
             give_up, alpha = ~accept, s.alpha
         shrunk = p.used / r.shrink
         damping_ok = _where(shrunk < r.zero_below, 0.0, shrunk)
-        damping_bad = jnp.maximum(p.used, r.floor) * s.growth
+        damping_bad = xp.maximum(p.used, r.floor) * s.growth
         damping = _where(accept, damping_ok, _where(give_up, damping_bad, s.damping))
         growth = _where(accept, r.grow, _where(give_up, r.accelerate * s.growth, s.growth))
-        reach = _where(accept & p.capped & ~first, jnp.minimum(4.0 * s.reach, 1e6), s.reach)
+        reach = _where(accept & p.capped & ~first, xp.minimum(4.0 * s.reach, 1e6), s.reach)
 
         state = s._replace(
             z=_where(accept, s.z + step, s.z), f=_where(accept, f_t, s.f),
             g=_where(accept, g_t, s.g), hess=_where(accept, h_t, s.hess), alpha=alpha,
             damping=damping.astype(s.damping.dtype), growth=growth.astype(s.growth.dtype),
             reach=reach)
-        h_diag = jnp.diagonal(h_t, axis1=-2, axis2=-1)
+        h_diag = xp.diagonal(h_t, axis1=-2, axis2=-1)
         return state, Trial(first, finite, accept, f_t, g_t, h_diag, s.f)
 
     def finish(self, s: NewtonState, t: Trial, model: Any, tol: Any) -> NewtonState:
         """Convergence tests with the refreshed model; the iteration's status."""
+        xp = namespace(s.z, s.f, t.f_trial)
         m = self.model.measure(s, model)
         near = m.lam2 <= tol
         valid = self.model.valid(s)
@@ -243,16 +250,16 @@ class DampedNewton:
         collapsed = s.damping > self.rules.collapse
         bad_start = t.first & ~t.finite
         done = converged | collapsed | bad_start
-        status = jnp.where(converged | (collapsed & m.exact & near & valid), Status.SUCCESS,
-                           Status.STALLED)
-        status = jnp.where(bad_start, Status.NONFINITE_START, status)
+        status = xp.where(converged | (collapsed & m.exact & near & valid), Status.SUCCESS,
+                          Status.STALLED)
+        status = xp.where(bad_start, Status.NONFINITE_START, status)
         # at a bad start, report which coordinates have a non-finite gradient or Hessian row
-        g_start = jnp.where(jnp.isfinite(t.h_diag_trial), t.g_trial, jnp.nan)
+        g_start = xp.where(xp.isfinite(t.h_diag_trial), t.g_trial, np.nan)
         return s._replace(
-            f=jnp.where(bad_start, t.f_trial, s.f), g=jnp.where(bad_start, g_start, s.g),
+            f=xp.where(bad_start, t.f_trial, s.f), g=xp.where(bad_start, g_start, s.g),
             model=model, n_iter=s.n_iter + 1,
-            n_rejected=s.n_rejected + (~t.accept & ~t.first).astype(jnp.int32),
-            done=done, status=jnp.where(done, status, s.status).astype(jnp.int32))
+            n_rejected=s.n_rejected + (~t.accept & ~t.first).astype(np.int32),
+            done=done, status=xp.where(done, status, s.status).astype(np.int32))
 
 
 def run(solver: Any, fun: Callable, z0: jax.Array, tol: Any, max_iter: Any) -> Any:
