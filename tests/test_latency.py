@@ -126,7 +126,8 @@ def test_a_new_model_compiles_only_its_own_programs():
         jm.fit(other_ll, x, INIT, constraints=POS)
     solver = [n for n in c.names if n.removeprefix("jit(").rstrip(")") in SOLVER_PROGRAMS]
     assert solver == [], c.names
-    assert sorted(c.model()) == ["jit(fgh)", "jit(initial_z)", "jit(point)"]
+    # (the start in z is computed in NumPy for an elementwise transform: no initial_z)
+    assert sorted(c.model()) == ["jit(fgh)", "jit(point)"]
 
 
 @pytest.mark.parametrize("case", ["constrained", "fixed", "map", "sandwich", "simplex"])
@@ -208,7 +209,7 @@ def test_warmup_compiles_so_the_fit_does_not():
     def fresh_ll(p, x):
         return -0.5 * ((x - p["mu"]) / p["sigma"]) ** 2 - jnp.log(p["sigma"]) + 0.0
 
-    assert jm.warmup(fresh_ll, x, INIT, constraints=POS) >= 3
+    assert jm.warmup(fresh_ll, x, INIT, constraints=POS) >= 2   # fgh, point
     with Compiles() as c:
         res = jm.fit(fresh_ll, x, INIT, constraints=POS)
     assert c.names == [] and bool(res.converged)

@@ -266,6 +266,19 @@ def _host_transform(t: Any, x: np.ndarray, inverse: bool) -> np.ndarray | None:
     return None
 
 
+def host_unconstrained(space: ParamSpace, leaves: list, dtype: Any) -> np.ndarray | None:
+    """:meth:`ParamSpace.to_unconstrained` in NumPy when every leaf's transform is one
+    :func:`host_transform` knows (elementwise: z has the leaf's shape); else None."""
+    parts = []
+    for leaf, x in zip(space.leaves, leaves):
+        x = np.asarray(x, dtype)
+        z = _host_transform(leaf.transform, x, inverse=True)
+        if z is None or np.shape(z) != tuple(leaf.unc_shape):
+            return None
+        parts.append(np.ravel(np.asarray(z, dtype)))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype)
+
+
 def _concrete(v: Any) -> np.ndarray | None:
     try:
         return np.asarray(v)

@@ -40,6 +40,7 @@ import jaxmle.core.objective as _objective
 import jaxmle.core.solvers as _solvers
 from jaxmle.core.covariance import space_kind
 from jaxmle.core.held import Inputs, View
+from jaxmle.core.space import host_unconstrained
 from jaxmle.core.solvers.dense import DenseModel, hold_rows
 from jaxmle.core.solvers.newton import DampedNewton, Rules
 from jaxmle.core.typing import Status
@@ -165,6 +166,13 @@ def _meat_program(config: KernelConfig) -> Callable:
 # --------------------------------------------------------------------------- the driver
 
 
+def start_z(config: KernelConfig, programs: ModelPrograms, init_leaves: list) -> np.ndarray:
+    """The start in z: in NumPy for the common elementwise transforms (nothing to
+    compile), else the model's ``initial_z`` program."""
+    z0 = host_unconstrained(config.space, init_leaves, np.dtype(config.dtype))
+    return np.asarray(programs.unconstrain(init_leaves)) if z0 is None else z0
+
+
 def solve(programs: ModelPrograms, inputs: Inputs, weights: Any, z0: Any, tol: Any,
           max_iter: Any):
     """The Newton's final state from z0 (NumPy arrays), driven from Python (``inputs``,
@@ -236,7 +244,7 @@ def host_fit(config: KernelConfig, inputs: Inputs, init_leaves: list, weights: A
     programs = model_programs(config)
     held = inputs.held
     dev_inputs, dev_weights = on_device(inputs, weights)
-    z0 = programs.unconstrain(init_leaves)
+    z0 = start_z(config, programs, init_leaves)
     final = solve(programs, dev_inputs, dev_weights, z0, tol, max_iter)
     return conclude(config, programs, dev_inputs, dev_weights, final, held)
 
@@ -267,7 +275,7 @@ def fit_starts(config: KernelConfig, inputs: Inputs, init_leaves: list, weights:
     programs = model_programs(config)
     held = inputs.held
     dev_inputs, dev_weights = on_device(inputs, weights)
-    z0 = programs.unconstrain(init_leaves)
+    z0 = start_z(config, programs, init_leaves)
     bucket = max(8, 1 << (n_starts - 2).bit_length())
     key = np.zeros(2, np.uint32) if key is None else key   # = PRNGKey(0), no program
     zs = np.asarray(_draw_starts(z0, held.z, key,
