@@ -426,3 +426,165 @@ def test_random_roles_reach_fit_and_a_flat_site_leaves_its_density_out(monkeypat
     expected = (dist.Normal(p["beta"][0] + p["beta"][1] * x + p["u"][g], p["sigma"]).log_prob(y).sum()
                 + dist.Normal(0, p["tau"]).log_prob(p["u"]).sum())
     np.testing.assert_allclose(float(seen["loglik"](p, seen["data"])), float(expected), rtol=1e-12)
+
+
+# ------------------------------------------------------------------ issue 16: models as written
+
+
+def test_map_with_random_sites_evaluates_the_prior_on_the_users_data(monkeypatch):
+    """Item 1: MAP + random= with a prior site left (the issue's reproducer). The prior
+    is a joint log π(θ, data) of the other latent sites; in the Laplace fit it is called
+    with θ alone and the marginal's data (the user's data and u's start): it gets the
+    user's data, the random site set aside. (The end-to-end fit: eight schools in
+    test_model_corpus.py.)"""
+    import jaxmle.model.numpyro_model as model_module
+    from jaxmle.random.marginal import _user_data_priors, augment
+
+    def model(x, y=None):
+        b = numpyro.sample("b", dist.Normal(0.0, 1.0))
+        s = numpyro.sample("s", dist.Exponential(1.0))
+        u = numpyro.sample("u", dist.Normal(b * x, s))
+        numpyro.sample("y", dist.Normal(u, 0.5), obs=y)
+
+    seen = {}
+
+    class Captured(Exception):
+        pass
+
+    def capture(loglik, data, init, **kwargs):
+        seen.update(loglik=loglik, data=data, init=init, **kwargs)
+        raise Captured
+
+    monkeypatch.setattr(model_module, "fit", capture)
+    x, y = np.linspace(-1, 1, 5), np.linspace(0, 2, 5)
+    with pytest.raises(Captured):
+        jm.fit_model(model, x, y=y, method="map", random=["u"])
+    assert seen["random"] == ("u",) and set(seen["init"]) == {"b", "s", "u"}
+    prior = _user_data_priors({"priors": seen["priors"]})["priors"]
+    theta = {"b": jnp.asarray(0.3), "s": jnp.asarray(0.8)}
+    value = prior(theta, augment(seen["data"], {"u": np.zeros(5)}))     # was KeyError: 'args'
+    expected = dist.Normal(0.0, 1.0).log_prob(0.3) + dist.Exponential(1.0).log_prob(0.8)
+    np.testing.assert_allclose(float(value), float(expected), rtol=1e-12)
+    assert prior.labels == ("b ~ Normal(loc=0, scale=1)", "s ~ Exponential(rate=1)")
+
+    def downstream(x, y=None):       # a prior site below the random one is no prior
+        u = numpyro.sample("u", dist.Normal(0.0, 1.0).expand([5]))
+        s = numpyro.sample("s", dist.LogNormal(jnp.mean(u), 1.0))
+        numpyro.sample("y", dist.Normal(u * x, s), obs=y)
+
+    with pytest.raises(ValueError, match="latent site 's' depends on the random site"):
+        jm.fit_model(downstream, x, y=y, method="map", random=["u"])
+
+
+def test_starts_are_floating_point_and_every_deterministic_site_is_kept():
+    """Item 2: dist.Normal(0, 1) has an integer mean; the start is float64 (not int64,
+    which made the deterministic sites integer and dropped them)."""
+    from jaxmle.model.args import split_args
+    from jaxmle.model.numpyro_model import discover
+
+    def model(x, y):
+        a = numpyro.sample("a", dist.Normal(0, 1))
+        s = numpyro.sample("s", dist.Exponential(1))
+        numpyro.deterministic("twice_a", 2 * a)
+        numpyro.deterministic("n", x.shape[0])
+        numpyro.sample("y", dist.Normal(a * x, s), obs=y)
+
+    arguments = split_args(model, (XM, YM), {})
+    sites, _ = discover(arguments.call(model), arguments.arrays, {})
+    assert all(np.asarray(v).dtype == np.float64 for v in sites.params.values())
+    assert sites.deterministic == {"twice_a": ((), True), "n": ((), False)}
+
+
+def test_arguments_are_named_and_booleans_are_data():
+    """Item 4: an argument is named by the model's parameter name; boolean arrays (numpy
+    or JAX) are data."""
+    from jaxmle.fitting.data import prepare_data
+    from jaxmle.model.args import split_args
+
+    def model(dept, male, applications, admit=None, *, opts=None):
+        pass
+
+    arguments = split_args(model, (np.arange(3), jnp.asarray([True, False, True]), [5, 6, 7]),
+                           {"admit": np.array([1, 2, 3])})
+    assert arguments.names == ["dept", "male", "applications", "admit"]
+    prepare_data({"args": arguments.arrays})           # a JAX bool array is data
+    with pytest.raises(TypeError, match=r"model argument male is an array of dtype object"):
+        split_args(model, (np.arange(3), np.array([True, None, 1], dtype=object), [5]), {})
+    with pytest.raises(TypeError, match=r"model argument opts\['a'\] of type set"):
+        split_args(model, (np.arange(3),), {"opts": {"a": {1}}})
+
+
+def test_arrays_the_model_needs_as_values_are_constants():
+    """Item 3: host-side NumPy on an argument (np.unique, np.isnan, np.nonzero) makes that
+    argument a constant of the compiled program; the others stay traced; Python control
+    flow on a parameter is an error that says so (nothing is compiled here)."""
+    from jaxmle.model.args import constant_arrays, split_args
+
+    def model(dept, male, x, y=None):
+        n_dept = len(np.unique(dept))
+        a = numpyro.sample("a", dist.Normal(0, 1).expand([n_dept]))
+        b = numpyro.sample("b", dist.Normal(0, 1))
+        x = jnp.where(np.isnan(x), 0.0, x)
+        numpyro.sample("y", dist.Normal(a[dept] + b * male + x, 1.0), obs=y)
+
+    dept, male = np.repeat(np.arange(3), 4), np.tile([True, False], 6)
+    x, y = np.where(np.arange(12) == 2, np.nan, np.ones(12)), np.zeros(12)
+    arguments = split_args(model, (dept, male, x), {"y": y})
+    params = {"a": np.zeros(3), "b": np.zeros(())}
+    assert constant_arrays(model, arguments, params, {}, ("a", "b", "y")) == (
+        True, False, True, False)             # dept (np.unique), x (NaN); male, y traced
+
+    def branchy(y):
+        mu = numpyro.sample("mu", dist.Normal(0, 1))
+        if mu > 0:
+            mu = 2 * mu
+        numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    with pytest.raises(TypeError, match="cannot be differentiated in its parameters.*jnp.where"):
+        jm.fit_model(branchy, YM, method="map")
+
+
+def test_a_start_is_found_where_every_term_is_finite_or_the_error_names_the_site():
+    """Item 6: the prior mean of a Normal(0, 1) scale (0) is no valid start: it is moved
+    (here to 1, the first of the unconstrained points 0, ±1, ±2 that makes every term finite); a model with no valid start at all names the site; init_strategy picks
+    NumPyro's strategies (seeded)."""
+    from jaxmle.model.args import split_args
+    from jaxmle.model.numpyro_model import _prepare
+
+    def scale_with_normal_prior(y):
+        mu = numpyro.sample("mu", dist.Normal(0, 1))
+        sigma = numpyro.sample("sigma", dist.Normal(0, 1).expand([2]))
+        numpyro.sample("y", dist.Normal(mu, sigma[0] + sigma[1] ** 2), obs=y)
+
+    def prepare(model, strategy="mean"):
+        from numpyro.distributions.distribution import validation_enabled
+
+        arguments = split_args(model, (YM,), {})
+        with validation_enabled(False):
+            return _prepare(model, arguments, "map", True, {}, strategy, None)[0].params
+
+    params = prepare(scale_with_normal_prior)
+    assert params["sigma"].tolist() == [1.0, 1.0] and params["mu"] == 0.0   # a site moves whole
+    uniform = prepare(scale_with_normal_prior, "uniform")
+    assert uniform["sigma"][0] + uniform["sigma"][1] ** 2 > 0 and uniform["mu"] != 0.0
+
+    def hopeless(y):
+        s = numpyro.sample("s", dist.HalfNormal(1.0))
+        numpyro.sample("y", dist.Normal(0.0, -s), obs=y)
+
+    with pytest.raises(ValueError, match=r"site\(s\) 'y' \(Normal: 40 terms\) are not finite"):
+        jm.fit_model(hopeless, YM, method="map")
+    with pytest.raises(ValueError, match="init_strategy must be one of"):
+        jm.fit_model(hopeless, YM, method="map", init_strategy="centre")
+
+
+def test_the_default_mle_says_once_that_it_drops_the_priors(ols):
+    """Item 9: method= left unset on a model with priors: a warning, once per model."""
+    with pytest.warns(jm.JaxmleWarning, match=r"drops the priors .*\['beta', 'sigma'\]"):
+        res = jm.fit_model(linreg, X, y=Y)
+    np.testing.assert_allclose(res.params["beta"], ols.params["beta"], rtol=1e-12)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        jm.fit_model(linreg, X, y=Y)                    # the second time: silent

@@ -15,13 +15,15 @@
 Every start is checked: each term of the objective (the observed sites' and, for MAP,
 the priors' log-densities) must be finite there. Where the chosen start fails (a
 ``Normal(0, 1)`` prior on a value used as a scale starts at 0), sites are moved one at a
-time to a few fixed points of their unconstrained space (0, ±1, ±2) and then to seeded
+time to a few fixed points of their unconstrained space (0, ±1, ±2; a site whose first
+move leaves the non-finite terms as they were is passed over) and then to seeded
 ``init_to_uniform`` draws, keeping a move that leaves fewer non-finite terms; if no start
 makes every term finite, the error names the sites whose log-density is not finite.
 """
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Any, Callable
 
@@ -123,8 +125,13 @@ def feasible_start(call: ModelCall, data: dict, params: dict, supports: dict,
         t = biject_to(supports[name])
         shape = np.shape(t.inv(params[name]))
         for move in MOVES:
-            candidate = dict(best, **{name: as_start(t(np.full(shape, move)))})
+            value = as_start(t(np.full(shape, move)))
+            if np.array_equal(value, best[name]):
+                continue
+            candidate = dict(best, **{name: value})
             found = score(candidate)
+            if found == best_bad:     # the site does not touch the failing terms: next site
+                break
             if found is not None and sum(found.values()) < sum(best_bad.values()):
                 best, best_bad = candidate, found
                 if not best_bad:
@@ -164,16 +171,21 @@ def start_error(bad: dict[str, int], tr: Any, nan_args: list[str]) -> ValueError
 
 def gradient_check(loglik: Callable, prior: Callable | None, params: dict, data: dict
                    ) -> bool:
-    """Are the objective and its gradient finite at the start? (One compiled program; run
-    only for models whose arguments hold NaN: a NaN masked by ``jnp.where`` or
+    """Are the objective and its gradient finite at the start? (One compiled program per
+    model, run only for models whose arguments hold NaN: a NaN masked by ``jnp.where`` or
     ``handlers.mask`` still makes the gradient NaN.)"""
-    def objective(p):
+    value, grad = _objective_gradient(loglik, prior)(
+        jax.tree_util.tree_map(jnp.asarray, params), data)
+    leaves = [np.asarray(value)] + [np.asarray(g) for g in jax.tree_util.tree_leaves(grad)]
+    return all(np.all(np.isfinite(x)) for x in leaves)
+
+
+@functools.lru_cache(maxsize=32)
+def _objective_gradient(loglik: Callable, prior: Callable | None) -> Callable:
+    def objective(p, data):
         total = loglik(p, data)
         if prior is not None:
             total = total + prior(p, data)
         return total
 
-    value, grad = jax.jit(jax.value_and_grad(objective))(
-        jax.tree_util.tree_map(jnp.asarray, params))
-    leaves = [np.asarray(value)] + [np.asarray(g) for g in jax.tree_util.tree_leaves(grad)]
-    return all(np.all(np.isfinite(x)) for x in leaves)
+    return jax.jit(jax.value_and_grad(objective))

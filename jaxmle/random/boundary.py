@@ -17,7 +17,7 @@ import numpy as np
 
 from jaxmle.core.held import Inputs, View, layout
 from jaxmle.core.params import all_flat_names, flat_values
-from jaxmle.core.typing import user_stacklevel
+from jaxmle.core.typing import Status, user_stacklevel
 from jaxmle.results.result import FitResult
 
 BOUNDARY_STEP = 20.0        # unconstrained distance of the boundary probe
@@ -68,7 +68,7 @@ def _boundary(res: FitResult) -> tuple[FitResult, tuple[str, ...]]:
     """
     cfg = res.context.config
     cands = [c for c in _candidates(cfg.space, res.context.held) if _near_edge(res, c)]
-    if not cands or not bool(res.converged):
+    if not cands or not (bool(res.converged) or _stalled_at_stationary_point(res)):
         return res, ()
     z = np.asarray(res.stats.z)
     steps = np.repeat([[-BOUNDARY_STEP], [BOUNDARY_STEP]], len(cands), axis=1).T.reshape(-1)
@@ -104,7 +104,23 @@ def _boundary(res: FitResult) -> tuple[FitResult, tuple[str, ...]]:
     space = cfg.space
     params = space.unravel_natural(jnp.asarray(flat_all))
     stderr = space.unravel_natural(jnp.asarray(stderr_all))
-    return dataclasses.replace(res, params=params, stderr=stderr, cov=cov), tuple(names)
+    # a Newton fit that ran toward the edge stalls there (the curvature vanishes with the
+    # variance, so its step test cannot pass) with a vanishing gradient: the boundary is
+    # the answer, the fit converged to it
+    status = np.asarray(Status.SUCCESS, np.asarray(res.status).dtype)
+    return dataclasses.replace(res, params=params, stderr=stderr, cov=cov, status=status,
+                               converged=np.asarray(True)), tuple(names)
+
+
+def _stalled_at_stationary_point(res: FitResult) -> bool:
+    """A stalled fit whose gradient is within √tol (the solver's own acceptance on a stall):
+    worth the boundary probe, which decides whether the stall is an edge."""
+    tol = getattr(res.context, "tol", None)
+    if int(res.status) != Status.STALLED or tol is None:
+        return False
+    grad = np.asarray(res.stats.grad_z, dtype=float)
+    return bool(np.all(np.isfinite(grad)) and np.max(np.abs(grad), initial=0.0)
+                <= math.sqrt(float(tol)))
 
 
 def _near_edge(res: FitResult, cand) -> bool:

@@ -44,7 +44,7 @@ from jax.flatten_util import ravel_pytree
 from jaxmle.core.objective import check_loglik
 from jaxmle.core.params import free_positions, is_number_list
 from jaxmle.core.space import is_real_line
-from jaxmle.core.typing import SingularInformationWarning, user_stacklevel
+from jaxmle.core.typing import ConvergenceWarning, SingularInformationWarning, user_stacklevel
 from jaxmle.fitting.batch import fit_batch
 from jaxmle.fitting.data import prepare_data
 from jaxmle.fitting.kernel import float_dtype
@@ -245,8 +245,9 @@ def fit_random(loglik: Callable, data: Any, init: Any, *, random: Any,
         res.context, data=augment(res.context.data["data"], u0)))
     res = _with_predictions(res, pred)
     res, boundary = _boundary(res)
+    explained = (SingularInformationWarning, ConvergenceWarning) if boundary else ()
     for w in caught:  # the marginal fit's warnings, less those the boundary explains
-        if not (boundary and issubclass(w.category, SingularInformationWarning)):
+        if not issubclass(w.category, explained):
             warnings.warn(w.message, w.category, stacklevel=user_stacklevel())
     info = RandomInfo(names, tuple(int(np.prod(s, dtype=int)) for s in shapes), layout.n_groups,
                       layout.block, boundary, flat)
