@@ -10,8 +10,8 @@ order of summation: the same numbers to rounding).
 
 Padding is safe only for a log-likelihood whose i-th term depends on the i-th row
 alone. That is checked, not assumed: the first padded fit of a log-likelihood
-compares ℓ at the start on the padded and the unpadded data (two small value-only
-programs); a log-likelihood whose rows interact (a mean over the data, neighbours,
+compares ℓ at the start on the padded and the unpadded data (one small value-only
+program); a log-likelihood whose rows interact (a mean over the data, neighbours,
 ``x.shape[0]``) is never padded again (jaxmle's own log-likelihoods that are row-wise by
 construction, the distributions', say so with a ``jaxmle_rowwise`` attribute and skip
 the check). Only data whose array leaves all have the observations on their leading
@@ -21,13 +21,16 @@ axis, and a log-likelihood returning one term per observation, are padded.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from jaxmle.core.held import Inputs
-from jaxmle.fitting.kernel import KernelConfig
+import jaxmle.core.objective as _objective
+from jaxmle.core.held import Inputs, View
+from jaxmle.fitting.kernel import KernelConfig, initial_z
 
 _SMALL = 4096
 _VERDICT: dict = {}     # (loglik, data treedef) → padding is safe (True) or not (False)
@@ -118,16 +121,32 @@ def safe(config: KernelConfig, inputs: Inputs, weights: Any, init_leaves: list,
         return True
     key = (config.loglik, jax.tree_util.tree_structure(inputs.data))
     if key not in _VERDICT:
-        from jaxmle.fitting.start import start_program
-
-        a = float(start_program(config)(inputs, init_leaves, weights).total)
-        b = float(start_program(padded_config)(padded_inputs, init_leaves,
-                                               padded_weights).total)
+        a, b = np.asarray(_verdict_program(config, padded_config)(
+            inputs, weights, padded_inputs, padded_weights, init_leaves))
         if not np.isfinite(a):   # a bad start: no verdict (the fit reports the start)
             return False
         eps = np.finfo(np.dtype(config.dtype)).eps
         _VERDICT[key] = bool(abs(a - b) <= 1e3 * eps * (1.0 + abs(a)))
     return _VERDICT[key]
+
+
+@functools.lru_cache(maxsize=64)
+def _verdict_program(config: KernelConfig, padded_config: KernelConfig):
+    """ℓ at the start on the unpadded and on the padded data, in one small value-only
+    program (compiled once per log-likelihood and data structure)."""
+    dtype = jnp.dtype(config.dtype)
+
+    def total(cfg, inputs, weights, init_leaves):
+        view = View(cfg.space, inputs.held, cfg.constant)
+        params = view.to_natural(initial_z(cfg, init_leaves))
+        data = _objective.mask_padding(inputs.data, weights)
+        return _objective.total_loglik(cfg.loglik, params, data, weights, dtype)[0]
+
+    def verdict(inputs, weights, padded_inputs, padded_weights, init_leaves):
+        return jnp.stack([total(config, inputs, weights, init_leaves),
+                          total(padded_config, padded_inputs, padded_weights, init_leaves)])
+
+    return jax.jit(verdict)
 
 
 def bucketed(config: KernelConfig, inputs: Inputs, weights: Any, init_leaves: list | None):
