@@ -11,7 +11,9 @@ The model is traced with NumPyro's own handlers (``seed``, ``substitute``,
   counted exactly as ``numpyro.infer.util.log_density`` counts them;
 * ``method="mle"`` drops the latent sites' distributions; ``method="map"`` keeps them
   as a joint prior (``priors=`` callable of ``jm.fit``: hierarchical priors work),
-  so ``res.loglik`` stays the likelihood and ``res.logpost`` adds the prior;
+  so ``res.loglik`` stays the likelihood and ``res.logpost`` adds the prior; the MAP is
+  the mode of the natural parameters' density with no Jacobian term (NumPyro's
+  ``AutoDelta`` point);
 * ``numpyro.deterministic`` sites are reported at the optimum
   (``res.deterministic``) with delta-method standard errors
   (``res.deterministic_stderr``);
@@ -20,7 +22,11 @@ The model is traced with NumPyro's own handlers (``seed``, ``substitute``,
   likelihood.
 
 Array arguments of the model are traced data (new data of the same shapes reuses
-the compiled program); other arguments are static and must be hashable.
+the compiled program) unless the model needs their values on the host (``np.unique``,
+``np.isnan``, NaN entries it imputes): those are constants of the compiled program
+(:mod:`jaxmle.model.args`). Other arguments are static and must be hashable. Starts
+follow ``init=`` and ``init_strategy=`` and are checked term by term
+(:mod:`jaxmle.model.start`).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import jax
 import numpy as np
 from numpyro import handlers
 from numpyro.distributions import constraints
+from numpyro.distributions.distribution import validation_enabled
 
 from jaxmle._api import fit
 from jaxmle.core.params import free_positions
@@ -127,6 +134,43 @@ def fit_model(model: Callable, *args: Any, method: str | None = None,
                          "chosen with solver=)")
     init = dict(init or {})
     arguments = split_args(model, args, kwargs)
+    # the host runs see concrete values: NumPyro's argument validation would raise on a
+    # start outside a distribution's domain, which the start check reports (naming the
+    # site) or repairs instead
+    with validation_enabled(False):
+        sites, call, data, counted, prior_sites = _prepare(model, arguments, method, explicit,
+                                                           init, init_strategy, random)
+    random, roles = _check_random(random, sites)
+    loglik = ModelLogLik(call, tuple(sites.observed) + counted)
+    nan_args = [n for n, k in zip(arguments.names, arguments.nonfinite) if k]
+    priors = None
+    if method == "map" and prior_sites:
+        fill = tuple((n, np.shape(sites.params[n])) for n in random)
+        priors = ModelLogPrior(call, prior_sites, tuple(sites.labels[n] for n in prior_sites),
+                               fill)
+    if nan_args and not gradient_check(loglik, priors, sites.params, data):
+        raise ValueError(
+            f"model argument(s) {', '.join(nan_args)} contain NaN/inf values, and the "
+            "log-density's gradient is not finite at the start: a NaN masked by jnp.where or "
+            "handlers.mask still reaches the derivative. Replace the missing entries by any "
+            "finite value before they enter a distribution (x.at[np.isnan(x)].set(...)), or "
+            "fill them and pass obs_mask= to numpyro.sample")
+    res = fit(loglik, data, sites.params, constraints=sites.constraints, priors=priors,
+              method=solver, fixed=fixed, random=(roles or random) or None, tol=tol,
+              max_iter=max_iter,
+              n_starts=n_starts, start_scale=start_scale)
+    if sites.nobs > 0:
+        res = dataclasses.replace(res, nobs=np.asarray(sites.nobs, np.asarray(res.nobs).dtype))
+    if sites.deterministic:
+        res = _with_deterministic(res, ModelSites(call, tuple(sites.deterministic)),
+                                  tuple(sites.deterministic.values()), data)
+    return res
+
+
+def _prepare(model, arguments, method, explicit, init, init_strategy, random):
+    """The host side of fit_model: the sites, a start where every term is finite, which
+    arrays are constants; returns (sites, the model call, the fit's data, the random
+    sites counted in the likelihood, the sites whose prior is dropped or kept)."""
     host = arguments.call(model)          # every array as the model's data, concrete here
     strategy = strategy_function(init_strategy)
     sites, tr = discover(host, arguments.arrays, init, strategy)
@@ -154,29 +198,7 @@ def fit_model(model: Callable, *args: Any, method: str | None = None,
     data = {"args": arguments.traced(constant), "held": sites.held}
     if not data["args"] and not sites.held:
         data["none"] = np.zeros(())   # jm.fit needs a data leaf; the model closes over its data
-    loglik = ModelLogLik(call, tuple(sites.observed) + counted)
-    priors = None
-    if method == "map" and prior_sites:
-        fill = tuple((n, np.shape(sites.params[n])) for n in random)
-        priors = ModelLogPrior(call, prior_sites, tuple(sites.labels[n] for n in prior_sites),
-                               fill)
-    if nan_args and not gradient_check(loglik, priors, sites.params, data):
-        raise ValueError(
-            f"model argument(s) {', '.join(nan_args)} contain NaN/inf values, and the "
-            "log-density's gradient is not finite at the start: a NaN masked by jnp.where or "
-            "handlers.mask still reaches the derivative. Replace the missing entries by any "
-            "finite value before they enter a distribution (x.at[np.isnan(x)].set(...)), or "
-            "fill them and pass obs_mask= to numpyro.sample")
-    res = fit(loglik, data, sites.params, constraints=sites.constraints, priors=priors,
-              method=solver, fixed=fixed, random=(roles or random) or None, tol=tol,
-              max_iter=max_iter,
-              n_starts=n_starts, start_scale=start_scale)
-    if sites.nobs > 0:
-        res = dataclasses.replace(res, nobs=np.asarray(sites.nobs, np.asarray(res.nobs).dtype))
-    if sites.deterministic:
-        res = _with_deterministic(res, ModelSites(call, tuple(sites.deterministic)),
-                                  tuple(sites.deterministic.values()), data)
-    return res
+    return sites, call, data, counted, prior_sites
 
 
 _WARNED: set = set()
