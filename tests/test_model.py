@@ -588,3 +588,57 @@ def test_the_default_mle_says_once_that_it_drops_the_priors(ols):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         jm.fit_model(linreg, X, y=Y)                    # the second time: silent
+
+
+def test_a_constrained_random_site_is_integrated_out_in_its_unconstrained_coordinate(
+        monkeypatch):
+    """Item 7: random= on a positive site (a gamma frailty): the joint density handed to
+    the Laplace fit is that of z = log u, the log-Jacobian log u included (as NumPyro's
+    AutoLaplaceApproximation); û and its SEs come back through u = exp(z)."""
+    import dataclasses
+
+    import jaxmle.model.numpyro_model as model_module
+    from jaxmle.model.outputs import _constrained_predictions
+
+    def frailty(g, G, y=None):
+        mu = numpyro.sample("mu", dist.Normal(0, 5))
+        k = numpyro.sample("k", dist.LogNormal(0, 1))
+        with numpyro.plate("groups", G):
+            u = numpyro.sample("u", dist.Gamma(k, k))
+        numpyro.sample("y", dist.Poisson(jnp.exp(mu) * u[g]), obs=y)
+
+    seen = {}
+
+    class Captured(Exception):
+        pass
+
+    def capture(loglik, data, init, **kwargs):
+        seen.update(loglik=loglik, data=data, init=init, **kwargs)
+        raise Captured
+
+    monkeypatch.setattr(model_module, "fit", capture)
+    g, y = np.repeat(np.arange(3), 2), np.array([0.0, 2.0, 5.0, 3.0, 1.0, 1.0])
+    with pytest.raises(Captured):
+        jm.fit_model(frailty, g, 3, y=y, method="mle", random=["u"])
+    from jaxmle.core.space import is_real_line
+
+    assert is_real_line(seen["constraints"]["u"]) and seen["random"] == ("u",)
+    np.testing.assert_allclose(seen["init"]["u"], 0.0)          # log of the Gamma mean 1
+    p = {"mu": 0.4, "k": 2.0, "u": np.array([-0.3, 0.1, 0.5])}   # u holds z = log u
+    u = np.exp(p["u"])
+    expected = (dist.Poisson(np.exp(p["mu"]) * u[g]).log_prob(y).sum()
+                + dist.Gamma(p["k"], p["k"]).log_prob(u).sum() + p["u"].sum())
+    np.testing.assert_allclose(float(seen["loglik"](p, seen["data"])), float(expected),
+                               rtol=1e-12)
+    # the predictions: u = exp(z), SE(u) = u·SE(z) (delta method)
+    @dataclasses.dataclass
+    class Predictions:            # the three fields of a FitResult that it replaces
+        random: dict
+        random_stderr: dict
+        random_cond_stderr: dict
+
+    res = Predictions({"u": p["u"]}, {"u": np.full(3, 0.2)}, {"u": np.full(3, 0.1)})
+    out = _constrained_predictions(res, {"u": dist.Gamma(1.0, 1.0).support})
+    np.testing.assert_allclose(out.random["u"], u, rtol=1e-14)
+    np.testing.assert_allclose(out.random_stderr["u"], 0.2 * u, rtol=1e-14)
+    np.testing.assert_allclose(out.random_cond_stderr["u"], 0.1 * u, rtol=1e-14)

@@ -32,22 +32,21 @@ follow ``init=`` and ``init_strategy=`` and are checked term by term
 from __future__ import annotations
 
 import dataclasses
-import functools
 import warnings
 from typing import Any, Callable, Mapping, Sequence
 
-import jax
 import numpy as np
 from numpyro import handlers
 from numpyro.distributions import constraints
 from numpyro.distributions.distribution import validation_enabled
 
 from jaxmle._api import fit
-from jaxmle.core.params import free_positions
 from jaxmle.core.priors import _elementwise_support, describe
 from jaxmle.core.typing import JaxmleWarning, user_stacklevel
 from jaxmle.model.args import constant_arrays, split_args
+from jaxmle.model.outputs import _constrained_predictions, _with_deterministic
 from jaxmle.model.sites import (
+    _to_unconstrained,
     _check_dependent,
     _check_priors_free_of,
     _count,  # noqa: F401  (tests import it from here)
@@ -141,7 +140,8 @@ def fit_model(model: Callable, *args: Any, method: str | None = None,
         sites, call, data, counted, prior_sites = _prepare(model, arguments, method, explicit,
                                                            init, init_strategy, random)
     random, roles = _check_random(random, sites)
-    loglik = ModelLogLik(call, tuple(sites.observed) + counted)
+    unconstrained = _to_unconstrained(sites, random)
+    loglik = ModelLogLik(call, tuple(sites.observed) + counted, tuple(unconstrained))
     nan_args = [n for n, k in zip(arguments.names, arguments.nonfinite) if k]
     priors = None
     if method == "map" and prior_sites:
@@ -161,6 +161,8 @@ def fit_model(model: Callable, *args: Any, method: str | None = None,
               n_starts=n_starts, start_scale=start_scale)
     if sites.nobs > 0:
         res = dataclasses.replace(res, nobs=np.asarray(sites.nobs, np.asarray(res.nobs).dtype))
+    if unconstrained:
+        res = _constrained_predictions(res, unconstrained)
     if sites.deterministic:
         res = _with_deterministic(res, ModelSites(call, tuple(sites.deterministic)),
                                   tuple(sites.deterministic.values()), data)
@@ -338,39 +340,3 @@ def _check_random(random: Any, sites: Sites) -> tuple[tuple[str, ...], dict[str,
         raise ValueError(f"random= names {bad} are not latent sample sites of the model; "
                          f"those are {sites.latent}")
     return random, roles
-
-
-def _with_deterministic(res: FitResult, sites: ModelSites, shapes: tuple, data: dict
-                        ) -> FitResult:
-    """The deterministic sites g(θ̂) with delta-method SEs, sqrt(diag(G cov Gᵀ)) with
-    G = ∂g/∂θ over the estimated parameters: ``res.delta`` of the same function, with the
-    value and Jacobian from one compiled program (a refit costs no eager tracing)."""
-    value, jac = _compiled_sites(sites)(res.params, data)
-    k_all = sum(int(np.size(x)) for x in jax.tree_util.tree_leaves(res.params))
-    jac = np.concatenate([np.asarray(j).reshape(value.shape[0], -1)
-                          for j in jax.tree_util.tree_leaves(jac)], axis=1).reshape(-1, k_all)
-    jac = jac[:, free_positions(res.params, res.fixed_names)]
-    cov = np.asarray(res.cov, dtype=float)
-    bad = np.isnan(cov)
-    cov_g = jac @ np.where(bad, 0.0, cov) @ jac.T
-    tainted = (np.abs(jac) > 0) @ bad.any(axis=1)       # depends on a NaN-SE parameter
-    var = np.where(tainted, np.nan, np.diag(cov_g))
-    est, se = np.asarray(value, dtype=float), np.sqrt(np.maximum(var, 0.0))
-    values, errors, start = {}, {}, 0
-    for name, (shape, real) in zip(sites.names, shapes):
-        size = int(np.prod(shape, dtype=int))
-        values[name] = est[start:start + size].reshape(shape)
-        # an integer or boolean site has no delta-method standard error
-        errors[name] = (se[start:start + size] if real else np.full(size, np.nan)).reshape(shape)
-        start += size
-    return dataclasses.replace(res, deterministic=values, deterministic_stderr=errors)
-
-
-@functools.lru_cache(maxsize=64)
-def _compiled_sites(sites: ModelSites) -> Callable:
-    """g(θ) and ∂g/∂θ in one jitted program per model and set of sites (data traced):
-    refits, and the MLE and MAP fits of one model, share it."""
-    def value_and_jacobian(params, data):
-        return sites(params, data), jax.jacfwd(sites)(params, data)
-
-    return jax.jit(value_and_jacobian)

@@ -13,6 +13,8 @@ from numpyro.distributions import constraints
 from numpyro.distributions.transforms import biject_to
 
 from jaxmle.core.priors import describe
+from jaxmle.core.space import is_real_line
+from jaxmle.model.start import as_start
 from jaxmle.model.trace import ModelCall
 
 
@@ -114,3 +116,25 @@ def _check_priors_free_of(random: tuple, call: ModelCall, arrays: list, sites: A
                 f"the distribution of latent site '{name}' depends on the random site(s) "
                 f"{list(random)}: a site downstream of a random effect is part of what is "
                 f"integrated out; add '{name}' to random= (or fit by method='mle')")
+
+
+def _to_unconstrained(sites: Any, random: tuple) -> dict:
+    """The random sites with a constrained support (a positive or (0, 1) effect): they are
+    integrated out in their unconstrained coordinate z = t⁻¹(u), whose density carries
+    the log-Jacobian (as NumPyro's AutoLaplaceApproximation): their start and constraint
+    become z's. Returns {name: support}."""
+    supports = {}
+    for name in random:
+        support = sites.constraints[name]
+        if is_real_line(support):
+            continue
+        t = biject_to(support)
+        if t.domain.event_dim != 0:
+            raise ValueError(
+                f"random site '{name}' has support {support}, whose transform is not "
+                "elementwise: fit_model integrates out real, or elementwise constrained "
+                "(positive, interval), latent sites only")
+        sites.params[name] = as_start(t.inv(sites.params[name]))
+        sites.constraints[name] = constraints.real
+        supports[name] = support
+    return supports

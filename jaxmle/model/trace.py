@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from numpyro import handlers
+from numpyro.distributions.transforms import biject_to
 
 
 
@@ -38,11 +39,22 @@ class ModelCall:
                   for s in self.static]
         return jax.tree_util.tree_unflatten(self.treedef, leaves)
 
-    def trace(self, values: dict, data: dict) -> Any:
-        """The model's trace with the parameter (and held) sites substituted by ``values``."""
+    def trace(self, values: dict, data: dict, unconstrained: tuple[str, ...] = ()) -> Any:
+        """The model's trace with the parameter (and held) sites substituted by ``values``;
+        the sites named in ``unconstrained`` get ``biject_to(support)(values[name])``."""
         args, kwargs = self.rebuild(data["args"])
         values = {**values, **data["held"]}
-        model = handlers.substitute(handlers.seed(self.model, rng_seed=0), data=values)
+        model = handlers.seed(self.model, rng_seed=0)
+        if unconstrained:
+            raw = {n: values.pop(n) for n in unconstrained if n in values}
+
+            def constrain(site):
+                if site["name"] in raw:
+                    return biject_to(site["fn"].support)(raw[site["name"]])
+                return None
+
+            model = handlers.substitute(model, substitute_fn=constrain)
+        model = handlers.substitute(model, data=values)
         return handlers.trace(model).get_trace(*args, **kwargs)
 
 
@@ -120,9 +132,16 @@ class ModelLogLik:
 
     call: ModelCall
     terms: tuple[str, ...]      # observed sample sites (and random= latents)
+    unconstrained: tuple[str, ...] = ()   # constrained random sites, integrated out in z
 
     def __call__(self, params: dict, data: dict) -> jax.Array:
-        return _total(self.call.trace(params, data), self.terms)
+        tr = self.call.trace(params, data, self.unconstrained)
+        total = _total(tr, self.terms)
+        for name in self.unconstrained:   # the density of z = t⁻¹(u): + log|t'(z)|
+            t = biject_to(tr[name]["fn"].support)
+            ladj = t.log_abs_det_jacobian(params[name], tr[name]["value"])
+            total = total + jnp.sum(ladj).astype(total.dtype)
+        return total
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,11 +155,13 @@ class ModelLogPrior:
     fill: tuple = ()            # (name, shape) of the random= sites: absent from params
 
     def __call__(self, params: dict, data: dict) -> jax.Array:
-        # a random-effects fit passes θ only: the random sites are set to 0 (no prior
-        # term depends on them, checked by fit_model), so nothing is sampled
+        # a random-effects fit passes θ only: the random sites are set to the centre of
+        # their support, biject_to(support)(0) (no prior term depends on them, checked
+        # by fit_model), so nothing is sampled
         dtype = jnp.result_type(*jax.tree_util.tree_leaves(params))
+        fill = tuple(n for n, _ in self.fill if n not in params)
         values = {**{n: jnp.zeros(s, dtype) for n, s in self.fill}, **params}
-        return _total(self.call.trace(values, data), self.terms)
+        return _total(self.call.trace(values, data, fill), self.terms)
 
 
 @dataclasses.dataclass(frozen=True)
