@@ -173,6 +173,19 @@ def _prepare(model, arguments, method, explicit, init, init_strategy, random):
     """The host side of fit_model: the sites, a start where every term is finite, which
     arrays are constants; returns (sites, the model call, the fit's data, the random
     sites counted in the likelihood, the sites whose prior is dropped or kept)."""
+    sites, counted, prior_sites = _host_side(model, arguments, method, explicit, init,
+                                             init_strategy, random)
+    constant = constant_arrays(model, arguments, sites.params, sites.held,
+                               tuple(sites.observed) + tuple(sites.latent))
+    call = arguments.call(model, constant)
+    data = {"args": arguments.traced(constant), "held": sites.held}
+    if not data["args"] and not sites.held:
+        data["none"] = np.zeros(())   # jm.fit needs a data leaf; the model closes over its data
+    return sites, call, data, counted, prior_sites
+
+
+def _host_side(model, arguments, method, explicit, init, init_strategy, random):
+    """The model's concrete runs: its sites, a start where every term is finite."""
     host = arguments.call(model)          # every array as the model's data, concrete here
     strategy = strategy_function(init_strategy)
     sites, tr = discover(host, arguments.arrays, init, strategy)
@@ -194,13 +207,7 @@ def _prepare(model, arguments, method, explicit, init, init_strategy, random):
         sites, tr = discover(host, arguments.arrays, start, strategy)
     if random and prior_sites:
         _check_priors_free_of(random, host, arguments.arrays, sites, prior_sites, tr)
-    constant = constant_arrays(model, arguments, sites.params, sites.held,
-                               tuple(sites.observed) + tuple(sites.latent))
-    call = arguments.call(model, constant)
-    data = {"args": arguments.traced(constant), "held": sites.held}
-    if not data["args"] and not sites.held:
-        data["none"] = np.zeros(())   # jm.fit needs a data leaf; the model closes over its data
-    return sites, call, data, counted, prior_sites
+    return sites, counted, prior_sites
 
 
 _WARNED: set = set()

@@ -55,11 +55,17 @@ def _check_dependent(call: ModelCall, arrays: list, sites: tuple, held: dict, la
     (Uniform(0, θ)) cannot be a fixed constraint; a prior that does (θⱼ ~ N(μ, τ)) gets a
     label without the start values."""
     params, supports = sites
+    key = _dependence_key(call, arrays, params, held)
+    if key is not None and key in _DEPENDENT:    # which priors depend on the parameters is
+        for name in _DEPENDENT[key]:             # the model's structure: once per shapes
+            labels[name] = f"{name} ~ {_dist_name(tr[name]['fn'])}(depends on parameters)"
+        return
     moved = {}
     for name, value in params.items():
         t = biject_to(supports[name])
         moved[name] = np.asarray(t(np.asarray(t.inv(value)) + 0.37))
     tr2 = call.trace(moved, {"args": arrays, "held": held})
+    dependent = []
     for name in latent:
         before, after = tr[name]["fn"], tr2[name]["fn"]
         if _differ(_constraint_leaves(before.support), _constraint_leaves(after.support)):
@@ -69,6 +75,29 @@ def _check_dependent(call: ModelCall, arrays: list, sites: tuple, held: dict, la
                 "u ~ Uniform(0, 1) and x = u * upper)")
         if _differ(_dist_leaves(before), _dist_leaves(after)):
             labels[name] = f"{name} ~ {_dist_name(before)}(depends on parameters)"
+            dependent.append(name)
+    if key is not None:
+        if len(_DEPENDENT) > 256:
+            _DEPENDENT.clear()
+        _DEPENDENT[key] = tuple(dependent)
+
+
+_DEPENDENT: dict = {}
+
+
+def _dependence_key(call: ModelCall, arrays: list, params: dict, held: dict) -> Any:
+    """The model, its static arguments and every shape: what decides which supports and
+    priors move with the parameters (None if unhashable)."""
+    from jaxmle.core.params import shape_signature
+
+    key = (call, shape_signature(arrays),
+           tuple((k, np.shape(v)) for k, v in sorted(params.items())),
+           tuple((k, np.shape(v)) for k, v in sorted(held.items())))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 def _constraint_leaves(c: Any) -> list:

@@ -58,21 +58,25 @@ def strategy_function(init_strategy: Any) -> Callable:
 def default_init(site: dict) -> Any:
     """The start of a latent site: its distribution's mean where that is finite and inside
     the support, else the centre of the unconstrained space (biject_to(support)(0): 0, 1,
-    0.5, the uniform simplex, ...). No sampling: nothing random to compile."""
+    0.5, the uniform simplex, ...). No sampling: nothing random to compile. Written in
+    jax.numpy: inside NumPyro's ``scan`` the site's parameters are tracers."""
     if site["type"] != "sample" or site["is_observed"] or site["fn"].support.is_discrete:
         return None
     fn = site["fn"]
     dtype = float_dtype()
     shape = tuple(fn.shape(site["kwargs"]["sample_shape"]))
     transform = biject_to(fn.support)
+    traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(fn))
+    xp = jnp if traced else np
+    centre = xp.asarray(transform(xp.zeros(transform.inverse_shape(shape), dtype)), dtype)
     try:
-        mean = np.broadcast_to(np.asarray(fn.mean, dtype), shape)
-        if (np.all(np.isfinite(mean)) and np.all(np.asarray(fn.support.check(mean)))
-                and np.all(np.isfinite(np.asarray(transform.inv(mean))))):
-            return np.array(mean)
+        with np.errstate(all="ignore"):
+            mean = xp.broadcast_to(xp.asarray(fn.mean, dtype), shape)
+            ok = (xp.all(xp.isfinite(mean)) & xp.all(xp.asarray(fn.support.check(mean)))
+                  & xp.all(xp.isfinite(xp.asarray(transform.inv(mean)))))
     except Exception:  # no mean implemented, or an odd shape: use the centre
-        pass
-    return np.asarray(transform(np.zeros(transform.inverse_shape(shape), dtype)), dtype)
+        return centre
+    return xp.where(ok, mean, centre)
 
 
 def as_start(value: Any) -> np.ndarray:
