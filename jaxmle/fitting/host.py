@@ -45,6 +45,7 @@ from jaxmle.core.solvers.dense import DenseModel, hold_rows
 from jaxmle.core.solvers.newton import DampedNewton, Rules
 from jaxmle.core.typing import Status
 from jaxmle.fitting.buckets import bucketed
+from jaxmle.fitting.start import starts_around
 from jaxmle.fitting.kernel import (
     KernelConfig,
     Point,
@@ -276,20 +277,8 @@ def fit_starts(config: KernelConfig, inputs: Inputs, init_leaves: list, weights:
     held = inputs.held
     dev_inputs, dev_weights = on_device(inputs, weights)
     z0 = start_z(config, programs, init_leaves)
-    bucket = max(8, 1 << (n_starts - 2).bit_length())
-    key = np.zeros(2, np.uint32) if key is None else key   # = PRNGKey(0), no program
-    zs = np.asarray(_draw_starts(z0, held.z, key,
-                                 np.asarray(scale, z0.dtype), bucket))[:n_starts]
+    zs = starts_around(z0, np.asarray(held.z), n_starts, key, scale)
     fits = [conclude(config, programs, dev_inputs, dev_weights,
                      solve(programs, dev_inputs, dev_weights, z, tol, max_iter), held)
             for z in zs]
     return fits, zs
-
-
-@functools.partial(jax.jit, static_argnames="bucket")
-def _draw_starts(z0, held_z, key, scale, bucket):
-    """z0 and ``bucket`` starts z0 + s·(1 + |z0|)·ε, ε ~ N(0, I) (held coordinates stay);
-    the host takes as many as it needs (a number of starts compiles nothing new)."""
-    noise = jax.random.normal(key, (bucket, z0.shape[0]), z0.dtype)
-    noise = jnp.where(held_z, 0.0, noise)
-    return jnp.concatenate([z0[None], z0 + scale * (1.0 + jnp.abs(z0)) * noise])

@@ -5,7 +5,8 @@ start satisfies the constraints):
 
     z⁽¹⁾ = z₀,   z⁽ʲ⁾ = z₀ + s·(1 + |z₀|)·εⱼ,  εⱼ ~ N(0, I),  j = 2..K,
 
-with spread s = ``start_scale``. The K fits share the data and run as one
+with spread s = ``start_scale`` (ε drawn on the host by NumPy's generator seeded with the
+``key``'s bits: drawing compiles nothing, and both drivers start from the same points). The K fits share the data and run as one
 ``fit_batch``-style batch; the reported fit is the converged one with the
 highest log-likelihood, and ``res.starts`` records what every start reached.
 """
@@ -24,18 +25,15 @@ from jaxmle.core.held import spread
 from jaxmle.core.space import ParamSpace
 from jaxmle.core.typing import Status
 from jaxmle.fitting.kernel import KernelConfig
+from jaxmle.fitting.start import starts_around
 from jaxmle.results.result import FitResult, StartsReport
 
 
 def draw_starts(space: ParamSpace, init_leaves: list[np.ndarray], n_starts: int, key: Any,
                 scale: float, held: Any) -> np.ndarray:
     """K starts in the unconstrained coordinates z (K, m); held coordinates stay at init."""
-    z0 = space.to_unconstrained([jnp.asarray(x) for x in init_leaves])
-    if key is None:
-        key = jax.random.PRNGKey(0)
-    noise = jax.random.normal(key, (n_starts - 1, z0.shape[0]), z0.dtype)
-    noise = jnp.where(held.z, 0.0, noise)
-    return np.asarray(jnp.concatenate([z0[None], z0 + scale * (1.0 + jnp.abs(z0)) * noise]))
+    z0 = np.asarray(space.to_unconstrained([jnp.asarray(x) for x in init_leaves]))
+    return starts_around(z0, np.asarray(held.z), n_starts, key, scale)
 
 
 def same_optimum_tolerance(loglik: float) -> float:

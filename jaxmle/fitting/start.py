@@ -103,3 +103,27 @@ def _short(v: Any) -> str:
         return f"{float(v):.6g}"
     flat = ", ".join(f"{float(x):.4g}" for x in v.ravel()[:4])
     return f"[{flat}{', ...' if v.size > 4 else ''}]"
+
+
+def starts_around(z0: np.ndarray, held_z: np.ndarray, n_starts: int, key: Any,
+                  scale: float) -> np.ndarray:
+    """z0 and ``n_starts − 1`` starts z0 + s·(1 + |z0|)·ε (held coordinates stay), ε ~ N(0, I)
+    drawn on the host by NumPy's generator seeded with the bits of ``key`` (a JAX PRNG key,
+    an integer seed, or None for 0): the same starts in both drivers, nothing compiled."""
+    noise = np.random.default_rng(_seed(key)).standard_normal((n_starts - 1, z0.shape[0]))
+    noise = np.where(held_z, 0.0, noise).astype(z0.dtype)
+    return np.concatenate([z0[None], z0 + scale * (1.0 + np.abs(z0)) * noise])
+
+
+def _seed(key: Any) -> list[int]:
+    """The integers that seed the starts' generator."""
+    if key is None:
+        return [0]
+    if isinstance(key, (int, np.integer)):
+        return [int(key)]
+    if isinstance(key, jax.core.Tracer):
+        raise ValueError("n_starts needs a concrete key (the starts are drawn on the host); "
+                         "pass key= as a value, not a traced array")
+    if jnp.issubdtype(getattr(key, "dtype", np.uint32), jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    return [int(v) for v in np.asarray(key, np.uint64).ravel()]
