@@ -43,7 +43,8 @@ class ModelCall:
         """The model's trace with the parameter (and held) sites substituted by ``values``;
         the sites named in ``unconstrained`` get ``biject_to(support)(values[name])``."""
         args, kwargs = self.rebuild(data["args"])
-        values = {**values, **data["held"]}
+        # JAX arrays: NumPyro's scan indexes a substituted series with a traced step
+        values = {k: jnp.asarray(v) for k, v in {**values, **data["held"]}.items()}
         model = handlers.seed(self.model, rng_seed=0)
         if unconstrained:
             raw = {n: values.pop(n) for n in unconstrained if n in values}
