@@ -12,8 +12,9 @@
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+import jax
 import numpy as np
 
 MIN_EXPECTED = 5.0
@@ -29,16 +30,36 @@ class GoodnessOfFit(NamedTuple):
     note: str = ""
 
 
+def _abstract(fit) -> tuple[Any, tuple[int, ...]]:
+    """The fitted distribution's support and batch shape, found by tracing its construction
+    (building it from arrays would run NumPyro's parameter checks op by op, a small
+    compiled program each)."""
+    info = {}
+
+    def build(params):
+        d = fit.distribution(**params)
+        info["support"], info["batch_shape"] = d.support, tuple(d.batch_shape)
+        return 0.0
+
+    jax.eval_shape(build, {k: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype)
+                           for k, v in fit.params.items()})
+    return info["support"], info["batch_shape"]
+
+
 def _support_bounds(fit) -> tuple[float, float]:
-    support = fit.dist.support
+    support, _ = _abstract(fit)
     lo = getattr(support, "lower_bound", -np.inf)
     hi = getattr(support, "upper_bound", np.inf)
+    if isinstance(lo, jax.core.Tracer) or isinstance(hi, jax.core.Tracer):
+        support = fit.dist.support   # bounds that depend on the parameters' values
+        lo = getattr(support, "lower_bound", -np.inf)
+        hi = getattr(support, "upper_bound", np.inf)
     return float(np.max(lo)), float(np.min(hi))
 
 
 def _iid(fit) -> bool:
     """One distribution for every observation (no per-observation parameters)."""
-    return tuple(fit.dist.batch_shape) == ()
+    return _abstract(fit)[1] == ()
 
 
 def _require_univariate(fit) -> None:
@@ -67,6 +88,11 @@ def cdf(fit, x: np.ndarray) -> np.ndarray:
         cum = np.concatenate([[0.0], np.cumsum(pmf)])
         idx = np.clip(xf - k[0] + 1, 0, len(k)).astype(int)
         return np.minimum(cum[idx], 1.0)
+    from jaxmle.distributions.host_cdf import host_cdf
+
+    on_host = host_cdf(fit.distribution, fit.params, np.asarray(x, dtype=float))
+    if on_host is not None:
+        return on_host
     try:
         return fit.evaluate("cdf", np.asarray(x, dtype=float)).astype(float)
     except (NotImplementedError, ImportError) as err:
@@ -148,7 +174,7 @@ def pooled_cells(observed: np.ndarray, expected: np.ndarray) -> tuple[np.ndarray
 
 def chi_square(fit) -> GoodnessOfFit:
     """Pearson's chi-square on pooled cells of the observed values (upper tail in the last)."""
-    from jaxmle.core.stats import chi2_sf   # closed form: no compiled program
+    from jaxmle.core.stats import chi2_sf  # closed form: no compiled program
 
     x = fit.data.astype(np.int64)
     k, pmf = discrete_pmf(fit, int(np.max(x)))
