@@ -642,3 +642,16 @@ def test_a_constrained_random_site_is_integrated_out_in_its_unconstrained_coordi
     np.testing.assert_allclose(out.random["u"], u, rtol=1e-14)
     np.testing.assert_allclose(out.random_stderr["u"], 0.2 * u, rtol=1e-14)
     np.testing.assert_allclose(out.random_cond_stderr["u"], 0.1 * u, rtol=1e-14)
+
+
+def test_a_model_whose_arguments_are_all_constants_fits():
+    """Every array argument a constant (np.unique on it) and the response closed over: the
+    fit's data has no traced argument at all (was: 'data leaf args is an empty list')."""
+    def grouped(g):
+        n = len(np.unique(g))
+        mu = numpyro.sample("mu", dist.Normal(0, 10).expand([n]))
+        numpyro.sample("y", dist.Normal(mu[g], 1.0), obs=YH)
+
+    res = jm.fit_model(grouped, GROUP, method="mle")
+    np.testing.assert_allclose(res.params["mu"], [YH[GROUP == j].mean() for j in range(J)],
+                               rtol=1e-9)

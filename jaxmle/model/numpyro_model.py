@@ -179,8 +179,10 @@ def _prepare(model, arguments, method, explicit, init, init_strategy, random):
                                tuple(sites.observed) + tuple(sites.latent))
     call = arguments.call(model, constant)
     data = {"args": arguments.traced(constant), "held": sites.held}
-    if not data["args"] and not sites.held:
-        data["none"] = np.zeros(())   # jm.fit needs a data leaf; the model closes over its data
+    if not data["args"]:              # jm.fit refuses an empty list as data
+        del data["args"]
+        if not sites.held:            # and needs a data leaf: the model closes over its data
+            data = {"none": np.zeros(())}
     return sites, call, data, counted, prior_sites
 
 

@@ -42,9 +42,10 @@ class ModelCall:
     def trace(self, values: dict, data: dict, unconstrained: tuple[str, ...] = ()) -> Any:
         """The model's trace with the parameter (and held) sites substituted by ``values``;
         the sites named in ``unconstrained`` get ``biject_to(support)(values[name])``."""
-        args, kwargs = self.rebuild(data["args"])
+        # (a model without array arguments or held sites has neither key in its data)
+        args, kwargs = self.rebuild(data.get("args", []))
         # JAX arrays: NumPyro's scan indexes a substituted series with a traced step
-        values = {k: jnp.asarray(v) for k, v in {**values, **data["held"]}.items()}
+        values = {k: jnp.asarray(v) for k, v in {**values, **data.get("held", {})}.items()}
         model = handlers.seed(self.model, rng_seed=0)
         if unconstrained:
             raw = {n: values.pop(n) for n in unconstrained if n in values}
