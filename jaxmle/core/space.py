@@ -266,6 +266,41 @@ def _host_transform(t: Any, x: np.ndarray, inverse: bool) -> np.ndarray | None:
     return None
 
 
+def host_transform_grad(t: Any, z: np.ndarray) -> np.ndarray | None:
+    """dθ/dz of an elementwise bijection θ = t(z) at z, in NumPy, for the transforms
+    :func:`host_transform` knows (None for another)."""
+    z = np.asarray(z)
+    if t is IDENTITY:
+        return np.ones_like(z)
+    from numpyro.distributions import transforms as T
+
+    with np.errstate(all="ignore"):
+        if type(t) is T.IdentityTransform:
+            return np.ones_like(z)
+        if type(t) is T.IndependentTransform:
+            return host_transform_grad(t.base_transform, z)
+        if type(t) is T.ExpTransform:
+            return np.exp(z)
+        if type(t) is T.SigmoidTransform:
+            e = np.exp(-np.abs(z))
+            return e / (1.0 + e) ** 2
+        if type(t) is T.SoftplusTransform:
+            return np.where(z >= 0, 1.0 / (1.0 + np.exp(-z)), np.exp(z) / (1.0 + np.exp(z)))
+        if type(t) is T.AffineTransform:
+            scale = _concrete(t.scale)
+            return None if scale is None else np.broadcast_to(scale, z.shape) * np.ones_like(z)
+        if type(t) is T.ComposeTransform:
+            grad, x = np.ones_like(z), z
+            for part in t.parts:
+                d = host_transform_grad(part, x)
+                x = _host_transform(part, x, False)
+                if d is None or x is None:
+                    return None
+                grad = grad * d
+            return grad
+    return None
+
+
 def host_unconstrained(space: ParamSpace, leaves: list, dtype: Any) -> np.ndarray | None:
     """:meth:`ParamSpace.to_unconstrained` in NumPy when every leaf's transform is one
     :func:`host_transform` knows (elementwise: z has the leaf's shape); else None."""

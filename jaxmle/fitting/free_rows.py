@@ -48,11 +48,16 @@ def score_program(config: KernelConfig, batch_axes: Any = None) -> Callable:
 
 
 def with_fixed_scores(res: FitResult, config: KernelConfig, inputs: Any, weights: Any,
-                      lay: Layout, batch_axes: Any = None) -> FitResult:
-    """The full-size result with ∂ℓ/∂θ at the fixed elements in ``score`` (host side)."""
+                      lay: Layout, batch_axes: Any = None,
+                      scores: Callable | None = None) -> FitResult:
+    """The full-size result with ∂ℓ/∂θ at the fixed elements in ``score`` (host side).
+    ``scores(params)``: the full score vector by another route (the host driver's model
+    program), or None to use :func:`score_program`."""
     if not len(lay.fixed_nat):
         return res
-    full = score_program(config, batch_axes)(inputs, weights, res.params)
+    full = None if scores is None else scores(res.params)
+    if full is None:
+        full = score_program(config, batch_axes)(inputs, weights, res.params)
     lead = full.shape[:-1]
     leaves, treedef = jax.tree_util.tree_flatten(res.score)
     if isinstance(full, jax.core.Tracer):   # jm.fit inside the user's jit/vmap

@@ -39,8 +39,8 @@ import numpy as np
 import jaxmle.core.objective as _objective
 import jaxmle.core.solvers as _solvers
 from jaxmle.core.covariance import space_kind
-from jaxmle.core.held import Inputs, View
-from jaxmle.core.space import host_unconstrained
+from jaxmle.core.held import Inputs, View, nothing_held
+from jaxmle.core.space import host_transform_grad, host_unconstrained
 from jaxmle.core.solvers.dense import DenseModel, hold_rows
 from jaxmle.core.solvers.newton import DampedNewton, Rules
 from jaxmle.core.typing import Status
@@ -248,6 +248,35 @@ def host_fit(config: KernelConfig, inputs: Inputs, init_leaves: list, weights: A
     z0 = start_z(config, programs, init_leaves)
     final = solve(programs, dev_inputs, dev_weights, z0, tol, max_iter)
     return conclude(config, programs, dev_inputs, dev_weights, final, held)
+
+
+def fixed_scores(config: KernelConfig, inputs: Inputs, weights: Any,
+                 params: Any) -> np.ndarray | None:
+    """∂(ℓ + log π)/∂θ of every natural element at ``params`` (a fit with ``fixed=``: the
+    fixed elements' scores) from the model's own f/∇f/∇²f program with nothing held, so
+    no score program is compiled: ∂ℓ/∂θ = −(∂f/∂z)/(dθ/dz) for elementwise transforms
+    known on the host. None where that does not apply (a leaf fixed on its boundary, a
+    transform that is not elementwise, data large enough that a Hessian costs more than
+    compiling the gradient alone): then the caller compiles the score program."""
+    space, dtype = config.space, np.dtype(config.dtype)
+    if config.constant:
+        return None
+    leaves = [np.asarray(x, dtype) for x in jax.tree_util.tree_leaves(params)]
+    z = host_unconstrained(space, leaves, dtype)
+    if z is None:
+        return None
+    rows = max((np.shape(x)[0] for x in jax.tree_util.tree_leaves(inputs.data)
+                if np.ndim(x)), default=1)
+    if rows * max(space.m, 1) ** 2 > (1 << 22):
+        return None
+    dtheta = [host_transform_grad(l.transform, zl) for l, zl in
+              zip(space.leaves, np.split(z, np.cumsum([l.unc_size for l in space.leaves])[:-1]))]
+    if any(d is None for d in dtheta):
+        return None
+    config, inputs, weights = bucketed(config, inputs, weights, None)
+    inputs = inputs._replace(held=nothing_held(space, dtype))
+    _, g, _ = model_programs(config).fgh(inputs, weights, z)
+    return -np.asarray(g) / np.concatenate([np.ravel(d) for d in dtheta])
 
 
 def solve_points(config: KernelConfig, inputs: Inputs, weights: Any, zs: np.ndarray,

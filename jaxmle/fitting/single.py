@@ -11,6 +11,7 @@ The public :func:`jaxmle.fit` (:mod:`jaxmle._api`) sends ``random=`` fits to
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Mapping
 
 import jax
@@ -85,6 +86,7 @@ def fit(
                           prior, constant)
     context = FitContext(config, data, w, held, codes, tol, max_iter, prior_values)
     data = Inputs(data, held, codes, prior_values)
+    scores = None   # the fixed elements' scores: the score program unless the host has them
     if n_starts != 1:
         if int(n_starts) != n_starts or n_starts < 1:
             raise ValueError(f"n_starts must be a positive integer, got {n_starts}")
@@ -92,9 +94,12 @@ def fit(
             raise ValueError(f"start_scale must be positive, got {start_scale}")
         res = fit_multistart(config, data, init_leaves, w, tol, max_iter, int(n_starts), key,
                              float(start_scale))
+        if _host.eligible(config) and not _traced(data, init_leaves, w):
+            scores = functools.partial(_host.fixed_scores, config, data, w)
     elif _host_driven(config, data, init_leaves, w):
         # a model's programs and the shared solver programs, driven from here
         res = _host.host_fit(config, data, init_leaves, w, tol, max_iter)
+        scores = functools.partial(_host.fixed_scores, config, data, w)
         if int(res.status) == Status.NONFINITE_START and not np.isfinite(float(res.loglik)):
             check_start(config, data, init_leaves, w)
     else:
@@ -109,7 +114,7 @@ def fit(
                 Status.NONFINITE_START and not np.isfinite(float(res.loglik)):
             check_start(config, data, init_leaves, w)
     # the free rows and the labels are host-side (not part of the compiled program's key)
-    res = with_fixed_scores(res, config, data, w, lay)
+    res = with_fixed_scores(res, config, data, w, lay, scores=scores)
     res = dataclasses.replace(free_rows(res, lay, space), context=context,
                               priors=() if prior is None else prior.labels)
     if not _traced(res.status):   # inside the user's jit/vmap: read res.converged
