@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxmle.core.params as _params
-from jaxmle.core.space import ParamSpace, _is_identity
+from jaxmle.core.space import ParamSpace, _is_identity, host_transform
 from jaxmle.core.typing import LogLikFn
 
 
@@ -130,8 +130,7 @@ def constant_leaves(space: ParamSpace, held: Held) -> tuple[int, ...]:
     for i, leaf in enumerate(space.leaves):
         if nat[n0:n0 + leaf.size].all():
             value = values[n0:n0 + leaf.size].reshape(leaf.shape)
-            with np.errstate(all="ignore"):
-                z = np.asarray(leaf.transform.inv(jnp.asarray(value)))
+            z = host_transform(leaf.transform, value, inverse=True)
             if not np.all(np.isfinite(z)):
                 out.append(i)
         n0 += leaf.size
