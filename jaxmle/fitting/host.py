@@ -100,6 +100,50 @@ def _advance(s, p, f, g, h, held_z, tol, max_iter):
     return s, p, s.z + p.step, _solvers.is_active(s, max_iter)
 
 
+# ``_advance`` is the same program for every model of a size: the first fit of a size in a
+# process compiles it in a background thread while the main thread compiles (and runs)
+# the model's own programs, so the two compilations overlap (XLA releases the GIL). Only
+# jaxmle's code runs there, never the user's log-likelihood.
+_PREPARED: dict = {}
+_POOL: list = []
+
+
+def prepare_solver(m: int, dtype: Any) -> None:
+    """Start compiling (or loading from the persistent cache) ``_advance`` for ``m``
+    coordinates of ``dtype`` in the background, once per process."""
+    key = (int(m), np.dtype(dtype).str, bool(jax.config.jax_enable_x64))
+    if key in _PREPARED:
+        return
+    if not _POOL:
+        import concurrent.futures
+
+        _POOL.append(concurrent.futures.ThreadPoolExecutor(1, "jaxmle-solver"))
+    _PREPARED[key] = _POOL[0].submit(_compile_advance, *key)
+
+
+def _compile_advance(m: int, dtype: str, x64: bool) -> None:
+    if bool(jax.config.jax_enable_x64) != x64:   # a thread-local x64 context: not this one
+        return
+    dtype = np.dtype(dtype)
+    z, held = np.zeros(m, dtype), np.zeros(m, bool)
+    with np.errstate(all="ignore"):
+        s, p, _ = _start(z, held)
+    jax.block_until_ready(_advance(s, p, np.zeros((), dtype), np.zeros(m, dtype),
+                                   np.eye(m, dtype=dtype), held, np.asarray(1e-8, dtype),
+                                   np.asarray(0, np.int32)))
+
+
+def _await_solver(m: int, dtype: Any) -> None:
+    """Wait for the background compilation of ``_advance`` (if one was started); on any
+    failure there, the first call compiles it here instead."""
+    future = _PREPARED.get((int(m), np.dtype(dtype).str, bool(jax.config.jax_enable_x64)))
+    if future is not None and not future.done():
+        try:
+            future.result()
+        except Exception:   # noqa: BLE001  (compiled again by the caller's own call)
+            pass
+
+
 def _host_arrays(tree: Any) -> Any:
     """A program's outputs as NumPy arrays."""
     return jax.tree_util.tree_map(np.asarray, tree)
@@ -183,11 +227,14 @@ def solve(programs: ModelPrograms, inputs: Inputs, weights: Any, z0: Any, tol: A
     with np.errstate(all="ignore"):   # NaN/inf are handled as the program handles them
         s, p, z_trial = _start(z0, held_z)
     tol, max_iter = np.asarray(tol, z0.dtype), np.asarray(max_iter, np.int32)
+    prepare_solver(z0.shape[0], z0.dtype)
+    f, g, h = programs.fgh(inputs, weights, z_trial)
+    _await_solver(z0.shape[0], z0.dtype)
     while True:
-        f, g, h = programs.fgh(inputs, weights, z_trial)
         s, p, z_trial, active = _advance(s, p, f, g, h, held_z, tol, max_iter)
         if not active:
             return _host_arrays(s)
+        f, g, h = programs.fgh(inputs, weights, z_trial)
 
 
 def final_values(s: Any) -> tuple[float, int, np.ndarray]:
@@ -241,6 +288,7 @@ def on_device(inputs: Inputs, weights: Any) -> tuple[Inputs, Any]:
 def host_fit(config: KernelConfig, inputs: Inputs, init_leaves: list, weights: Any,
              tol: Any, max_iter: Any) -> FitResult:
     """:func:`~jaxmle.fitting.kernel.fit_kernel`'s result, driven from the host."""
+    prepare_solver(config.space.m, config.dtype)
     config, inputs, weights = bucketed(config, inputs, weights, init_leaves)
     programs = model_programs(config)
     held = inputs.held
@@ -301,6 +349,7 @@ def fit_starts(config: KernelConfig, inputs: Inputs, init_leaves: list, weights:
                scale: float) -> tuple[list[FitResult], np.ndarray]:
     """Full fits from ``n_starts`` starts around ``init`` (the first is ``init`` itself),
     one after another: the starts and their fits."""
+    prepare_solver(config.space.m, config.dtype)
     config, inputs, weights = bucketed(config, inputs, weights, init_leaves)
     programs = model_programs(config)
     held = inputs.held
