@@ -655,3 +655,37 @@ def test_a_model_whose_arguments_are_all_constants_fits():
     res = jm.fit_model(grouped, GROUP, method="mle")
     np.testing.assert_allclose(res.params["mu"], [YH[GROUP == j].mean() for j in range(J)],
                                rtol=1e-9)
+
+
+def test_many_sites_of_one_distribution_are_one_batched_log_density(monkeypatch):
+    """Item 10: a Python-loop AR(2) (one observed site per time step) is evaluated as one
+    vmapped log-density of the stacked sites, equal to NumPyro's own count: the program
+    holds one log-density instead of 38 (a 140-step one compiled 174 s -> 42 s)."""
+    import jaxmle.model.trace as trace_module
+    from numpyro.infer.util import log_likelihood
+
+    from jaxmle.model.args import split_args
+    from jaxmle.model.trace import ModelLogLik
+
+    def ar2_loop(y):
+        a1 = numpyro.sample("alpha_1", dist.Normal(0, 1))
+        a2 = numpyro.sample("alpha_2", dist.Normal(0, 1))
+        s = numpyro.sample("sigma", dist.HalfNormal(1))
+        for t in range(2, len(y)):
+            numpyro.sample(f"y_{t}", dist.Normal(a1 * y[t - 1] + a2 * y[t - 2], s), obs=y[t])
+
+    y = RNG.normal(size=40)
+    arguments = split_args(ar2_loop, (y,), {})
+    loglik = ModelLogLik(arguments.call(ar2_loop), tuple(f"y_{t}" for t in range(2, 40)))
+    p = {"alpha_1": jnp.asarray(0.4), "alpha_2": jnp.asarray(-0.2), "sigma": jnp.asarray(0.9)}
+    data = {"args": arguments.arrays, "held": {}}
+    expected = sum(float(v) for v in log_likelihood(ar2_loop, p, y, batch_ndims=0).values())
+    np.testing.assert_allclose(float(loglik(p, data)), expected, rtol=1e-13)
+    def logs():       # log-density evaluations in the program: Normal's log(scale)
+        eqns = jax.make_jaxpr(lambda q, d: loglik(q, d))(p, data).eqns   # (a new trace)
+        return sum(e.primitive.name == "log" for e in eqns)
+
+    assert logs() == 1
+    monkeypatch.setattr(trace_module, "GROUP_MIN", 10 ** 9)
+    np.testing.assert_allclose(float(loglik(p, data)), expected, rtol=1e-13)
+    assert logs() == 38

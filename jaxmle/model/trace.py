@@ -120,11 +120,55 @@ def site_log_prob(site: dict) -> jax.Array:
     return jnp.sum(lp)
 
 
+GROUP_MIN = 8     # sites of one distribution and shape evaluated as one batch from here
+
+
 def _total(tr: Any, names: tuple[str, ...]) -> jax.Array:
+    """Σ over the sites' log-densities. Many sites of one distribution and shape (a
+    Python loop's ``y_t``) are evaluated as one vmapped log-density of their stacked
+    parameters: the compiled program holds one log-density, not one per site."""
     total = jnp.zeros(())
+    groups: dict = {}
     for name in names:
-        total = total + site_log_prob(tr[name]).astype(total.dtype)
+        key, member = _group_key(tr[name])
+        if key is None:
+            total = total + site_log_prob(tr[name]).astype(total.dtype)
+        else:
+            groups.setdefault(key, []).append((name, member))
+    for (treedef, *_), members in groups.items():
+        if len(members) < GROUP_MIN:
+            for name, _ in members:
+                total = total + site_log_prob(tr[name]).astype(total.dtype)
+            continue
+        leaves = [jnp.stack([m[0][i] for _, m in members]) for i in range(len(members[0][1][0]))]
+        values = jnp.stack([m[1] for _, m in members])
+        lp = jax.vmap(lambda ls, v: jnp.sum(jax.tree_util.tree_unflatten(treedef, ls)
+                                            .log_prob(v)))(leaves, values)
+        total = total + jnp.sum(lp).astype(total.dtype)
     return total
+
+
+def _group_key(site: dict) -> tuple[Any, Any]:
+    """(what makes sites batchable together, (the distribution's leaves, the value)), or
+    (None, None) for a site evaluated on its own (intermediates, a scale, no pytree)."""
+    if site["intermediates"] or site["scale"] is not None:
+        return None, None
+    try:
+        leaves, treedef = jax.tree_util.tree_flatten(site["fn"])
+    except Exception:
+        return None, None
+    if not leaves or any(isinstance(x, bool) or not (hasattr(x, "shape")
+                                                     or isinstance(x, (int, float)))
+                         for x in leaves):      # (a Python bool: mask(False), kept exact)
+        return None, None
+    value = jnp.asarray(site["value"])
+    sig = tuple((jnp.shape(x), jnp.result_type(x)) for x in leaves)
+    try:
+        key = (treedef, sig, value.shape, value.dtype)
+        hash(key)
+    except TypeError:
+        return None, None
+    return key, (leaves, value)
 
 
 @dataclasses.dataclass(frozen=True)
