@@ -6,11 +6,12 @@ import numpy as np
 import numpyro.distributions as dist
 import pytest
 from numpyro.distributions import constraints
+from shared import normal
 
 import jaxmle as jm
 import jaxmle.core.space as _space
 import jaxmle.fitting.kernel as _kernel
-from shared import normal
+from jaxmle.core.host_space import check_init
 
 RNG = np.random.default_rng(11)
 X = RNG.normal(3.0, 2.0, size=60)
@@ -31,7 +32,7 @@ N, MEAN, VAR = 60, X.mean(), X.var()
 def test_round_trip_through_the_unconstrained_space(constraint, value):
     leaves, treedef, names = _kernel.prepare_init({"t": value}, np.dtype("float64"))
     space = _space.build_space(leaves, names, treedef, {"t": constraint})
-    _space.check_init(space, leaves)
+    check_init(space, leaves)
     z = jax.jit(space.to_unconstrained)(leaves)   # (op by op: a program per primitive)
     assert z.shape == (space.m,)
     np.testing.assert_allclose(jax.jit(space.to_natural)(z)["t"], value, rtol=1e-12, atol=1e-12)

@@ -314,7 +314,7 @@ def test_host_transforms_equal_numpyro(name):
     (no one-operation programs): the same values as NumPyro's, both ways."""
     from numpyro.distributions import transforms as T
 
-    from jaxmle.core.space import host_transform
+    from jaxmle.core.host_space import host_transform
 
     c = {"interval": npc.interval(-2.0, 5.0), "greater_than": npc.greater_than(3.0),
          "less_than": npc.less_than(-1.0)}.get(name) or getattr(npc, name)

@@ -32,7 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxmle.core.params as _params
-from jaxmle.core.space import ParamSpace, _is_identity, host_transform
+from jaxmle.core.host_space import host_transform
+from jaxmle.core.space import ParamSpace, _is_identity
 from jaxmle.core.typing import LogLikFn
 
 

@@ -16,6 +16,7 @@ import jaxmle.core.space as _space
 import jaxmle.fitting.data as _data
 import jaxmle.fitting.start as _start
 from jaxmle.core.held import Inputs
+from jaxmle.core.host_space import check_init
 from jaxmle.core.priors import prepare_priors
 from jaxmle.fitting.batch_kernel import BatchConfig
 from jaxmle.fitting.kernel import prepare_init
@@ -125,7 +126,7 @@ def prepare_batch_init(init: Any, n_batch: int, constraints, dtype, batched_init
     if batched_init:
         check_batched_init(space, leaves)
         return leaves, space, prior, prior_values
-    _space.check_init(space, member)
+    check_init(space, member)
     return [np.broadcast_to(x, (n_batch,) + x.shape) for x in leaves], space, prior, prior_values
 
 

@@ -40,12 +40,11 @@ import jaxmle.core.objective as _objective
 import jaxmle.core.solvers as _solvers
 from jaxmle.core.covariance import space_kind
 from jaxmle.core.held import Inputs, View, nothing_held
-from jaxmle.core.space import host_transform_grad, host_unconstrained
+from jaxmle.core.host_space import host_transform_grad, host_unconstrained
 from jaxmle.core.solvers.dense import DenseModel, hold_rows
 from jaxmle.core.solvers.newton import DampedNewton, Rules
 from jaxmle.core.typing import Status
 from jaxmle.fitting.buckets import bucketed
-from jaxmle.fitting.start import starts_around
 from jaxmle.fitting.kernel import (
     KernelConfig,
     Point,
@@ -58,6 +57,7 @@ from jaxmle.fitting.kernel import (
     probe,
     unravel_numpy,
 )
+from jaxmle.fitting.start import starts_around
 from jaxmle.results.result import FitResult
 
 

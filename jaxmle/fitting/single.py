@@ -22,6 +22,7 @@ import jaxmle.core.space as _space
 import jaxmle.fitting.data as _data
 import jaxmle.fitting.host as _host
 from jaxmle.core.held import Inputs, constant_leaves, layout, prepare_held
+from jaxmle.core.host_space import check_init
 from jaxmle.core.priors import prepare_priors
 from jaxmle.core.typing import LogLikFn, Status
 from jaxmle.fitting.free_rows import free_rows, with_fixed_scores
@@ -75,7 +76,7 @@ def fit(
         held, codes, n_groups = prepare_held(loglik, data, space, init_leaves, fixed,
                                              cov_type, groups, dtype)
     with jax.ensure_compile_time_eval():   # concrete even inside the user's jit
-        _space.check_init(space, init_leaves)
+        check_init(space, init_leaves)
     lay = layout(space, held)
     method = resolve_method(method, lay.m_free, prior)
     w = _data.prepare_weights(weights, dtype)

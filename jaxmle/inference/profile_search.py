@@ -20,7 +20,7 @@ from jaxmle.core.held import (
     is_identity_transform,
     layout,
 )
-from jaxmle.core.space import host_transform
+from jaxmle.core.host_space import host_transform
 from jaxmle.core.stats import chi2_1_quantile
 from jaxmle.core.typing import Status
 from jaxmle.fitting.batch_kernel import BatchConfig, compiled_passes
