@@ -384,3 +384,23 @@ def test_fixed_scores_from_the_model_program_equal_the_score_program():
         i = {"b[1]": 1, "sigma": 2}[name]
         np.testing.assert_allclose(got[i], want[i], rtol=1e-10, atol=1e-10)
         assert abs(got[i]) > 1e-3   # held away from the optimum: a real score
+
+
+def test_the_cached_start_equals_init_then_ask():
+    """The host's start state and first proposal come from a per-size template: the same
+    arrays as ``DampedNewton.init`` then ``ask`` at z0 (the proposal does not depend on z0)."""
+    from jaxmle.core import solvers
+
+    rng = np.random.default_rng(2)
+    for held in (np.zeros(3, bool), np.array([False, True, False])):
+        for _ in range(2):
+            z0 = rng.normal(size=3) * 5
+            s, p, zt = host._start(z0, held)
+            newton = host._newton(held)
+            with np.errstate(all="ignore"):
+                s2 = newton.init(None, z0 + solvers.kink_jitter(z0, held), None)
+                p2 = newton.ask(s2)
+            for a, b in zip(jax.tree_util.tree_leaves((s, p)),
+                            jax.tree_util.tree_leaves((s2, p2))):
+                np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(zt, s2.z + p2.step)

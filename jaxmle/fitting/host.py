@@ -84,11 +84,21 @@ def _newton(held_z: np.ndarray) -> DampedNewton:
 
 def _start(z0: np.ndarray, held_z: np.ndarray):
     """The Newton state at z0 (offset by the kink jitter), its first proposal and trial
-    point."""
-    newton = _newton(held_z)
-    s = newton.init(None, z0 + _solvers.kink_jitter(z0, held_z), None)
-    p = newton.ask(s)
+    point. Only ``z`` of the initial state depends on z0, and the first proposal (a zero
+    step that evaluates the start) not at all, so both are built once per size, dtype and
+    held set and the start is put in (a profile runs hundreds of starts)."""
+    s, p = _initial(z0.shape[0], z0.dtype.str, held_z.tobytes())
+    s = s._replace(z=z0 + _solvers.kink_jitter(z0, held_z))
     return s, p, s.z + p.step
+
+
+@functools.lru_cache(maxsize=256)
+def _initial(m: int, dtype: str, held: bytes):
+    held_z = np.frombuffer(held, bool).copy()
+    newton = _newton(held_z)
+    with np.errstate(all="ignore"):
+        s = newton.init(None, np.zeros(m, np.dtype(dtype)), None)
+        return s, newton.ask(s)
 
 
 @jax.jit
