@@ -16,6 +16,7 @@ import jaxmle.results.result as _result
 from jaxmle._api import fit as fit
 from jaxmle._api import fit_batch as fit_batch
 from jaxmle._api import warmup as warmup
+from jaxmle.core.typing import BoundaryWarning as BoundaryWarning
 from jaxmle.core.typing import ConvergenceWarning as ConvergenceWarning
 from jaxmle.core.typing import JaxmleWarning as JaxmleWarning
 from jaxmle.core.typing import PrecisionWarning as PrecisionWarning
@@ -73,6 +74,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BatchFitResult",
+    "BoundaryWarning",
     "ConvergenceWarning",
     "DistributionComparison",
     "DistributionFit",

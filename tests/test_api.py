@@ -15,7 +15,7 @@ from shared import normal
 
 def test_public_names():
     assert set(jm.__all__) == {
-        "BatchFitResult", "ConvergenceWarning", "FitResult", "JaxmleWarning", "PrecisionWarning",
+        "BatchFitResult", "BoundaryWarning", "ConvergenceWarning", "FitResult", "JaxmleWarning", "PrecisionWarning",
         "SingularInformationWarning", "enable_compilation_cache", "disable_compilation_cache",
         "warmup", "fit", "fit_batch", "lrt",
         "shard_observations",
@@ -25,6 +25,7 @@ def test_public_names():
     for name in jm.__all__:
         assert hasattr(jm, name)
     assert issubclass(jm.ConvergenceWarning, jm.JaxmleWarning)
+    assert issubclass(jm.BoundaryWarning, jm.JaxmleWarning)
 
 
 def test_the_fit_kernel_vmaps_to_the_same_answers_as_single_fits():

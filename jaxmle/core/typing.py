@@ -83,6 +83,11 @@ class SingularInformationWarning(JaxmleWarning):
     """The information matrix is singular or not positive definite at the estimate."""
 
 
+class BoundaryWarning(JaxmleWarning):
+    """A variance component (or other constrained parameter) is estimated on the boundary
+    of its space: reported at the edge with a NaN standard error."""
+
+
 class PrecisionWarning(JaxmleWarning):
     """The fit ran in float32, so standard errors are only float32-accurate."""
 

@@ -17,15 +17,12 @@ import numpy as np
 
 from jaxmle.core.held import Inputs, View, layout
 from jaxmle.core.params import all_flat_names, flat_values
-from jaxmle.core.typing import Status, user_stacklevel
+from jaxmle.core.typing import BoundaryWarning, Status, user_stacklevel
 from jaxmle.results.result import FitResult
 
 BOUNDARY_STEP = 20.0        # unconstrained distance of the boundary probe
 BOUNDARY_DROP = 1e-4        # L lower by at most this there: the maximum is on the boundary
 
-
-class BoundaryWarning(UserWarning):
-    """A variance component (or other constrained parameter) is estimated on its boundary."""
 
 
 @functools.lru_cache(maxsize=64)
