@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -129,6 +130,15 @@ def prepare_solver(m: int, dtype: Any) -> None:
 
         _POOL.append(concurrent.futures.ThreadPoolExecutor(1, "jaxmle-solver"))
     _PREPARED[key] = _POOL[0].submit(_compile_advance, *key)
+
+
+def _forget_pool() -> None:
+    """In a forked child the pool's thread does not exist: start afresh."""
+    _PREPARED.clear()
+    _POOL.clear()
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _compile_advance(m: int, dtype: str, x64: bool) -> None:
