@@ -30,6 +30,26 @@ X0 = np.array([1.0, 0.3, -0.2])
 TRACES = {"n": 0}
 
 
+class Captured(Exception):
+    """Raised by :func:`capture_fit`'s stand-in for ``jm.fit``."""
+
+
+def capture_fit(monkeypatch) -> dict:
+    """Replace the ``fit`` that ``fit_model`` calls with one that records its arguments
+    (in the returned dict) and raises :class:`Captured`: what ``fit_model`` builds, without
+    compiling a fit."""
+    import jaxmle.model.numpyro_model as model_module
+
+    seen = {}
+
+    def capture(loglik, data, init, **kwargs):
+        seen.update(loglik=loglik, data=data, init=init, **kwargs)
+        raise Captured
+
+    monkeypatch.setattr(model_module, "fit", capture)
+    return seen
+
+
 def linreg(x, y=None):
     if isinstance(x, jax.core.Tracer):
         TRACES["n"] += 1      # only while jm.fit's kernel is traced (compiled)
@@ -397,7 +417,6 @@ def test_random_sites_are_integrated_out_like_a_hand_written_joint_loglik():
 def test_random_roles_reach_fit_and_a_flat_site_leaves_its_density_out(monkeypatch):
     """fit_model(random={"u": "random", "beta": "flat"}) is REML as in jm.fit: the roles are
     passed on, and beta's own prior is not part of the likelihood (nothing is compiled)."""
-    import jaxmle.model.numpyro_model as model_module
 
     def lmm(x, g, G, y=None):
         beta = numpyro.sample("beta", dist.Normal(0, 5).expand([2]).to_event(1))
@@ -407,16 +426,7 @@ def test_random_roles_reach_fit_and_a_flat_site_leaves_its_density_out(monkeypat
             u = numpyro.sample("u", dist.Normal(0, tau))
         numpyro.sample("y", dist.Normal(beta[0] + beta[1] * x + u[g], sigma), obs=y)
 
-    seen = {}
-
-    class Captured(Exception):
-        pass
-
-    def capture(loglik, data, init, **kwargs):
-        seen.update(loglik=loglik, data=data, init=init, **kwargs)
-        raise Captured
-
-    monkeypatch.setattr(model_module, "fit", capture)
+    seen = capture_fit(monkeypatch)
     g = np.repeat(np.arange(3), 2)
     x, y = np.linspace(0, 1, 6), np.linspace(1, 2, 6)
     with pytest.raises(Captured):
@@ -437,7 +447,6 @@ def test_map_with_random_sites_evaluates_the_prior_on_the_users_data(monkeypatch
     with θ alone and the marginal's data (the user's data and u's start): it gets the
     user's data, the random site set aside. (The end-to-end fit: eight schools in
     test_model_corpus.py.)"""
-    import jaxmle.model.numpyro_model as model_module
     from jaxmle.random.marginal import _user_data_priors, augment
 
     def model(x, y=None):
@@ -446,16 +455,7 @@ def test_map_with_random_sites_evaluates_the_prior_on_the_users_data(monkeypatch
         u = numpyro.sample("u", dist.Normal(b * x, s))
         numpyro.sample("y", dist.Normal(u, 0.5), obs=y)
 
-    seen = {}
-
-    class Captured(Exception):
-        pass
-
-    def capture(loglik, data, init, **kwargs):
-        seen.update(loglik=loglik, data=data, init=init, **kwargs)
-        raise Captured
-
-    monkeypatch.setattr(model_module, "fit", capture)
+    seen = capture_fit(monkeypatch)
     x, y = np.linspace(-1, 1, 5), np.linspace(0, 2, 5)
     with pytest.raises(Captured):
         jm.fit_model(model, x, y=y, method="map", random=["u"])
@@ -597,7 +597,6 @@ def test_a_constrained_random_site_is_integrated_out_in_its_unconstrained_coordi
     AutoLaplaceApproximation); û and its SEs come back through u = exp(z)."""
     import dataclasses
 
-    import jaxmle.model.numpyro_model as model_module
     from jaxmle.model.outputs import _constrained_predictions
 
     def frailty(g, G, y=None):
@@ -607,16 +606,7 @@ def test_a_constrained_random_site_is_integrated_out_in_its_unconstrained_coordi
             u = numpyro.sample("u", dist.Gamma(k, k))
         numpyro.sample("y", dist.Poisson(jnp.exp(mu) * u[g]), obs=y)
 
-    seen = {}
-
-    class Captured(Exception):
-        pass
-
-    def capture(loglik, data, init, **kwargs):
-        seen.update(loglik=loglik, data=data, init=init, **kwargs)
-        raise Captured
-
-    monkeypatch.setattr(model_module, "fit", capture)
+    seen = capture_fit(monkeypatch)
     g, y = np.repeat(np.arange(3), 2), np.array([0.0, 2.0, 5.0, 3.0, 1.0, 1.0])
     with pytest.raises(Captured):
         jm.fit_model(frailty, g, 3, y=y, method="mle", random=["u"])
