@@ -131,18 +131,6 @@ def lre_rss(problem, b) -> float:
 # ---------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=None)
-def conc_loglik(mean):
-    import jax.numpy as jnp
-
-    def loglik(params, data):
-        r = data["y"] - mean(params["b"], data["x"])
-        n = r.shape[0]
-        return -0.5 * n * jnp.log(jnp.sum(r**2) / n)
-
-    return loglik
-
-
-@functools.lru_cache(maxsize=None)
 def gauss_loglik(mean):
     import numpyro.distributions as dist
 
@@ -289,7 +277,7 @@ def jaxmle_nls(jm, p, start: str, form: str, warm: bool) -> dict:
     b0 = np.asarray(p.starts[start], dtype=np.float64)
     data = {"x": p.x, "y": p.y}
     if form == "conc":
-        rec = run_jaxmle(jm, conc_loglik(p.mean), data, {"b": jnp.asarray(b0)}, None, warm)
+        rec = run_jaxmle(jm, NP.concentrated_loglik(p.mean), data, {"b": jnp.asarray(b0)}, None, warm)
     else:
         init = {"b": jnp.asarray(b0), "sigma": jnp.asarray(math.sqrt(p.rss_np(b0) / p.n))}
         rec = run_jaxmle(jm, gauss_loglik(p.mean), data, init,

@@ -25,6 +25,8 @@ Formula notes (see also the docstrings of the individual mean functions):
 
 from __future__ import annotations
 
+import functools
+
 import json
 import re
 from dataclasses import dataclass
@@ -440,3 +442,17 @@ def lre(estimate, certified, max_digits: float = 15.0) -> np.ndarray:
         digits = -np.log10(err / scale)
     return np.minimum(np.nan_to_num(digits, nan=0.0, posinf=max_digits), max_digits)
 
+
+@functools.lru_cache(maxsize=None)
+def concentrated_loglik(mean):
+    """Profile Gaussian log-likelihood -n/2 log(RSS(b)/n) (constants dropped), one function
+    object per mean function (cached: the two starts of a problem, its SE test and the
+    benchmark share the compiled programs; jaxmle keys them by function)."""
+    import jax.numpy as jnp
+
+    def loglik(params, data):
+        r = data["y"] - mean(params["b"], data["x"])
+        n = r.shape[0]
+        return -0.5 * n * jnp.log(jnp.sum(r**2) / n)
+
+    return loglik

@@ -29,6 +29,7 @@ from nist_problems import (  # noqa: E402
     NLS_NAMES,
     LinearProblem,
     NistProblem,
+    concentrated_loglik,
     load_linear,
     load_nls,
     lre,
@@ -216,20 +217,6 @@ def jm():
     import jaxmle
 
     return jaxmle
-
-
-# One log-likelihood function object per mean function (cached): the two starts of a
-# problem and its SE test then share the compiled programs (jaxmle keys them by function).
-@functools.lru_cache(maxsize=None)
-def concentrated_loglik(mean):
-    """Profile Gaussian log-likelihood -n/2 log(RSS(b)/n) (constants dropped)."""
-
-    def loglik(params, data):
-        r = data["y"] - mean(params["b"], data["x"])
-        n = r.shape[0]
-        return -0.5 * n * jnp.log(jnp.sum(r**2) / n)
-
-    return loglik
 
 
 @functools.lru_cache(maxsize=None)
