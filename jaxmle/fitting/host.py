@@ -99,7 +99,11 @@ def _initial(m: int, dtype: str, held: bytes):
     newton = _newton(held_z)
     with np.errstate(all="ignore"):
         s = newton.init(None, np.zeros(m, np.dtype(dtype)), None)
-        return s, newton.ask(s)
+        p = newton.ask(s)
+    for x in jax.tree_util.tree_leaves((s, p)):   # shared by every start: read-only
+        if isinstance(x, np.ndarray):
+            x.flags.writeable = False
+    return s, p
 
 
 @jax.jit
@@ -119,10 +123,14 @@ _PREPARED: dict = {}
 _POOL: list = []
 
 
+def _solver_key(m: int, dtype: Any) -> tuple[int, str, bool]:
+    return int(m), np.dtype(dtype).str, bool(jax.config.jax_enable_x64)
+
+
 def prepare_solver(m: int, dtype: Any) -> None:
     """Start compiling (or loading from the persistent cache) ``_advance`` for ``m``
     coordinates of ``dtype`` in the background, once per process."""
-    key = (int(m), np.dtype(dtype).str, bool(jax.config.jax_enable_x64))
+    key = _solver_key(m, dtype)
     if key in _PREPARED:
         return
     if not _POOL:
@@ -156,7 +164,7 @@ def _compile_advance(m: int, dtype: str, x64: bool) -> None:
 def _await_solver(m: int, dtype: Any) -> None:
     """Wait for the background compilation of ``_advance`` (if one was started); on any
     failure there, the first call compiles it here instead."""
-    future = _PREPARED.get((int(m), np.dtype(dtype).str, bool(jax.config.jax_enable_x64)))
+    future = _PREPARED.get(_solver_key(m, dtype))
     if future is not None and not future.done():
         try:
             future.result()
