@@ -16,7 +16,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import numpy as np  # noqa: E402
 
 import _common as C  # noqa: E402  (numpy-only module)
 import _contenders as K  # noqa: E402  (lazy imports only)
