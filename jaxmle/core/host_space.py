@@ -33,6 +33,11 @@ def host_transform(transform: Any, x: np.ndarray, inverse: bool = False) -> np.n
     return np.asarray(transform.inv(x) if inverse else transform(x))
 
 
+def _expit(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + e⁻ˣ) without overflow on either side."""
+    return np.where(x >= 0, 1.0 / (1.0 + np.exp(-x)), np.exp(x) / (1.0 + np.exp(x)))
+
+
 def _host_transform(t: Any, x: np.ndarray, inverse: bool) -> np.ndarray | None:
     if t is IDENTITY:
         return x
@@ -49,8 +54,7 @@ def _host_transform(t: Any, x: np.ndarray, inverse: bool) -> np.ndarray | None:
         if type(t) is T.SigmoidTransform:
             if inverse:
                 return np.log(x) - np.log1p(-x)
-            expit = np.where(x >= 0, 1.0 / (1.0 + np.exp(-x)), np.exp(x) / (1.0 + np.exp(x)))
-            return np.clip(expit, finfo.tiny, 1.0 - finfo.eps)   # as NumPyro clips
+            return np.clip(_expit(x), finfo.tiny, 1.0 - finfo.eps)   # as NumPyro clips
         if type(t) is T.SoftplusTransform:
             if inverse:
                 return x + np.log(-np.expm1(-x))
@@ -89,7 +93,7 @@ def host_transform_grad(t: Any, z: np.ndarray) -> np.ndarray | None:
             e = np.exp(-np.abs(z))
             return e / (1.0 + e) ** 2
         if type(t) is T.SoftplusTransform:
-            return np.where(z >= 0, 1.0 / (1.0 + np.exp(-z)), np.exp(z) / (1.0 + np.exp(z)))
+            return _expit(z)
         if type(t) is T.AffineTransform:
             scale = _concrete(t.scale)
             return None if scale is None else np.broadcast_to(scale, z.shape) * np.ones_like(z)

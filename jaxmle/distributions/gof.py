@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, NamedTuple
 
@@ -33,16 +34,23 @@ class GoodnessOfFit(NamedTuple):
 def _abstract(fit) -> tuple[Any, tuple[int, ...]]:
     """The fitted distribution's support and batch shape, found by tracing its construction
     (building it from arrays would run NumPyro's parameter checks op by op, a small
-    compiled program each)."""
+    compiled program each); traced once per class and parameter shapes."""
+    shapes = tuple(sorted((k, np.shape(v), np.asarray(v).dtype.str)
+                          for k, v in fit.params.items()))
+    return _traced_support(fit.distribution, shapes)
+
+
+@functools.lru_cache(maxsize=128)
+def _traced_support(distribution: Any, shapes: tuple) -> tuple[Any, tuple[int, ...]]:
     info = {}
 
     def build(params):
-        d = fit.distribution(**params)
+        d = distribution(**params)
         info["support"], info["batch_shape"] = d.support, tuple(d.batch_shape)
         return 0.0
 
-    jax.eval_shape(build, {k: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype)
-                           for k, v in fit.params.items()})
+    jax.eval_shape(build, {k: jax.ShapeDtypeStruct(shape, np.dtype(dtype))
+                           for k, shape, dtype in shapes})
     return info["support"], info["batch_shape"]
 
 
