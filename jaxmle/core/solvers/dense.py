@@ -19,7 +19,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmle.core import xp as _xp
-from jaxmle.core.solvers.newton import DampedNewton, Measure, NewtonState, Proposal, Rules, _eps
+from jaxmle.core.solvers.newton import (
+    PROBES,
+    DampedNewton,
+    Measure,
+    NewtonState,
+    Proposal,
+    Rules,
+    _eps,
+)
 from jaxmle.core.xp import namespace
 
 
@@ -227,6 +235,54 @@ def cap_indefinite_step(step: jax.Array, z: jax.Array, fac: Factor, reach: jax.A
     return step * xp.where(capped, reach / ratio, 1.0), capped
 
 
+def _null_vector(s: NewtonState, held: jax.Array | None) -> jax.Array:
+    """The null eigenvector of the scaled information at s in z units, oriented so that
+    its largest component is +1."""
+    xp = namespace(s.z, s.anchor)
+    e = s.model.eig
+    v = e.vectors[:, 0] / e.scale
+    if held is not None:
+        v = xp.where(held, 0.0, v)
+    top = v[xp.argmax(xp.abs(v))]
+    return xp.where(top < 0, -v, v) / xp.where(top == 0, 1.0, xp.abs(top))
+
+
+def probe_plan(s: NewtonState, held: jax.Array | None = None):
+    """Where the escape probes go along the null direction v (see
+    :func:`escape_probe`), as positions t (z = anchor + t·v) and how many there are.
+
+    First the midpoints between consecutive zero crossings of the coordinates v involves
+    (|v_i| ≥ 0.1): where those coordinates are equal in size, the configuration in
+    which two merged terms of a model split (two exponentials b1·e^(−b2x) + b3·e^(−b4x)
+    with b2 = b4 are stationary for any b1 + b3, and the split direction curves down
+    only where b1 and b3 have the same sign); then :data:`PROBES`, in units of the size
+    of the involved coordinates (their |values| at the anchor weighted by |v|, ≥ 1)."""
+    xp = namespace(s.z, s.anchor)
+    v = _null_vector(s, held)
+    w = xp.abs(v)
+    involved = w >= 0.1
+    cross = xp.sort(xp.where(involved, -s.anchor / xp.where(involved, v, 1.0), np.inf))
+    mids = 0.5 * (cross[:-1] + cross[1:])
+    mids = mids[xp.argsort(~xp.isfinite(mids), stable=True)]      # the finite ones first
+    n_mid = xp.sum(xp.isfinite(mids))
+    size = xp.maximum(xp.sum(w * xp.abs(s.anchor)) / xp.maximum(xp.sum(w), 1e-300), 1.0)
+    schedule = xp.asarray(PROBES, s.z.dtype) * size
+    k = s.probes
+    position = xp.where(k < n_mid, mids[xp.minimum(k, mids.shape[0] - 1)],
+                        schedule[xp.clip(k - n_mid, 0, len(PROBES) - 1)])
+    return v, position, n_mid + len(PROBES)
+
+
+def escape_probe(s: NewtonState, held: jax.Array | None = None) -> jax.Array:
+    """The step to the next escape probe: from ``s.anchor`` to ``anchor + t·v``, v the
+    null eigenvector of the scaled information at s (largest component +1), t the
+    position :func:`probe_plan` gives for probe number ``s.probes``."""
+    xp = namespace(s.z, s.anchor)
+    v, position, _ = probe_plan(s, held)
+    step = s.anchor + position * v - s.z
+    return xp.where(xp.all(xp.isfinite(step)), step, 0.0)
+
+
 def plateau(f: jax.Array, z: jax.Array, hess: jax.Array) -> jax.Array:
     """f is flat to rounding in every coordinate (e.g. an underflowed model): no optimum."""
     xp = namespace(f, z, hess)
@@ -257,14 +313,27 @@ class DenseModel(NamedTuple):
         return f, g, hold_rows(h, self.held)
 
     def propose(self, s: NewtonState) -> Proposal:
+        xp = namespace(s.z, s.g)
         direction, used = newton_direction(s.g, s.model, s.damping)
         if self.held is not None:
-            direction = namespace(direction, self.held).where(self.held, 0.0, direction)
+            direction = xp.where(self.held, 0.0, direction)
         direction, capped = cap_indefinite_step(direction, s.z, s.model, s.reach)
         step = s.alpha * direction
         slope = s.g @ direction
-        return Proposal(step, -(s.alpha * slope + 0.5 * step @ s.hess @ step), slope, used,
-                        capped)
+        predicted = -(s.alpha * slope + 0.5 * step @ s.hess @ step)
+        probe = escape_probe(s, self.held)
+        return Proposal(xp.where(s.probe_next, probe, step),
+                        xp.where(s.probe_next, 0.0, predicted),
+                        xp.where(s.probe_next, s.g @ probe, slope), used,
+                        capped & ~s.probe_next)
+
+    def singular(self, s: NewtonState, fac: Factor) -> jax.Array:
+        """The information at s is numerically singular (and not indefinite) and escape
+        probes remain (:func:`probe_plan`)."""
+        singular = fac.use_eig & (fac.eig.values[0] <= null_threshold(fac.eig)) & ~_indefinite(fac)
+        xp = namespace(s.z, s.anchor)
+        at = s._replace(model=fac, anchor=xp.where(s.probes == 0, s.z, s.anchor))
+        return singular & (s.probes < probe_plan(at, self.held)[2])
 
     def refresh(self, s: NewtonState) -> Factor:
         return factorize_one(s.hess, s.damping)

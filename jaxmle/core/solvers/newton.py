@@ -81,6 +81,13 @@ class Rules:
     line_search: bool = True    # backtrack α before raising μ
     precision_test: bool = True  # the objective-change (precision-limit) convergence test
     collapse: float = 1e12      # stop once μ exceeds this
+    probe_rise: float = 1e-9    # an escape probe may raise f by this share of (1 + |f|)
+
+
+# Escape probes from a stationary point whose information is singular: positions along
+# the (oriented) null direction, in units of the size of the coordinates it involves,
+# tried in this order from the point where the probes began (the last one returns there).
+PROBES = (0.25, -0.25, 0.5, -0.5, 0.75, -0.75, 1.0, -1.0, 1.5, -1.5, 2.0, -2.0, 0.0)
 
 
 class NewtonState(NamedTuple):
@@ -97,6 +104,9 @@ class NewtonState(NamedTuple):
     n_rejected: jax.Array
     done: jax.Array
     status: jax.Array
+    anchor: jax.Array       # where the escape probes began (valid once probes > 0)
+    probes: jax.Array       # escape probes taken
+    probe_next: jax.Array   # the next trial is an escape probe
 
 
 class Proposal(NamedTuple):
@@ -133,6 +143,9 @@ class StepModel(Protocol):
     def refresh(self, s: NewtonState) -> Any: ...                      # the model at s
     def measure(self, s: NewtonState, model: Any) -> Measure: ...
     def valid(self, s: NewtonState) -> jax.Array: ...                  # False on a plateau
+    # optional: ``singular(s, model)``: the information at s is numerically singular and
+    # escape probes remain (a converged point is then probed along its null direction
+    # first; ``propose`` gives the probe's step when ``s.probe_next``)
 
 
 def acceptable(f, f_t, predicted, finite, first, rules: Rules) -> jax.Array:
@@ -175,7 +188,8 @@ class DampedNewton:
             z=z0, f=xp.asarray(np.inf, dtype), g=xp.zeros_like(z0), hess=hess, model=model,
             alpha=one, damping=xp.zeros((), dtype), growth=self.rules.grow * one,
             reach=0.5 * one, n_iter=zero - 1, n_rejected=zero, done=xp.asarray(False),
-            status=xp.asarray(Status.SUCCESS, np.int32))
+            status=xp.asarray(Status.SUCCESS, np.int32), anchor=z0, probes=zero,
+            probe_next=xp.asarray(False))
 
     def step(self, fun: Callable, s: NewtonState, tol: Any) -> NewtonState:
         """One iteration: trial, refresh of the model, convergence tests (``ask``, an
@@ -213,6 +227,10 @@ class DampedNewton:
         f_t, g_t, h_t = evaluated
         finite = all_finite(f_t, g_t, h_t)
         accept = acceptable(s.f, f_t, p.predicted, finite, first, r)
+        # an escape probe moves along a (numerically) flat direction: kept unless f rises
+        probing = s.probe_next & ~first
+        kept = finite & (f_t <= s.f + r.probe_rise * (1 + xp.abs(s.f)))
+        accept = xp.where(probing, kept, accept)
 
         if r.line_search:
             alpha_shrunk = s.alpha * _backtrack_factor(s.f, f_t, p.slope, s.alpha, finite)
@@ -227,12 +245,17 @@ class DampedNewton:
         damping = _where(accept, damping_ok, _where(give_up, damping_bad, s.damping))
         growth = _where(accept, r.grow, _where(give_up, r.accelerate * s.growth, s.growth))
         reach = _where(accept & p.capped & ~first, xp.minimum(4.0 * s.reach, 1e6), s.reach)
+        # a probe leaves the step length and the damping as they were
+        alpha = _where(probing, s.alpha, alpha)
+        damping = _where(probing, s.damping, damping)
+        growth = _where(probing, s.growth, growth)
 
         state = s._replace(
             z=_where(accept, s.z + step, s.z), f=_where(accept, f_t, s.f),
             g=_where(accept, g_t, s.g), hess=_where(accept, h_t, s.hess), alpha=alpha,
             damping=damping.astype(s.damping.dtype), growth=growth.astype(s.growth.dtype),
-            reach=reach)
+            reach=reach, probes=s.probes + probing.astype(np.int32),
+            probe_next=xp.asarray(False))
         h_diag = xp.diagonal(h_t, axis1=-2, axis2=-1)
         return state, Trial(first, finite, accept, f_t, g_t, h_diag, s.f)
 
@@ -247,6 +270,14 @@ class DampedNewton:
             converged = converged | (t.accept & ~t.first & small_change(t.f_before, s.f, tol)
                                      & near)
         converged = valid & converged
+        # a converged point whose information is singular may be a saddle on a flat
+        # manifold (e.g. two merged exponential terms): probe along the null direction
+        # (:data:`PROBES`) before believing it; the probes end where they began
+        singular = getattr(self.model, "singular", None)
+        escape = xp.asarray(False)
+        if singular is not None:
+            escape = converged & singular(s, model)
+        converged = converged & ~escape
         collapsed = s.damping > self.rules.collapse
         bad_start = t.first & ~t.finite
         done = converged | collapsed | bad_start
@@ -259,7 +290,8 @@ class DampedNewton:
             f=xp.where(bad_start, t.f_trial, s.f), g=xp.where(bad_start, g_start, s.g),
             model=model, n_iter=s.n_iter + 1,
             n_rejected=s.n_rejected + (~t.accept & ~t.first).astype(np.int32),
-            done=done, status=xp.where(done, status, s.status).astype(np.int32))
+            done=done, status=xp.where(done, status, s.status).astype(np.int32),
+            anchor=xp.where(escape & (s.probes == 0), s.z, s.anchor), probe_next=escape)
 
 
 def run(solver: Any, fun: Callable, z0: jax.Array, tol: Any, max_iter: Any) -> Any:
