@@ -34,6 +34,9 @@ class Status(enum.IntEnum):
     NONFINITE_START = 3
     NONFINITE_DATA = 4      # fit_batch: the dataset has NaN/inf values and was not fitted
     FLAT = 5                # the "optimum" is flat along a direction: no regular maximum
+    SADDLE = 6              # stationary, but the information is indefinite: not a maximum
+    DIVERGED = 7            # parameters run to the edge of their support: no maximum attained
+    NOT_STATIONARY = 8      # the solver's own test passed, the exact check at the point did not
 
 
 STATUS_MESSAGES = {
@@ -57,6 +60,22 @@ STATUS_MESSAGES = {
         "(e.g. complete separation in a logistic regression, a variance shrinking to 0) "
         "or on a flat ridge; the estimates and standard errors are not meaningful"
     ),
+    Status.SADDLE: (
+        "the gradient vanishes but the information matrix is indefinite: a saddle point "
+        "(the log-likelihood rises along some direction), not a maximum; start elsewhere"
+    ),
+    Status.DIVERGED: (
+        "the log-likelihood does not fall (or still rises) as parameters run further towards "
+        "the edge of their support, or along a direction in which the information is "
+        "singular: the supremum is not attained (an unbounded density, e.g. a variance or a "
+        "mixture weight going to 0, or a boundary maximum); the estimates are not a maximum"
+    ),
+    Status.NOT_STATIONARY: (
+        "the optimiser's own stopping test passed, but at the final point the exact Hessian "
+        "puts the maximum a meaningful distance away (badly scaled parameters, e.g. L-BFGS on "
+        "data of scale 1e7, or a spread so small that the information is numerically "
+        "singular); use method='newton', rescale the data or the parameters, or start closer"
+    ),
 }
 
 
@@ -67,6 +86,9 @@ STATUS_LABELS = {
     Status.NONFINITE_START: "not finite at init",
     Status.NONFINITE_DATA: "NaN/inf in the data",
     Status.FLAT: "flat: no regular maximum",
+    Status.SADDLE: "saddle point",
+    Status.DIVERGED: "diverged to an edge",
+    Status.NOT_STATIONARY: "not stationary",
 }
 """Short names of the statuses, for counts and tables."""
 

@@ -96,16 +96,16 @@ def _iterate_batch(step: Callable, state: Any, max_iter: jax.Array, max_active: 
 
 
 def _finish(bc: BatchConfig, data: Any, data_axis, weights: Any, state: Any,
-            max_iter: jax.Array, infer: jax.Array) -> PassOutput:
+            max_iter: jax.Array, infer: jax.Array, tol: jax.Array) -> PassOutput:
     """Every member's result: with the inference, or (``infer`` False: profile points)
     only the maximum."""
     axes = (data_axis, _axis(bc.weights_batched), 0)
 
     def run(how):
-        return lambda: jax.vmap(functools.partial(how, bc.kernel), in_axes=axes)(
-            data, weights, state)
+        return lambda: jax.vmap(how, in_axes=axes)(data, weights, state)
 
-    result = lax.cond(infer, run(conclude), run(conclude_point))
+    result = lax.cond(infer, run(functools.partial(conclude, bc.kernel, tol=tol)),
+                      run(functools.partial(conclude_point, bc.kernel)))
     return PassOutput(result, state, _solvers.is_active(state, max_iter))
 
 
@@ -142,7 +142,7 @@ def advance(bc: BatchConfig, data: Any, weights: Any, state: Any, tol: jax.Array
     data, data_axis = _masked_data(bc, data, weights)
     step = _batched_step(bc, data, data_axis, weights, tol)
     state = _iterate_batch(step, state, max_iter, max_active, limit)
-    return _finish(bc, data, data_axis, weights, state, max_iter, jnp.asarray(infer))
+    return _finish(bc, data, data_axis, weights, state, max_iter, jnp.asarray(infer), tol)
 
 
 @functools.lru_cache(maxsize=64)

@@ -26,8 +26,6 @@ import jaxmle.core.space as _space
 from jaxmle.core.covariance import (
     Transform,
     combine,
-    flat_probe,
-    flat_verdict,
     score_outer_product,
     space_kind,
     transform_terms,
@@ -35,6 +33,7 @@ from jaxmle.core.covariance import (
 from jaxmle.core.held import Inputs, View, nothing_held
 from jaxmle.core.priors import PriorSpec, log_prior
 from jaxmle.core.typing import Status
+from jaxmle.core.verdict import constrained_z, edge_step, probe_steps, verdict
 from jaxmle.core.xp import namespace
 from jaxmle.fitting.options import (  # noqa: F401  (the host-side options, re-exported)
     AUTO_NEWTON_MAX_PARAMS,
@@ -157,20 +156,23 @@ class Point(NamedTuple):
     logpost: jax.Array
     nobs: jax.Array
     transform: Transform    # J at ẑ (:func:`~jaxmle.core.covariance.transform_terms`)
-    f_probe: jax.Array      # f(ẑ ± step) of the flat test
+    f_probe: jax.Array      # f at ẑ + the end-of-fit probes (:mod:`jaxmle.core.verdict`)
 
 
 def probe(sol: _solvers.Solution, hess: jax.Array, held_z: jax.Array):
-    """The eigen-decomposition of the free block of H and the flat test's step (solver
-    side: no log-likelihood)."""
+    """The eigen-decomposition of the free block of H, what the end-of-fit verdict needs
+    from the solver's side and its probe steps (:func:`~jaxmle.core.verdict.probe_steps`;
+    no log-likelihood)."""
     eig = _solvers.eigen(hess, held_z)
-    regular, step = flat_probe(eig, namespace(hess, held_z).sum(~held_z))
-    return eig, regular, step
+    info, steps = probe_steps(eig, sol.g, namespace(hess, held_z).sum(~held_z))
+    return eig, info, steps
 
 
 def model_point(config: KernelConfig, view: View, inputs: Any, weights: jax.Array | None,
                 z: jax.Array, step: jax.Array) -> Point:
-    """θ̂, ℓ, log π, the observation count and J at ẑ, and f at ẑ ± ``step``."""
+    """θ̂, ℓ, log π, the observation count and J at ẑ, and f at ẑ + each row of ``step``
+    and one unit further towards the edge (:func:`~jaxmle.core.verdict.edge_step`; +inf
+    when no coordinate is near one)."""
     dtype, data = jnp.dtype(config.dtype), inputs.data
     objective = kernel_objective(config, view, inputs, weights)
     params = view.to_natural(z)
@@ -187,7 +189,10 @@ def model_point(config: KernelConfig, view: View, inputs: Any, weights: jax.Arra
             return f
         return f + log_prior(config.prior, inputs.prior, tree, data)
 
-    f_probe = jnp.stack([objective(z + step), objective(z - step)])
+    edge = edge_step(z, constrained_z(config.space), inputs.held.z)
+    f_probe = jax.vmap(objective)(z + jnp.concatenate([step, edge[None]]))
+    f_probe = jnp.where((jnp.arange(f_probe.shape[0]) < step.shape[0]) | jnp.any(edge != 0),
+                        f_probe, jnp.inf)
     return Point(params, loglik, logpost, nobs, transform_terms(view, loglik_flat, z), f_probe)
 
 
@@ -203,17 +208,17 @@ def model_meat(config: KernelConfig, view: View, inputs: Any, weights: jax.Array
 
 
 def infer(kind: str, cov_type: str, sol: _solvers.Solution, hess: jax.Array, eig: Any,
-          regular: jax.Array, transform: Transform, f_probe: jax.Array, held_z: jax.Array,
-          meat: jax.Array | None, check_flat: bool = True):
+          regular: Any, transform: Transform, f_probe: jax.Array, held_z: jax.Array,
+          meat: jax.Array | None, check_flat: bool = True, tol: Any = None):
     """The inference and the final status from the solver's and the model's parts
-    (linear algebra only: one program serves every model of the same size)."""
+    (linear algebra only: one program serves every model of the same size). ``regular``:
+    :func:`probe`'s :class:`~jaxmle.core.verdict.ProbeInfo`; a "converged" point that is
+    no maximum gets the status that says why (:func:`~jaxmle.core.verdict.verdict`;
+    ``tol`` for the optax methods: their exact decrement is checked too)."""
     inf = combine(kind, transform, held_z, hess, sol.g, eig, cov_type, meat)
     status = sol.status
     if check_flat:
-        # a "converged" point where the likelihood is flat 3 SEs away is no regular maximum
-        flat = (sol.status == Status.SUCCESS) & flat_verdict(regular, f_probe[0], f_probe[1],
-                                                             sol.f)
-        status = namespace(sol.z, f_probe).where(flat, Status.FLAT, sol.status).astype(np.int32)
+        status = verdict(sol.status, regular, f_probe, sol.f, tol)
     return inf, status
 
 
@@ -223,9 +228,11 @@ def assemble(config: KernelConfig, view: View, held: Any, sol: _solvers.Solution
     held ones on the host, and :func:`with_fixed_scores` adds the fixed ones' scores, NaN
     here). ``xp``: ``jnp`` inside a program, ``numpy`` on the host (the same numbers)."""
     unravel = view.unravel_natural if xp is jnp else functools.partial(unravel_numpy, view)
+    # a standard error of exactly 0 is no information (a transform saturated at the edge)
+    void = (inf.stderr == 0) & ~held.nat
     return FitResult(
         params=point.params,
-        stderr=unravel(xp.where(held.nat, xp.nan, inf.stderr)),
+        stderr=unravel(xp.where(held.nat | void, xp.nan, inf.stderr)),
         score=unravel(xp.where(held.nat, xp.nan, inf.score)),   # fixed: see with_fixed_scores
         cov=inf.cov,
         fisher_info=inf.fisher_info,
@@ -236,7 +243,7 @@ def assemble(config: KernelConfig, view: View, held: Any, sol: _solvers.Solution
         n_iter=sol.n_iter,
         grad_norm=xp.max(xp.abs(sol.g), initial=0.0),
         nobs=point.nobs,
-        stats=FitStats(sol.n_rejected, inf.info_eigvals, inf.singular, sol.z, sol.g),
+        stats=FitStats(sol.n_rejected, inf.info_eigvals, inf.singular | void, sol.z, sol.g),
         param_names=view.names,
         method=method_name(config.method),
         cov_type=config.cov_type,
@@ -261,7 +268,7 @@ def _leaf_bounds(space: _space.ParamSpace) -> tuple:
 
 
 def conclude(config: KernelConfig, inputs: Any, weights: jax.Array | None,
-             final: _solvers.State) -> FitResult:
+             final: _solvers.State, tol: Any = None) -> FitResult:
     """The inference at the solver's final state, as a full-size :class:`FitResult`: the
     solver's part (:func:`probe`, :func:`infer`) and the model's (:func:`model_point`,
     :func:`model_meat`) in one program. The host driver (:mod:`jaxmle.fitting.host`) runs
@@ -282,8 +289,10 @@ def conclude(config: KernelConfig, inputs: Any, weights: jax.Array | None,
     point = model_point(config, view, inputs, weights, sol.z, step)
     meat = None if config.cov_type == "observed" else model_meat(config, view, inputs,
                                                                  weights, sol.z)
+    own_test = config.method in ("newton", "prox-newton")   # the decrement is their test
     inf, status = infer(space_kind(view), config.cov_type, sol, hess, eig, regular,
-                        point.transform, point.f_probe, held.z, meat, check_flat=kink is None)
+                        point.transform, point.f_probe, held.z, meat, check_flat=kink is None,
+                        tol=None if own_test else tol)
     if kink is not None:
         from jaxmle.core.solvers.proximal import without_kinks
 
@@ -327,7 +336,7 @@ def fit_kernel(config: KernelConfig, data: Any, init_leaves: list[jax.Array],
     inputs = data._replace(data=_objective.mask_padding(data.data, weights))
     solver = kernel_solver(config, inputs, weights, tol)
     final = _solvers.iterate(solver.step, solver.init(initial_z(config, init_leaves)), max_iter)
-    return conclude(config, inputs, weights, final)
+    return conclude(config, inputs, weights, final, tol)
 
 
 @functools.lru_cache(maxsize=128)

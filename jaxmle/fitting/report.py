@@ -17,9 +17,8 @@ from jaxmle.core.typing import (
     Status,
     user_stacklevel,
 )
+from jaxmle.core.verdict import RUNAWAY_Z
 from jaxmle.results.result import FitResult
-
-RUNAWAY_Z = 25.0   # |z| past which a constrained coordinate counts as run to its edge
 
 
 def report(res: FitResult, unc_names: tuple[str, ...],
@@ -67,11 +66,13 @@ def nonfinite_start_message(res: FitResult, unc_names: tuple[str, ...]) -> str:
 
 def running_away(res: FitResult, unc_names: tuple[str, ...], constrained: frozenset) -> list[str]:
     """Constrained parameters whose unconstrained coordinate has gone far out (|z| ≥ 25:
-    e.g. a scale below 1e-11) while the log-likelihood still rises outward."""
+    e.g. a scale below 1e-11) while the log-likelihood still rises outward (or, for a
+    DIVERGED fit, does not fall: a transform saturated at the edge has no gradient)."""
     z, g = np.asarray(res.stats.z), np.asarray(res.stats.grad_z)
     if z.shape != g.shape or z.ndim != 1 or z.size != len(unc_names):
         return []
-    out = (np.abs(z) >= RUNAWAY_Z) & (g * z < 0)   # g = ∇(−ℓ): −g points further out
+    outward = g * z <= 0 if int(res.status) == Status.DIVERGED else g * z < 0
+    out = (np.abs(z) >= RUNAWAY_Z) & outward   # g = ∇(−ℓ): −g points further out
     return sorted({n for n, o in zip(unc_names, out) if o and n in constrained})
 
 
@@ -81,8 +82,11 @@ def unbounded_message(res: FitResult, unc_names: tuple[str, ...], constrained: f
         return ""
     leaves = dict(zip(leaf_names(res.params), jax.tree_util.tree_leaves(res.params)))
     now = ", ".join(f"{n} = {_value(leaves.get(n))}" for n in names)
+    z = dict(zip(unc_names, np.asarray(res.stats.z)))
+    edges = ", ".join(f"{n} towards its {'upper' if z[n] > 0 else 'lower'} edge" for n in names)
     return (f". The log-likelihood is unbounded: it still grows as {names} run to the edge of "
-            f"their constraint (now {now}; log-likelihood {float(res.loglik):.6g}), so there is "
+            f"their constraint ({edges}; now {now}; log-likelihood {float(res.loglik):.6g}), "
+            "so there is "
             "no maximum. Usual causes: a joint density of data and random effects maximised "
             "over the random effects (integrate them out with random=[...]), a scale that can "
             "shrink to 0 on coinciding observations (all values equal, a mixture component on "
