@@ -456,3 +456,23 @@ def concentrated_loglik(mean):
         return -0.5 * n * jnp.log(jnp.sum(r**2) / n)
 
     return loglik
+
+
+def canonical(name: str, b) -> np.ndarray:
+    """``b`` with the interchangeable terms of a model in the certified order.
+
+    Lanczos1-3 (three exponentials b1·e^(−b2x) + b3·e^(−b4x) + b5·e^(−b6x)) and Gauss1-3
+    (two Gaussian peaks (b3, b4, b5) and (b6, b7, b8)) are the same curve, with the same
+    RSS, under any permutation of their terms: a fit that ends in another order has found
+    the certified optimum with the terms relabelled. The certified values list the terms
+    by increasing rate (Lanczos: b2 < b4 < b6) and increasing location (Gauss: b4 < b7);
+    this puts ``b`` in that order (every other problem: unchanged).
+    """
+    b = np.array(b, dtype=np.float64)
+    if name.startswith("Lanczos") and b.shape == (6,):
+        terms = b.reshape(3, 2)
+        return terms[np.argsort(terms[:, 1], kind="stable")].reshape(6)
+    if name.startswith("Gauss") and b.shape == (8,):
+        peaks = b[2:].reshape(2, 3)
+        return np.concatenate([b[:2], peaks[np.argsort(peaks[:, 1], kind="stable")].reshape(6)])
+    return b

@@ -29,6 +29,7 @@ from nist_problems import (  # noqa: E402
     NLS_NAMES,
     LinearProblem,
     NistProblem,
+    canonical,
     concentrated_loglik,
     load_linear,
     load_nls,
@@ -310,13 +311,18 @@ def assert_rss_matches(problem, b) -> None:
 # Lanczos1-3 attract Newton-type iterations to the saddle manifold b2 == b4 (two
 # exponentials merged); MGH10 Start 1 can jump to a plateau where the model underflows to
 # 0 and the gradient is ~1e-286; BoxBOD and MGH17 Start 1 produce inf/nan trial points.
+# Lanczos1-3: the Newton path reaches the degenerate critical point where two of the three
+# exponentials merge (b2 == b4); its information is singular, so the Newton probes along
+# the null direction (jaxmle.core.solvers.dense.probe_plan) and escapes along the negative
+# curvature it finds there, to the certified optimum, sometimes with the terms in another
+# order (compared after :func:`nist_problems.canonical`).
 # Known limitations, each checked strictly (an xfail that starts passing fails the run):
-# - Lanczos1-3: the Newton path reaches the degenerate critical point where two of the
-#   three exponentials merge (b2 == b6); jaxmle stops there with a
-#   SingularInformationWarning (not silently), far below the certified likelihood.
-NLS_KNOWN_FAILURES = {("Lanczos1", "start1"), ("Lanczos1", "start2"), ("Lanczos2", "start1"),
-                      ("Lanczos2", "start2"), ("Lanczos3", "start1"), ("Lanczos3", "start2")}
-NLS_SE_KNOWN_FAILURES = {"Lanczos1", "Lanczos2", "Lanczos3"}
+# - Lanczos1 (both starts): an exact fit (certified RSS 1.4e-25): at the optimum the
+#   residuals are ~1e-13 with rounding noise ~1e-16, so f = -n/2 log(RSS/n) is too noisy
+#   for the decrement to fall below tol (it stays ~5e-3 standard errors): the Newton
+#   reaches the optimum but reports not converged (iteration limit).
+NLS_KNOWN_FAILURES = {("Lanczos1", "start1"), ("Lanczos1", "start2")}
+NLS_SE_KNOWN_FAILURES = {"Lanczos1"}
 
 
 def _known(cases, reason):
@@ -332,7 +338,7 @@ _NLS_CASES = [_known(NLS_KNOWN_FAILURES, "known solver limitation (see comment)"
 def test_nls_fit_matches_certified(jm, name, start):
     p = load_nls(name)
     res = fit_nls(jm, name, start)
-    b = np.asarray(res.params["b"])
+    b = canonical(name, res.params["b"])     # Lanczos/Gauss terms in the certified order
     assert bool(res.converged), f"{name} {start}: not converged after {res.n_iter} iterations"
     assert_lre_at_least(b, p.certified_params, LRE_BAR, f"{name} {start} params")
     assert_rss_matches(p, b)
@@ -372,8 +378,8 @@ def observed_information_se(problem: NistProblem, b) -> np.ndarray:
 # rtol 1e-4: the two routes agree to >= 6.8 digits at a fully converged estimate
 # (Bennett5, cond ~3e9, is the worst); 1e-4 leaves room for an estimate that is only
 # LRE 6 and still separates observed from Gauss-Newton SEs for most problems.
-@pytest.mark.parametrize("name", [_known(NLS_SE_KNOWN_FAILURES, "Newton stops at a merged-"
-                                         "exponential critical point")(n) for n in NLS_NAMES])
+@pytest.mark.parametrize("name", [_known(NLS_SE_KNOWN_FAILURES, "exact fit: not converged at "
+                                         "the precision limit of f")(n) for n in NLS_NAMES])
 def test_nls_stderr_is_observed_information(jm, name):
     p = load_nls(name)
     res = fit_nls(jm, name, "start2")

@@ -262,7 +262,7 @@ def probe_plan(s: NewtonState, held: jax.Array | None = None):
     w = xp.abs(v)
     involved = w >= 0.1
     cross = xp.sort(xp.where(involved, -s.anchor / xp.where(involved, v, 1.0), np.inf))
-    mids = 0.5 * (cross[:-1] + cross[1:])
+    mids = xp.concatenate([0.5 * (cross[:-1] + cross[1:]), xp.full((1,), np.inf, s.z.dtype)])
     mids = mids[xp.argsort(~xp.isfinite(mids), stable=True)]      # the finite ones first
     n_mid = xp.sum(xp.isfinite(mids))
     size = xp.maximum(xp.sum(w * xp.abs(s.anchor)) / xp.maximum(xp.sum(w), 1e-300), 1.0)
