@@ -487,3 +487,59 @@ def test_linear_filip_fit_is_sane(jm):
     assert np.all(np.isfinite(b))
     start_ll = float(loglik({"b": jnp.zeros(p.k)}, _data(p)))
     assert np.isfinite(float(res.loglik)) and float(res.loglik) >= start_ll
+
+
+# ---------------------------------------------------------------------------
+# 3. The second formulation: sigma a free positive parameter
+# ---------------------------------------------------------------------------
+#
+# What a user would write: the per-observation Gaussian log-likelihood with sigma free
+# (constraints positive), started at sigma0 = sqrt(RSS(b0)/n). The Newton path differs
+# from the concentrated one (sigma moves with b). For the suite's time budget these run
+# on the problems whose paths differ most between the formulations (the Lanczos merges,
+# a far start that stalls, the one local maximum), both starts; benchmarks/bench_nist.py
+# runs all 54 (MGH09 start 1, which runs to max_iter, only there) and RESULTS.md (k) has
+# the table.
+SIGMA_FREE_NAMES = ["Eckerle4", "Hahn1", "Lanczos2", "Lanczos3"]
+# Known misses with sigma free, each checked strictly:
+# - Eckerle4 start 1: the damped Newton stalls far from the optimum: not converged, and
+#   reported so.
+# - Hahn1 start 2: converges to a genuine local maximum (RSS 20.0 against the certified
+#   1.53; scipy's TRF started there stays there; the rational model's denominator
+#   changes sign inside the data range): a local optimiser's honest answer, not a
+#   saddle or a singular point, but not the certified optimum.
+# - Lanczos2 start 1: stops where two exponentials merge; the escape probes along the
+#   null direction find no point that curves down (flagged: singular information).
+SIGMA_FREE_KNOWN = {("Eckerle4", "start1"), ("Hahn1", "start2"), ("Lanczos2", "start1")}
+
+
+@functools.lru_cache(maxsize=None)
+def sigma_free_loglik(mean):
+    """One Normal(mean(b), sigma) term per observation (as benchmarks/bench_nist.py)."""
+    import numpyro.distributions as dist
+
+    def loglik(params, data):
+        return dist.Normal(mean(params["b"], data["x"]), params["sigma"]).log_prob(data["y"])
+
+    return loglik
+
+
+@pytest.mark.parametrize("name, start", [
+    _known(SIGMA_FREE_KNOWN, "known miss with sigma free (see comment)")(n, s)
+    for n in SIGMA_FREE_NAMES for s in ("start1", "start2")])
+def test_nls_sigma_free_matches_certified(jm, name, start):
+    from numpyro.distributions import constraints
+
+    p = load_nls(name)
+    b0 = np.asarray(p.starts[start], dtype=np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", jm.ConvergenceWarning)
+        res = jm.fit(sigma_free_loglik(p.mean), _data(p),
+                     init={"b": jnp.asarray(b0), "sigma": jnp.asarray(np.sqrt(p.rss_np(b0) / p.n))},
+                     constraints={"sigma": constraints.positive}, method="newton",
+                     max_iter=MAX_ITER)
+    b = canonical(name, res.params["b"])
+    assert bool(res.converged), f"{name} {start}: status {int(res.status)}"
+    assert_lre_at_least(b, p.certified_params, LRE_BAR, f"{name} {start} (sigma free) params")
+    assert_rss_matches(p, b)
+    np.testing.assert_allclose(float(res.params["sigma"]) ** 2, p.certified_rss / p.n, rtol=1e-6)
