@@ -65,7 +65,10 @@ def _boundary(res: FitResult) -> tuple[FitResult, tuple[str, ...]]:
     """
     cfg = res.context.config
     cands = [c for c in _candidates(cfg.space, res.context.held) if _near_edge(res, c)]
-    if not cands or not (bool(res.converged) or _stalled_at_stationary_point(res)):
+    # (DIVERGED: the end-of-fit check found ℓ not falling towards an edge: a marginal
+    # likelihood flat up to it is the boundary case this function decides)
+    if not cands or not (bool(res.converged) or _stalled_at_stationary_point(res)
+                         or int(res.status) == Status.DIVERGED):
         return res, ()
     z = np.asarray(res.stats.z)
     steps = np.repeat([[-BOUNDARY_STEP], [BOUNDARY_STEP]], len(cands), axis=1).T.reshape(-1)
