@@ -242,12 +242,14 @@ def mixture_data():
 
 def test_multistart_finds_the_global_maximum_of_a_bimodal_likelihood(mixture_data):
     bad_start = {"w": 0.9, "mu1": 3.0, "mu2": 30.0}
-    # from here a single fit ends at the degenerate point w = 1 (mu2 unidentified)
-    with pytest.warns(jm.SingularInformationWarning, match="mu2"):
-        local = jm.fit(mixture, mixture_data, init=bad_start, constraints=MIX_CONS)
+    # from here the Newton path reaches the degenerate point w = 1 (mu2 unidentified, the
+    # information singular); the single fit's escape probes along the null direction
+    # leave it for the global maximum, which the multi-start finds as well
+    local = jm.fit(mixture, mixture_data, init=bad_start, constraints=MIX_CONS)
     best = jm.fit(mixture, mixture_data, init=bad_start, constraints=MIX_CONS, n_starts=16,
                   key=jax.random.PRNGKey(1), start_scale=1.0)
-    assert best.converged and best.loglik > local.loglik + 100
+    assert best.converged and local.converged
+    np.testing.assert_allclose(float(local.loglik), float(best.loglik), rtol=1e-9)
     mus = sorted([float(best.params["mu1"]), float(best.params["mu2"])])
     np.testing.assert_allclose(mus, [0.0, 6.0], atol=0.3)
     assert 1 <= best.n_at_best <= 16 and best.starts.loglik.shape == (16,)
