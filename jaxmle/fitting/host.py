@@ -85,11 +85,13 @@ def _newton(held_z: np.ndarray) -> DampedNewton:
 
 def _start(z0: np.ndarray, held_z: np.ndarray):
     """The Newton state at z0 (offset by the kink jitter), its first proposal and trial
-    point. Only ``z`` of the initial state depends on z0, and the first proposal (a zero
-    step that evaluates the start) not at all, so both are built once per size, dtype and
-    held set and the start is put in (a profile runs hundreds of starts)."""
+    point. Only ``z`` (and the escape probes' ``anchor``) of the initial state depends on
+    z0, and the first proposal (a zero step that evaluates the start) not at all, so both
+    are built once per size, dtype and held set and the start is put in (a profile runs
+    hundreds of starts)."""
     s, p = _initial(z0.shape[0], z0.dtype.str, held_z.tobytes())
-    s = s._replace(z=z0 + _solvers.kink_jitter(z0, held_z))
+    z = z0 + _solvers.kink_jitter(z0, held_z)
+    s = s._replace(z=z, anchor=z)
     return s, p, s.z + p.step
 
 
