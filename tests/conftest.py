@@ -78,6 +78,7 @@ GROUPS = {
     "test_priors.py": "normal",
     "test_laplace.py": "normal",
     "test_textbook.py": "normal",
+    "test_contract.py": "normal",
     # the demo subprocess loads the programs test_textbook's in-process demo compiled
     "test_examples.py::test_cli_demo": "normal",
     # logistic / Poisson regressions at N = 500 (shared.logit, shared.poisson_reg)
