@@ -44,11 +44,16 @@ def value_grad_hessian(fun, z: jax.Array):
 
 def _scaling(hess: jax.Array) -> jax.Array:
     """Diagonal scaling D½ with D = |diag H| (floored), so damping is scale-free (leading
-    batch axes allowed)."""
+    batch axes allowed). The floor, ε⁴ of the largest |H_ii| (and the smallest normal
+    number), only keeps a zero diagonal from dividing by 0: a floor near the largest
+    entry (it was 1e-12 of it) leaves the coordinates of badly scaled problems (Pontius:
+    diag ratio ~1e25 between x² and σ) unscaled, so a well-determined σ looked numerically
+    null to the eigen-decomposition and its Newton step was floored to a crawl."""
     xp = namespace(hess)
+    finfo = np.finfo(hess.dtype)
     diag = xp.abs(xp.diagonal(hess, axis1=-2, axis2=-1))
-    floor = xp.maximum(xp.max(diag, axis=-1, keepdims=True, initial=0.0) * 1e-12,
-                       np.finfo(hess.dtype).tiny)
+    floor = xp.maximum(xp.max(diag, axis=-1, keepdims=True, initial=0.0) * finfo.eps**4,
+                       finfo.tiny)
     return xp.sqrt(xp.where(xp.isfinite(diag), xp.maximum(diag, floor), 1.0))
 
 
