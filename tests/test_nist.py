@@ -503,12 +503,10 @@ SIGMA_FREE_NAMES = ["Eckerle4", "Hahn1", "Lanczos2", "Lanczos3"]
 # Known misses with sigma free, each checked strictly:
 # - Eckerle4 start 1: the damped Newton stalls far from the optimum: not converged, and
 #   reported so.
-# - Lanczos2 start 1: stops where two exponentials merge; the escape probes along the
-#   null direction find no point that curves down (flagged: singular information).
 # (Hahn1 start 2 converged to a genuine local maximum, RSS 20.0 against 1.53, until the
 # Newton's diagonal scaling floor was lowered; the better-scaled path now reaches the
 # certified optimum. Nothing in the solver keeps a path out of a local maximum.)
-SIGMA_FREE_KNOWN = {("Eckerle4", "start1"), ("Lanczos2", "start1")}
+SIGMA_FREE_KNOWN = {("Eckerle4", "start1")}
 
 
 @functools.lru_cache(maxsize=None)

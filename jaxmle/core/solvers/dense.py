@@ -284,6 +284,7 @@ def escape_probe(s: NewtonState, held: jax.Array | None = None) -> jax.Array:
     position :func:`probe_plan` gives for probe number ``s.probes``."""
     xp = namespace(s.z, s.anchor)
     v, position, _ = probe_plan(s, held)
+    v = xp.where(xp.abs(v) >= 0.1, v, 0.0)    # the involved coordinates only (the rest: noise)
     step = s.anchor + position * v - s.z
     return xp.where(xp.all(xp.isfinite(step)), step, 0.0)
 
