@@ -4,10 +4,10 @@ A fit is
 
 * **model programs** (:func:`model_programs`), one set per log-likelihood, parameter
   space, priors' form and data shape (the only programs a new model compiles): f, ∇f,
-  ∇²f at z (:func:`fgh`); θ̂, ℓ, log π, the observation count, the transform's
-  Jacobian and the flat test's two values at the optimum
-  (:func:`~jaxmle.fitting.kernel.model_point`); the score outer product for
-  ``cov_type`` opg/sandwich; the start in z;
+  ∇²f at z (:func:`fgh`, also the end-of-fit probes' values:
+  :mod:`~jaxmle.fitting.host_conclude`); θ̂, ℓ, log π, the observation count and the
+  transform's Jacobian at the optimum (:func:`~jaxmle.fitting.kernel.model_point`); the
+  score outer product for ``cov_type`` opg/sandwich; the start in z;
 * **the solver**: one program, ``_advance`` (the damped Newton's ``tell`` then ``ask``:
   step, line search, damping, convergence tests), keyed by the number of free
   parameters and the dtype only, so it is compiled once per size, shared by every model
@@ -39,25 +39,19 @@ import numpy as np
 
 import jaxmle.core.objective as _objective
 import jaxmle.core.solvers as _solvers
-from jaxmle.core.covariance import space_kind
 from jaxmle.core.held import Inputs, View, nothing_held
 from jaxmle.core.host_space import host_transform_grad, host_unconstrained
 from jaxmle.core.solvers.dense import DenseModel, hold_rows
 from jaxmle.core.solvers.newton import DampedNewton, Rules
-from jaxmle.core.typing import Status
 from jaxmle.fitting.buckets import bucketed
 from jaxmle.fitting.kernel import (
     KernelConfig,
-    Point,
-    assemble,
-    infer,
     initial_z,
     kernel_objective,
     model_meat,
     model_point,
-    probe,
-    unravel_numpy,
 )
+from jaxmle.fitting.host_conclude import conclude, final_values, host_arrays
 from jaxmle.fitting.start import starts_around
 from jaxmle.results.result import FitResult
 
@@ -174,11 +168,6 @@ def _await_solver(m: int, dtype: Any) -> None:
             pass
 
 
-def _host_arrays(tree: Any) -> Any:
-    """A program's outputs as NumPy arrays."""
-    return jax.tree_util.tree_map(np.asarray, tree)
-
-
 # --------------------------------------------------------------------------- model programs
 
 
@@ -214,15 +203,16 @@ def _model_programs(key: KernelConfig) -> ModelPrograms:
         view = View(key.space, inputs.held, key.constant)
         return _solvers.value_grad_hessian(kernel_objective(key, view, inputs, weights), z)
 
-    def point(inputs, weights, z, step):
-        """θ̂, ℓ, log π and the count packed for the host; J and the flat test's values."""
+    def point(inputs, weights, z):
+        """θ̂, ℓ, log π and the count packed for the host, and J (the end-of-fit probes:
+        :func:`~jaxmle.fitting.host_conclude.probe_values`, from ``fgh``)."""
         inputs = _masked(inputs, weights)
         view = View(key.space, inputs.held, key.constant)
-        pt = model_point(key, view, inputs, weights, z, step)
+        pt = model_point(key, view, inputs, weights, z, None)
         values = jnp.concatenate([view.space.ravel_natural(pt.params),
                                   jnp.stack([pt.loglik, pt.logpost]).astype(z.dtype),
                                   jnp.asarray(pt.nobs, z.dtype)[None]])
-        return values, pt.transform, pt.f_probe
+        return values, pt.transform
 
     return ModelPrograms(jax.jit(functools.partial(initial_z, key)), jax.jit(fgh),
                          jax.jit(point), None)
@@ -263,47 +253,8 @@ def solve(programs: ModelPrograms, inputs: Inputs, weights: Any, z0: Any, tol: A
     while True:
         s, p, z_trial, active = _advance(s, p, f, g, h, held_z, tol, max_iter)
         if not active:
-            return _host_arrays(s)
+            return host_arrays(s)
         f, g, h = programs.fgh(inputs, weights, z_trial)
-
-
-def final_values(s: Any) -> tuple[float, int, np.ndarray]:
-    """(−f, status, ẑ) of a final state (profile points)."""
-    status = int(s.status) if bool(s.done) else int(Status.MAX_ITER)
-    return -float(s.f), status, np.asarray(s.z)
-
-
-def conclude(config: KernelConfig, programs: ModelPrograms, inputs: Inputs, weights: Any,
-             final: jax.Array, held: Any) -> FitResult:
-    """:func:`~jaxmle.fitting.kernel.conclude` on the host: the same functions, the
-    model's parts (θ̂, ℓ, J, the flat test's values; the scores' outer product) from its
-    programs, the linear algebra in NumPy (``held``: the host's copy of ``inputs.held``);
-    the result's arrays are NumPy arrays."""
-    held_z = np.asarray(inputs.held.z)
-    with np.errstate(all="ignore"):
-        sol = _solvers.solution(final)
-        eig, regular, step = probe(sol, sol.hess, held_z)
-        values, transform, f_probe = _host_arrays(programs.point(inputs, weights, sol.z, step))
-        meat = None if config.cov_type == "observed" else _host_arrays(
-            programs.meat(inputs, weights, sol.z))
-        view = _view(config.space)
-        inf, status = infer(_kind(config.space), config.cov_type, sol, sol.hess, eig, regular,
-                            transform, f_probe, held_z, meat)
-        params = unravel_numpy(view, values[:view.k])
-        loglik, logpost, nobs = values[view.k:]
-        point = Point(params, loglik, logpost, nobs, None, None)
-        return assemble(config, view, held, sol, point, inf, status, xp=np)
-
-
-@functools.lru_cache(maxsize=256)
-def _view(space: Any) -> View:
-    """The space as :func:`assemble` on the host reads it (names, sizes, unravel)."""
-    return View(space)
-
-
-@functools.lru_cache(maxsize=256)
-def _kind(space: Any) -> str:
-    return space_kind(space)
 
 
 def on_device(inputs: Inputs, weights: Any) -> tuple[Inputs, Any]:

@@ -169,10 +169,11 @@ def probe(sol: _solvers.Solution, hess: jax.Array, held_z: jax.Array):
 
 
 def model_point(config: KernelConfig, view: View, inputs: Any, weights: jax.Array | None,
-                z: jax.Array, step: jax.Array) -> Point:
+                z: jax.Array, step: jax.Array | None) -> Point:
     """θ̂, ℓ, log π, the observation count and J at ẑ, and f at ẑ + each row of ``step``
     and one unit further towards the edge (:func:`~jaxmle.core.verdict.edge_step`; +inf
-    when no coordinate is near one)."""
+    when no coordinate is near one). ``step=None``: no probes (the host driver evaluates
+    them with the model's f/∇f/∇²f program instead: nothing more to compile)."""
     dtype, data = jnp.dtype(config.dtype), inputs.data
     objective = kernel_objective(config, view, inputs, weights)
     params = view.to_natural(z)
@@ -189,10 +190,12 @@ def model_point(config: KernelConfig, view: View, inputs: Any, weights: jax.Arra
             return f
         return f + log_prior(config.prior, inputs.prior, tree, data)
 
-    edge = edge_step(z, constrained_z(config.space), inputs.held.z)
-    f_probe = jax.vmap(objective)(z + jnp.concatenate([step, edge[None]]))
-    f_probe = jnp.where((jnp.arange(f_probe.shape[0]) < step.shape[0]) | jnp.any(edge != 0),
-                        f_probe, jnp.inf)
+    f_probe = None
+    if step is not None:
+        edge = edge_step(z, constrained_z(config.space), inputs.held.z)
+        f_probe = jax.vmap(objective)(z + jnp.concatenate([step, edge[None]]))
+        f_probe = jnp.where((jnp.arange(f_probe.shape[0]) < step.shape[0])
+                            | jnp.any(edge != 0), f_probe, jnp.inf)
     return Point(params, loglik, logpost, nobs, transform_terms(view, loglik_flat, z), f_probe)
 
 
