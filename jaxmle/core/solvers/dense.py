@@ -333,6 +333,15 @@ class DenseModel(NamedTuple):
                         xp.where(s.probe_next, s.g @ probe, slope), used,
                         capped & ~s.probe_next)
 
+    def closer(self, s: NewtonState, g_t: jax.Array) -> jax.Array:
+        """Within 0.01 standard errors of the optimum (λ² ≤ 1e-4, H positive definite),
+        the gradient at the trial point has at most a quarter of the current λ² in the
+        current metric (Newton's quadratic convergence shows it; f's noise need not)."""
+        xp = namespace(s.g, g_t)
+        lam2 = newton_decrement_sq(s.g, s.model)
+        lam2_t = newton_decrement_sq(g_t, s.model)
+        return (lam2 <= 1e-4) & xp.isfinite(lam2_t) & (lam2_t <= 0.25 * lam2)
+
     def singular(self, s: NewtonState, fac: Factor) -> jax.Array:
         """The information at s is numerically singular (and not indefinite) and escape
         probes remain (:func:`probe_plan`)."""

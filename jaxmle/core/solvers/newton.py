@@ -227,6 +227,14 @@ class DampedNewton:
         f_t, g_t, h_t = evaluated
         finite = all_finite(f_t, g_t, h_t)
         accept = acceptable(s.f, f_t, p.predicted, finite, first, r)
+        # near the optimum f may be too noisy to confirm a decrease the gradient still
+        # shows (f's rounding above 16ε(1+|f|): cancellation inside the model): accept a
+        # trial that brings the gradient much closer to 0 in the current model's metric
+        # and does not raise f beyond a hair (the model's ``closer``, optional)
+        closer = getattr(self.model, "closer", None)
+        if closer is not None:
+            level = f_t <= s.f + r.probe_rise * (1 + xp.abs(s.f))
+            accept = accept | (closer(s, g_t) & finite & level & ~first)
         # an escape probe moves along a (numerically) flat direction: kept unless f rises
         probing = s.probe_next & ~first
         kept = finite & (f_t <= s.f + r.probe_rise * (1 + xp.abs(s.f)))
