@@ -74,11 +74,10 @@ def test_large_offset_regression_converges_to_the_qr_estimates(offset):
     b = np.asarray(res.params["b"])
     assert np.max(np.abs(b - b_ref) / se_ref) < 1e-3
     se = np.asarray(res.stderr["b"])
-    # the autodiff information's own accuracy: ~1e-6 at 1e4, percent level at 1e6; at 4e6
-    # the SEs are either percent-level or NaN (flagged singular), never silently finer
+    # the autodiff information's own accuracy: ~2e-6 at 1e4, percent level at 1e6; at 4e6
+    # (measured 3%-26% depending on the data) nothing is asserted: see the module docstring
     if offset <= 1e6:
         assert np.all(np.isfinite(se))
-    if np.all(np.isfinite(se)):
         assert np.max(np.abs(se / se_ref - 1)) < (1e-5 if offset <= 1e4 else 0.3)
 
 
