@@ -61,6 +61,10 @@ class Transform(NamedTuple):
     jac: jax.Array | None       # J = ∂θ/∂z (k × m), None for an elementwise/identity space
     jdiag: jax.Array | None     # diag J of an elementwise space
     ambient: jax.Array | None   # ∇θℓ on a manifold (the space is not bijective)
+    # natural elements the constraint fixes (a Cholesky factor's upper triangle, a
+    # correlation factor's first diagonal element): J's row is 0 at ẑ and elsewhere, so
+    # their standard error of 0 is exact knowledge, not a saturated transform
+    constant: jax.Array | None = None
 
 
 def space_kind(space: ParamSpace) -> str:
@@ -83,9 +87,13 @@ def transform_terms(space: ParamSpace, loglik_flat: Callable[[jax.Array], jax.Ar
         return Transform(None, jax.jvp(space.to_natural_flat, (z_hat,),
                                        (jnp.ones_like(z_hat),))[1], None)
     jac = jax.jacfwd(space.to_natural_flat)(z_hat)
+    # J at a fixed point that is no special value of any coordinate
+    z_ref = 0.7 * jnp.sin(1.0 + jnp.arange(z_hat.shape[0], dtype=z_hat.dtype))
+    constant = (jnp.all(jac == 0, axis=1)
+                & jnp.all(jax.jacfwd(space.to_natural_flat)(z_ref) == 0, axis=1))
     if kind == "bijective":
-        return Transform(jac, None, None)
-    return Transform(jac, None, jax.grad(loglik_flat)(space.to_natural_flat(z_hat)))
+        return Transform(jac, None, None, constant)
+    return Transform(jac, None, jax.grad(loglik_flat)(space.to_natural_flat(z_hat)), constant)
 
 
 def observed_inference(space: ParamSpace, loglik_flat: Callable[[jax.Array], jax.Array],

@@ -69,7 +69,7 @@ def conclude(config: KernelConfig, programs: Any, inputs: Any, weights: Any, fin
                             transform, f_probe, held_z, meat)
         params = unravel_numpy(view, values[:view.k])
         loglik, logpost, nobs = values[view.k:]
-        point = Point(params, loglik, logpost, nobs, None, None)
+        point = Point(params, loglik, logpost, nobs, transform, None)
         return assemble(config, view, held, sol, point, inf, status, xp=np)
 
 

@@ -231,8 +231,11 @@ def assemble(config: KernelConfig, view: View, held: Any, sol: _solvers.Solution
     held ones on the host, and :func:`with_fixed_scores` adds the fixed ones' scores, NaN
     here). ``xp``: ``jnp`` inside a program, ``numpy`` on the host (the same numbers)."""
     unravel = view.unravel_natural if xp is jnp else functools.partial(unravel_numpy, view)
-    # a standard error of exactly 0 is no information (a transform saturated at the edge)
+    # a standard error of exactly 0 is no information (a transform saturated at the edge),
+    # unless the constraint itself fixes the element
     void = (inf.stderr == 0) & ~held.nat
+    if point.transform is not None and point.transform.constant is not None:
+        void = void & ~point.transform.constant
     return FitResult(
         params=point.params,
         stderr=unravel(xp.where(held.nat | void, xp.nan, inf.stderr)),
