@@ -91,3 +91,21 @@ def private_cache_env(env, name):
     path = os.path.join(base + "-concurrent", name)
     os.makedirs(path, exist_ok=True)
     return dict(env, JAXMLE_CACHE_DIR=path)
+
+
+# --------------------------------------------------------------------------- NumPyro models
+
+# The classic eight-schools data (Rubin 1981) and the centred model as NumPyro's
+# documentation writes it (its MAP has no maximum: τ → 0 makes the density unbounded).
+Y8 = np.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
+SIGMA8 = np.array([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
+
+
+def eight_schools(J, sigma, y=None):
+    import numpyro
+
+    mu = numpyro.sample("mu", dist.Normal(0, 5))
+    tau = numpyro.sample("tau", dist.HalfCauchy(5))
+    with numpyro.plate("J", J):
+        theta = numpyro.sample("theta", dist.Normal(mu, tau))
+        numpyro.sample("obs", dist.Normal(theta, sigma), obs=y)

@@ -27,7 +27,7 @@ import jaxmle as jm
 from jaxmle.core.solvers import Eigen
 from jaxmle.core.typing import STATUS_LABELS, STATUS_MESSAGES, Status
 from jaxmle.core.verdict import LOSS, probe_steps, verdict
-from shared import POS, logistic, normal
+from shared import POS, SIGMA8, Y8, eight_schools, logistic, normal
 
 X6 = np.array([-3.0, -2, -1, 1, 2, 3])
 X6B = np.array([0.5, -1, 2, 0.3, -0.7, 1.1])
@@ -116,14 +116,6 @@ def test_all_ones_response_is_not_converged_alone_or_in_a_batch():
 # --------------------------------------------------------------------------- unbounded MAP
 
 
-def eight_schools(J, sigma, y=None):
-    mu = numpyro.sample("mu", dist.Normal(0, 5))
-    tau = numpyro.sample("tau", dist.HalfCauchy(5))
-    with numpyro.plate("J", J):
-        theta = numpyro.sample("theta", dist.Normal(mu, tau))
-        numpyro.sample("obs", dist.Normal(theta, sigma), obs=y)
-
-
 def mixture(data=None):
     w = numpyro.sample("weights", dist.Dirichlet(0.5 * jnp.ones(2)))
     with numpyro.plate("c", 2):
@@ -141,10 +133,8 @@ def _no_zero_se(res):
 
 def test_centred_eight_schools_map_is_not_a_maximum():
     """τ → 0: the density of θ_j ~ Normal(μ, τ) at θ_j = μ is unbounded."""
-    y = np.array([28.0, 8, -3, 7, -1, 1, 18, 12])
-    sigma = np.array([15.0, 10, 16, 11, 9, 11, 10, 18])
     with pytest.warns(jm.ConvergenceWarning):
-        res = jm.fit_model(eight_schools, 8, sigma, y=y, method="map")
+        res = jm.fit_model(eight_schools, 8, SIGMA8, y=Y8, method="map")
     assert not res.converged
     _no_zero_se(res)
 

@@ -29,6 +29,7 @@ from numpyro.infer.util import log_density, log_likelihood, potential_energy
 
 import jaxmle as jm
 from jaxmle.random.boundary import BoundaryWarning
+from shared import SIGMA8, Y8, eight_schools
 
 AGREE = 1e-5            # |θ̂ − θ̂_scipy| / SE
 VALUE_ATOL = 1e-8       # |objective − objective_scipy|
@@ -148,16 +149,6 @@ def test_divorce_regression_map_and_laplace():
 # --------------------------------------------------------------------------- eight schools
 
 J = 8
-Y8 = np.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
-SIGMA8 = np.array([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
-
-
-def eight_schools(J, sigma, y=None):
-    mu = numpyro.sample("mu", dist.Normal(0, 5))
-    tau = numpyro.sample("tau", dist.HalfCauchy(5))
-    with numpyro.plate("J", J):
-        theta = numpyro.sample("theta", dist.Normal(mu, tau))
-        numpyro.sample("obs", dist.Normal(theta, sigma), obs=y)
 
 
 def eight_schools_noncentered(J, sigma, y=None):
