@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+import jax
 import numpy as np
 
 import jaxmle.core.solvers as _solvers
@@ -29,8 +30,6 @@ from jaxmle.results.result import FitResult
 
 def host_arrays(tree: Any) -> Any:
     """A program's outputs as NumPy arrays."""
-    import jax
-
     return jax.tree_util.tree_map(np.asarray, tree)
 
 
