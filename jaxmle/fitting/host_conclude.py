@@ -46,8 +46,9 @@ def probe_values(config: KernelConfig, programs: Any, inputs: Any, weights: Any,
     in the fused program, here from the model's f/∇f/∇²f program."""
     edge = edge_step(z, _constrained(config.space), held_z)
     rows = list(steps) + ([edge] if np.any(edge != 0) else [])
-    values = [float(programs.fgh(inputs, weights, z + r)[0]) for r in rows]
-    return np.asarray(values + [np.inf] * (steps.shape[0] + 1 - len(rows)), z.dtype)
+    values = [programs.fgh(inputs, weights, z + r)[0] for r in rows]   # dispatched at once
+    return np.asarray([float(v) for v in values] + [np.inf] * (steps.shape[0] + 1 - len(rows)),
+                      z.dtype)
 
 
 def conclude(config: KernelConfig, programs: Any, inputs: Any, weights: Any, final: Any,
