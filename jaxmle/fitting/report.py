@@ -86,8 +86,7 @@ def unbounded_message(res: FitResult, unc_names: tuple[str, ...], constrained: f
     edges = ", ".join(f"{n} towards its {'upper' if z[n] > 0 else 'lower'} edge" for n in names)
     return (f". The log-likelihood is unbounded: it still grows as {names} run to the edge of "
             f"their constraint ({edges}; now {now}; log-likelihood {float(res.loglik):.6g}), "
-            "so there is "
-            "no maximum. Usual causes: a joint density of data and random effects maximised "
+            "so there is no maximum. Usual causes: a joint density of data and random effects maximised "
             "over the random effects (integrate them out with random=[...]), a scale that can "
             "shrink to 0 on coinciding observations (all values equal, a mixture component on "
             "a single point, a model that fits exactly), or a missing normalising term")

@@ -24,7 +24,6 @@ BOUNDARY_STEP = 20.0        # unconstrained distance of the boundary probe
 BOUNDARY_DROP = 1e-4        # L lower by at most this there: the maximum is on the boundary
 
 
-
 @functools.lru_cache(maxsize=64)
 def _values_kernel(config) -> Callable:
     """(z's, inputs) ↦ L(θ(z)) for each row of z's (unconstrained coordinates)."""
