@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmle.core import xp as _xp
-from jaxmle.core.solvers import Eigen, eigen, null_threshold
+from jaxmle.core.solvers import Eigen, eigen, thresholds
 from jaxmle.core.xp import namespace
 from jaxmle.core.space import ParamSpace
 
@@ -46,7 +46,7 @@ def _checked_inverse(e: Eigen):
     directions."""
     xp = namespace(e.values, e.vectors)
     finite = xp.all(xp.isfinite(e.values)) & xp.all(xp.isfinite(e.vectors))
-    bad = (e.values <= null_threshold(e)) | ~finite
+    bad = (e.values <= thresholds(e)) | ~finite
     inv_vals = xp.where(bad, 0.0, 1.0 / xp.where(bad, 1.0, e.values))
     cov_s = (e.vectors * inv_vals[None, :]) @ e.vectors.T
     involved = xp.any(bad[None, :] & (xp.abs(e.vectors) > _INVOLVEMENT), axis=1)

@@ -42,7 +42,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from jaxmle.core.solvers import Eigen, null_threshold
+from jaxmle.core.solvers import Eigen, thresholds
 from jaxmle.core.typing import Status
 from jaxmle.core.xp import namespace
 
@@ -68,7 +68,8 @@ def probe_steps(e: Eigen, g: jax.Array, n_free) -> tuple[ProbeInfo, jax.Array]:
     ± the regular-subspace Newton direction scaled to 3 SEs. Row 5 (the edge step)
     needs the parameter space: :func:`edge_step`."""
     xp = namespace(e.values, e.vectors, g)
-    thr = null_threshold(e)
+    thrs = thresholds(e)
+    thr = thrs[0]
     lam = e.values[0]
     free = n_free > 0
     regular = (lam > thr) & free
@@ -78,7 +79,7 @@ def probe_steps(e: Eigen, g: jax.Array, n_free) -> tuple[ProbeInfo, jax.Array]:
     unit = u / xp.where(big > 0, big, 1.0)
     weak = xp.where(regular, REACH * u / xp.sqrt(xp.where(regular, lam, 1.0)), unit)
     # the Newton direction on the well-determined subspace (as the covariance inverts it)
-    ok = e.values > thr
+    ok = e.values > thrs
     gv = e.vectors.T @ (g / e.scale)
     coef = xp.where(ok, gv / xp.where(ok, e.values, 1.0), 0.0)
     lam2 = xp.sum(coef * gv)

@@ -104,7 +104,8 @@ def _finish(bc: BatchConfig, data: Any, data_axis, weights: Any, state: Any,
     def run(how):
         return lambda: jax.vmap(how, in_axes=axes)(data, weights, state)
 
-    result = lax.cond(infer, run(functools.partial(conclude, bc.kernel, tol=tol)),
+    result = lax.cond(infer, run(functools.partial(conclude, bc.kernel, tol=tol,
+                                                   max_iter=max_iter)),
                       run(functools.partial(conclude_point, bc.kernel)))
     return PassOutput(result, state, _solvers.is_active(state, max_iter))
 

@@ -41,6 +41,7 @@ import jaxmle.core.objective as _objective
 import jaxmle.core.solvers as _solvers
 from jaxmle.core.held import Inputs, View, nothing_held
 from jaxmle.core.host_space import host_transform_grad, host_unconstrained
+from jaxmle.core.refine import value_grad_hessian_in
 from jaxmle.core.solvers.dense import DenseModel, hold_rows
 from jaxmle.core.solvers.newton import DampedNewton, Rules
 from jaxmle.fitting.buckets import bucketed
@@ -51,7 +52,7 @@ from jaxmle.fitting.kernel import (
     model_meat,
     model_point,
 )
-from jaxmle.fitting.host_conclude import conclude, final_values, host_arrays
+from jaxmle.fitting.host_conclude import conclude, final_values, host_arrays, identity
 from jaxmle.fitting.start import starts_around
 from jaxmle.results.result import FitResult
 
@@ -173,7 +174,7 @@ def _await_solver(m: int, dtype: Any) -> None:
 
 class ModelPrograms(NamedTuple):
     unconstrain: Callable   # init leaves → z0
-    fgh: Callable           # (inputs, weights, z) → f, ∇f, ∇²f (before held rows)
+    fgh: Callable           # (inputs, weights, z, T) → f, ∇f, Tᵀ∇²f T (before held rows)
     point: Callable         # (inputs, weights, z, step) → Point
     meat: Callable          # (inputs, weights, z) → B (compiled on first use only)
 
@@ -198,10 +199,12 @@ def model_programs(config: KernelConfig) -> ModelPrograms:
 @functools.lru_cache(maxsize=128)
 def _model_programs(key: KernelConfig) -> ModelPrograms:
 
-    def fgh(inputs, weights, z):
+    def fgh(inputs, weights, z, t):
+        """f, ∇f and Tᵀ∇²f T at z (T = I in the solver's iterations; the end-of-fit
+        information and polish use a well-conditioned basis: :mod:`jaxmle.core.refine`)."""
         inputs = _masked(inputs, weights)
         view = View(key.space, inputs.held, key.constant)
-        return _solvers.value_grad_hessian(kernel_objective(key, view, inputs, weights), z)
+        return value_grad_hessian_in(kernel_objective(key, view, inputs, weights), z, t)
 
     def point(inputs, weights, z):
         """θ̂, ℓ, log π and the count packed for the host, and J (the end-of-fit probes:
@@ -248,13 +251,14 @@ def solve(programs: ModelPrograms, inputs: Inputs, weights: Any, z0: Any, tol: A
         s, p, z_trial = _start(z0, held_z)
     tol, max_iter = np.asarray(tol, z0.dtype), np.asarray(max_iter, np.int32)
     prepare_solver(z0.shape[0], z0.dtype)
-    f, g, h = programs.fgh(inputs, weights, z_trial)
+    eye = identity(z0.shape[0], z0.dtype)
+    f, g, h = programs.fgh(inputs, weights, z_trial, eye)
     _await_solver(z0.shape[0], z0.dtype)
     while True:
         s, p, z_trial, active = _advance(s, p, f, g, h, held_z, tol, max_iter)
         if not active:
             return host_arrays(s)
-        f, g, h = programs.fgh(inputs, weights, z_trial)
+        f, g, h = programs.fgh(inputs, weights, z_trial, eye)
 
 
 def on_device(inputs: Inputs, weights: Any) -> tuple[Inputs, Any]:
@@ -276,7 +280,7 @@ def host_fit(config: KernelConfig, inputs: Inputs, init_leaves: list, weights: A
     dev_inputs, dev_weights = on_device(inputs, weights)
     z0 = start_z(config, programs, init_leaves)
     final = solve(programs, dev_inputs, dev_weights, z0, tol, max_iter)
-    return conclude(config, programs, dev_inputs, dev_weights, final, held)
+    return conclude(config, programs, dev_inputs, dev_weights, final, held, tol, max_iter)
 
 
 def fixed_scores(config: KernelConfig, inputs: Inputs, weights: Any,
@@ -304,7 +308,7 @@ def fixed_scores(config: KernelConfig, inputs: Inputs, weights: Any,
         return None
     config, inputs, weights = bucketed(config, inputs, weights, None)
     inputs = inputs._replace(held=nothing_held(space, dtype))
-    _, g, _ = model_programs(config).fgh(inputs, weights, z)
+    _, g, _ = model_programs(config).fgh(inputs, weights, z, identity(z.shape[0], dtype))
     return -np.asarray(g) / np.concatenate([np.ravel(d) for d in dtheta])
 
 
@@ -338,6 +342,7 @@ def fit_starts(config: KernelConfig, inputs: Inputs, init_leaves: list, weights:
     z0 = start_z(config, programs, init_leaves)
     zs = starts_around(z0, np.asarray(held.z), n_starts, key, scale)
     fits = [conclude(config, programs, dev_inputs, dev_weights,
-                     solve(programs, dev_inputs, dev_weights, z, tol, max_iter), held)
+                     solve(programs, dev_inputs, dev_weights, z, tol, max_iter), held, tol,
+                     max_iter)
             for z in zs]
     return fits, zs

@@ -19,13 +19,33 @@ from typing import Any
 import jax
 import numpy as np
 
+import jaxmle.core.refine as _refine
 import jaxmle.core.solvers as _solvers
 from jaxmle.core.covariance import space_kind
 from jaxmle.core.held import View
 from jaxmle.core.typing import Status
 from jaxmle.core.verdict import constrained_z, edge_step
-from jaxmle.fitting.kernel import KernelConfig, Point, assemble, infer, probe, unravel_numpy
+from jaxmle.fitting.kernel import (
+    KernelConfig,
+    Point,
+    assemble,
+    infer,
+    probe_eigen,
+    unravel_numpy,
+)
 from jaxmle.results.result import FitResult
+
+
+@functools.lru_cache(maxsize=64)
+def _identity(m: int, dtype: str) -> np.ndarray:
+    out = np.eye(m, dtype=np.dtype(dtype))
+    out.flags.writeable = False
+    return out
+
+
+def identity(m: int, dtype: Any) -> np.ndarray:
+    """I (m × m): the basis of the f/∇f/∇²f program in the solver's iterations."""
+    return _identity(int(m), np.dtype(dtype).str)
 
 
 def host_arrays(tree: Any) -> Any:
@@ -46,26 +66,41 @@ def probe_values(config: KernelConfig, programs: Any, inputs: Any, weights: Any,
     in the fused program, here from the model's f/∇f/∇²f program."""
     edge = edge_step(z, _constrained(config.space), held_z)
     rows = list(steps) + ([edge] if np.any(edge != 0) else [])
-    values = [programs.fgh(inputs, weights, z + r)[0] for r in rows]   # dispatched at once
+    eye = identity(z.shape[0], z.dtype)
+    values = [programs.fgh(inputs, weights, z + r, eye)[0] for r in rows]   # dispatched at once
     return np.asarray([float(v) for v in values] + [np.inf] * (steps.shape[0] + 1 - len(rows)),
                       z.dtype)
 
 
+def polish(programs: Any, inputs: Any, weights: Any, sol: Any, held_z: np.ndarray,
+           tol: Any, max_iter: Any) -> tuple[Any, np.ndarray, Any]:
+    """The solution after :mod:`jaxmle.core.refine`'s polish, H_z there, and the
+    eigen-decomposition of the information computed in a well-conditioned basis."""
+    held_w = _refine.held_columns(held_z)
+    p = _refine.start(sol, sol.hess, held_z, max_iter)
+    tol = np.asarray(tol, sol.z.dtype)
+    while not bool(p.done):
+        f, g, hw = host_arrays(programs.fgh(inputs, weights, p.trial, p.t))
+        p = _refine.tell(p, f, g, hw, held_w, tol, _refine.MAX_EVAL)
+    return _refine.finish(sol, p, held_w)
+
+
 def conclude(config: KernelConfig, programs: Any, inputs: Any, weights: Any, final: Any,
-             held: Any) -> FitResult:
+             held: Any, tol: Any, max_iter: Any) -> FitResult:
     """The :class:`FitResult` of a final Newton state (``held``: the host's copy of
     ``inputs.held``); the result's arrays are NumPy arrays."""
     held_z = np.asarray(inputs.held.z)
     with np.errstate(all="ignore"):
-        sol = _solvers.solution(final)
-        eig, regular, steps = probe(sol, sol.hess, held_z)
+        sol, hess, eig = polish(programs, inputs, weights, _solvers.solution(final), held_z,
+                                tol, max_iter)
+        regular, steps = probe_eigen(sol, eig, held_z)
         values, transform = host_arrays(programs.point(inputs, weights, sol.z))
         f_probe = probe_values(config, programs, inputs, weights, np.asarray(sol.z),
                                np.asarray(steps), held_z)
         meat = None if config.cov_type == "observed" else host_arrays(
             programs.meat(inputs, weights, sol.z))
         view = _view(config.space)
-        inf, status = infer(_kind(config.space), config.cov_type, sol, sol.hess, eig, regular,
+        inf, status = infer(_kind(config.space), config.cov_type, sol, hess, eig, regular,
                             transform, f_probe, held_z, meat)
         params = unravel_numpy(view, values[:view.k])
         loglik, logpost, nobs = values[view.k:]

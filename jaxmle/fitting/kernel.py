@@ -19,8 +19,10 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 import jaxmle.core.objective as _objective
+import jaxmle.core.refine as _refine
 import jaxmle.core.solvers as _solvers
 import jaxmle.core.space as _space
 from jaxmle.core.covariance import (
@@ -164,8 +166,13 @@ def probe(sol: _solvers.Solution, hess: jax.Array, held_z: jax.Array):
     from the solver's side and its probe steps (:func:`~jaxmle.core.verdict.probe_steps`;
     no log-likelihood)."""
     eig = _solvers.eigen(hess, held_z)
-    info, steps = probe_steps(eig, sol.g, namespace(hess, held_z).sum(~held_z))
-    return eig, info, steps
+    return (eig, *probe_eigen(sol, eig, held_z))
+
+
+def probe_eigen(sol: _solvers.Solution, eig: Any, held_z: jax.Array):
+    """:func:`probe` from the eigen-decomposition (:mod:`jaxmle.core.refine`'s, computed
+    in a well-conditioned basis)."""
+    return probe_steps(eig, sol.g, namespace(eig.values, held_z).sum(~held_z))
 
 
 def model_point(config: KernelConfig, view: View, inputs: Any, weights: jax.Array | None,
@@ -273,8 +280,25 @@ def _leaf_bounds(space: _space.ParamSpace) -> tuple:
                                                                space.leaves))
 
 
+def polish(objective: Callable, sol: _solvers.Solution, hess: jax.Array, held_z: jax.Array,
+           tol: Any, max_iter: Any):
+    """:mod:`jaxmle.core.refine`'s polish in the program (a ``lax.while_loop``): the
+    solution, H_z and the eigen-decomposition of the information in a well-conditioned
+    basis (:func:`~jaxmle.fitting.host_conclude.polish` on the host)."""
+    held_w = _refine.held_columns(held_z)
+    tol = jnp.asarray(1e-8 if tol is None else tol, sol.z.dtype)
+
+    def body(p):
+        f, g, hw = _refine.value_grad_hessian_in(objective, p.trial, p.t)
+        return _refine.tell(p, f, g, hw, held_w, tol, _refine.MAX_EVAL)
+
+    max_iter = _solvers.UNLIMITED if max_iter is None else max_iter
+    p = lax.while_loop(lambda p: ~p.done, body, _refine.start(sol, hess, held_z, max_iter))
+    return _refine.finish(sol, p, held_w)
+
+
 def conclude(config: KernelConfig, inputs: Any, weights: jax.Array | None,
-             final: _solvers.State, tol: Any = None) -> FitResult:
+             final: _solvers.State, tol: Any = None, max_iter: Any = None) -> FitResult:
     """The inference at the solver's final state, as a full-size :class:`FitResult`: the
     solver's part (:func:`probe`, :func:`infer`) and the model's (:func:`model_point`,
     :func:`model_meat`) in one program. The host driver (:mod:`jaxmle.fitting.host`) runs
@@ -291,7 +315,12 @@ def conclude(config: KernelConfig, inputs: Any, weights: jax.Array | None,
         from jaxmle.core.solvers.proximal import at_kinks
 
         sol, hess, kink = at_kinks(config, view, inputs, sol, hess)
-    eig, regular, step = probe(sol, hess, held.z)
+    if config.method == "newton":
+        sol, hess, eig = polish(kernel_objective(config, view, inputs, weights), sol, hess,
+                                held.z, tol, max_iter)
+        regular, step = probe_eigen(sol, eig, held.z)
+    else:
+        eig, regular, step = probe(sol, hess, held.z)
     point = model_point(config, view, inputs, weights, sol.z, step)
     meat = None if config.cov_type == "observed" else model_meat(config, view, inputs,
                                                                  weights, sol.z)
@@ -342,7 +371,7 @@ def fit_kernel(config: KernelConfig, data: Any, init_leaves: list[jax.Array],
     inputs = data._replace(data=_objective.mask_padding(data.data, weights))
     solver = kernel_solver(config, inputs, weights, tol)
     final = _solvers.iterate(solver.step, solver.init(initial_z(config, init_leaves)), max_iter)
-    return conclude(config, inputs, weights, final, tol)
+    return conclude(config, inputs, weights, final, tol, max_iter)
 
 
 @functools.lru_cache(maxsize=128)

@@ -41,6 +41,7 @@ from jaxmle.core.solvers.dense import (
     newton_decrement_sq,
     newton_direction,
     null_threshold,
+    thresholds,
     value_grad_hessian,
 )
 from jaxmle.core.solvers.newton import DampedNewton, NewtonState, Rules, small_change
@@ -52,7 +53,8 @@ __all__ = ["UNLIMITED", "Eigen", "Factor", "NewtonState", "OptaxState", "Solutio
            "eigen", "factorize", "is_active", "iterate", "kink_jitter", "make_solver",
            "terminate",
            "minimise", "newton_decrement_sq", "newton_direction", "newton_solver",
-           "null_threshold", "optax_transformation", "solution", "value_grad_hessian"]
+           "null_threshold", "optax_transformation", "solution", "thresholds",
+           "value_grad_hessian"]
 
 Objective = Callable[[jax.Array], jax.Array]
 

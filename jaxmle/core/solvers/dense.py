@@ -63,6 +63,10 @@ class Eigen(NamedTuple):
     values: jax.Array
     vectors: jax.Array
     scale: jax.Array        # D½
+    # per-direction null thresholds, where the values were not computed from the scaled
+    # H itself (:func:`jaxmle.core.refine.frame`: from the information in another basis,
+    # whose own rounding sets them); None: :func:`null_threshold` for every direction
+    threshold: jax.Array | None = None
 
 
 def _scaled(hess: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -75,14 +79,21 @@ def _scaled(hess: jax.Array) -> tuple[jax.Array, jax.Array]:
     return xp.where(finite, hs, xp.eye(hs.shape[-1], dtype=hs.dtype)), scale
 
 
-def eigen(hess: jax.Array, held: jax.Array | None = None) -> Eigen:
+def eigen(hess: jax.Array, held: jax.Array | None = None, scaled: bool = True) -> Eigen:
     """The eigen-decomposition of the scaled H; with ``held`` (a mask over z), of the free
     block only: the held coordinates get eigenvalues above every free one (Gershgorin),
     so they are the last ``n_held`` and their vectors are the held unit vectors; those
     values are then reported as the largest free one, so thresholds relative to λ_max
-    (:func:`null_threshold`) are the free block's and the held ones are never "null"."""
+    (:func:`null_threshold`) are the free block's and the held ones are never "null".
+    ``scaled=False``: of H itself (already well scaled: :mod:`jaxmle.core.refine`'s H_w,
+    whose null directions a unit diagonal would inflate to rounding noise of order 1)."""
     xp = namespace(hess, held)
-    hs, scale = _scaled(hess)
+    if scaled:
+        hs, scale = _scaled(hess)
+    else:
+        finite = xp.all(xp.isfinite(hess))
+        hs = xp.where(finite, hess, xp.eye(hess.shape[-1], dtype=hess.dtype))
+        scale = xp.ones(hess.shape[-1], hess.dtype)
     if held is None:
         values, vectors = _xp.eigh(xp, hs)
         return Eigen(values, vectors, scale)
@@ -176,6 +187,13 @@ def null_threshold(e: Eigen) -> jax.Array:
     xp = namespace(e.values)
     finfo = np.finfo(e.values.dtype)
     return xp.maximum(64 * finfo.eps * xp.max(xp.abs(e.values), initial=0.0), finfo.tiny)
+
+
+def thresholds(e: Eigen) -> jax.Array:
+    """The null threshold of each direction (:func:`null_threshold`, or the Eigen's own)."""
+    if e.threshold is not None:
+        return e.threshold
+    return null_threshold(e) * namespace(e.values).ones_like(e.values)
 
 
 def _indefinite(fac: Factor) -> jax.Array:
@@ -341,6 +359,11 @@ class DenseModel(NamedTuple):
         lam2 = newton_decrement_sq(s.g, s.model)
         lam2_t = newton_decrement_sq(g_t, s.model)
         return (lam2 <= 1e-4) & xp.isfinite(lam2_t) & (lam2_t <= 0.25 * lam2)
+
+    def null(self, fac: Factor) -> jax.Array:
+        """The scaled H is numerically singular (its smallest eigenvalue at or below the
+        null threshold) and not indefinite."""
+        return fac.use_eig & (fac.eig.values[0] <= null_threshold(fac.eig)) & ~_indefinite(fac)
 
     def singular(self, s: NewtonState, fac: Factor) -> jax.Array:
         """The information at s is numerically singular (and not indefinite) and escape

@@ -82,6 +82,11 @@ class Rules:
     precision_test: bool = True  # the objective-change (precision-limit) convergence test
     collapse: float = 1e12      # stop once μ exceeds this
     probe_rise: float = 1e-9    # an escape probe may raise f by this share of (1 + |f|)
+    crawl: int = 30             # stop (STALLED) after this many accepted iterations in a row
+    #                             whose H is numerically singular (the model's ``null``):
+    #                             steps along the floored direction are rounding noise, and
+    #                             the end-of-fit polish (:mod:`jaxmle.core.refine`), in a
+    #                             basis where H is accurate, finishes such fits
 
 
 # Escape probes from a stationary point whose information is singular: positions along
@@ -107,6 +112,7 @@ class NewtonState(NamedTuple):
     anchor: jax.Array       # where the escape probes began (valid once probes > 0)
     probes: jax.Array       # escape probes taken
     probe_next: jax.Array   # the next trial is an escape probe
+    crawl: jax.Array        # consecutive accepted iterations at a numerically singular H
 
 
 class Proposal(NamedTuple):
@@ -189,7 +195,7 @@ class DampedNewton:
             alpha=one, damping=xp.zeros((), dtype), growth=self.rules.grow * one,
             reach=0.5 * one, n_iter=zero - 1, n_rejected=zero, done=xp.asarray(False),
             status=xp.asarray(Status.SUCCESS, np.int32), anchor=z0, probes=zero,
-            probe_next=xp.asarray(False))
+            probe_next=xp.asarray(False), crawl=zero)
 
     def step(self, fun: Callable, s: NewtonState, tol: Any) -> NewtonState:
         """One iteration: trial, refresh of the model, convergence tests (``ask``, an
@@ -286,9 +292,18 @@ class DampedNewton:
         if singular is not None:
             escape = converged & singular(s, model)
         converged = converged & ~escape
+        # accepted steps at a numerically singular H, one after another (not while the
+        # escape probes run): the Newton crawls along a direction its H cannot resolve
+        null = getattr(self.model, "null", None)
+        crawl = s.crawl
+        stuck = xp.asarray(False)
+        if null is not None:
+            crawling = t.accept & ~t.first & ~converged & (s.probes == 0) & null(model)
+            crawl = xp.where(crawling, s.crawl + 1, 0).astype(np.int32)
+            stuck = crawl >= self.rules.crawl
         collapsed = s.damping > self.rules.collapse
         bad_start = t.first & ~t.finite
-        done = converged | collapsed | bad_start
+        done = converged | collapsed | bad_start | stuck
         status = xp.where(converged | (collapsed & m.exact & near & valid), Status.SUCCESS,
                           Status.STALLED)
         status = xp.where(bad_start, Status.NONFINITE_START, status)
@@ -299,7 +314,8 @@ class DampedNewton:
             model=model, n_iter=s.n_iter + 1,
             n_rejected=s.n_rejected + (~t.accept & ~t.first).astype(np.int32),
             done=done, status=xp.where(done, status, s.status).astype(np.int32),
-            anchor=xp.where(escape & (s.probes == 0), s.z, s.anchor), probe_next=escape)
+            anchor=xp.where(escape & (s.probes == 0), s.z, s.anchor), probe_next=escape,
+            crawl=crawl)
 
 
 def run(solver: Any, fun: Callable, z0: jax.Array, tol: Any, max_iter: Any) -> Any:
