@@ -21,15 +21,19 @@ covariance, the end-of-fit verdict and the singularity flags use it unchanged (t
 covariance Σ u_k u_kᵀ/μ_k is exact whatever the directions' angles).
 
 The **polish** (:class:`Polish`): Newton steps in the w basis from the solver's final
-point, kept while f falls (or stays level within 1e-9 relative while the decrement
-falls fourfold: the gradient is more accurate than f), until the decrement
-gᵀH⁻¹g ≤ τ² with H_w positive definite. A fit whose solver already converged usually
-needs none (one evaluation: the information); one that stopped at the iteration limit
-or stalled because H_z's rounding made its steps noise is finished here, and a
-``MAX_ITER`` / ``STALLED`` fit that reaches the test is converged (it passed the same
-test the solver applies, in a basis where it can be evaluated). Where H_w is itself
-ill-conditioned (H_z's eigenvectors were only a subspace: Filip), the basis is refined
-once more from H_w (``REBASE`` times at most) before any step.
+point, kept while f falls (or stays level within 1e-9 relative — 1e-6 within √τ standard
+errors, where f's rounding hides the gain — while the decrement falls fourfold: the
+gradient is more accurate than f), on the well-determined directions, until the
+decrement gᵀH⁻¹g (null directions counted with their eigenvalue floored, as the solver
+does) is ≤ τ² with H_w not indefinite. Its steps are iterations: at most what the solver
+left of ``max_iter``. A fit whose solver converged usually needs none (one evaluation:
+the information). The Newton stops on its own when it crawls (``Rules.crawl`` accepted
+steps in a row at a numerically singular H: its steps along the floored direction are
+rounding noise, e.g. y ~ 1 + x at an offset of 1e7, or NIST's Filip) with STALLED; the
+polish finishes such fits, and a ``MAX_ITER`` / ``STALLED`` fit that passes the test here
+is converged (the solver's own test, evaluated in a basis where it can be). Where H_w is
+itself ill-conditioned (H_z's eigenvectors were only a subspace: Filip), the basis is
+refined from H_w (``REBASE`` times at most) before a step.
 
 Written once for NumPy and JAX (:mod:`jaxmle.core.xp`): the host driver runs the
 polish as a Python loop of the model's f/∇f/∇²f program, the fused program as a
