@@ -68,7 +68,8 @@ STATUS_MESSAGES = {
         "the log-likelihood does not fall (or still rises) as parameters run further towards "
         "the edge of their support, or along a direction in which the information is "
         "singular: the supremum is not attained (an unbounded density, e.g. a variance or a "
-        "mixture weight going to 0, or a boundary maximum); the estimates are not a maximum"
+        "mixture weight going to 0, a boundary maximum, or a model that degenerates as "
+        "parameters run to ±infinity)"
     ),
     Status.NOT_STATIONARY: (
         "the optimiser's own stopping test passed, but at the final point the exact Hessian "

@@ -18,9 +18,12 @@ that the inference computes anyway and five evaluations of f = −ℓ near ẑ:
   maximum more than ``GAIN`` log-likelihood units above ẑ (the information there is
   singular only to the precision of the scaled matrix, e.g. data spread 1e-20);
 * **DIVERGED**: one unit further along the unconstrained coordinate of every
-  constrained parameter with |z| ≥ ``RUNAWAY_Z`` (towards its edge) ℓ does not fall by
-  ``LOSS``, or ℓ rises by more than ``LOSS`` along a null direction: the supremum is not
-  attained;
+  constrained parameter with |z| ≥ ``RUNAWAY_Z`` (towards its edge), together with e
+  times further out for every real-line parameter with |θ| ≥ ``FAR`` (NIST MGH09 from
+  its first start with σ free ends at b ≈ (5e10, −14, −2e12, −1e12), on a ray along
+  which the rational model tends to a limit and ℓ rises by ~1e-15 relative: locally a
+  maximum to float64's precision), ℓ does not fall by ``LOSS``, or ℓ rises by more than
+  ``LOSS`` along a null direction: the supremum is not attained;
 * **FLAT**: along the weakest regular eigen-direction, or along the Newton direction
   gᵀH⁺ restricted to the regular subspace (the direction in which the fit would still
   move, which for a separated logistic regression is not the weakest one), ℓ loses
@@ -49,6 +52,7 @@ from jaxmle.core.xp import namespace
 REACH = 3.0                   # standard errors of the regular probes
 LOSS = 0.1 * REACH**2 / 2     # a regular maximum loses at least this much there
 RUNAWAY_Z = 25.0              # |z| past which a constrained coordinate may be at its edge
+FAR = 1e10                    # |z| past which a real-line coordinate may be running to ±∞
 GAIN = 1e-3                   # a null direction may hide at most this rise of ℓ
 
 
@@ -108,13 +112,17 @@ def constrained_z(space) -> np.ndarray:
 
 
 def edge_step(z: jax.Array, constrained: np.ndarray, held: jax.Array | None) -> jax.Array:
-    """One unit further out along every free constrained coordinate with |z| ≥ RUNAWAY_Z
-    (zero if there is none: f there is then reported as +inf, which passes)."""
+    """One unit further out along every free constrained coordinate with |z| ≥ RUNAWAY_Z,
+    and e times further out along every free real-line coordinate with |z| ≥ FAR (the
+    same move in the parameter: θ = e^z becomes e·θ), all at once (zero if there is
+    none: f there is then reported as +inf, which passes)."""
     xp = namespace(z, held)
-    out = xp.asarray(constrained) & (xp.abs(z) >= RUNAWAY_Z)
+    edge = xp.asarray(constrained) & (xp.abs(z) >= RUNAWAY_Z)
+    far = ~xp.asarray(constrained) & (xp.abs(z) >= FAR)
     if held is not None:
-        out = out & ~held
-    return xp.where(out, xp.sign(z), 0.0).astype(z.dtype)
+        edge, far = edge & ~held, far & ~held
+    step = xp.where(edge, xp.sign(z), 0.0)
+    return xp.where(far, (np.e - 1.0) * z, step).astype(z.dtype)
 
 
 def verdict(status: jax.Array, info: ProbeInfo, f_probe: jax.Array, f_hat: jax.Array,

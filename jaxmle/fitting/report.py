@@ -17,7 +17,7 @@ from jaxmle.core.typing import (
     Status,
     user_stacklevel,
 )
-from jaxmle.core.verdict import RUNAWAY_Z
+from jaxmle.core.verdict import FAR, RUNAWAY_Z
 from jaxmle.results.result import FitResult
 
 
@@ -73,7 +73,10 @@ def running_away(res: FitResult, unc_names: tuple[str, ...], constrained: frozen
         return []
     outward = g * z <= 0 if int(res.status) == Status.DIVERGED else g * z < 0
     out = (np.abs(z) >= RUNAWAY_Z) & outward   # g = ∇(−ℓ): −g points further out
-    return sorted({n for n, o in zip(unc_names, out) if o and n in constrained})
+    names = {n for n, o in zip(unc_names, out) if o and n in constrained}
+    if int(res.status) == Status.DIVERGED:   # real-line parameters running to ±∞
+        names |= {n for n, zi in zip(unc_names, z) if abs(zi) >= FAR and n not in constrained}
+    return sorted(names)
 
 
 def unbounded_message(res: FitResult, unc_names: tuple[str, ...], constrained: frozenset) -> str:
@@ -83,9 +86,10 @@ def unbounded_message(res: FitResult, unc_names: tuple[str, ...], constrained: f
     leaves = dict(zip(leaf_names(res.params), jax.tree_util.tree_leaves(res.params)))
     now = ", ".join(f"{n} = {_value(leaves.get(n))}" for n in names)
     z = dict(zip(unc_names, np.asarray(res.stats.z)))
-    edges = ", ".join(f"{n} towards its {'upper' if z[n] > 0 else 'lower'} edge" for n in names)
+    edges = ", ".join(f"{n} towards its {'upper' if z[n] > 0 else 'lower'} edge"
+                      if n in constrained else f"{n} towards ±infinity" for n in names)
     return (f". The log-likelihood is unbounded: it still grows as {names} run to the edge of "
-            f"their constraint ({edges}; now {now}; log-likelihood {float(res.loglik):.6g}), "
+            f"their support ({edges}; now {now}; log-likelihood {float(res.loglik):.6g}), "
             "so there is no maximum. Usual causes: a joint density of data and random effects maximised "
             "over the random effects (integrate them out with random=[...]), a scale that can "
             "shrink to 0 on coinciding observations (all values equal, a mixture component on "

@@ -83,7 +83,8 @@ class Rules:
     collapse: float = 1e12      # stop once μ exceeds this
     probe_rise: float = 1e-9    # an escape probe may raise f by this share of (1 + |f|)
     crawl: int = 30             # stop (STALLED) after this many accepted iterations in a row
-    #                             whose H is numerically singular (the model's ``null``):
+    #                             whose H is numerically singular (the model's ``null``) and
+    #                             whose decrease of f does not halve from step to step:
     #                             steps along the floored direction are rounding noise, and
     #                             the end-of-fit polish (:mod:`jaxmle.core.refine`), in a
     #                             basis where H is accurate, finishes such fits
@@ -113,6 +114,8 @@ class NewtonState(NamedTuple):
     probes: jax.Array       # escape probes taken
     probe_next: jax.Array   # the next trial is an escape probe
     crawl: jax.Array        # consecutive accepted iterations at a numerically singular H
+    #                         whose decrease of f did not halve (no geometric convergence)
+    gain: jax.Array         # the decrease of f at the last accepted iteration
 
 
 class Proposal(NamedTuple):
@@ -195,7 +198,7 @@ class DampedNewton:
             alpha=one, damping=xp.zeros((), dtype), growth=self.rules.grow * one,
             reach=0.5 * one, n_iter=zero - 1, n_rejected=zero, done=xp.asarray(False),
             status=xp.asarray(Status.SUCCESS, np.int32), anchor=z0, probes=zero,
-            probe_next=xp.asarray(False), crawl=zero)
+            probe_next=xp.asarray(False), crawl=zero, gain=xp.zeros((), dtype))
 
     def step(self, fun: Callable, s: NewtonState, tol: Any) -> NewtonState:
         """One iteration: trial, refresh of the model, convergence tests (``ask``, an
@@ -294,11 +297,16 @@ class DampedNewton:
         converged = converged & ~escape
         # accepted steps at a numerically singular H, one after another (not while the
         # escape probes run): the Newton crawls along a direction its H cannot resolve
+        # while the decrease of f does not even halve from one step to the next (a path
+        # converging geometrically towards a degenerate point is no crawl)
         null = getattr(self.model, "null", None)
         crawl = s.crawl
         stuck = xp.asarray(False)
+        moved = t.accept & ~t.first
+        gain = t.f_before - s.f
         if null is not None:
-            crawling = t.accept & ~t.first & ~converged & (s.probes == 0) & null(model)
+            crawling = (moved & ~converged & (s.probes == 0) & null(model)
+                        & (gain >= 0.5 * s.gain))
             crawl = xp.where(crawling, s.crawl + 1, 0).astype(np.int32)
             stuck = crawl >= self.rules.crawl
         collapsed = s.damping > self.rules.collapse
@@ -315,7 +323,7 @@ class DampedNewton:
             n_rejected=s.n_rejected + (~t.accept & ~t.first).astype(np.int32),
             done=done, status=xp.where(done, status, s.status).astype(np.int32),
             anchor=xp.where(escape & (s.probes == 0), s.z, s.anchor), probe_next=escape,
-            crawl=crawl)
+            crawl=crawl, gain=xp.where(moved, gain, s.gain).astype(s.gain.dtype))
 
 
 def run(solver: Any, fun: Callable, z0: jax.Array, tol: Any, max_iter: Any) -> Any:
