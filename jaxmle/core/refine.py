@@ -51,10 +51,10 @@ from jaxmle.core.solvers import Eigen, Solution, eigen, null_threshold
 from jaxmle.core.typing import Status
 from jaxmle.core.xp import namespace
 
-MAX_EVAL = 16         # evaluations of f/∇f/∇²f in the polish (the first: the information)
+MAX_EVAL = 40         # evaluations of f/∇f/∇²f in the polish (the first: the information)
 REBASE = 2            # refinements of the basis from H_w
 ILL = 1e-4            # H_w's eigenvalues spread more than this: refine the basis
-HALVINGS = 5          # a rejected step is halved this often before the polish gives up
+HALVINGS = 8          # a rejected step is halved this often before the polish gives up
 SLACK = 1e-9          # f may rise this much (relative) on a gradient-confirmed step
 
 
