@@ -47,13 +47,16 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from jaxmle.core.solvers import Eigen, Solution, eigen, null_threshold
+from jaxmle.core.solvers import Eigen, Solution, eigen, null_threshold, thresholds
 from jaxmle.core.typing import Status
+from jaxmle.core import xp as _xp
 from jaxmle.core.xp import namespace
 
 MAX_EVAL = 40         # evaluations of f/∇f/∇²f in the polish (the first: the information)
 REBASE = 2            # refinements of the basis from H_w
 ILL = 1e-4            # H_w's eigenvalues spread more than this: refine the basis
+WELL = 1e-4           # a converged fit whose scaled H_z has no eigenvalue below this
+#                       share of the largest is not polished (its inverse is accurate)
 HALVINGS = 8          # a rejected step is halved this often before the polish gives up
 SLACK = 1e-9          # f may rise this much (relative) on a gradient-confirmed step
 
@@ -159,9 +162,16 @@ def start(sol: Solution, hess: jax.Array, held_z: jax.Array, max_iter) -> Polish
     zero = xp.zeros((), np.int32)
     inf = xp.asarray(np.inf, sol.z.dtype)
     eye = xp.eye(sol.z.shape[0], dtype=sol.z.dtype)
-    return Polish(sol.z, inf, sol.g, eye, *basis(e), xp.ones_like(sol.z), eye, e.scale, inf,
-                  sol.z, zero, zero, zero, zero, budget, xp.zeros((), bool),
-                  xp.zeros((), bool))
+    # nothing to polish where H_z is well conditioned and the solver converged (its
+    # inverse then loses < ~1e-10 of the SEs): the current eigen-decomposition is H_z's
+    top = xp.max(xp.abs(e.values), initial=0.0)
+    stopped = (sol.status == Status.MAX_ITER) | (sol.status == Status.STALLED)
+    needed = (xp.all(xp.isfinite(e.values)) & xp.all(xp.isfinite(sol.g))
+              & ((e.values[0] < WELL * top) | stopped)
+              & ((sol.status == Status.SUCCESS) | stopped))
+    t, tinv = _xp.branch(xp, needed, basis, lambda e: (eye, eye), e)
+    return Polish(sol.z, inf, sol.g, eye, t, tinv, e.values, e.vectors, e.scale, inf,
+                  sol.z, zero, zero, zero, zero, budget, xp.zeros((), bool), ~needed)
 
 
 def _newton(e: Eigen, gw: jax.Array, held_w: jax.Array):
@@ -210,8 +220,9 @@ def tell(p: Polish, f: jax.Array, g: jax.Array, hw: jax.Array, held_w: jax.Array
     small = xp.abs(f - p.f) <= (tol**2 + 16 * eps) * scale
     reached = psd & ((lam2 <= tol**2) | (~first & ~same & small & (lam2 <= tol)))
     rebase = accept & ill & (p.rebased < REBASE)
-    b, binv = basis(e)
-    t_next, tinv_next = xp.where(rebase, p.t @ b, p.t), xp.where(rebase, binv @ p.tinv, p.tinv)
+    t_next, tinv_next = _xp.branch(
+        xp, rebase, lambda e: (p.t @ basis(e)[0], basis(e)[1] @ p.tinv),
+        lambda e: (p.t, p.tinv), e)
     keep = lambda new, old: xp.where(accept, new, old)   # noqa: E731
     z, f_, g_, hw_, lam2_ = (keep(p.trial, p.z), keep(f, p.f), keep(g, p.g), keep(hw, p.hw),
                              keep(lam2, p.lam2))
@@ -237,18 +248,27 @@ def tell(p: Polish, f: jax.Array, g: jax.Array, hw: jax.Array, held_w: jax.Array
 def finish(sol: Solution, p: Polish, held_w: jax.Array) -> tuple[Solution, jax.Array, Eigen]:
     """The solution at the polished point (a MAX_ITER or STALLED fit that now passes the
     decrement test is converged), H_z there from H_w (T⁻ᵀH_wT⁻¹: the reported information)
-    and the eigen-decomposition the inference uses (:func:`frame`: from H_w itself)."""
+    and the eigen-decomposition the inference uses (:func:`frame`: from H_w itself); where
+    nothing was polished (see :func:`start`), the solution, H_z and its eigen-decomposition
+    as the solver left them."""
     xp = namespace(p.z, p.hw)
-    valid = p.n > 0
-    upgrade = valid & p.reached & ((sol.status == Status.MAX_ITER)
-                                   | (sol.status == Status.STALLED))
-    status = xp.where(upgrade, Status.SUCCESS, sol.status).astype(np.int32)
-    hess_z = p.tinv.T @ p.hw @ p.tinv
-    hess_z = 0.5 * (hess_z + hess_z.T)
-    moved = valid & (p.moved > 0)
-    out = sol._replace(z=xp.where(moved, p.z, sol.z), f=xp.where(moved, p.f, sol.f),
-                       g=xp.where(moved, p.g, sol.g), n_iter=sol.n_iter + p.moved,
-                       status=status)
-    hess = xp.where(valid & xp.all(xp.isfinite(hess_z)), hess_z, sol.hess)
-    ew = Eigen(p.values, p.vectors, xp.ones_like(p.values))
-    return out._replace(hess=hess), hess, frame(ew, p.t, held_w, p.scale)
+
+    def polished(sol, p):
+        upgrade = p.reached & ((sol.status == Status.MAX_ITER) | (sol.status == Status.STALLED))
+        status = xp.where(upgrade, Status.SUCCESS, sol.status).astype(np.int32)
+        hess_z = p.tinv.T @ p.hw @ p.tinv
+        hess_z = 0.5 * (hess_z + hess_z.T)
+        moved = p.moved > 0
+        out = sol._replace(z=xp.where(moved, p.z, sol.z), f=xp.where(moved, p.f, sol.f),
+                           g=xp.where(moved, p.g, sol.g), n_iter=sol.n_iter + p.moved,
+                           status=status)
+        hess = xp.where(xp.all(xp.isfinite(hess_z)), hess_z, sol.hess)
+        ew = Eigen(p.values, p.vectors, xp.ones_like(p.values))
+        return out._replace(hess=hess), frame(ew, p.t, held_w, p.scale)
+
+    def unchanged(sol, p):
+        plain = Eigen(p.values, p.vectors, p.scale)   # H_z's own (see start)
+        return sol, plain._replace(threshold=thresholds(plain))
+
+    out, eig = _xp.branch(xp, p.n > 0, polished, unchanged, sol, p)
+    return out, out.hess, eig
