@@ -155,3 +155,32 @@ def test_escape_from_merged_exponential_terms():
     rates = np.sort(np.asarray(res.params["r"]))
     np.testing.assert_allclose(rates, [1.0, 4.0], rtol=0.1)
     assert float(res.loglik) > float(single.loglik) + 10
+
+
+def test_frame_expresses_the_whitened_inverse_exactly():
+    """:func:`jaxmle.core.refine.frame` hands the covariance an Eigen of the scaled H_z
+    built from H_w = TᵀH_zT; the covariance it implies is T·H_w⁻¹·Tᵀ whatever the angles
+    between the directions (here T is far from orthogonal), and the held coordinate
+    stays last with its own unit direction."""
+    from jaxmle.core.covariance import _checked_inverse
+    from jaxmle.core.refine import frame
+    from jaxmle.core.solvers import eigen
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4, 4))
+    hw = a @ a.T + 0.1 * np.eye(4)
+    held_w = np.array([False, False, False, True])
+    hw[3, :3] = hw[:3, 3] = 0.0
+    t = rng.normal(size=(4, 4)) * np.array([1.0, 1e3, 1e-3, 0.0])
+    t[:, 3] = 0.0
+    t[2, 3] = 1.0                                  # the held coordinate: z[2]
+    scale = np.array([2.0, 0.5, 1.0, 3.0])
+    e = frame(eigen(hw, held_w, scaled=False), t, held_w, scale)
+    cov, _, involved = _checked_inverse(e)
+    free = ~held_w
+    expected = t[:, free] @ np.linalg.inv(hw[np.ix_(free, free)]) @ t[:, free].T
+    rows = [0, 1, 3]                               # z coordinates that are not held
+    np.testing.assert_allclose(cov[np.ix_(rows, rows)], expected[np.ix_(rows, rows)],
+                               rtol=1e-9)
+    assert np.all(np.diff(e.values[:3]) >= 0) and not involved.any()
+    np.testing.assert_allclose(np.abs(e.vectors[:, 3]), [0, 0, 1, 0], atol=1e-12)
