@@ -497,8 +497,8 @@ def test_linear_filip_fit_is_sane(jm):
 # from the concentrated one (sigma moves with b). For the suite's time budget these run
 # on the problems whose paths differ most between the formulations (the Lanczos merges,
 # a far start that stalls, the one local maximum), both starts; benchmarks/bench_nist.py
-# runs all 54 (MGH09 start 1, which runs to max_iter, only there) and RESULTS.md (k) has
-# the table.
+# runs all 54 and RESULTS.md (k) has the table. MGH09 start 1 (σ free) ends on a ray to
+# infinity and is checked to be flagged DIVERGED (test_mgh09_start1_sigma_free_...).
 SIGMA_FREE_NAMES = ["Eckerle4", "Hahn1", "Lanczos2", "Lanczos3"]
 # Known misses with sigma free, each checked strictly:
 # - Eckerle4 start 1: the damped Newton stalls far from the optimum: not converged, and
