@@ -45,6 +45,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxmle.core.solvers import Eigen, Solution, eigen, null_threshold, thresholds
@@ -64,8 +65,6 @@ SLACK = 1e-9          # f may rise this much (relative) on a gradient-confirmed 
 def value_grad_hessian_in(fun, z: jax.Array, t: jax.Array):
     """f(z), ∇f(z) and Tᵀ∇²f(z)T: the Hessian of w ↦ f(z + T·w) at w = 0, forward over
     reverse. With T = I the very numbers of :func:`~jaxmle.core.solvers.value_grad_hessian`."""
-    import jax.numpy as jnp
-
     def grad_with_aux(w):
         f, g = jax.value_and_grad(fun)(z + t @ w)
         # Tᵀg with T's exact zeros kept out of the sum: a non-finite entry of ∇f (or of a
@@ -198,7 +197,7 @@ def _newton(e: Eigen, gw: jax.Array, held_w: jax.Array):
 
 
 def tell(p: Polish, f: jax.Array, g: jax.Array, hw: jax.Array, held_w: jax.Array,
-         tol: jax.Array, max_eval) -> Polish:
+         tol: jax.Array) -> Polish:
     """f, ∇f and H_w at ``p.trial`` (in basis ``p.t``): keep it or not, then the next
     trial point (or done)."""
     xp = namespace(f, g, hw, p.f)
@@ -236,7 +235,7 @@ def tell(p: Polish, f: jax.Array, g: jax.Array, hw: jax.Array, held_w: jax.Array
                        p.reached | (~halve & (p.lam2 <= tol) & (p.n > 0) & xp.isfinite(p.f)))
     n = p.n + 1
     no_room = accept & ~rebase & (moved >= p.budget)
-    done = ((~accept & ~halve) | (reached & ~rebase) | (~psd & accept) | (n >= max_eval)
+    done = ((~accept & ~halve) | (reached & ~rebase) | (~psd & accept) | (n >= MAX_EVAL)
             | ~xp.isfinite(lam2_) | no_room)
     trial = xp.where(rebase, z, z + p.t @ step)
     trial = xp.where(halve, p.z + 0.5 * (p.trial - p.z), trial)

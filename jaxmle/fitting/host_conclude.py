@@ -81,7 +81,7 @@ def polish(programs: Any, inputs: Any, weights: Any, sol: Any, held_z: np.ndarra
     tol = np.asarray(tol, sol.z.dtype)
     while not bool(p.done):
         f, g, hw = host_arrays(programs.fgh(inputs, weights, p.trial, p.t))
-        p = _refine.tell(p, f, g, hw, held_w, tol, _refine.MAX_EVAL)
+        p = _refine.tell(p, f, g, hw, held_w, tol)
     return _refine.finish(sol, p, held_w)
 
 

@@ -290,7 +290,7 @@ def polish(objective: Callable, sol: _solvers.Solution, hess: jax.Array, held_z:
 
     def body(p):
         f, g, hw = _refine.value_grad_hessian_in(objective, p.trial, p.t)
-        return _refine.tell(p, f, g, hw, held_w, tol, _refine.MAX_EVAL)
+        return _refine.tell(p, f, g, hw, held_w, tol)
 
     max_iter = _solvers.UNLIMITED if max_iter is None else max_iter
     p = lax.while_loop(lambda p: ~p.done, body, _refine.start(sol, hess, held_z, max_iter))

@@ -368,7 +368,7 @@ class DenseModel(NamedTuple):
     def singular(self, s: NewtonState, fac: Factor) -> jax.Array:
         """The information at s is numerically singular (and not indefinite) and escape
         probes remain (:func:`probe_plan`)."""
-        singular = fac.use_eig & (fac.eig.values[0] <= null_threshold(fac.eig)) & ~_indefinite(fac)
+        singular = self.null(fac)
         xp = namespace(s.z, s.anchor)
         at = s._replace(model=fac, anchor=xp.where(s.probes == 0, s.z, s.anchor))
         return singular & (s.probes < probe_plan(at, self.held)[2])
