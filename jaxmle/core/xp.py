@@ -44,6 +44,43 @@ def branch(xp: Any, pred: Any, true_fun: Callable, false_fun: Callable, *operand
     return jax.lax.cond(pred, true_fun, false_fun, *operands)
 
 
+def rare(xp: Any, pred: Any, true_fun: Callable, false_fun: Callable, *operands: Any):
+    """:func:`branch` for a costly branch that a fit rarely needs (an escape probe, the
+    check of a singular point, a test near the optimum). Under ``vmap`` (a batch of fits)
+    a ``lax.cond`` becomes a select that computes both branches for every member at
+    every iteration; here the batch runs one ``cond`` on whether *any* member's
+    predicate holds, and only then computes ``true_fun`` (for all, selecting per
+    member), so the result is what a plain ``vmap`` of the ``cond`` gives. The branches
+    must be functions of the operands alone (no batched values closed over)."""
+    if on_host(xp):
+        return true_fun(*operands) if bool(pred) else false_fun(*operands)
+
+    @jax.custom_batching.custom_vmap
+    def run(pred, *operands):
+        return jax.lax.cond(pred, true_fun, false_fun, *operands)
+
+    @run.def_vmap
+    def _batched(axis_size, in_batched, pred, *operands):
+        pred_b, *ops_b = in_batched
+        operands = jax.tree_util.tree_map(
+            lambda x, b: x if b else jnp.broadcast_to(x, (axis_size,) + jnp.shape(x)),
+            list(operands), list(ops_b))
+        if not pred_b:
+            pred = jnp.broadcast_to(pred, (axis_size,))
+
+        def some(ops):
+            yes, no = jax.vmap(true_fun)(*ops), jax.vmap(false_fun)(*ops)
+            pick = lambda a, b: jnp.where(  # noqa: E731
+                jnp.reshape(pred, (axis_size,) + (1,) * (jnp.ndim(a) - 1)), a, b)
+            return jax.tree_util.tree_map(pick, yes, no)
+
+        out = jax.lax.cond(jnp.any(pred), some, lambda ops: jax.vmap(false_fun)(*ops),
+                           operands)
+        return out, jax.tree_util.tree_map(lambda _: True, out)
+
+    return run(pred, *operands)
+
+
 def _nan_like(a: np.ndarray) -> np.ndarray:
     return np.full(a.shape, np.nan, a.dtype)
 

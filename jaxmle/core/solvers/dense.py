@@ -345,7 +345,10 @@ class DenseModel(NamedTuple):
         step = s.alpha * direction
         slope = s.g @ direction
         predicted = -(s.alpha * slope + 0.5 * step @ s.hess @ step)
-        probe = escape_probe(s, self.held)
+        # the probe's step only when a probe is next (rare: a batch computes it only in the
+        # iterations where some member probes)
+        probe = _xp.rare(xp, s.probe_next, escape_probe, lambda s, held: xp.zeros_like(s.z),
+                         s, self.held)
         return Proposal(xp.where(s.probe_next, probe, step),
                         xp.where(s.probe_next, 0.0, predicted),
                         xp.where(s.probe_next, s.g @ probe, slope), used,
@@ -354,11 +357,16 @@ class DenseModel(NamedTuple):
     def closer(self, s: NewtonState, g_t: jax.Array) -> jax.Array:
         """Within 0.01 standard errors of the optimum (λ² ≤ 1e-4, H positive definite),
         the gradient at the trial point has at most a quarter of the current λ² in the
-        current metric (Newton's quadratic convergence shows it; f's noise need not)."""
+        current metric (Newton's quadratic convergence shows it; f's noise need not).
+        ``s.lam2`` is gᵀH⁻¹g with this very factorisation (the last ``measure``)."""
         xp = namespace(s.g, g_t)
-        lam2 = newton_decrement_sq(s.g, s.model)
-        lam2_t = newton_decrement_sq(g_t, s.model)
-        return (lam2 <= 1e-4) & xp.isfinite(lam2_t) & (lam2_t <= 0.25 * lam2)
+
+        def quarter(s, g_t):
+            lam2_t = newton_decrement_sq(g_t, s.model)
+            return xp.isfinite(lam2_t) & (lam2_t <= 0.25 * s.lam2)
+
+        return _xp.rare(xp, s.lam2 <= 1e-4, quarter, lambda s, g_t: xp.asarray(False),
+                        s, g_t)
 
     def null(self, fac: Factor) -> jax.Array:
         """The scaled H is numerically singular (its smallest eigenvalue at or below the
@@ -367,11 +375,15 @@ class DenseModel(NamedTuple):
 
     def singular(self, s: NewtonState, fac: Factor) -> jax.Array:
         """The information at s is numerically singular (and not indefinite) and escape
-        probes remain (:func:`probe_plan`)."""
-        singular = self.null(fac)
+        probes remain (:func:`probe_plan`; counted only where it is singular)."""
         xp = namespace(s.z, s.anchor)
-        at = s._replace(model=fac, anchor=xp.where(s.probes == 0, s.z, s.anchor))
-        return singular & (s.probes < probe_plan(at, self.held)[2])
+
+        def remain(s, fac, held):
+            at = s._replace(model=fac, anchor=xp.where(s.probes == 0, s.z, s.anchor))
+            return s.probes < probe_plan(at, held)[2]
+
+        return _xp.rare(xp, self.null(fac), remain, lambda s, fac, held: xp.asarray(False),
+                        s, fac, self.held)
 
     def refresh(self, s: NewtonState) -> Factor:
         return factorize_one(s.hess, s.damping)

@@ -116,6 +116,7 @@ class NewtonState(NamedTuple):
     crawl: jax.Array        # consecutive accepted iterations at a numerically singular H
     #                         whose decrease of f did not halve (no geometric convergence)
     gain: jax.Array         # the decrease of f at the last accepted iteration
+    lam2: jax.Array         # the model's λ² at z (its ``measure``; +inf before the first)
 
 
 class Proposal(NamedTuple):
@@ -198,7 +199,8 @@ class DampedNewton:
             alpha=one, damping=xp.zeros((), dtype), growth=self.rules.grow * one,
             reach=0.5 * one, n_iter=zero - 1, n_rejected=zero, done=xp.asarray(False),
             status=xp.asarray(Status.SUCCESS, np.int32), anchor=z0, probes=zero,
-            probe_next=xp.asarray(False), crawl=zero, gain=xp.zeros((), dtype))
+            probe_next=xp.asarray(False), crawl=zero, gain=xp.zeros((), dtype),
+            lam2=xp.asarray(np.inf, dtype))
 
     def step(self, fun: Callable, s: NewtonState, tol: Any) -> NewtonState:
         """One iteration: trial, refresh of the model, convergence tests (``ask``, an
@@ -323,7 +325,8 @@ class DampedNewton:
             n_rejected=s.n_rejected + (~t.accept & ~t.first).astype(np.int32),
             done=done, status=xp.where(done, status, s.status).astype(np.int32),
             anchor=xp.where(escape & (s.probes == 0), s.z, s.anchor), probe_next=escape,
-            crawl=crawl, gain=xp.where(moved, gain, s.gain).astype(s.gain.dtype))
+            crawl=crawl, gain=xp.where(moved, gain, s.gain).astype(s.gain.dtype),
+            lam2=xp.asarray(m.lam2, s.lam2.dtype))
 
 
 def run(solver: Any, fun: Callable, z0: jax.Array, tol: Any, max_iter: Any) -> Any:
