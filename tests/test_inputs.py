@@ -218,11 +218,11 @@ def test_a_runaway_to_an_unbounded_likelihood_is_not_converged():
     assert not res.converged
 
 
-@pytest.mark.xfail(strict=True, reason="since the Newton's diagonal-scaling floor became eps^4 "
-                   "(4149236), the fit stalls at the start (tau's row of H is ~0 there, so its "
-                   "scaled gradient is ~1e10 and the damping cap is reached) instead of running "
-                   "tau -> 0 where the warning names it and suggests random=")
 def test_a_runaway_to_an_unbounded_likelihood_names_the_parameter_and_random():
+    """At the start (u = 0) tau's row of H is exactly 0 while ℓ is linear in log tau: the
+    Newton's scaling floor |g|/max(|z|, 1) lets it run tau -> 0 by about a factor e per
+    damped step (with only the ε⁴ floor the step was unbounded and the fit stalled at
+    the start), and the warning names tau and suggests random=."""
     with pytest.warns(jm.ConvergenceWarning, match=r"unbounded.*\['tau'\].*tau = .*random=\["):
         res = _runaway_fit()
     assert not res.converged and float(res.params["tau"]) < 1e-10

@@ -179,10 +179,13 @@ def test_eight_schools_centred_with_random_theta_reports_tau_on_its_boundary():
     assert bool(res.converged) and float(res.params["tau"]) == 0.0
     assert np.isnan(res.stderr["tau"])
     # at τ = 0 every θⱼ = μ: the marginal is Π N(yⱼ | μ, σⱼ²) times the priors of μ and τ,
-    # whose mode in μ is the precision-weighted mean shrunk by the N(0, 5²) prior
+    # whose mode in μ is the precision-weighted mean shrunk by the N(0, 5²) prior, and the
+    # SE of μ that of the model at τ = 0 (before the conditional refit, the pseudo-inverse
+    # of the joint information, singular along τ, gave 0.27 for the MLE's 4.07)
     w = 1 / SIGMA8 ** 2
     mu = np.sum(w * Y8) / (np.sum(w) + 1 / 25)
     np.testing.assert_allclose(res.params["mu"], mu, rtol=1e-8)
+    np.testing.assert_allclose(res.stderr["mu"], 1 / np.sqrt(np.sum(w) + 1 / 25), rtol=1e-6)
     # by MLE from τ = 0.1, Newton runs τ toward 0 until it stalls there with a vanishing
     # gradient: that is the boundary too (it was reported as "gradient is not small")
     with pytest.warns(BoundaryWarning, match="tau estimated on the boundary"):
@@ -190,6 +193,10 @@ def test_eight_schools_centred_with_random_theta_reports_tau_on_its_boundary():
                            init={"tau": 0.1})
     assert bool(mle.converged) and float(mle.params["tau"]) == 0.0
     np.testing.assert_allclose(mle.params["mu"], np.sum(w * Y8) / np.sum(w), rtol=1e-8)
+    np.testing.assert_allclose(mle.stderr["mu"], 1 / np.sqrt(np.sum(w)), rtol=1e-6)
+    # the predictions at τ = 0: every θⱼ is μ, with μ's uncertainty (sdreport)
+    np.testing.assert_allclose(mle.random["theta"], mle.params["mu"], rtol=1e-6)
+    np.testing.assert_allclose(mle.random_stderr["theta"], mle.stderr["mu"], rtol=1e-5)
 
 
 # --------------------------------------------------------------------------- UCBadmit

@@ -313,7 +313,7 @@ def assert_rss_matches(problem, b) -> None:
 # 0 and the gradient is ~1e-286; BoxBOD and MGH17 Start 1 produce inf/nan trial points.
 # Lanczos1-3: the Newton path reaches the degenerate critical point where two of the three
 # exponentials merge (b2 == b4); its information is singular, so the Newton probes along
-# the null direction (jaxmle.core.solvers.dense.probe_plan) and escapes along the negative
+# the null direction (jaxmle.core.solvers.escape.probe_plan) and escapes along the negative
 # curvature it finds there, to the certified optimum, sometimes with the terms in another
 # order (compared after :func:`nist_problems.canonical`).
 # Known limitations, each checked strictly (an xfail that starts passing fails the run):
@@ -500,13 +500,13 @@ def test_linear_filip_fit_is_sane(jm):
 # runs all 54 and RESULTS.md (k) has the table. MGH09 start 1 (σ free) ends on a ray to
 # infinity and is checked to be flagged DIVERGED (test_mgh09_start1_sigma_free_...).
 SIGMA_FREE_NAMES = ["Eckerle4", "Hahn1", "Lanczos2", "Lanczos3"]
-# Known misses with sigma free, each checked strictly:
-# - Eckerle4 start 1: the damped Newton stalls far from the optimum: not converged, and
-#   reported so.
-# (Hahn1 start 2 converged to a genuine local maximum, RSS 20.0 against 1.53, until the
+# Known misses with sigma free: none of these four. (Eckerle4 start 1 stalled far from the
+# optimum, on a plateau where the Gaussian peak sits outside the data, until the Newton's
+# diagonal scaling was floored at |g_i|/max(|z_i|, 1); it now converges in ~50 iterations.
+# Hahn1 start 2 converged to a genuine local maximum, RSS 20.0 against 1.53, until the
 # Newton's diagonal scaling floor was lowered; the better-scaled path now reaches the
 # certified optimum. Nothing in the solver keeps a path out of a local maximum.)
-SIGMA_FREE_KNOWN = {("Eckerle4", "start1")}
+SIGMA_FREE_KNOWN: set = set()
 
 
 @functools.lru_cache(maxsize=None)

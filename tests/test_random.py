@@ -247,9 +247,13 @@ def test_zero_variance_is_reported_on_the_boundary(diet):
     assert float(res.params["tau"]) == 0.0 and np.isnan(res.stderr["tau"])
     assert np.all(np.isfinite(res.stderr["beta"])) and res.random_info.boundary == ("tau",)
     assert "boundary" in str(res.summary())
-    # β̂ is then ordinary least squares
-    np.testing.assert_allclose(res.params["beta"], np.linalg.lstsq(X, y, rcond=None)[0],
-                               rtol=1e-6)
+    # β̂ is then ordinary least squares, with its standard errors (ML: σ̂² = RSS/n) and σ̂
+    beta, rss = np.linalg.lstsq(X, y, rcond=None)[:2]
+    np.testing.assert_allclose(res.params["beta"], beta, rtol=1e-6)
+    sigma2 = float(rss[0]) / len(y)
+    np.testing.assert_allclose(res.params["sigma"] ** 2, sigma2, rtol=1e-6)
+    se = np.sqrt(np.diag(sigma2 * np.linalg.inv(X.T @ X)))
+    np.testing.assert_allclose(res.stderr["beta"], se, rtol=1e-5)
 
 
 # --------------------------------------------------------------------------- GLMMs vs AGHQ

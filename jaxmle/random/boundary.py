@@ -68,7 +68,7 @@ def _boundary(res: FitResult) -> tuple[FitResult, tuple[str, ...]]:
     # likelihood flat up to it is the boundary case this function decides)
     if not cands or not (bool(res.converged) or _stalled_at_stationary_point(res)
                          or int(res.status) == Status.DIVERGED):
-        return res, ()
+        return res, (), {}
     z = np.asarray(res.stats.z)
     steps = np.repeat([[-BOUNDARY_STEP], [BOUNDARY_STEP]], len(cands), axis=1).T.reshape(-1)
     zs = np.repeat(z[None], 2 * len(cands), axis=0)
@@ -82,18 +82,21 @@ def _boundary(res: FitResult) -> tuple[FitResult, tuple[str, ...]]:
     names = []
     free_names = list(res.param_names)
     all_names = all_flat_names(res.params)
+    hold = {}
+    run = functools.partial(_values, _values_kernel(cfg), packed, z, 2 * len(cands))
     for (j, nat, leaf), vals in zip(cands, values):
         side = np.nonzero(vals >= float(res.loglik) - BOUNDARY_DROP)[0]
         if not len(side):
             continue
         edge = -math.inf if side[0] == 0 else math.inf
+        hold[all_names[nat]] = _hold_value(run, leaf, j, edge, z, float(res.loglik))
         flat_all[nat] = _edge_value(leaf, edge, flat_all[nat])
         stderr_all[nat] = np.nan
         i = free_names.index(all_names[nat])
         cov[i, :] = cov[:, i] = np.nan
         names.append(all_names[nat])
     if not names:
-        return res, ()
+        return res, (), {}
     warnings.warn(
         f"{', '.join(names)} estimated on the boundary of the parameter space (the marginal "
         "likelihood is flat up to the edge: e.g. a variance component of 0, no group effect "
@@ -107,8 +110,37 @@ def _boundary(res: FitResult) -> tuple[FitResult, tuple[str, ...]]:
     # variance, so its step test cannot pass) with a vanishing gradient: the boundary is
     # the answer, the fit converged to it
     status = np.asarray(Status.SUCCESS, np.asarray(res.status).dtype)
-    return dataclasses.replace(res, params=params, stderr=stderr, cov=cov, status=status,
-                               converged=np.asarray(True)), tuple(names)
+    return (dataclasses.replace(res, params=params, stderr=stderr, cov=cov, status=status,
+                                converged=np.asarray(True)), tuple(names), hold)
+
+
+HOLD_LADDER = 64            # unit steps back from where the Newton stopped, at most
+HOLD_LEVEL = 1e-9           # L within this share of (1 + |L|) of its value there
+
+
+def _values(kernel, packed, z, rows, zs):
+    """L at each row of ``zs``, through the probe's own program (``rows`` rows a call)."""
+    out = []
+    for i in range(0, len(zs), rows):
+        chunk = zs[i:i + rows]
+        padded = np.concatenate([chunk, np.repeat(z[None], rows - len(chunk), axis=0)])
+        out.append(np.asarray(kernel(jnp.asarray(padded), packed))[:len(chunk)])
+    return np.concatenate(out)
+
+
+def _hold_value(run, leaf, j: int, edge: float, z: np.ndarray, loglik: float) -> float:
+    """Where to hold a boundary parameter for the other parameters' inference: the point
+    farthest back from the edge (unit steps of its unconstrained coordinate from where
+    the Newton stopped) at which L is still level with its value there to ``HOLD_LEVEL``.
+    That is the edge to every digit L has, while the marginal is computed there without
+    the cancellation it suffers right at the edge (σ ~ 1e-15 next to data scales ~10)."""
+    back = 1.0 if edge < 0 else -1.0
+    zs = np.repeat(z[None], HOLD_LADDER, axis=0)
+    zs[:, j] = z[j] + back * np.arange(HOLD_LADDER)
+    level = run(zs) >= loglik - HOLD_LEVEL * (1.0 + abs(loglik))
+    k = HOLD_LADDER - 1 if level.all() else max(int(np.argmin(level)) - 1, 0)
+    with np.errstate(all="ignore"):
+        return float(np.asarray(leaf.transform(jnp.asarray(zs[k, j]))).reshape(-1)[0])
 
 
 def _stalled_at_stationary_point(res: FitResult) -> bool:

@@ -50,6 +50,7 @@ from jaxmle.fitting.data import prepare_data
 from jaxmle.fitting.kernel import float_dtype
 from jaxmle.fitting.single import fit
 from jaxmle.random.boundary import BoundaryWarning, _boundary  # noqa: F401  (re-exported)
+from jaxmle.random.conditional import conditional, refit_holding, wholly
 from jaxmle.random.inner import (
     Layout,
     block_inverse_diag,
@@ -244,7 +245,16 @@ def fit_random(loglik: Callable, data: Any, init: Any, *, random: Any,
     res = dataclasses.replace(res, context=dataclasses.replace(
         res.context, data=augment(res.context.data["data"], u0)))
     res = _with_predictions(res, pred)
-    res, boundary = _boundary(res)
+    before = res
+    res, boundary, hold = _boundary(res)
+    if boundary and wholly(before.params, boundary):
+        # the others' estimates and SEs are those of the model with the boundary at its edge
+        marginal = marginal_for(loglik, layout)
+        predict = lambda r: _with_predictions(  # noqa: E731
+            r, _predict_kernel(marginal)(r.params, augment(data, u_start)))
+        res = conditional(res, hold, boundary, refit_holding(
+            fit, marginal, augment(data, u_start), before, constraints, method, kwargs,
+            predict))
     explained = (SingularInformationWarning, ConvergenceWarning) if boundary else ()
     for w in caught:  # the marginal fit's warnings, less those the boundary explains
         if not issubclass(w.category, explained):

@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmle.core import xp as _xp
+from jaxmle.core.solvers.escape import escape_probe, probe_plan
 from jaxmle.core.solvers.newton import (
-    PROBES,
     DampedNewton,
     Measure,
     NewtonState,
@@ -42,19 +42,36 @@ def value_grad_hessian(fun, z: jax.Array):
     return f, g, 0.5 * (hess + hess.T)
 
 
-def _scaling(hess: jax.Array) -> jax.Array:
+def _scaling(hess: jax.Array, floor: jax.Array | None = None) -> jax.Array:
     """Diagonal scaling D½ with D = |diag H| (floored), so damping is scale-free (leading
     batch axes allowed). The floor, ε⁴ of the largest |H_ii| (and the smallest normal
     number), only keeps a zero diagonal from dividing by 0: a floor near the largest
     entry (it was 1e-12 of it) leaves the coordinates of badly scaled problems (Pontius:
     diag ratio ~1e25 between x² and σ) unscaled, so a well-determined σ looked numerically
-    null to the eigen-decomposition and its Newton step was floored to a crawl."""
-    xp = namespace(hess)
+    null to the eigen-decomposition and its Newton step was floored to a crawl.
+    ``floor``: a per-coordinate lower bound on D as well (the solver's
+    :func:`gradient_floor`)."""
+    xp = namespace(hess, floor)
     finfo = np.finfo(hess.dtype)
     diag = xp.abs(xp.diagonal(hess, axis1=-2, axis2=-1))
-    floor = xp.maximum(xp.max(diag, axis=-1, keepdims=True, initial=0.0) * finfo.eps**4,
-                       finfo.tiny)
-    return xp.sqrt(xp.where(xp.isfinite(diag), xp.maximum(diag, floor), 1.0))
+    if floor is not None:
+        diag = xp.maximum(diag, floor)
+    low = xp.maximum(xp.max(diag, axis=-1, keepdims=True, initial=0.0) * finfo.eps**4,
+                     finfo.tiny)
+    return xp.sqrt(xp.where(xp.isfinite(diag), xp.maximum(diag, low), 1.0))
+
+
+def gradient_floor(g: jax.Array, z: jax.Array) -> jax.Array:
+    """|g_i| / max(|z_i|, 1): the curvature below which coordinate i's Newton step would
+    be longer than its own size. A coordinate whose row of H is (numerically) zero while
+    its gradient is not (a variance at a start where the effects it scales are all 0:
+    f is linear in it there) would otherwise be scaled by the ε⁴ floor, and no damping
+    could shorten its step to anything finite; with D_i at least this, the damped step
+    moves it by at most about its size per iteration. It vanishes with g at an optimum,
+    so the scaling of a converged fit's information is H's own."""
+    xp = namespace(g, z)
+    out = xp.abs(g) / xp.maximum(xp.abs(z), 1.0)
+    return xp.where(xp.isfinite(out), out, 0.0)
 
 
 class Eigen(NamedTuple):
@@ -69,11 +86,11 @@ class Eigen(NamedTuple):
     threshold: jax.Array | None = None
 
 
-def _scaled(hess: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _scaled(hess: jax.Array, floor: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """D^-½ H D^-½ (the identity if H is not finite) and D½ (leading batch axes allowed:
     the test and the scaling are per matrix)."""
-    xp = namespace(hess)
-    scale = _scaling(hess)
+    xp = namespace(hess, floor)
+    scale = _scaling(hess, floor)
     hs = hess / (scale[..., :, None] * scale[..., None, :])
     finite = xp.all(xp.isfinite(hs), axis=(-2, -1), keepdims=True)
     return xp.where(finite, hs, xp.eye(hs.shape[-1], dtype=hs.dtype)), scale
@@ -133,15 +150,15 @@ class Factor(NamedTuple):
     use_eig: jax.Array
 
 
-def factorize(hess: jax.Array, damping: jax.Array) -> Factor:
+def factorize(hess: jax.Array, damping: jax.Array, floor: jax.Array | None = None) -> Factor:
     """Factor a batch of Hessians (leading axis).
 
     The choice between Cholesky and ``eigh`` is made per member, from its own
     Hessian and damping only, so a fit's path never depends on the rest of the
     batch; the batched ``eigh`` runs only when at least one member needs it.
     """
-    xp = namespace(hess, damping)
-    hs, scale = _scaled(hess)
+    xp = namespace(hess, damping, floor)
+    hs, scale = _scaled(hess, floor)
     chol = _xp.cholesky(xp, hs)
     pivots = xp.diagonal(chol, axis1=-2, axis2=-1) ** 2
     finite = xp.all(xp.isfinite(chol), axis=(-2, -1))
@@ -154,30 +171,34 @@ def factorize(hess: jax.Array, damping: jax.Array) -> Factor:
     return Factor(Eigen(values, vectors, scale), chol, use_eig)
 
 
-def factorize_one(hess: jax.Array, damping: jax.Array) -> Factor:
+def factorize_one(hess: jax.Array, damping: jax.Array, floor: jax.Array) -> Factor:
     """:func:`factorize` of one Hessian (on the host: NumPy; in a program:
     :func:`_factorize_one`, batched by ``vmap`` as one call)."""
-    if namespace(hess, damping) is np:
-        return jax.tree_util.tree_map(lambda x: x[0], factorize(hess[None], damping[None]))
-    return _factorize_one(hess, damping)
+    if namespace(hess, damping, floor) is np:
+        return jax.tree_util.tree_map(lambda x: x[0],
+                                      factorize(hess[None], damping[None], floor[None]))
+    return _factorize_one(hess, damping, floor)
 
 
 @jax.custom_batching.custom_vmap
-def _factorize_one(hess: jax.Array, damping: jax.Array) -> Factor:
+def _factorize_one(hess: jax.Array, damping: jax.Array, floor: jax.Array) -> Factor:
     """:func:`factorize` of one Hessian. Under ``vmap`` it factorises the whole batch in
     one call (``eigh`` only when some member needs it), not one ``cond`` per member,
     which ``vmap`` would turn into an ``eigh`` for everyone."""
-    return jax.tree_util.tree_map(lambda x: x[0], factorize(hess[None], damping[None]))
+    return jax.tree_util.tree_map(lambda x: x[0],
+                                  factorize(hess[None], damping[None], floor[None]))
 
 
 @_factorize_one.def_vmap
-def _factorize_batched(axis_size, in_batched, hess, damping):
-    hess_b, damping_b = in_batched
+def _factorize_batched(axis_size, in_batched, hess, damping, floor):
+    hess_b, damping_b, floor_b = in_batched
     if not hess_b:
         hess = jnp.broadcast_to(hess, (axis_size,) + hess.shape)
     if not damping_b:
         damping = jnp.broadcast_to(damping, (axis_size,) + damping.shape)
-    out = factorize(hess, damping)
+    if not floor_b:
+        floor = jnp.broadcast_to(floor, (axis_size,) + floor.shape)
+    out = factorize(hess, damping, floor)
     return out, jax.tree_util.tree_map(lambda _: True, out)
 
 
@@ -256,55 +277,6 @@ def cap_indefinite_step(step: jax.Array, z: jax.Array, fac: Factor, reach: jax.A
     ratio = xp.max(xp.abs(step) / size, initial=0.0)
     capped = _indefinite(fac) & (ratio > reach)
     return step * xp.where(capped, reach / ratio, 1.0), capped
-
-
-def _null_vector(s: NewtonState, held: jax.Array | None) -> jax.Array:
-    """The null eigenvector of the scaled information at s in z units, oriented so that
-    its largest component is +1."""
-    xp = namespace(s.z, s.anchor)
-    e = s.model.eig
-    v = e.vectors[:, 0] / e.scale
-    if held is not None:
-        v = xp.where(held, 0.0, v)
-    top = v[xp.argmax(xp.abs(v))]
-    return xp.where(top < 0, -v, v) / xp.where(top == 0, 1.0, xp.abs(top))
-
-
-def probe_plan(s: NewtonState, held: jax.Array | None = None):
-    """Where the escape probes go along the null direction v (see
-    :func:`escape_probe`), as positions t (z = anchor + t·v) and how many there are.
-
-    First the midpoints between consecutive zero crossings of the coordinates v involves
-    (|v_i| ≥ 0.1): where those coordinates are equal in size, the configuration in
-    which two merged terms of a model split (two exponentials b1·e^(−b2x) + b3·e^(−b4x)
-    with b2 = b4 are stationary for any b1 + b3, and the split direction curves down
-    only where b1 and b3 have the same sign); then :data:`PROBES`, in units of the size
-    of the involved coordinates (their |values| at the anchor weighted by |v|, ≥ 1)."""
-    xp = namespace(s.z, s.anchor)
-    v = _null_vector(s, held)
-    w = xp.abs(v)
-    involved = w >= 0.1
-    cross = xp.sort(xp.where(involved, -s.anchor / xp.where(involved, v, 1.0), np.inf))
-    mids = xp.concatenate([0.5 * (cross[:-1] + cross[1:]), xp.full((1,), np.inf, s.z.dtype)])
-    mids = mids[xp.argsort(~xp.isfinite(mids), stable=True)]      # the finite ones first
-    n_mid = xp.sum(xp.isfinite(mids))
-    size = xp.maximum(xp.sum(w * xp.abs(s.anchor)) / xp.maximum(xp.sum(w), 1e-300), 1.0)
-    schedule = xp.asarray(PROBES, s.z.dtype) * size
-    k = s.probes
-    position = xp.where(k < n_mid, mids[xp.minimum(k, mids.shape[0] - 1)],
-                        schedule[xp.clip(k - n_mid, 0, len(PROBES) - 1)])
-    return v, position, n_mid + len(PROBES)
-
-
-def escape_probe(s: NewtonState, held: jax.Array | None = None) -> jax.Array:
-    """The step to the next escape probe: from ``s.anchor`` to ``anchor + t·v``, v the
-    null eigenvector of the scaled information at s (largest component +1), t the
-    position :func:`probe_plan` gives for probe number ``s.probes``."""
-    xp = namespace(s.z, s.anchor)
-    v, position, _ = probe_plan(s, held)
-    v = xp.where(xp.abs(v) >= 0.1, v, 0.0)    # the involved coordinates only (the rest: noise)
-    step = s.anchor + position * v - s.z
-    return xp.where(xp.all(xp.isfinite(step)), step, 0.0)
 
 
 def plateau(f: jax.Array, z: jax.Array, hess: jax.Array) -> jax.Array:
@@ -386,7 +358,7 @@ class DenseModel(NamedTuple):
                         s, fac, self.held)
 
     def refresh(self, s: NewtonState) -> Factor:
-        return factorize_one(s.hess, s.damping)
+        return factorize_one(s.hess, s.damping, gradient_floor(s.g, s.z))
 
     def measure(self, s: NewtonState, fac: Factor) -> Measure:
         return Measure(newton_decrement_sq(s.g, fac), namespace(s.g).asarray(True))
