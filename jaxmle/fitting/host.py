@@ -189,8 +189,9 @@ def _await_solver(m: int, dtype: Any) -> None:
 class ModelPrograms(NamedTuple):
     unconstrain: Callable   # init leaves → z0
     fgh: Callable           # (inputs, weights, z, T) → f, ∇f, Tᵀ∇²f T (before held rows)
-    point: Callable         # (inputs, weights, z, step) → Point
+    point: Callable         # (inputs, weights, z, steps) → packed values, J
     meat: Callable          # (inputs, weights, z) → B (compiled on first use only)
+    probes: bool            # ``point`` returns the probes' f values (else: ``fgh`` calls)
 
 
 @functools.lru_cache(maxsize=256)
@@ -220,19 +221,26 @@ def _model_programs(key: KernelConfig) -> ModelPrograms:
         view = View(key.space, inputs.held, key.constant)
         return value_grad_hessian_in(kernel_objective(key, view, inputs, weights), z, t)
 
-    def point(inputs, weights, z):
-        """θ̂, ℓ, log π and the count packed for the host, and J (the end-of-fit probes:
-        :func:`~jaxmle.fitting.host_conclude.probe_values`, from ``fgh``)."""
+    # the end-of-fit probes: f at ẑ + 4 steps and the edge step, a ``vmap`` inside ``point``
+    # (one call), unless each evaluation of f is an inner optimisation (a Laplace
+    # marginal): compiled into ``point`` that doubled its compile time, so those take one
+    # ``fgh`` call per probe (:func:`~jaxmle.fitting.host_conclude.probe_values`)
+    probes = not getattr(key.loglik, "jaxmle_costly", False)
+
+    def point(inputs, weights, z, steps):
+        """θ̂, ℓ, log π, the count (and the probes' f values) packed for the host, and J."""
         inputs = _masked(inputs, weights)
         view = View(key.space, inputs.held, key.constant)
-        pt = model_point(key, view, inputs, weights, z, None)
-        values = jnp.concatenate([view.space.ravel_natural(pt.params),
-                                  jnp.stack([pt.loglik, pt.logpost]).astype(z.dtype),
-                                  jnp.asarray(pt.nobs, z.dtype)[None]])
-        return values, pt.transform
+        pt = model_point(key, view, inputs, weights, z, steps if probes else None)
+        values = [view.space.ravel_natural(pt.params),
+                  jnp.stack([pt.loglik, pt.logpost]).astype(z.dtype),
+                  jnp.asarray(pt.nobs, z.dtype)[None]]
+        if probes:
+            values.append(pt.f_probe.astype(z.dtype))
+        return jnp.concatenate(values), pt.transform
 
     return ModelPrograms(jax.jit(functools.partial(initial_z, key)), jax.jit(fgh),
-                         jax.jit(point), None)
+                         jax.jit(point), None, probes)
 
 
 @functools.lru_cache(maxsize=64)

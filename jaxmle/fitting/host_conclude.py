@@ -94,9 +94,12 @@ def conclude(config: KernelConfig, programs: Any, inputs: Any, weights: Any, fin
         sol, hess, eig = polish(programs, inputs, weights, _solvers.solution(final), held_z,
                                 tol, max_iter)
         regular, steps = probe_eigen(sol, eig, held_z)
-        values, transform = host_arrays(programs.point(inputs, weights, sol.z))
-        f_probe = probe_values(config, programs, inputs, weights, np.asarray(sol.z),
-                               np.asarray(steps), held_z)
+        values, transform = host_arrays(programs.point(inputs, weights, sol.z, steps))
+        if programs.probes:
+            values, f_probe = values[:-5], values[-5:]
+        else:
+            f_probe = probe_values(config, programs, inputs, weights, np.asarray(sol.z),
+                                   np.asarray(steps), held_z)
         meat = None if config.cov_type == "observed" else host_arrays(
             programs.meat(inputs, weights, sol.z))
         view = _view(config.space)

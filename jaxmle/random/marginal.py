@@ -75,6 +75,7 @@ class MarginalLogLik:
     """
 
     jaxmle_checked = True   # fit() checks the user's joint log-density, not this wrapper
+    jaxmle_costly = True    # each evaluation is an inner optimisation (see fitting/host.py)
 
     loglik: Callable
     layout: Layout
