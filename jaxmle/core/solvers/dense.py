@@ -49,26 +49,29 @@ def _scaling(hess: jax.Array, floor: jax.Array | None = None) -> jax.Array:
     entry (it was 1e-12 of it) leaves the coordinates of badly scaled problems (Pontius:
     diag ratio ~1e25 between x² and σ) unscaled, so a well-determined σ looked numerically
     null to the eigen-decomposition and its Newton step was floored to a crawl.
-    ``floor``: a per-coordinate lower bound on D as well (the solver's
+    ``floor``: a lower bound on D per coordinate as well (the solver's
     :func:`gradient_floor`)."""
     xp = namespace(hess, floor)
     finfo = np.finfo(hess.dtype)
     diag = xp.abs(xp.diagonal(hess, axis1=-2, axis2=-1))
+    top = xp.max(diag, axis=-1, keepdims=True, initial=0.0)
     if floor is not None:
         diag = xp.maximum(diag, floor)
-    low = xp.maximum(xp.max(diag, axis=-1, keepdims=True, initial=0.0) * finfo.eps**4,
-                     finfo.tiny)
+    low = xp.maximum(top * finfo.eps**4, finfo.tiny)
     return xp.sqrt(xp.where(xp.isfinite(diag), xp.maximum(diag, low), 1.0))
 
 
 def gradient_floor(g: jax.Array, z: jax.Array) -> jax.Array:
     """|g_i| / max(|z_i|, 1): the curvature below which coordinate i's Newton step would
-    be longer than its own size. A coordinate whose row of H is (numerically) zero while
-    its gradient is not (a variance at a start where the effects it scales are all 0:
-    f is linear in it there) would otherwise be scaled by the ε⁴ floor, and no damping
-    could shorten its step to anything finite; with D_i at least this, the damped step
-    moves it by at most about its size per iteration. It vanishes with g at an optimum,
-    so the scaling of a converged fit's information is H's own."""
+    be longer than its own size. D_i is at least this, so the damped step moves a
+    coordinate by at most about its size, however small H_ii: a coordinate whose row of
+    H is zero while its gradient is not (a variance at a start where the effects it
+    scales are all 0: f is linear in it there) was scaled by the ε⁴ floor, and no damping
+    could shorten its step to anything finite; where H is indefinite, the step cap sized
+    a coordinate the model barely touches by 1/√H_ii (NIST Eckerle4 from its first start
+    with σ free: ~1600 for a height of ~1, which sent the capped steps onto a plateau).
+    It vanishes with g at an optimum: the scaling of a converged fit's information is
+    H's own."""
     xp = namespace(g, z)
     out = xp.abs(g) / xp.maximum(xp.abs(z), 1.0)
     return xp.where(xp.isfinite(out), out, 0.0)
@@ -268,10 +271,10 @@ def newton_direction(g: jax.Array, fac: Factor, damping: jax.Array):
 def cap_indefinite_step(step: jax.Array, z: jax.Array, fac: Factor, reach: jax.Array):
     """Where H is indefinite the quadratic model is unbounded and the length of the
     shifted step means little: shorten it so that no coordinate moves by more than
-    ``reach`` times its magnitude (or its local standard error, 1/√H_ii, for
-    coordinates near 0). ``reach`` starts at ½ and grows fourfold after every
-    accepted capped step, so a far start is left in a few steps, not a crawl.
-    Returns the step and whether it was capped."""
+    ``reach`` times its magnitude (or its local standard error, 1/D½_i with D floored at
+    :func:`gradient_floor`, for coordinates near 0). ``reach`` starts at ½ and grows
+    fourfold after every accepted capped step, so a far start is left in a few steps,
+    not a crawl. Returns the step and whether it was capped."""
     xp = namespace(step, z)
     size = xp.maximum(xp.abs(z), 1.0 / fac.eig.scale)
     ratio = xp.max(xp.abs(step) / size, initial=0.0)

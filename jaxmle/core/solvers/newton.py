@@ -82,9 +82,11 @@ class Rules:
     precision_test: bool = True  # the objective-change (precision-limit) convergence test
     collapse: float = 1e12      # stop once μ exceeds this
     probe_rise: float = 1e-9    # an escape probe may raise f by this share of (1 + |f|)
-    crawl: int = 30             # stop (STALLED) after this many accepted iterations in a row
-    #                             whose H is numerically singular (the model's ``null``) and
-    #                             whose decrease of f does not halve from step to step:
+    crawl: int = 30             # stop (STALLED) after this many iterations at a numerically
+    #                             singular H (the model's ``null``) whose step was rejected,
+    #                             gained only rounding, or gained at least half the last
+    #                             gain (no geometric convergence; a step that converges
+    #                             geometrically resets the count):
     #                             steps along the floored direction are rounding noise, and
     #                             the end-of-fit polish (:mod:`jaxmle.core.refine`), in a
     #                             basis where H is accurate, finishes such fits
@@ -307,9 +309,15 @@ class DampedNewton:
         moved = t.accept & ~t.first
         gain = t.f_before - s.f
         if null is not None:
-            crawling = (moved & ~converged & (s.probes == 0) & null(model)
-                        & (gain >= 0.5 * s.gain))
-            crawl = xp.where(crawling, s.crawl + 1, 0).astype(np.int32)
+            # (a rejected trial counts too, and so does a step whose gain is at the noise
+            # level of f: at the precision floor of a singular H the Newton's steps along
+            # the floored direction are rejected or gain rounding of either sign)
+            noise = self.rules.noise * _eps(s.f.dtype, xp) * (1 + xp.abs(s.f))
+            stuck_here = ~t.first & (~t.accept | (xp.abs(gain) <= noise))
+            crawling = (~converged & (s.probes == 0) & null(model)
+                        & ((moved & (gain >= 0.5 * s.gain)) | stuck_here))
+            crawl = xp.where(crawling, s.crawl + 1, xp.where(moved, 0, s.crawl))
+            crawl = crawl.astype(np.int32)
             stuck = crawl >= self.rules.crawl
         collapsed = s.damping > self.rules.collapse
         bad_start = t.first & ~t.finite
