@@ -219,10 +219,11 @@ def test_a_runaway_to_an_unbounded_likelihood_is_not_converged():
 
 
 def test_a_runaway_to_an_unbounded_likelihood_names_the_parameter_and_random():
-    """At the start (u = 0) tau's row of H is exactly 0 while ℓ is linear in log tau: the
-    Newton's scaling floor |g|/max(|z|, 1) lets it run tau -> 0 by about a factor e per
-    damped step (with only the ε⁴ floor the step was unbounded and the fit stalled at
-    the start), and the warning names tau and suggests random=."""
+    """At the start (u = 0) tau's row of H is exactly 0 while ℓ is linear in log tau: with
+    the Newton's scaling floored at 1e-3·|g|/max(|z|, 1) the damping can shorten its step
+    and the fit runs tau -> 0 (with only the ε⁴ floor the step was unbounded whatever the
+    damping, and the fit stalled at the start); the warning names tau and suggests
+    random=."""
     with pytest.warns(jm.ConvergenceWarning, match=r"unbounded.*\['tau'\].*tau = .*random=\["):
         res = _runaway_fit()
     assert not res.converged and float(res.params["tau"]) < 1e-10

@@ -62,18 +62,19 @@ def _scaling(hess: jax.Array, floor: jax.Array | None = None) -> jax.Array:
 
 
 def gradient_floor(g: jax.Array, z: jax.Array) -> jax.Array:
-    """|g_i| / max(|z_i|, 1): the curvature below which coordinate i's Newton step would
-    be longer than its own size. D_i is at least this, so the damped step moves a
-    coordinate by at most about its size, however small H_ii: a coordinate whose row of
-    H is zero while its gradient is not (a variance at a start where the effects it
-    scales are all 0: f is linear in it there) was scaled by the ε⁴ floor, and no damping
-    could shorten its step to anything finite; where H is indefinite, the step cap sized
-    a coordinate the model barely touches by 1/√H_ii (NIST Eckerle4 from its first start
-    with σ free: ~1600 for a height of ~1, which sent the capped steps onto a plateau).
-    It vanishes with g at an optimum: the scaling of a converged fit's information is
-    H's own."""
+    """10⁻³·|g_i| / max(|z_i|, 1): the curvature below which coordinate i's Newton step
+    would be more than a thousand times its own size. D_i is at least this, so the
+    damping can shorten any coordinate's step to a finite length: a coordinate whose row
+    of H is zero while its gradient is not (a variance at a start where the effects it
+    scales are all 0: f is linear in it there) was scaled by the ε⁴ floor alone, and no
+    damping up to the collapse limit could bring its step to anything finite (the fit
+    stalled at its start). The factor 10⁻³ leaves every ordinary path as it was (at the
+    factor 1, a Normal fit from μ = 0, σ = 1 took 10–14 iterations instead of 9–10, and
+    ``fit_batch`` ran 25% slower; it also brought NIST Eckerle4 from its first start with
+    σ free to its optimum, which this factor does not). It vanishes with g at an optimum:
+    the scaling of a converged fit's information is H's own."""
     xp = namespace(g, z)
-    out = xp.abs(g) / xp.maximum(xp.abs(z), 1.0)
+    out = 1e-3 * xp.abs(g) / xp.maximum(xp.abs(z), 1.0)
     return xp.where(xp.isfinite(out), out, 0.0)
 
 
