@@ -52,7 +52,7 @@ def _candidates(space: Any, held: Any) -> list[tuple[int, int, Any]]:
     return out
 
 
-def _boundary(res: FitResult) -> tuple[FitResult, tuple[str, ...]]:
+def _boundary(res: FitResult) -> tuple[FitResult, tuple[str, ...], dict]:
     r"""Detect constrained parameters whose maximum is on the boundary of their space.
 
     For each elementwise constrained free element (σ > 0, ρ ∈ (−1, 1), ...), L is
@@ -60,7 +60,9 @@ def _boundary(res: FitResult) -> tuple[FitResult, tuple[str, ...]]:
     directions; if it is lower there by at most 10⁻⁴ the likelihood is flat all
     the way to the edge (σ → 0: no group effect in the data), and the estimate is
     reported as the edge value with NaN SE (its Wald interval and z-test would be
-    meaningless), with a :class:`BoundaryWarning`.
+    meaningless), with a :class:`BoundaryWarning`. Returns the result, the boundary
+    parameters' names and where to hold each for the others' inference
+    (:func:`_hold_value`; :mod:`jaxmle.random.conditional`).
     """
     cfg = res.context.config
     cands = [c for c in _candidates(cfg.space, res.context.held) if _near_edge(res, c)]

@@ -22,6 +22,7 @@ stay free for a profile, a refit or a likelihood-ratio test).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any, Callable
 
 import numpy as np
@@ -37,12 +38,10 @@ def wholly(params: dict, names: tuple[str, ...]) -> bool:
 def _embed(small: np.ndarray, small_names: tuple, names: tuple) -> np.ndarray:
     """A (k', k') matrix over ``small_names`` as a (k, k) one over ``names`` (NaN rows and
     columns for the names it lacks)."""
-    index = [small_names.index(n) if n in small_names else -1 for n in names]
+    index = np.array([small_names.index(n) if n in small_names else -1 for n in names], int)
+    ok = index >= 0
     out = np.full((len(names), len(names)), np.nan)
-    for i, a in enumerate(index):
-        for j, b in enumerate(index):
-            if a >= 0 and b >= 0:
-                out[i, j] = small[a, b]
+    out[np.ix_(ok, ok)] = np.asarray(small)[np.ix_(index[ok], index[ok])]
     return out
 
 
@@ -65,12 +64,11 @@ def conditional(res: FitResult, hold: dict, names: tuple[str, ...],
     cov = _embed(np.asarray(cond.cov), tuple(cond.param_names), tuple(res.param_names))
     info = _embed(np.asarray(cond.fisher_info), tuple(cond.param_names),
                   tuple(res.param_names))
-    out = dataclasses.replace(
+    return dataclasses.replace(
         res, params=params, stderr=stderr, cov=cov, fisher_info=info, loglik=cond.loglik,
         logpost=cond.logpost, n_iter=np.asarray(res.n_iter) + np.asarray(cond.n_iter),
         grad_norm=cond.grad_norm, random=cond.random, random_stderr=cond.random_stderr,
         random_cond_stderr=cond.random_cond_stderr)
-    return out
 
 
 def refit_holding(fit: Callable, marginal: Any, data: Any, before: FitResult,
@@ -79,8 +77,6 @@ def refit_holding(fit: Callable, marginal: Any, data: Any, before: FitResult,
     """The ``refit`` of :func:`conditional`: the marginal fit from ``before``'s estimates
     with ``fixed`` (and the user's own ``fixed=``) held, and its predictions."""
     def run(fixed: dict) -> FitResult:
-        import warnings
-
         held = dict(kwargs.get("fixed") or {}, **fixed)
         args = dict(kwargs, fixed=held)
         with warnings.catch_warnings():
