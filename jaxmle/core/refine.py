@@ -168,7 +168,9 @@ def start(sol: Solution, hess: jax.Array, held_z: jax.Array, max_iter) -> Polish
     needed = (xp.all(xp.isfinite(e.values)) & xp.all(xp.isfinite(sol.g))
               & ((e.values[0] < WELL * top) | stopped)
               & ((sol.status == Status.SUCCESS) | stopped))
-    t, tinv = _xp.branch(xp, needed, basis, lambda e: (eye, eye), e)
+    # (rare: a batch computes the basis only when some member is polished)
+    t, tinv = _xp.rare(xp, needed, basis,
+                       lambda e: (xp.eye(e.values.shape[-1], dtype=e.values.dtype),) * 2, e)
     return Polish(sol.z, inf, sol.g, eye, t, tinv, e.values, e.vectors, e.scale, inf,
                   sol.z, zero, zero, zero, zero, budget, xp.zeros((), bool), ~needed)
 
@@ -252,7 +254,7 @@ def finish(sol: Solution, p: Polish, held_w: jax.Array) -> tuple[Solution, jax.A
     as the solver left them."""
     xp = namespace(p.z, p.hw)
 
-    def polished(sol, p):
+    def polished(sol, p, held_w):
         upgrade = p.reached & ((sol.status == Status.MAX_ITER) | (sol.status == Status.STALLED))
         status = xp.where(upgrade, Status.SUCCESS, sol.status).astype(np.int32)
         hess_z = p.tinv.T @ p.hw @ p.tinv
@@ -265,9 +267,10 @@ def finish(sol: Solution, p: Polish, held_w: jax.Array) -> tuple[Solution, jax.A
         ew = Eigen(p.values, p.vectors, xp.ones_like(p.values))
         return out._replace(hess=hess), frame(ew, p.t, held_w, p.scale)
 
-    def unchanged(sol, p):
+    def unchanged(sol, p, held_w):
         plain = Eigen(p.values, p.vectors, p.scale)   # H_z's own (see start)
         return sol, plain._replace(threshold=thresholds(plain))
 
-    out, eig = _xp.branch(xp, p.n > 0, polished, unchanged, sol, p)
+    # (rare: a batch computes the polished frame only when some member was polished)
+    out, eig = _xp.rare(xp, p.n > 0, polished, unchanged, sol, p, held_w)
     return out, out.hess, eig
