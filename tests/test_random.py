@@ -256,6 +256,32 @@ def test_zero_variance_is_reported_on_the_boundary(diet):
     np.testing.assert_allclose(res.stderr["beta"], se, rtol=1e-5)
 
 
+
+def test_a_batch_member_on_the_boundary_is_what_fit_reports(diet):
+    """fit_batch with random=: a member whose variance is on the boundary is reported as
+    jm.fit reports it (τ = 0, NaN SE, the others from the model at τ = 0), the other
+    member as it was."""
+    _, (_, X, g), G = diet
+    rng = np.random.default_rng(1)
+    e = rng.normal(size=len(g))
+    e -= np.bincount(g, e)[g] / np.bincount(g)[g]
+    flat = X @ np.array([20.0, 6.0]) + 3.0 * e
+    grouped = flat + 4.0 * rng.normal(size=G)[g]
+    init = {"beta": np.zeros(2), "sigma": 1.0, "tau": 1.0, "b": np.zeros(G)}
+    with pytest.warns(BoundaryWarning, match="1 of 2 fits have tau on the boundary"):
+        bres = jm.fit_batch(lmm, (np.stack([flat, grouped]), np.stack([X, X]),
+                                  np.stack([g, g])), init, constraints=POS, random=["b"])
+    for i, y in enumerate([flat, grouped]):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", BoundaryWarning)
+            alone = jm.fit(lmm, (y, X, g), init, constraints=POS, random=["b"])
+        assert bool(bres.converged[i]) and bool(alone.converged)
+        np.testing.assert_allclose(bres.params["tau"][i], alone.params["tau"], atol=1e-6)
+        np.testing.assert_allclose(bres.params["beta"][i], alone.params["beta"], rtol=1e-6)
+        np.testing.assert_allclose(bres.stderr["beta"][i], alone.stderr["beta"], rtol=1e-5)
+    assert float(bres.params["tau"][0]) == 0.0 and np.isnan(bres.stderr["tau"][0])
+    assert float(bres.params["tau"][1]) > 1.0 and np.isfinite(bres.stderr["tau"][1])
+
 # --------------------------------------------------------------------------- GLMMs vs AGHQ
 
 

@@ -25,6 +25,7 @@ import dataclasses
 import warnings
 from typing import Any, Callable
 
+import jax
 import numpy as np
 
 from jaxmle.results.result import FitResult
@@ -86,3 +87,52 @@ def refit_holding(fit: Callable, marginal: Any, data: Any, before: FitResult,
         return predict(cond) if bool(cond.converged) else cond
 
     return run
+
+
+FIELDS = ("params", "stderr", "cov", "fisher_info", "loglik", "logpost", "converged", "status",
+          "n_iter", "grad_norm")
+
+
+def _suspects(bres: Any) -> np.ndarray:
+    """The members worth the boundary check (a superset of those ``boundary`` accepts:
+    its own first test is a singular information, a non-finite SE, or a constrained
+    parameter within 2 SEs of its edge): any singular flag, non-finite SE or estimate
+    within 2 SEs of 0, or a fit that did not converge."""
+    n = len(bres)
+    value = np.abs(bres.flat_params_all().reshape(n, -1))
+    se = np.concatenate([np.asarray(x, float).reshape(n, -1)
+                         for x in jax.tree_util.tree_leaves(bres.stderr)], axis=1)
+    singular = np.asarray(bres.stats.singular).reshape(n, -1)
+    near = np.any(~np.isfinite(se) | (value < 2 * np.where(np.isfinite(se), se, 0.0)), axis=1)
+    return np.nonzero(near | np.any(singular, axis=1) | ~np.asarray(bres.converged))[0]
+
+
+def batch_members(bres: Any, boundary: Callable, conditional_of: Callable) -> tuple[Any, list]:
+    """``fit_batch`` with ``random=``: each member that ``jm.fit`` would report on the
+    boundary (``boundary(member)``: :func:`~jaxmle.random.boundary._boundary` without its
+    warning) is reported as ``jm.fit`` reports it, the other parameters from the
+    conditional refit (``conditional_of(member, before, names, hold)``). Returns the batch
+    and the names on the boundary per member (empty where none)."""
+    n = len(bres)
+    found: list = [() for _ in range(n)]
+    members = {}
+    for i in _suspects(bres):
+        before = bres[i]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res, names, hold = boundary(before)
+        if names:
+            found[i] = names
+            members[i] = conditional_of(res, before, names, hold)
+    if not members:
+        return bres, found
+    updates = {}
+    for field in FIELDS:
+        batch = jax.tree_util.tree_map(lambda x: np.array(x), getattr(bres, field))
+        for i, m in members.items():
+            def put(b, v, i=i):
+                b[i] = np.asarray(v)
+                return b
+            batch = jax.tree_util.tree_map(put, batch, getattr(m, field))
+        updates[field] = batch
+    return dataclasses.replace(bres, **updates), found

@@ -50,7 +50,7 @@ from jaxmle.fitting.data import prepare_data
 from jaxmle.fitting.kernel import float_dtype
 from jaxmle.fitting.single import fit
 from jaxmle.random.boundary import BoundaryWarning, _boundary  # noqa: F401  (re-exported)
-from jaxmle.random.conditional import conditional, refit_holding, wholly
+from jaxmle.random.conditional import batch_members, conditional, refit_holding, wholly
 from jaxmle.random.inner import (
     Layout,
     block_inverse_diag,
@@ -265,6 +265,31 @@ def fit_random(loglik: Callable, data: Any, init: Any, *, random: Any,
     return with_info(res, info)
 
 
+def _batch_boundary(bres: Any, marginal: Any, constraints: Any, method: Any, kwargs: dict):
+    """Members on the boundary reported as ``jm.fit`` reports them (each member carries
+    its own data; :func:`jaxmle.random.conditional.batch_members`)."""
+    single = {k: v for k, v in kwargs.items()
+              if k not in ("chunk_size", "batched_init", "progress", "devices")}
+
+    def conditional_of(res, before, names, hold):
+        if not wholly(before.params, names):
+            return res
+        return conditional(res, hold, names, refit_holding(
+            fit, marginal, before.context.data, before, constraints, method, single,
+            lambda r: r))
+
+    bres, found = batch_members(bres, _boundary, conditional_of)
+    hit = sorted({n for names in found for n in names})
+    if hit:
+        warnings.warn(
+            f"{sum(1 for f in found if f)} of {len(found)} fits have {', '.join(hit)} on the "
+            "boundary of the parameter space (the marginal likelihood flat up to the edge): "
+            "reported at the edge with NaN standard error, the other parameters as the model "
+            "with it there gives them (as jm.fit reports each)", BoundaryWarning,
+            stacklevel=user_stacklevel())
+    return bres
+
+
 def _start(loglik: Callable, layout: Layout, theta: dict, data: Any, u0: dict):
     """The layout the probe at (θ₀, u₀) confirms, and the inner solves' start: û(θ₀) when
     it was found (the same compiled program later gives the predictions at θ̂)."""
@@ -363,8 +388,10 @@ def fit_batch_random(loglik: Callable, data: Any, init: Any, *, random: Any,
     theta_j = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), theta_1)
     shapes = tuple(first[1][n].shape for n in names)
     layout = choose_layout(loglik, names, shapes, theta_j, first[0], first[1])
-    bres = fit_batch(marginal_for(loglik, layout), augment(data, u0), theta0,
+    marginal = marginal_for(loglik, layout)
+    bres = fit_batch(marginal, augment(data, u0), theta0,
                      constraints=constraints, method=method, batched_init=batched_init, **kwargs)
+    bres = _batch_boundary(bres, marginal, constraints, method, kwargs)
     if not flat:
         return bres
     info = RandomInfo(names, tuple(int(np.prod(s, dtype=int)) for s in shapes), layout.n_groups,
