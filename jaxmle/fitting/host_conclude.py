@@ -95,8 +95,9 @@ def conclude(config: KernelConfig, programs: Any, inputs: Any, weights: Any, fin
                                 tol, max_iter)
         regular, steps = probe_eigen(sol, eig, held_z)
         values, transform = host_arrays(programs.point(inputs, weights, sol.z, steps))
-        if programs.probes:
-            values, f_probe = values[:-5], values[-5:]
+        if programs.probes:   # f at ẑ + each step and at the edge step, last
+            n_probe = np.shape(steps)[0] + 1
+            values, f_probe = values[:-n_probe], values[-n_probe:]
         else:
             f_probe = probe_values(config, programs, inputs, weights, np.asarray(sol.z),
                                    np.asarray(steps), held_z)

@@ -19,7 +19,6 @@ class Packing(NamedTuple):
 
     treedef: Any
     leaves: tuple           # (kind, offset, size, shape, dtype) per leaf
-    sizes: tuple            # total size of each kind
 
 
 def _kind(dtype: np.dtype) -> int:
@@ -35,7 +34,7 @@ def layout_of(tree: Any) -> Packing:
         k = _kind(x.dtype)
         out.append((k, sizes[k], x.size, x.shape, x.dtype))
         sizes[k] += x.size
-    return Packing(treedef, tuple(out), tuple(sizes))
+    return Packing(treedef, tuple(out))
 
 
 def pack(layout: Packing, tree: Any, dtype: Any) -> tuple:

@@ -50,8 +50,10 @@ def conditional(res: FitResult, hold: dict, names: tuple[str, ...],
                 refit: Callable[[dict], FitResult]) -> FitResult:
     """``res`` (the boundary parameters ``names`` at their edge) with the other parameters
     from ``refit(fixed)``, the fit with ``names`` held at ``hold`` (the boundary's
-    ``_hold_value``: the edge to every digit of L). Unchanged if that fit does not
-    converge."""
+    ``_hold_value``: the edge to every digit of L). Unchanged where a boundary parameter
+    is not a whole scalar leaf (``fixed=`` holds leaves) or that fit does not converge."""
+    if not wholly(res.params, names):
+        return res
     fixed = {n: np.asarray(hold[n]) for n in names}
     cond = refit(fixed)
     if not bool(cond.converged):

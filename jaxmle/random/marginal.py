@@ -50,7 +50,7 @@ from jaxmle.fitting.data import prepare_data
 from jaxmle.fitting.kernel import float_dtype
 from jaxmle.fitting.single import fit
 from jaxmle.random.boundary import BoundaryWarning, _boundary  # noqa: F401  (re-exported)
-from jaxmle.random.conditional import batch_members, conditional, refit_holding, wholly
+from jaxmle.random.conditional import batch_members, conditional, refit_holding
 from jaxmle.random.inner import (
     Layout,
     block_inverse_diag,
@@ -248,7 +248,7 @@ def fit_random(loglik: Callable, data: Any, init: Any, *, random: Any,
     res = _with_predictions(res, pred)
     before = res
     res, boundary, hold = _boundary(res)
-    if boundary and wholly(before.params, boundary):
+    if boundary:
         # the others' estimates and SEs are those of the model with the boundary at its edge
         marginal = marginal_for(loglik, layout)
         predict = lambda r: _with_predictions(  # noqa: E731
@@ -272,8 +272,6 @@ def _batch_boundary(bres: Any, marginal: Any, constraints: Any, method: Any, kwa
               if k not in ("chunk_size", "batched_init", "progress", "devices")}
 
     def conditional_of(res, before, names, hold):
-        if not wholly(before.params, names):
-            return res
         return conditional(res, hold, names, refit_holding(
             fit, marginal, before.context.data, before, constraints, method, single,
             lambda r: r))

@@ -115,8 +115,8 @@ class NewtonState(NamedTuple):
     anchor: jax.Array       # where the escape probes began (valid once probes > 0)
     probes: jax.Array       # escape probes taken
     probe_next: jax.Array   # the next trial is an escape probe
-    crawl: jax.Array        # consecutive accepted iterations at a numerically singular H
-    #                         whose decrease of f did not halve (no geometric convergence)
+    crawl: jax.Array        # iterations at a numerically singular H without geometric
+    #                         progress since the last step that made some (``Rules.crawl``)
     gain: jax.Array         # the decrease of f at the last accepted iteration
     lam2: jax.Array         # the model's λ² at z (its ``measure``; +inf before the first)
 
