@@ -466,7 +466,9 @@ def canonical(name: str, b) -> np.ndarray:
     RSS, under any permutation of their terms: a fit that ends in another order has found
     the certified optimum with the terms relabelled. The certified values list the terms
     by increasing rate (Lanczos: b2 < b4 < b6) and increasing location (Gauss: b4 < b7);
-    this puts ``b`` in that order (every other problem: unchanged).
+    this puts ``b`` in that order. Eckerle4, (b1/b2)·exp(−½((x − b3)/b2)²), is the same
+    curve at (−b1, −b2, b3): the certified optimum has b2 > 0 (every other problem:
+    unchanged).
     """
     b = np.array(b, dtype=np.float64)
     if name.startswith("Lanczos") and b.shape == (6,):
@@ -475,4 +477,6 @@ def canonical(name: str, b) -> np.ndarray:
     if name.startswith("Gauss") and b.shape == (8,):
         peaks = b[2:].reshape(2, 3)
         return np.concatenate([b[:2], peaks[np.argsort(peaks[:, 1], kind="stable")].reshape(6)])
+    if name == "Eckerle4" and b.shape == (3,) and b[1] < 0:
+        return np.array([-b[0], -b[1], b[2]])
     return b

@@ -59,6 +59,7 @@ from jaxmle.fitting.kernel import (
     resolve_tolerances,
 )
 from jaxmle.fitting.report import nonfinite_start_message
+from jaxmle.fitting.rescue import rescue_members
 from jaxmle.results.batch import BatchFitResult
 from jaxmle.results.result import FitResult
 
@@ -115,6 +116,8 @@ def fit_batch(
         check_batch_start(bc, packed, init_leaves, w, n_batch, chunk, bad_data)
     fits = run_batch(bc, packed, init_leaves, w, n_batch, tol, max_iter, chunk, progress, devices)
     _start.COMPILED.add(key)
+    fits = rescue_members(fits, bc.kernel, Inputs(data, held, codes, prior_values), init_leaves,
+                          w, weights_batched, tol, max_iter)
     if bad_data.any():
         fits = mark_unfitted(fits, bad_data)
     fits = with_fixed_scores(fits, bc.kernel, packed, w, lay,

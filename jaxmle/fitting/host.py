@@ -264,9 +264,11 @@ def start_z(config: KernelConfig, programs: ModelPrograms, init_leaves: list) ->
 
 
 def solve(programs: ModelPrograms, inputs: Inputs, weights: Any, z0: Any, tol: Any,
-          max_iter: Any):
+          max_iter: Any, evaluate: Callable | None = None):
     """The Newton's final state from z0 (NumPy arrays), driven from Python (``inputs``,
-    ``weights``: on the device already, when large)."""
+    ``weights``: on the device already, when large). ``evaluate(inputs, weights, z)``:
+    f, ∇f and the step's curvature matrix, if not the model's f/∇f/∇²f
+    (:mod:`jaxmle.fitting.rescue`'s metric)."""
     held_z = np.asarray(inputs.held.z)
     z0 = np.asarray(z0)
     with np.errstate(all="ignore"):   # NaN/inf are handled as the program handles them
@@ -275,15 +277,20 @@ def solve(programs: ModelPrograms, inputs: Inputs, weights: Any, z0: Any, tol: A
     packed = pack(layout, (s, p), z0.dtype)
     tol, max_iter = np.asarray(tol, z0.dtype), np.asarray(max_iter, np.int32)
     prepare_solver(z0.shape[0], z0.dtype)
-    eye = identity(z0.shape[0], z0.dtype)
-    f, g, h = programs.fgh(inputs, weights, z_trial, eye)
+    if evaluate is None:
+        eye = identity(z0.shape[0], z0.dtype)
+
+        def evaluate(inputs, weights, z):
+            return programs.fgh(inputs, weights, z, eye)
+
+    f, g, h = evaluate(inputs, weights, z_trial)
     _await_solver(z0.shape[0], z0.dtype)
     while True:
         packed, z_trial, active = _advance(packed, f, g, h, held_z, tol, max_iter,
                                            layout=layout)
         if not active:
             return unpack(layout, host_arrays(packed))[0]
-        f, g, h = programs.fgh(inputs, weights, z_trial, eye)
+        f, g, h = evaluate(inputs, weights, z_trial)
 
 
 def on_device(inputs: Inputs, weights: Any) -> tuple[Inputs, Any]:

@@ -38,6 +38,7 @@ from jaxmle.fitting.kernel import (
     resolve_tolerances,
 )
 from jaxmle.fitting.multistart import fit_multistart
+from jaxmle.fitting.rescue import rescue
 from jaxmle.fitting.report import report
 from jaxmle.fitting.start import COMPILED, call_key, check_start
 from jaxmle.results.result import FitResult
@@ -114,6 +115,10 @@ def fit(
         if not isinstance(res.status, jax.core.Tracer) and int(res.status) == \
                 Status.NONFINITE_START and not np.isfinite(float(res.loglik)):
             check_start(config, data, init_leaves, w)
+    if n_starts == 1 and not _traced(res.status):
+        # a stalled plain Newton: the scoring-metric path from the same start
+        # (:mod:`jaxmle.fitting.rescue`; the same for the host and the fused driver)
+        res = rescue(config, data, init_leaves, w, tol, max_iter, res)
     # the free rows and the labels are host-side (not part of the compiled program's key)
     res = with_fixed_scores(res, config, data, w, lay, scores=scores)
     res = dataclasses.replace(free_rows(res, lay, space), context=context,
