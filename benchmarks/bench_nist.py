@@ -652,8 +652,8 @@ def main(argv=None):
     else:
         body.append("None.")
     relab = [(r, f) for r in nls for f in FORMS if r["jm"][f].get("relabelled")]
-    body += ["", f"jaxmle fits that ended with the interchangeable terms in another order "
-             f"(same curve and RSS): {len(relab)}" + (": " + "; ".join(
+    body += ["", f"jaxmle fits that ended at an equivalent labelling of the certified optimum "
+             f"(terms in another order, Eckerle4's sign: same curve and RSS): {len(relab)}" + (": " + "; ".join(
                  f"{r['name']} start {r['start'][-1]} ({f})" for r, f in relab) if relab else ".")]
     body += ["", f"Confidently wrong (converged = True, LRE < 6): {len(wrong)}"
              + (": " + "; ".join(f"{r['name']} start {r['start'][-1]} ({f})" for r, f in wrong)
@@ -689,7 +689,9 @@ def main(argv=None):
         "Lanczos1–3 (three exponential terms) and Gauss1–3 (two Gaussian peaks) are the same "
         "curve under any order of their terms: every method's coefficients are compared after "
         "putting the terms in the certified order (`nist_problems.canonical`: increasing rate / "
-        "location); a jaxmle fit that ended in another order is counted in the summary.",
+        "location); Eckerle4, (b1/b2)·exp(−½((x − b3)/b2)²), is the same curve at (−b1, −b2, b3) "
+        "and is compared with b2 > 0, as certified; a jaxmle fit that ended at such a relabelling "
+        "is counted in the summary.",
         "LRE of the RSS for Lanczos1 is not meaningful: the certified RSS (1.4e-25) is below what "
         "float64 residuals of data ~1 can resolve (RSS at the 11-digit certified b is ~4e-21).",
         f"Peers: Jacobian, gradient and Hessian by jax (jitted, compiled before the clock); "
