@@ -62,20 +62,21 @@ def rare(xp: Any, pred: Any, true_fun: Callable, false_fun: Callable, *operands:
     @run.def_vmap
     def _batched(axis_size, in_batched, pred, *operands):
         pred_b, *ops_b = in_batched
-        operands = jax.tree_util.tree_map(
-            lambda x, b: x if b else jnp.broadcast_to(x, (axis_size,) + jnp.shape(x)),
-            list(operands), list(ops_b))
+        # operands without the batch axis stay without it (shared data is not copied per
+        # member)
+        axes = tuple(jax.tree_util.tree_map(lambda b: 0 if b else None, b) for b in ops_b)
         if not pred_b:
             pred = jnp.broadcast_to(pred, (axis_size,))
+        yes_fun = jax.vmap(true_fun, in_axes=axes, axis_size=axis_size)
+        no_fun = jax.vmap(false_fun, in_axes=axes, axis_size=axis_size)
 
         def some(ops):
-            yes, no = jax.vmap(true_fun)(*ops), jax.vmap(false_fun)(*ops)
+            yes, no = yes_fun(*ops), no_fun(*ops)
             pick = lambda a, b: jnp.where(  # noqa: E731
                 jnp.reshape(pred, (axis_size,) + (1,) * (jnp.ndim(a) - 1)), a, b)
             return jax.tree_util.tree_map(pick, yes, no)
 
-        out = jax.lax.cond(jnp.any(pred), some, lambda ops: jax.vmap(false_fun)(*ops),
-                           operands)
+        out = jax.lax.cond(jnp.any(pred), some, lambda ops: no_fun(*ops), tuple(operands))
         return out, jax.tree_util.tree_map(lambda _: True, out)
 
     return run(pred, *operands)

@@ -100,14 +100,18 @@ def _finish(bc: BatchConfig, data: Any, data_axis, weights: Any, state: Any,
     """Every member's result: with the inference, or (``infer`` False: profile points)
     only the maximum."""
     axes = (data_axis, _axis(bc.weights_batched), 0)
+    active = _solvers.is_active(state, max_iter)
 
     def run(how):
         return lambda: jax.vmap(how, in_axes=axes)(data, weights, state)
 
-    result = lax.cond(infer, run(functools.partial(conclude, bc.kernel, tol=tol,
-                                                   max_iter=max_iter)),
-                      run(functools.partial(conclude_point, bc.kernel)))
-    return PassOutput(result, state, _solvers.is_active(state, max_iter))
+    def concluded(d, w, s, unfinished):
+        return conclude(bc.kernel, d, w, s, tol=tol, max_iter=max_iter, unfinished=unfinished)
+
+    result = lax.cond(
+        infer, lambda: jax.vmap(concluded, in_axes=axes + (0,))(data, weights, state, active),
+        run(functools.partial(conclude_point, bc.kernel)))
+    return PassOutput(result, state, active)
 
 
 def _batched_step(bc: BatchConfig, data: Any, data_axis, weights: Any, tol: jax.Array):
