@@ -201,9 +201,16 @@ def model_point(config: KernelConfig, view: View, inputs: Any, weights: jax.Arra
     f_probe = None
     if step is not None:
         edge = edge_step(z, constrained_z(config.space), inputs.held.z)
-        f_probe = jax.vmap(objective)(z + jnp.concatenate([step, edge[None]]))
-        f_probe = jnp.where((jnp.arange(f_probe.shape[0]) < step.shape[0])
-                            | jnp.any(edge != 0), f_probe, jnp.inf)
+
+        def at_edge(z, edge, inputs, weights):
+            view = View(config.space, inputs.held, config.constant)
+            return kernel_objective(config, view, inputs, weights)(z + edge).astype(dtype)
+
+        # the edge probe only where some coordinate is near an edge (+inf passes): a batch
+        # evaluates it only when some member needs it
+        f_edge = _xp.rare(jnp, jnp.any(edge != 0), at_edge,
+                          lambda *_: jnp.asarray(jnp.inf, dtype), z, edge, inputs, weights)
+        f_probe = jnp.concatenate([jax.vmap(objective)(z + step).astype(dtype), f_edge[None]])
     return Point(params, loglik, logpost, nobs, transform_terms(view, loglik_flat, z), f_probe)
 
 
@@ -342,6 +349,10 @@ def conclude(config: KernelConfig, inputs: Any, weights: jax.Array | None,
     else:
         eig, regular, step = probe(sol, hess, held.z)
     point = model_point(config, view, inputs, weights, sol.z, step)
+    if config.method == "newton" and config.prior is None:
+        # ℓ(ẑ) = −f(ẑ), which the solver (or the polish) evaluated there: the program
+        # leaves out a pass over the data
+        point = point._replace(loglik=-sol.f, logpost=-sol.f)
     meat = None if config.cov_type == "observed" else model_meat(config, view, inputs,
                                                                  weights, sol.z)
     own_test = config.method in ("newton", "prox-newton")   # the decrement is their test
