@@ -232,8 +232,11 @@ def _model_programs(key: KernelConfig) -> ModelPrograms:
         inputs = _masked(inputs, weights)
         view = View(key.space, inputs.held, key.constant)
         pt = model_point(key, view, inputs, weights, z, steps if probes else None)
-        values = [view.space.ravel_natural(pt.params),
-                  jnp.stack([pt.loglik, pt.logpost]).astype(z.dtype),
+        # without priors ℓ(ẑ) = −f(ẑ), which the host has from the solver (as the fused
+        # conclusion uses it): the program leaves out that pass over the data
+        ll = jnp.zeros((2,), z.dtype) if key.prior is None else \
+            jnp.stack([pt.loglik, pt.logpost]).astype(z.dtype)
+        values = [view.space.ravel_natural(pt.params), ll,
                   jnp.asarray(pt.nobs, z.dtype)[None]]
         if probes:
             values.append(pt.f_probe.astype(z.dtype))

@@ -108,6 +108,8 @@ def conclude(config: KernelConfig, programs: Any, inputs: Any, weights: Any, fin
                             transform, f_probe, held_z, meat)
         params = unravel_numpy(view, values[:view.k])
         loglik, logpost, nobs = values[view.k:]
+        if config.prior is None:   # ℓ(ẑ) = −f(ẑ) (the ``point`` program leaves it out)
+            loglik = logpost = -np.asarray(sol.f, values.dtype)
         point = Point(params, loglik, logpost, nobs, transform, None)
         return assemble(config, view, held, sol, point, inf, status, xp=np)
 
