@@ -274,3 +274,33 @@ def finish(sol: Solution, p: Polish, held_w: jax.Array) -> tuple[Solution, jax.A
     # (rare: a batch computes the polished frame only when some member was polished)
     out, eig = _xp.rare(xp, p.n > 0, polished, unchanged, sol, p, held_w)
     return out, out.hess, eig
+
+
+def run(objective_of, operands: tuple, sol: Solution, hess: jax.Array, held_z: jax.Array,
+        tol, max_iter, unfinished=None) -> tuple[Solution, jax.Array, Eigen]:
+    """The polish in a program: :func:`start`, a ``lax.while_loop`` of :func:`tell` with
+    f/∇f/H_w of ``objective_of(*operands)``, :func:`finish`. The loop is a
+    :func:`~jaxmle.core.xp.rare` branch (the objective is built inside it from the
+    operands: a branch closes over no batched value), so a batch in which no member is
+    polished does not enter it. ``unfinished``: a ``fit_batch`` pass's member still
+    iterating (its result is discarded; the pass concludes every member) is not polished:
+    as a stopped fit it would be, and the batch's loop then ran several evaluations of the
+    whole chunk for its stragglers (~12% of ``fit_batch``'s time, Normal n = 100)."""
+    held_w = held_columns(held_z)
+    tol = jnp.asarray(1e-8 if tol is None else tol, sol.z.dtype)
+
+    def loop(p, held_w, tol, *operands):
+        objective = objective_of(*operands)
+
+        def body(p):
+            f, g, hw = value_grad_hessian_in(objective, p.trial, p.t)
+            return tell(p, f, g, hw, held_w, tol)
+
+        return jax.lax.while_loop(lambda p: ~p.done, body, p)
+
+    max_iter = np.iinfo(np.int32).max if max_iter is None else max_iter
+    p = start(sol, hess, held_z, max_iter)
+    if unfinished is not None:
+        p = p._replace(done=p.done | unfinished)
+    p = _xp.rare(jnp, ~p.done, loop, lambda p, *_: p, p, held_w, tol, *operands)
+    return finish(sol, p, held_w)

@@ -19,7 +19,6 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 import jaxmle.core.objective as _objective
 import jaxmle.core.refine as _refine
@@ -36,8 +35,7 @@ from jaxmle.core.held import Inputs, View, nothing_held
 from jaxmle.core.priors import PriorSpec, log_prior
 from jaxmle.core.typing import Status
 from jaxmle.core.verdict import constrained_z, edge_step, probe_steps, verdict
-import jaxmle.core.xp as _xp
-from jaxmle.core.xp import namespace
+from jaxmle.core.xp import namespace, rare
 from jaxmle.fitting.options import (  # noqa: F401  (the host-side options, re-exported)
     AUTO_NEWTON_MAX_PARAMS,
     _check_options,
@@ -208,7 +206,7 @@ def model_point(config: KernelConfig, view: View, inputs: Any, weights: jax.Arra
 
         # the edge probe only where some coordinate is near an edge (+inf passes): a batch
         # evaluates it only when some member needs it
-        f_edge = _xp.rare(jnp, jnp.any(edge != 0), at_edge,
+        f_edge = rare(jnp, jnp.any(edge != 0), at_edge,
                           lambda *_: jnp.asarray(jnp.inf, dtype), z, edge, inputs, weights)
         f_probe = jnp.concatenate([jax.vmap(objective)(z + step).astype(dtype), f_edge[None]])
     return Point(params, loglik, logpost, nobs, transform_terms(view, loglik_flat, z), f_probe)
@@ -291,35 +289,15 @@ def _leaf_bounds(space: _space.ParamSpace) -> tuple:
 def polish(config: KernelConfig, inputs: Any, weights: jax.Array | None,
            sol: _solvers.Solution, hess: jax.Array, tol: Any, max_iter: Any,
            unfinished: Any = None):
-    """:mod:`jaxmle.core.refine`'s polish in the program (a ``lax.while_loop``): the
-    solution, H_z and the eigen-decomposition of the information in a well-conditioned
-    basis (:func:`~jaxmle.fitting.host_conclude.polish` on the host). The loop is a
-    :func:`~jaxmle.core.xp.rare` branch: a batch in which no member is polished does
-    not enter it. ``unfinished``: a ``fit_batch`` pass's member that is still iterating
-    (its result is discarded; the pass's conclusion is computed for every member) is not
-    polished: as a stopped fit it would be, and the batch's polish loop ran several
-    evaluations of the whole chunk for its stragglers (~12% of ``fit_batch``'s time,
-    Normal n = 100)."""
-    held_z = inputs.held.z
-    held_w = _refine.held_columns(held_z)
-    tol = jnp.asarray(1e-8 if tol is None else tol, sol.z.dtype)
+    """:mod:`jaxmle.core.refine`'s polish in the program (:func:`~jaxmle.core.refine.run`;
+    :func:`~jaxmle.fitting.host_conclude.polish` on the host): the solution, H_z and the
+    eigen-decomposition of the information in a well-conditioned basis."""
+    def objective_of(inputs, weights):
+        return kernel_objective(config, View(config.space, inputs.held, config.constant),
+                                inputs, weights)
 
-    def loop(p, inputs, weights, held_w, tol):
-        view = View(config.space, inputs.held, config.constant)
-        objective = kernel_objective(config, view, inputs, weights)
-
-        def body(p):
-            f, g, hw = _refine.value_grad_hessian_in(objective, p.trial, p.t)
-            return _refine.tell(p, f, g, hw, held_w, tol)
-
-        return lax.while_loop(lambda p: ~p.done, body, p)
-
-    max_iter = _solvers.UNLIMITED if max_iter is None else max_iter
-    p = _refine.start(sol, hess, held_z, max_iter)
-    if unfinished is not None:
-        p = p._replace(done=p.done | unfinished)
-    p = _xp.rare(jnp, ~p.done, loop, lambda p, *_: p, p, inputs, weights, held_w, tol)
-    return _refine.finish(sol, p, held_w)
+    return _refine.run(objective_of, (inputs, weights), sol, hess, inputs.held.z, tol,
+                       max_iter, unfinished)
 
 
 def conclude(config: KernelConfig, inputs: Any, weights: jax.Array | None,
