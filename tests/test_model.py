@@ -689,7 +689,9 @@ def test_the_model_runs_once_per_signature_not_once_per_program():
     once per parameter and data signature for the log-likelihood and the prior: every
     program, derivative and ``vmap`` of a fit reuses that trace (a first MAP fit ran the
     model 13 times, an MLE fit of the same model after it 5 times). The count: site
-    discovery on the host (once per call), the log-likelihood, the prior, the start."""
+    discovery on the host, the log-likelihood, the prior, the start; discovery is cached
+    by the arguments' values and the options (a refit runs the model not at all, a new
+    method once; new data of the same shapes once)."""
     calls = [0]
 
     def model(x, y=None):
@@ -701,10 +703,13 @@ def test_the_model_runs_once_per_signature_not_once_per_program():
     x = np.linspace(0, 1, 30)
     y = 2 * x + RNG.normal(size=30) * 0.3
     counts = []
-    for method in ("map", "map", "mle"):
+    fits = []
+    for method, yy in (("map", y), ("map", y), ("mle", y), ("map", y + 0.1)):
         calls[0] = 0
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            jm.fit_model(model, x, y=y, method=method)
+            fits.append(jm.fit_model(model, x, y=yy, method=method))
         counts.append(calls[0])
-    assert counts[0] <= 5 and counts[1:] == [1, 1], counts
+    assert counts[0] <= 5 and counts[1:] == [0, 1, 1], counts
+    np.testing.assert_array_equal(fits[0].params["b"], fits[1].params["b"])
+    assert float(fits[3].params["b"]) != float(fits[0].params["b"])   # new data: refitted

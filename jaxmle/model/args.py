@@ -55,6 +55,13 @@ class Arguments:
             static.append(s)
         return ModelCall(model, self.treedef, tuple(static))
 
+    def fingerprint(self, model: Callable) -> tuple:
+        """The model call and every array's shape, dtype and content: a model that runs
+        on the same values gives the same sites (its structure may depend on the values,
+        e.g. ``len(np.unique(dept))``, so shapes alone are not enough)."""
+        return (self.call(model), shape_signature(self.arrays),
+                tuple(_digest(a) for a in self.arrays))
+
     def traced(self, constant: tuple[bool, ...] | None) -> list:
         return [a for a, c in zip(self.arrays, constant or [False] * len(self.arrays)) if not c]
 
@@ -171,10 +178,13 @@ def _signature(tree: dict) -> tuple:
     return tuple((k, np.shape(v), np.asarray(v).dtype.str) for k, v in sorted(tree.items()))
 
 
+def _digest(a: Any) -> str:
+    return hashlib.sha1(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
 def _content(arrays: list, forced: tuple) -> tuple:
     """The forced constants' contents (they are part of the traced program)."""
-    return tuple(hashlib.sha1(np.ascontiguousarray(a).tobytes()).hexdigest()
-                 for a, f in zip(arrays, forced) if f)
+    return tuple(_digest(a) for a, f in zip(arrays, forced) if f)
 
 
 _CACHE: dict = {}

@@ -186,7 +186,34 @@ def _prepare(model, arguments, method, explicit, init, init_strategy, random):
     return sites, call, data, counted, prior_sites
 
 
+_HOST_SIDE: dict = {}
+
+
 def _host_side(model, arguments, method, explicit, init, init_strategy, random):
+    """:func:`_discovered`, cached by the model call, the arguments' values and the
+    options (a warm call of a ``scan`` model ran the model on the host, where NumPyro's
+    ``scan`` compiles its body: ~30 ms per call). Returns fresh copies of the sites'
+    dicts (the caller converts constrained random sites in place)."""
+    try:
+        key = (arguments.fingerprint(model), method, explicit, init_strategy,
+               tuple(random) if random is not None else None,
+               tuple(sorted((k, np.shape(v), np.asarray(v).dtype.str,
+                             np.asarray(v).tobytes()) for k, v in init.items())))
+        hash(key)
+    except TypeError:
+        return _discovered(model, arguments, method, explicit, init, init_strategy, random)
+    if key not in _HOST_SIDE:
+        if len(_HOST_SIDE) > 128:
+            _HOST_SIDE.clear()
+        _HOST_SIDE[key] = _discovered(model, arguments, method, explicit, init, init_strategy,
+                                      random)
+    sites, counted, prior_sites = _HOST_SIDE[key]
+    copy = {f.name: dict(getattr(sites, f.name)) for f in dataclasses.fields(sites)
+            if isinstance(getattr(sites, f.name), dict)}
+    return dataclasses.replace(sites, **copy), counted, prior_sites
+
+
+def _discovered(model, arguments, method, explicit, init, init_strategy, random):
     """The model's concrete runs: its sites, a start where every term is finite."""
     host = arguments.call(model)          # every array as the model's data, concrete here
     strategy = strategy_function(init_strategy)
