@@ -619,6 +619,11 @@ def test_eckerle4_start1_sigma_free_rescue_in_fit_batch_and_its_limits(jm):
         b = canonical("Eckerle4", single.params["b"])
         assert_lre_at_least(b, p.certified_params, LRE_BAR, f"Eckerle4 start{k + 1}")
     assert int(singles[0].n_iter) > 52   # the stalled path's iterations are counted too
+    # multi-start: the start that stalled (the user's init) is rescued from there too
+    multi = jm.fit(ll, data, inits[0], constraints=cons, method="newton", n_starts=2)
+    assert bool(multi.converged) and bool(np.asarray(multi.starts.converged)[0])
+    assert_lre_at_least(canonical("Eckerle4", multi.params["b"]), p.certified_params, LRE_BAR,
+                        "Eckerle4 start1, n_starts=2")
 
     def total(params, data):
         return jnp.sum(ll(params, data))

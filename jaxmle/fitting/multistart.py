@@ -50,8 +50,13 @@ def fit_multistart(config: KernelConfig, data: Any, init_leaves: list[np.ndarray
 
     if _host.eligible(config) and not any(isinstance(x, jax.core.Tracer)
                                           for x in jax.tree_util.tree_leaves(data)):
+        from jaxmle.fitting.rescue import rescue
+
         fits, zs = _host.fit_starts(config, data, init_leaves, weights, tol, max_iter,
                                     n_starts, key, scale)
+        # a start whose Newton stalled gets the scoring rescue from that start, as jm.fit
+        fits = [rescue(config, data, init_leaves, weights, tol, max_iter, f, z0=z)
+                for f, z in zip(fits, zs)]
         fits = jax.tree_util.tree_map(lambda *x: np.stack(x), *fits)
         return _best(fits, zs)
     from jaxmle.fitting.batch import run_batch   # the batch driver, loaded for multi-start only

@@ -16,10 +16,10 @@ plain Newton's own. The rescue's answer replaces the stalled fit only when it co
 (status SUCCESS after the verdict) at a log-likelihood (log posterior) at least as high;
 else the stalled fit is reported as it was.
 
-Run by ``jm.fit`` (single start, not traced) and by ``fit_batch`` for each member that
-stalled, so a member stays what ``jm.fit`` gives on its data; not inside a user's
-``jit``/``vmap`` (the fused program has no second path), not for profiles, the
-multi-start fit or Laplace marginals.
+Run by ``jm.fit`` (not traced; with ``n_starts``, for each start that stalled, from that
+start) and by ``fit_batch`` for each member that stalled, so a member stays what
+``jm.fit`` gives on its data; not inside a user's ``jit``/``vmap`` (the fused program has
+no second path), not for profile points or Laplace marginals.
 """
 
 from __future__ import annotations
