@@ -207,7 +207,7 @@ def model_point(config: KernelConfig, view: View, inputs: Any, weights: jax.Arra
         # the edge probe only where some coordinate is near an edge (+inf passes): a batch
         # evaluates it only when some member needs it
         f_edge = rare(jnp, jnp.any(edge != 0), at_edge,
-                          lambda *_: jnp.asarray(jnp.inf, dtype), z, edge, inputs, weights)
+                      lambda *_: jnp.asarray(jnp.inf, dtype), z, edge, inputs, weights)
         f_probe = jnp.concatenate([jax.vmap(objective)(z + step).astype(dtype), f_edge[None]])
     return Point(params, loglik, logpost, nobs, transform_terms(view, loglik_flat, z), f_probe)
 
