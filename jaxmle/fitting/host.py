@@ -49,6 +49,7 @@ from jaxmle.fitting.kernel import (
     KernelConfig,
     initial_z,
     kernel_objective,
+    loglik_from_solver,
     model_meat,
     model_point,
 )
@@ -232,9 +233,9 @@ def _model_programs(key: KernelConfig) -> ModelPrograms:
         inputs = _masked(inputs, weights)
         view = View(key.space, inputs.held, key.constant)
         pt = model_point(key, view, inputs, weights, z, steps if probes else None)
-        # without priors ℓ(ẑ) = −f(ẑ), which the host has from the solver (as the fused
-        # conclusion uses it): the program leaves out that pass over the data
-        ll = jnp.zeros((2,), z.dtype) if key.prior is None else \
+        # where ℓ(ẑ) = −f(ẑ) from the solver (``loglik_from_solver``: ``assemble`` takes
+        # it), the program leaves out that pass over the data
+        ll = jnp.zeros((2,), z.dtype) if loglik_from_solver(key) else \
             jnp.stack([pt.loglik, pt.logpost]).astype(z.dtype)
         values = [view.space.ravel_natural(pt.params), ll,
                   jnp.asarray(pt.nobs, z.dtype)[None]]

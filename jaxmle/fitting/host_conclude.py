@@ -107,9 +107,7 @@ def conclude(config: KernelConfig, programs: Any, inputs: Any, weights: Any, fin
         inf, status = infer(_kind(config.space), config.cov_type, sol, hess, eig, regular,
                             transform, f_probe, held_z, meat)
         params = unravel_numpy(view, values[:view.k])
-        loglik, logpost, nobs = values[view.k:]
-        if config.prior is None:   # ℓ(ẑ) = −f(ẑ) (the ``point`` program leaves it out)
-            loglik = logpost = -np.asarray(sol.f, values.dtype)
+        loglik, logpost, nobs = values[view.k:]   # (zeros where ℓ = −f: see assemble)
         point = Point(params, loglik, logpost, nobs, transform, None)
         return assemble(config, view, held, sol, point, inf, status, xp=np)
 

@@ -238,6 +238,12 @@ def infer(kind: str, cov_type: str, sol: _solvers.Solution, hess: jax.Array, eig
     return inf, status
 
 
+def loglik_from_solver(config: KernelConfig) -> bool:
+    """ℓ(ẑ) is −f(ẑ), which the Newton (or its polish) evaluated at ẑ: a Newton MLE (no
+    priors), so a conclusion leaves out that pass over the data (:func:`assemble`)."""
+    return config.method == "newton" and config.prior is None
+
+
 def assemble(config: KernelConfig, view: View, held: Any, sol: _solvers.Solution,
              point: Point, inf: Any, status: Any, xp: Any = jnp) -> FitResult:
     """The full-size :class:`FitResult` (every parameter; :func:`free_rows` takes out the
@@ -249,6 +255,8 @@ def assemble(config: KernelConfig, view: View, held: Any, sol: _solvers.Solution
     void = (inf.stderr == 0) & ~held.nat
     if point.transform is not None and point.transform.constant is not None:
         void = void & ~point.transform.constant
+    if loglik_from_solver(config):
+        point = point._replace(loglik=-sol.f, logpost=-sol.f)
     return FitResult(
         params=point.params,
         stderr=unravel(xp.where(held.nat | void, xp.nan, inf.stderr)),
@@ -327,10 +335,6 @@ def conclude(config: KernelConfig, inputs: Any, weights: jax.Array | None,
     else:
         eig, regular, step = probe(sol, hess, held.z)
     point = model_point(config, view, inputs, weights, sol.z, step)
-    if config.method == "newton" and config.prior is None:
-        # ℓ(ẑ) = −f(ẑ), which the solver (or the polish) evaluated there: the program
-        # leaves out a pass over the data
-        point = point._replace(loglik=-sol.f, logpost=-sol.f)
     meat = None if config.cov_type == "observed" else model_meat(config, view, inputs,
                                                                  weights, sol.z)
     own_test = config.method in ("newton", "prox-newton")   # the decrement is their test
