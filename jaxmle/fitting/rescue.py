@@ -32,14 +32,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmle.core.covariance import score_outer_product
 from jaxmle.core.held import Inputs, View
 from jaxmle.core.priors import log_prior
 from jaxmle.core.solvers.dense import factorize, hold_rows, value_grad_hessian
 from jaxmle.core.typing import Status
 from jaxmle.fitting import host as _host
 from jaxmle.fitting.buckets import bucketed
-from jaxmle.fitting.kernel import KernelConfig, kernel_objective
+from jaxmle.fitting.kernel import KernelConfig, kernel_objective, model_meat
+from jaxmle.results.batch import with_members
 from jaxmle.results.result import FitResult
 
 RESCUED = frozenset({int(Status.STALLED)})
@@ -49,14 +49,12 @@ iteration limit is the user's budget.)"""
 
 
 def rescuable(config: KernelConfig, res: FitResult) -> bool:
-    """A single untraced plain-Newton fit that stalled, of a log-likelihood that is not an
-    inner optimisation (whose per-observation scores would each cost a solve)."""
+    """A plain-Newton fit that stalled (its callers pass untraced results only), of a
+    log-likelihood that is not an inner optimisation (whose per-observation scores would
+    each cost a solve)."""
     if config.method != "newton" or getattr(config.loglik, "jaxmle_costly", False):
         return False
-    status = res.status
-    if isinstance(status, jax.core.Tracer):
-        return False
-    return int(np.asarray(status)) in RESCUED
+    return int(np.asarray(res.status)) in RESCUED
 
 
 def _per_observation(key: KernelConfig, inputs: Inputs, z: np.ndarray) -> bool:
@@ -74,17 +72,13 @@ def _per_observation(key: KernelConfig, inputs: Inputs, z: np.ndarray) -> bool:
 def metric_program(key: KernelConfig) -> Callable:
     """(inputs, weights, z) → f, ∇f and the rescue's metric: H where its unit-diagonal-
     scaled form has a safe Cholesky factor (the plain Newton's own test), else B."""
-    dtype = jnp.dtype(key.dtype)
 
     def fgb(inputs, weights, z):
         inputs = _host._masked(inputs, weights)
         view = View(key.space, inputs.held, key.constant)
         f, g, h = value_grad_hessian(kernel_objective(key, view, inputs, weights), z)
-
-        def per_obs(z):
-            return jnp.asarray(key.loglik(view.to_natural(z), inputs.data)).astype(dtype)
-
-        b = score_outer_product(per_obs, z, weights, None, 0)
+        # (the scores' outer product without clusters: the model key's n_groups is 0)
+        b = model_meat(key, view, inputs._replace(groups=None), weights, z)
         if key.prior is not None:   # −log π's curvature, its positive part
             p = jax.hessian(lambda z: -log_prior(key.prior, inputs.prior, view.to_natural(z),
                                                  inputs.data, smooth_only=True))(z)
@@ -140,16 +134,13 @@ def rescue_members(fits: FitResult, config: KernelConfig, inputs: Inputs, init_l
     members = np.flatnonzero(np.isin(np.asarray(fits.status), sorted(RESCUED)))
     if not members.size:
         return fits
-    leaves, treedef = jax.tree_util.tree_flatten(fits)
-    leaves = [np.array(x) for x in leaves]
+    rescued = {}
     for i in members:
-        before = jax.tree_util.tree_unflatten(treedef, [x[i] for x in leaves])
+        before = jax.tree_util.tree_map(lambda x, i=i: np.asarray(x)[i], fits)
         data = jax.tree_util.tree_map(lambda x, i=i: np.asarray(x)[i], inputs.data)
         w = weights[i] if weights is not None and weights_batched else weights
         after = rescue(config, inputs._replace(data=data), [x[i] for x in init_leaves], w,
                        tol, max_iter, before)
-        if after is before:
-            continue
-        for dst, src in zip(leaves, jax.tree_util.tree_leaves(after)):
-            dst[i] = np.asarray(src)
-    return jax.tree_util.tree_unflatten(treedef, leaves)
+        if after is not before:
+            rescued[int(i)] = after
+    return with_members(fits, rescued) if rescued else fits

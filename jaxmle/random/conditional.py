@@ -28,6 +28,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from jaxmle.results.batch import with_members
 from jaxmle.results.result import FitResult
 
 
@@ -128,13 +129,7 @@ def batch_members(bres: Any, boundary: Callable, conditional_of: Callable) -> tu
             members[i] = conditional_of(res, before, names, hold)
     if not members:
         return bres, found
-    updates = {}
-    for field in FIELDS:
-        batch = jax.tree_util.tree_map(lambda x: np.array(x), getattr(bres, field))
-        for i, m in members.items():
-            def put(b, v, i=i):
-                b[i] = np.asarray(v)
-                return b
-            batch = jax.tree_util.tree_map(put, batch, getattr(m, field))
-        updates[field] = batch
+    updates = {field: with_members(getattr(bres, field),
+                                   {i: getattr(m, field) for i, m in members.items()})
+               for field in FIELDS}
     return dataclasses.replace(bres, **updates), found

@@ -155,6 +155,18 @@ class BatchFitResult(FitResult):
             return "BatchFitResult(traced)"
 
 
+def with_members(batch: Any, members: dict) -> Any:
+    """``batch`` (a pytree whose leaves carry the batch axis first) as NumPy arrays, with
+    row ``i`` of every leaf replaced by ``members[i]`` (a pytree of the same structure,
+    one member's values: a structure that does not match raises)."""
+    leaves, treedef = jax.tree_util.tree_flatten(batch)
+    leaves = [np.array(x) for x in leaves]
+    for i, member in members.items():
+        for dst, src in zip(leaves, treedef.flatten_up_to(member)):
+            dst[i] = np.asarray(src)
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
 def _fields(res: FitResult) -> dict[str, Any]:
     return {f.name: getattr(res, f.name) for f in dataclasses.fields(FitResult)}
 
