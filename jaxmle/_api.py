@@ -296,6 +296,9 @@ def warmup(loglik: LogLikFn, data: Any, init: Any, **options: Any) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             fit(loglik, data, init, **{**options, "max_iter": 1})
+        from jaxmle.fitting.host import wait_solvers
+
+        wait_solvers()   # the solver's step compiles in the background after a first fit
     finally:
         jax.monitoring.unregister_event_duration_listener(listen)
     return counted[0]

@@ -262,6 +262,8 @@ def test_a_new_size_compiles_the_solver_once():
 
     with Compiles() as c:
         jm.fit(ll, d, {"b": np.zeros(k), "sigma": 1.0}, constraints=POS)
+        host.wait_solvers()   # the solver's step compiles after the first fit, meanwhile
+        # the fit's iterations take the NumPy step
     # the model's f/∇f/∇²f and values at the optimum, the solver's step, and the padding
     # check (n = 40 is padded to 64: ℓ on both, one value-only program)
     assert sorted(c.names) == ["jit(_advance)", "jit(fgh)", "jit(point)", "jit(verdict)"]

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import jaxmle.core.objective as _objective
+import jaxmle.fitting.ahead as _ahead
 from jaxmle.core.held import Inputs, View
 from jaxmle.fitting.kernel import KernelConfig, initial_z
 
@@ -114,15 +115,23 @@ def padded(config: KernelConfig, inputs: Inputs, weights: Any, params: Any):
 
 
 def safe(config: KernelConfig, inputs: Inputs, weights: Any, init_leaves: list,
-         padded_config: KernelConfig, padded_inputs: Inputs, padded_weights: Any) -> bool:
+         padded_config: KernelConfig, padded_inputs: Inputs, padded_weights: Any,
+         speculate: Callable | None = None) -> bool:
     """Whether padding leaves ℓ unchanged for this log-likelihood (checked once per
-    log-likelihood and data structure, at its first padded fit)."""
+    log-likelihood and data structure, at its first padded fit). ``speculate(config,
+    inputs, weights)`` is called with the padded fit's while the check compiles (on a
+    worker thread: :mod:`jaxmle.fitting.ahead`)."""
     if getattr(config.loglik, "jaxmle_rowwise", False):   # row-wise by construction
         return True
     key = (config.loglik, jax.tree_util.tree_structure(inputs.data))
     if key not in _VERDICT:
-        a, b = np.asarray(_verdict_program(config, padded_config)(
-            inputs, weights, padded_inputs, padded_weights, init_leaves))
+        program = _verdict_program(config, padded_config)
+        args = (inputs, weights, padded_inputs, padded_weights, init_leaves)
+        pending = _ahead.compile_ahead(program, *args)
+        if speculate is not None:
+            speculate(padded_config, padded_inputs, padded_weights)
+        _ahead.wait(pending)
+        a, b = np.asarray(program(*args))
         if not np.isfinite(a):   # a bad start: no verdict (the fit reports the start)
             return False
         eps = np.finfo(np.dtype(config.dtype)).eps
@@ -149,9 +158,10 @@ def _verdict_program(config: KernelConfig, padded_config: KernelConfig):
     return jax.jit(verdict)
 
 
-def bucketed(config: KernelConfig, inputs: Inputs, weights: Any, init_leaves: list | None):
+def bucketed(config: KernelConfig, inputs: Inputs, weights: Any, init_leaves: list | None,
+             speculate: Callable | None = None):
     """``(config, inputs, weights)`` padded to their bucket where that is safe, else as
-    they are."""
+    they are (``speculate``: :func:`safe`'s)."""
     dtype = np.dtype(config.dtype)
     params = jax.tree_util.tree_unflatten(
         config.space.treedef, [jax.ShapeDtypeStruct(l.shape, dtype) for l in config.space.leaves])
@@ -162,6 +172,7 @@ def bucketed(config: KernelConfig, inputs: Inputs, weights: Any, init_leaves: li
     if init_leaves is None and key not in _VERDICT and \
             not getattr(config.loglik, "jaxmle_rowwise", False):   # nothing to check it with
         return config, inputs, weights
-    if not safe(config, inputs, weights, init_leaves, new, new_inputs, new_weights):
+    if not safe(config, inputs, weights, init_leaves, new, new_inputs, new_weights,
+                speculate):
         return config, inputs, weights
     return new, new_inputs, new_weights

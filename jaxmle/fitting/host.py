@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxmle.core.objective as _objective
+import jaxmle.fitting.ahead as _ahead
 import jaxmle.core.solvers as _solvers
 from jaxmle.core.held import Inputs, View, nothing_held
 from jaxmle.core.host_space import host_transform_grad, host_unconstrained
@@ -125,38 +126,50 @@ def _advance(packed, f, g, h, held_z, tol, max_iter, layout):
     return pack(layout, (s, p), f.dtype), s.z + p.step, _solvers.is_active(s, max_iter)
 
 
+def _advance_host(packed, f, g, h, held_z, tol, max_iter, layout):
+    """:func:`_advance` in NumPy: the same functions, nothing to compile (~1 ms an
+    iteration against ~0.15 ms compiled), for the iterations before the compiled step is
+    ready."""
+    with np.errstate(all="ignore"):
+        newton = _newton(held_z)
+        s, p = unpack(layout, host_arrays(packed))
+        f, g, h = np.asarray(f), np.asarray(g), np.asarray(h)
+        s = newton.tell(s, p, (f, g, hold_rows(h, held_z)), tol)
+        p = newton.ask(s)
+        return (pack(layout, (s, p), f.dtype), s.z + p.step,
+                bool(_solvers.is_active(s, max_iter)))
+
+
 # ``_advance`` is the same program for every model of a size: the first fit of a size in a
-# process compiles it in a background thread while the main thread compiles (and runs)
-# the model's own programs, so the two compilations overlap (XLA releases the GIL). Only
-# jaxmle's code runs there, never the user's log-likelihood.
+# process compiles it on a worker thread (:mod:`jaxmle.fitting.ahead`; only jaxmle's code
+# runs there, never the user's log-likelihood), and until it is ready the iterations take
+# the NumPy step (:func:`_advance_host`), so no fit waits for the solver's compilation.
 _PREPARED: dict = {}
-_POOL: list = []
 
 
 def _solver_key(m: int, dtype: Any) -> tuple[int, str, bool]:
     return int(m), np.dtype(dtype).str, bool(jax.config.jax_enable_x64)
 
 
-def prepare_solver(m: int, dtype: Any) -> None:
+_LATER = "later"
+
+
+def prepare_solver(m: int, dtype: Any, later: bool = False) -> None:
     """Start compiling (or loading from the persistent cache) ``_advance`` for ``m``
-    coordinates of ``dtype`` in the background, once per process."""
+    coordinates of ``dtype`` in the background, once per process. ``later``: not yet
+    (the first fit of a size lets its model's programs have the CPU, running the NumPy
+    step, and starts it when done)."""
     key = _solver_key(m, dtype)
-    if key in _PREPARED:
-        return
-    if not _POOL:
-        import concurrent.futures
-
-        _POOL.append(concurrent.futures.ThreadPoolExecutor(1, "jaxmle-solver"))
-    _PREPARED[key] = _POOL[0].submit(_compile_advance, *key)
+    if key not in _PREPARED or (_PREPARED[key] is _LATER and not later):
+        _PREPARED[key] = _LATER if later else _ahead.run(_compile_advance, *key)
 
 
-def _forget_pool() -> None:
-    """In a forked child the pool's thread does not exist: start afresh."""
+def _forget_prepared() -> None:
+    """In a forked child the worker threads do not exist: start afresh."""
     _PREPARED.clear()
-    _POOL.clear()
 
 
-os.register_at_fork(after_in_child=_forget_pool)
+os.register_at_fork(after_in_child=_forget_prepared)
 
 
 def _compile_advance(m: int, dtype: str, x64: bool) -> None:
@@ -173,15 +186,18 @@ def _compile_advance(m: int, dtype: str, x64: bool) -> None:
                                    layout=layout))
 
 
-def _await_solver(m: int, dtype: Any) -> None:
-    """Wait for the background compilation of ``_advance`` (if one was started); on any
-    failure there, the first call compiles it here instead."""
+def wait_solvers() -> None:
+    """Wait for every ``_advance`` compilation in flight (``jm.warmup``, tests)."""
+    _ahead.wait(*[f for f in list(_PREPARED.values()) if f is not _LATER])
+
+
+def _solver_ready(m: int, dtype: Any) -> bool:
+    """Whether the compiled ``_advance`` may be called without waiting for a compilation:
+    done in the background, or not in flight (then the call compiles it, as any program)."""
     future = _PREPARED.get(_solver_key(m, dtype))
-    if future is not None and not future.done():
-        try:
-            future.result()
-        except Exception:   # noqa: BLE001  (compiled again by the caller's own call)
-            pass
+    if future is None:
+        return True
+    return future is not _LATER and future.done()   # (had it failed, the call compiles it)
 
 
 # --------------------------------------------------------------------------- model programs
@@ -280,7 +296,7 @@ def solve(programs: ModelPrograms, inputs: Inputs, weights: Any, z0: Any, tol: A
     layout = packing(z0.shape[0], z0.dtype.str)
     packed = pack(layout, (s, p), z0.dtype)
     tol, max_iter = np.asarray(tol, z0.dtype), np.asarray(max_iter, np.int32)
-    prepare_solver(z0.shape[0], z0.dtype)
+    prepare_solver(z0.shape[0], z0.dtype, later=True)   # (no-op once started)
     if evaluate is None:
         eye = identity(z0.shape[0], z0.dtype)
 
@@ -288,10 +304,12 @@ def solve(programs: ModelPrograms, inputs: Inputs, weights: Any, z0: Any, tol: A
             return programs.fgh(inputs, weights, z, eye)
 
     f, g, h = evaluate(inputs, weights, z_trial)
-    _await_solver(z0.shape[0], z0.dtype)
+    m, ready = z0.shape[0], False
     while True:
-        packed, z_trial, active = _advance(packed, f, g, h, held_z, tol, max_iter,
-                                           layout=layout)
+        ready = ready or _solver_ready(m, z0.dtype)
+        advance = _advance if ready else _advance_host
+        packed, z_trial, active = advance(packed, f, g, h, held_z, tol, max_iter,
+                                          layout=layout)
         if not active:
             return unpack(layout, host_arrays(packed))[0]
         f, g, h = evaluate(inputs, weights, z_trial)
@@ -319,14 +337,39 @@ def on_device(inputs: Inputs, weights: Any) -> tuple[Inputs, Any]:
 def host_fit(config: KernelConfig, inputs: Inputs, init_leaves: list, weights: Any,
              tol: Any, max_iter: Any) -> FitResult:
     """:func:`~jaxmle.fitting.kernel.fit_kernel`'s result, driven from the host."""
-    prepare_solver(config.space.m, config.dtype)
-    config, inputs, weights = bucketed(config, inputs, weights, init_leaves)
+    m, dtype = config.space.m, config.dtype
+    prepare_solver(m, dtype, later=True)
+    ahead: dict = {}
+
+    def speculate(config, inputs, weights):   # while the padding check compiles
+        ahead[config] = _programs_ahead(config, *on_device(inputs, weights), init_leaves)
+
+    try:
+        config, inputs, weights = bucketed(config, inputs, weights, init_leaves, speculate)
+        held = inputs.held
+        dev_inputs, dev_weights = on_device(inputs, weights)
+        programs, z0, pending = ahead.get(config) or \
+            _programs_ahead(config, dev_inputs, dev_weights, init_leaves)
+        _ahead.wait(pending[0])
+        final = solve(programs, dev_inputs, dev_weights, z0, tol, max_iter)
+        _ahead.wait(pending[1])
+        return conclude(config, programs, dev_inputs, dev_weights, final, held, tol, max_iter)
+    finally:
+        prepare_solver(m, dtype)
+
+
+def _programs_ahead(config: KernelConfig, inputs: Inputs, weights: Any, init_leaves: list):
+    """The model's programs, its start in z, and where this model has compiled nothing
+    yet, its f/∇f/∇²f and ``point`` programs compiling side by side on worker threads
+    (:mod:`jaxmle.fitting.ahead`; the fit waits for each before its first call)."""
     programs = model_programs(config)
-    held = inputs.held
-    dev_inputs, dev_weights = on_device(inputs, weights)
     z0 = start_z(config, programs, init_leaves)
-    final = solve(programs, dev_inputs, dev_weights, z0, tol, max_iter)
-    return conclude(config, programs, dev_inputs, dev_weights, final, held, tol, max_iter)
+    if programs.fgh._cache_size() or programs.point._cache_size():
+        return programs, z0, (None, None)
+    m, dtype = z0.shape[0], z0.dtype
+    return programs, z0, (
+        _ahead.compile_ahead(programs.fgh, inputs, weights, z0, identity(m, dtype)),
+        _ahead.compile_ahead(programs.point, inputs, weights, z0, np.zeros((4, m), dtype)))
 
 
 def fixed_scores(config: KernelConfig, inputs: Inputs, weights: Any,

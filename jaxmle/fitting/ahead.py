@@ -1,0 +1,62 @@
+"""Compile ahead: a fit's programs compiled side by side, off the calling thread.
+
+A first fit in a process compiles several programs: the model's (f/∇f/∇²f, the values at
+the optimum, the padding check: :mod:`jaxmle.fitting.host`, :mod:`~jaxmle.fitting.buckets`)
+and the solver's step (``_advance``, shared by every model of a size). One after
+another they would add up; here each is *lowered* on the calling thread — tracing runs
+the user's log-likelihood there, under the caller's configuration (x64, contexts) — and
+*compiled* on a worker thread (XLA releases the GIL). A later call of the same jitted
+function with arguments of the same shapes finds the compiled program in JAX's caches
+(``jit(f).lower(*a).compile()`` fills them: ``jit(f)(*a)`` then neither traces nor
+compiles), so the callers wait for the future, then call the function as always.
+
+Anything that fails here (a lowering error, a compile error) is left for the ordinary
+call to raise, with its ordinary message.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+from typing import Any, Callable
+
+_POOL: list = []
+
+
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    if not _POOL:
+        _POOL.append(concurrent.futures.ThreadPoolExecutor(2, "jaxmle-compile"))
+    return _POOL[0]
+
+
+def _forget_pool() -> None:
+    """In a forked child the pool's threads do not exist: start afresh."""
+    _POOL.clear()
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
+def run(fn: Callable, *args: Any) -> concurrent.futures.Future:
+    """``fn(*args)`` on a worker thread (jaxmle's own code only, never the user's)."""
+    return _pool().submit(fn, *args)
+
+
+def compile_ahead(jitted: Any, *args: Any, **kwargs: Any) -> concurrent.futures.Future | None:
+    """Lower ``jitted`` for ``args`` here and compile it on a worker thread; None where
+    lowering fails (the ordinary call then reports the error)."""
+    try:
+        lowered = jitted.lower(*args, **kwargs)
+    except Exception:   # noqa: BLE001  (raised again, with its message, by the call)
+        return None
+    return run(lowered.compile)
+
+
+def wait(*futures: concurrent.futures.Future | None) -> None:
+    """Wait for these compilations; a failed one is compiled again by the call itself."""
+    for future in futures:
+        if future is not None:
+            try:
+                future.result()
+            except Exception:   # noqa: BLE001
+                pass
