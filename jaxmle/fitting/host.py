@@ -8,15 +8,15 @@ A fit is
   :mod:`~jaxmle.fitting.host_conclude`); θ̂, ℓ, log π, the observation count and the
   transform's Jacobian at the optimum (:func:`~jaxmle.fitting.kernel.model_point`); the
   score outer product for ``cov_type`` opg/sandwich; the start in z;
-* **the solver**: one program, ``_advance`` (the damped Newton's ``tell`` then ``ask``:
-  step, line search, damping, convergence tests), keyed by the number of free
-  parameters and the dtype only, so it is compiled once per size, shared by every model
-  and kept by JAX's persistent cache; what runs once per fit (the start, the
-  eigen-decomposition, the flat test's step and the inference's linear algebra) runs
-  on the host in NumPy. All of these are the very functions the fused program traces
-  (:mod:`jaxmle.core.solvers.newton`, :mod:`~jaxmle.core.solvers.dense`,
-  :mod:`jaxmle.core.covariance`, written once against the functions NumPy and
-  ``jax.numpy`` share: :mod:`jaxmle.core.xp`).
+* **the solver** (:mod:`jaxmle.fitting.host_solver`): one program, ``_advance``, keyed
+  by the number of free parameters and the dtype only, compiled once per size, shared by
+  every model; what runs once per fit runs on the host in NumPy. All of these are the
+  very functions the fused program traces (:mod:`jaxmle.core.solvers.newton`,
+  :mod:`~jaxmle.core.solvers.dense`, :mod:`jaxmle.core.covariance`, written once against
+  the functions NumPy and ``jax.numpy`` share: :mod:`jaxmle.core.xp`).
+
+A first fit compiles its model's programs side by side on worker threads
+(:mod:`jaxmle.fitting.ahead`: the padding check, f/∇f/∇²f and ``point`` at once).
 
 ``jm.fit`` runs the Newton's state machine from Python (:func:`solve`): per iteration
 one call of the model's f/∇f/∇²f program and one of the solver's ``tell``+``ask``. The
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -39,12 +38,9 @@ import numpy as np
 
 import jaxmle.core.objective as _objective
 import jaxmle.fitting.ahead as _ahead
-import jaxmle.core.solvers as _solvers
 from jaxmle.core.held import Inputs, View, nothing_held
 from jaxmle.core.host_space import host_transform_grad, host_unconstrained
 from jaxmle.core.refine import value_grad_hessian_in
-from jaxmle.core.solvers.dense import DenseModel, hold_rows
-from jaxmle.core.solvers.newton import DampedNewton, Rules
 from jaxmle.fitting.buckets import bucketed
 from jaxmle.fitting.kernel import (
     KernelConfig,
@@ -54,8 +50,8 @@ from jaxmle.fitting.kernel import (
     model_meat,
     model_point,
 )
-from jaxmle.fitting.host_conclude import conclude, final_values, host_arrays, identity
-from jaxmle.fitting.packed import Packing, layout_of, pack, unpack
+from jaxmle.fitting.host_conclude import conclude, final_values, identity
+from jaxmle.fitting.host_solver import prepare_solver, solve, wait_solvers  # noqa: F401
 from jaxmle.fitting.start import starts_around
 from jaxmle.results.result import FitResult
 
@@ -64,140 +60,6 @@ def eligible(config: KernelConfig) -> bool:
     """Fits the host driver runs: the plain (dense) Newton. The proximal Newton (L1
     priors) and the optax methods run the fused program."""
     return config.method == "newton"
-
-
-# --------------------------------------------------------------------------- the solver
-#
-# Per iteration: one call of the model's f/∇f/∇²f program and one of ``_advance`` (the
-# solver's one compiled program: its arguments are arrays of the problem's size, so it
-# is compiled once per size and dtype, shared by every model, and kept by JAX's
-# persistent cache across processes). What runs once per fit (the start, the
-# eigen-decomposition, the flat test's step, the inference's linear algebra) runs on
-# the host in NumPy: the same functions as in the fused program (:mod:`jaxmle.core.xp`),
-# nothing to compile, less time than a program call costs.
-
-
-def _newton(held_z: np.ndarray) -> DampedNewton:
-    return DampedNewton(DenseModel(held_z), Rules())   # as make_solver("newton", ..., held)
-
-
-def _start(z0: np.ndarray, held_z: np.ndarray):
-    """The Newton state at z0 (offset by the kink jitter), its first proposal and trial
-    point. Only ``z`` (and the escape probes' ``anchor``) of the initial state depends on
-    z0, and the first proposal (a zero step that evaluates the start) not at all, so both
-    are built once per size, dtype and held set and the start is put in (a profile runs
-    hundreds of starts)."""
-    s, p = _initial(z0.shape[0], z0.dtype.str, held_z.tobytes())
-    z = z0 + _solvers.kink_jitter(z0, held_z)
-    s = s._replace(z=z, anchor=z)
-    return s, p, s.z + p.step
-
-
-@functools.lru_cache(maxsize=256)
-def _initial(m: int, dtype: str, held: bytes):
-    held_z = np.frombuffer(held, bool).copy()
-    newton = _newton(held_z)
-    with np.errstate(all="ignore"):
-        s = newton.init(None, np.zeros(m, np.dtype(dtype)), None)
-        p = newton.ask(s)
-    for x in jax.tree_util.tree_leaves((s, p)):   # shared by every start: read-only
-        if isinstance(x, np.ndarray):
-            x.flags.writeable = False
-    return s, p
-
-
-@functools.lru_cache(maxsize=64)
-def packing(m: int, dtype: str) -> Packing:
-    """The :class:`~jaxmle.fitting.packed.Packing` of the solver's (state, proposal) for m
-    coordinates: they travel as three flat arrays, not 27 leaves (a program call costs
-    about a microsecond per argument and result leaf: ~40 µs of the ~125 µs ``_advance``
-    call, at every iteration)."""
-    return layout_of(_initial(m, dtype, np.zeros(m, bool).tobytes()))
-
-
-@functools.partial(jax.jit, static_argnames=("layout",))
-def _advance(packed, f, g, h, held_z, tol, max_iter, layout):
-    """``tell`` (f, ∇f, ∇²f at the trial point) then the next ``ask``; whether to go on.
-    The state and proposal travel packed (:class:`Packing`)."""
-    newton = _newton(held_z)
-    s, p = unpack(layout, packed)
-    s = newton.tell(s, p, (f, g, hold_rows(h, held_z)), tol)
-    p = newton.ask(s)
-    return pack(layout, (s, p), f.dtype), s.z + p.step, _solvers.is_active(s, max_iter)
-
-
-def _advance_host(packed, f, g, h, held_z, tol, max_iter, layout):
-    """:func:`_advance` in NumPy: the same functions, nothing to compile (~1 ms an
-    iteration against ~0.15 ms compiled), for the iterations before the compiled step is
-    ready."""
-    with np.errstate(all="ignore"):
-        newton = _newton(held_z)
-        s, p = unpack(layout, host_arrays(packed))
-        f, g, h = np.asarray(f), np.asarray(g), np.asarray(h)
-        s = newton.tell(s, p, (f, g, hold_rows(h, held_z)), tol)
-        p = newton.ask(s)
-        return (pack(layout, (s, p), f.dtype), s.z + p.step,
-                bool(_solvers.is_active(s, max_iter)))
-
-
-# ``_advance`` is the same program for every model of a size: the first fit of a size in a
-# process compiles it on a worker thread (:mod:`jaxmle.fitting.ahead`; only jaxmle's code
-# runs there, never the user's log-likelihood), and until it is ready the iterations take
-# the NumPy step (:func:`_advance_host`), so no fit waits for the solver's compilation.
-_PREPARED: dict = {}
-
-
-def _solver_key(m: int, dtype: Any) -> tuple[int, str, bool]:
-    return int(m), np.dtype(dtype).str, bool(jax.config.jax_enable_x64)
-
-
-_LATER = "later"
-
-
-def prepare_solver(m: int, dtype: Any, later: bool = False) -> None:
-    """Start compiling (or loading from the persistent cache) ``_advance`` for ``m``
-    coordinates of ``dtype`` in the background, once per process. ``later``: not yet
-    (the first fit of a size lets its model's programs have the CPU, running the NumPy
-    step, and starts it when done)."""
-    key = _solver_key(m, dtype)
-    if key not in _PREPARED or (_PREPARED[key] is _LATER and not later):
-        _PREPARED[key] = _LATER if later else _ahead.run(_compile_advance, *key)
-
-
-def _forget_prepared() -> None:
-    """In a forked child the worker threads do not exist: start afresh."""
-    _PREPARED.clear()
-
-
-os.register_at_fork(after_in_child=_forget_prepared)
-
-
-def _compile_advance(m: int, dtype: str, x64: bool) -> None:
-    if bool(jax.config.jax_enable_x64) != x64:   # a thread-local x64 context: not this one
-        return
-    dtype = np.dtype(dtype)
-    z, held = np.zeros(m, dtype), np.zeros(m, bool)
-    layout = packing(m, dtype.str)
-    with np.errstate(all="ignore"):
-        s, p, _ = _start(z, held)
-    jax.block_until_ready(_advance(pack(layout, (s, p), dtype), np.zeros((), dtype),
-                                   np.zeros(m, dtype), np.eye(m, dtype=dtype), held,
-                                   np.asarray(1e-8, dtype), np.asarray(0, np.int32),
-                                   layout=layout))
-
-
-def wait_solvers() -> None:
-    """Wait for every ``_advance`` compilation in flight (``jm.warmup``, tests)."""
-    _ahead.wait(*[f for f in list(_PREPARED.values()) if f is not _LATER])
-
-
-def _solver_ready(m: int, dtype: Any) -> bool:
-    """Whether the compiled ``_advance`` may be called without waiting for a compilation:
-    done in the background, or not in flight (then the call compiles it, as any program)."""
-    future = _PREPARED.get(_solver_key(m, dtype))
-    if future is None:
-        return True
-    return future is not _LATER and future.done()   # (had it failed, the call compiles it)
 
 
 # --------------------------------------------------------------------------- model programs
@@ -281,38 +143,6 @@ def start_z(config: KernelConfig, programs: ModelPrograms, init_leaves: list) ->
     compile), else the model's ``initial_z`` program."""
     z0 = host_unconstrained(config.space, init_leaves, np.dtype(config.dtype))
     return np.asarray(programs.unconstrain(init_leaves)) if z0 is None else z0
-
-
-def solve(programs: ModelPrograms, inputs: Inputs, weights: Any, z0: Any, tol: Any,
-          max_iter: Any, evaluate: Callable | None = None):
-    """The Newton's final state from z0 (NumPy arrays), driven from Python (``inputs``,
-    ``weights``: on the device already, when large). ``evaluate(inputs, weights, z)``:
-    f, ∇f and the step's curvature matrix, if not the model's f/∇f/∇²f
-    (:mod:`jaxmle.fitting.rescue`'s metric)."""
-    held_z = np.asarray(inputs.held.z)
-    z0 = np.asarray(z0)
-    with np.errstate(all="ignore"):   # NaN/inf are handled as the program handles them
-        s, p, z_trial = _start(z0, held_z)
-    layout = packing(z0.shape[0], z0.dtype.str)
-    packed = pack(layout, (s, p), z0.dtype)
-    tol, max_iter = np.asarray(tol, z0.dtype), np.asarray(max_iter, np.int32)
-    prepare_solver(z0.shape[0], z0.dtype, later=True)   # (no-op once started)
-    if evaluate is None:
-        eye = identity(z0.shape[0], z0.dtype)
-
-        def evaluate(inputs, weights, z):
-            return programs.fgh(inputs, weights, z, eye)
-
-    f, g, h = evaluate(inputs, weights, z_trial)
-    m, ready = z0.shape[0], False
-    while True:
-        ready = ready or _solver_ready(m, z0.dtype)
-        advance = _advance if ready else _advance_host
-        packed, z_trial, active = advance(packed, f, g, h, held_z, tol, max_iter,
-                                          layout=layout)
-        if not active:
-            return unpack(layout, host_arrays(packed))[0]
-        f, g, h = evaluate(inputs, weights, z_trial)
 
 
 @functools.lru_cache(maxsize=1)

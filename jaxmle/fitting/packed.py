@@ -1,6 +1,6 @@
 """A pytree of arrays as three flat arrays, one per kind (the floating dtype, int32, bool).
 
-The host driver's solver program (:func:`jaxmle.fitting.host._advance`) takes and returns
+The host driver's solver program (:func:`jaxmle.fitting.host_solver._advance`) takes and returns
 the Newton's state and proposal this way: a program call costs about a microsecond per
 argument and per result leaf, and the state has 27 of them, at every iteration.
 """
