@@ -95,17 +95,19 @@ def _step_host(newton: DampedNewton, s: Any, p: Any, f: Any, g: Any, h: Any, hel
 
 
 # ``_advance`` is the same program for every model of a size: the first fit of a size in a
-# process compiles it on a worker thread (:mod:`jaxmle.fitting.ahead`; only jaxmle's code
-# runs there, never the user's log-likelihood), and until it is ready the iterations take
-# the NumPy step (:func:`_step_host`), so no fit waits for the solver's compilation.
+# process never waits for it. Its iterations take the NumPy step (:func:`_step_host`), and
+# when it is done ``_advance`` is traced, lowered and compiled on a worker thread
+# (:mod:`jaxmle.fitting.ahead`; jaxmle's code only, never the user's log-likelihood; the
+# tracing yields the GIL often, :func:`~jaxmle.fitting.ahead.yielding`); later iterations
+# switch to it once it is ready. (Tracing it on the caller's thread while the fit waits
+# for its model's programs was tried: the first fit took 0.1-0.15 s longer, the steps
+# after it were faster, a 6-step script took the same time.)
 _PREPARED: dict = {}
+_LATER = "later"
 
 
 def _solver_key(m: int, dtype: Any) -> tuple[int, str, bool]:
     return int(m), np.dtype(dtype).str, bool(jax.config.jax_enable_x64)
-
-
-_LATER = "later"
 
 
 def prepare_solver(m: int, dtype: Any, later: bool = False) -> None:
@@ -114,8 +116,9 @@ def prepare_solver(m: int, dtype: Any, later: bool = False) -> None:
     (the first fit of a size lets its model's programs have the CPU, running the NumPy
     step, and starts it when done)."""
     key = _solver_key(m, dtype)
-    if key not in _PREPARED or (_PREPARED[key] is _LATER and not later):
-        _PREPARED[key] = _LATER if later else _ahead.run(_compile_advance, *key)
+    if key in _PREPARED and (_PREPARED[key] is not _LATER or later):
+        return
+    _PREPARED[key] = _LATER if later else _ahead.run(_compile_advance, *key)
 
 
 def _forget_prepared() -> None:
@@ -126,18 +129,22 @@ def _forget_prepared() -> None:
 os.register_at_fork(after_in_child=_forget_prepared)
 
 
-def _compile_advance(m: int, dtype: str, x64: bool) -> None:
-    if bool(jax.config.jax_enable_x64) != x64:   # a thread-local x64 context: not this one
-        return
-    dtype = np.dtype(dtype)
+def _lower_advance(m: int, dtype: np.dtype) -> Any:
     z, held = np.zeros(m, dtype), np.zeros(m, bool)
     layout = packing(m, dtype.str)
     with np.errstate(all="ignore"):
         s, p, _ = _start(z, held)
-    jax.block_until_ready(_advance(pack(layout, (s, p), dtype), np.zeros((), dtype),
-                                   np.zeros(m, dtype), np.eye(m, dtype=dtype), held,
-                                   np.asarray(1e-8, dtype), np.asarray(0, np.int32),
-                                   layout=layout))
+    args = (pack(layout, (s, p), dtype), np.zeros((), dtype), np.zeros(m, dtype),
+            np.eye(m, dtype=dtype), held, np.asarray(1e-8, dtype), np.asarray(0, np.int32))
+    return _advance.lower(*args, layout=layout)
+
+
+def _compile_advance(m: int, dtype: str, x64: bool) -> None:
+    if bool(jax.config.jax_enable_x64) != x64:   # a thread-local x64 context: not this one
+        return
+    with _ahead.yielding():   # tracing and lowering: Python, holding the GIL
+        lowered = _lower_advance(m, np.dtype(dtype))
+    lowered.compile()   # (XLA releases the GIL; this fills ``_advance``'s caches)
 
 
 def wait_solvers() -> None:
