@@ -15,7 +15,7 @@ import pytest
 from numpyro.distributions import constraints as npc
 
 import jaxmle as jm
-from jaxmle.fitting import buckets, cache, host, host_solver
+from jaxmle.fitting import ahead, buckets, cache, host, host_solver, single
 
 POS = {"sigma": npc.positive}
 INIT = {"mu": 0.0, "sigma": 1.0}
@@ -248,6 +248,35 @@ def test_cache_default_dir_and_opt_out(tmp_path, monkeypatch):
 def test_host_driver_is_the_newton_only():
     assert host.eligible(type("C", (), {"method": "newton"})())
     assert not host.eligible(type("C", (), {"method": "lbfgs"})())
+
+
+def test_a_loop_of_fits_tiers_up_to_the_fused_program_without_waiting(monkeypatch):
+    """After TIER_UP host-driven fits of one model and shapes, the fused program is lowered
+    and compiled on a worker thread; the fits go on meanwhile, and once it is ready the
+    next fit uses it without compiling anything, with the host driver's answer."""
+    monkeypatch.setattr(single, "TIER_UP", 3)
+
+    def loop_ll(p, x):   # a model of its own: its keys are fresh in this process
+        return -0.5 * ((x - p["mu"]) / p["sigma"]) ** 2 - jnp.log(p["sigma"]) - 0.0
+
+    x = np.random.default_rng(11).normal(2.0, 1.5, 37)
+    host_fits = [jm.fit(loop_ll, x, INIT, constraints=POS) for _ in range(3)]
+    pending = [f for f in single._TIERING.values() if f is not None]
+    assert pending, "the third fit starts the fused program's compilation"
+    ahead.wait(*pending)
+    host_calls = []
+    monkeypatch.setattr(host, "host_fit", lambda *a, **k: host_calls.append(a))
+    with Compiles() as c:
+        fused = jm.fit(loop_ll, x, INIT, constraints=POS)
+    assert c.names == [], c.names
+    assert host_calls == [], "the fourth fit runs the fused program"
+    ref = host_fits[0]
+    assert int(fused.status) == int(ref.status) and bool(fused.converged)
+    for name in ("mu", "sigma"):
+        np.testing.assert_allclose(float(fused.params[name]), float(ref.params[name]),
+                                   rtol=1e-10)
+        np.testing.assert_allclose(float(fused.stderr[name]), float(ref.stderr[name]),
+                                   rtol=1e-8)
 
 
 def test_a_new_size_compiles_the_solver_once():
