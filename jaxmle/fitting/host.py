@@ -51,7 +51,12 @@ from jaxmle.fitting.kernel import (
     model_point,
 )
 from jaxmle.fitting.host_conclude import conclude, final_values, identity
-from jaxmle.fitting.host_solver import prepare_solver, solve, wait_solvers  # noqa: F401
+from jaxmle.fitting.host_solver import (  # noqa: F401  (solve: the drivers' loop)
+    lower_solver,
+    prepare_solver,
+    solve,
+    wait_solvers,
+)
 from jaxmle.fitting.start import starts_around
 from jaxmle.results.result import FitResult
 
@@ -180,6 +185,7 @@ def host_fit(config: KernelConfig, inputs: Inputs, init_leaves: list, weights: A
         dev_inputs, dev_weights = on_device(inputs, weights)
         programs, z0, pending = ahead.get(config) or \
             _programs_ahead(config, dev_inputs, dev_weights, init_leaves)
+        lower_solver(m, dtype)   # while the model's programs compile: see host_solver
         _ahead.wait(pending[0])
         final = solve(programs, dev_inputs, dev_weights, z0, tol, max_iter)
         _ahead.wait(pending[1])

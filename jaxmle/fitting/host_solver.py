@@ -95,14 +95,18 @@ def _step_host(newton: DampedNewton, s: Any, p: Any, f: Any, g: Any, h: Any, hel
 
 
 # ``_advance`` is the same program for every model of a size: the first fit of a size in a
-# process never waits for it. Its iterations take the NumPy step (:func:`_step_host`), and
-# when it is done ``_advance`` is traced, lowered and compiled on a worker thread
-# (:mod:`jaxmle.fitting.ahead`; jaxmle's code only, never the user's log-likelihood; the
-# tracing yields the GIL often, :func:`~jaxmle.fitting.ahead.yielding`); later iterations
-# switch to it once it is ready. (Tracing it on the caller's thread while the fit waits
-# for its model's programs was tried: the first fit took 0.1-0.15 s longer, the steps
-# after it were faster, a 6-step script took the same time.)
+# process never waits for its compilation. Its iterations take the NumPy step
+# (:func:`_step_host`); while the fit waits for its model's programs to compile on worker
+# threads, its own thread traces and lowers ``_advance`` (:func:`lower_solver`), and when
+# the fit is done the compilation runs on a worker thread (:mod:`jaxmle.fitting.ahead`: XLA
+# releases the GIL); later iterations switch to it once it is ready. (Tracing it on a
+# worker thread instead, the first fit was ~0.1 s faster, but for the next half second
+# every step waited for the GIL at each program call: a profile right after took 0.13 s
+# instead of 0.05 s, a warm fit 14 ms instead of 5.) Where no first fit prepared it (a
+# profile or multi-start of a new size) it is traced on the worker thread, yielding the
+# GIL often (:func:`~jaxmle.fitting.ahead.yielding`).
 _PREPARED: dict = {}
+_LOWERED: dict = {}   # lowered on the caller's thread, to be compiled
 _LATER = "later"
 
 
@@ -118,12 +122,32 @@ def prepare_solver(m: int, dtype: Any, later: bool = False) -> None:
     key = _solver_key(m, dtype)
     if key in _PREPARED and (_PREPARED[key] is not _LATER or later):
         return
-    _PREPARED[key] = _LATER if later else _ahead.run(_compile_advance, *key)
+    if later:
+        _PREPARED[key] = _LATER
+    elif key in _LOWERED:
+        _PREPARED[key] = _ahead.run(_LOWERED.pop(key).compile)
+    else:
+        _PREPARED[key] = _ahead.run(_compile_advance, *key)
+
+
+def lower_solver(m: int, dtype: Any) -> None:
+    """Trace and lower ``_advance`` on this thread if the solver of this size has not been
+    prepared (a first fit: while its model's programs compile on worker threads, this
+    thread would only wait); :func:`prepare_solver` then only compiles it, on a worker
+    thread, without holding the GIL against the caller's next steps."""
+    key = _solver_key(m, dtype)
+    if _PREPARED.get(key) is not _LATER or key in _LOWERED:
+        return
+    try:
+        _LOWERED[key] = _lower_advance(int(m), np.dtype(dtype))
+    except Exception:   # noqa: BLE001  (traced on the worker thread instead)
+        pass
 
 
 def _forget_prepared() -> None:
     """In a forked child the worker threads do not exist: start afresh."""
     _PREPARED.clear()
+    _LOWERED.clear()
 
 
 os.register_at_fork(after_in_child=_forget_prepared)
