@@ -27,8 +27,11 @@ _POOL: list = []
 
 
 def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    """Four threads: a fit's three model programs at once, beside a background compilation
+    (the solver's step, a tier-up) that must not hold them up; XLA's compilations share
+    the cores."""
     if not _POOL:
-        _POOL.append(concurrent.futures.ThreadPoolExecutor(2, "jaxmle-compile"))
+        _POOL.append(concurrent.futures.ThreadPoolExecutor(4, "jaxmle-compile"))
     return _POOL[0]
 
 
