@@ -371,15 +371,72 @@ def random_walk(p, data):
             + dist.Normal(0.0, p["sigma"]).log_prob(steps).sum())
 
 
-def test_probe_catches_a_coupled_model(poisson_problem):
+def test_probe_finds_a_random_walk_banded_and_the_band_equals_dense(poisson_problem):
+    """A random walk couples each time point to its neighbours: the probe rejects the
+    block-diagonal layout and confirms the block-tridiagonal one, whose Laplace marginal
+    (scans over the groups) is the dense one's (O(G³))."""
     data, u0, theta = poisson_problem
-    assert choose_layout(random_walk, ("b",), ((20,),), theta, data, u0).n_groups == 1
+    chosen = choose_layout(random_walk, ("b",), ((20,),), theta, data, u0)
+    assert (chosen.n_groups, chosen.band) == (20, 1)
     # with the (wrong) block layout the marginal would be wrong (or the inner solve fail)
     wrong = MarginalLogLik(random_walk, Layout(("b",), ((20,),), 20))
-    right = MarginalLogLik(random_walk, Layout(("b",), ((20,),), 1))
-    value = float(jax.jit(right)(theta, augment(data, u0)))
+    band = MarginalLogLik(random_walk, chosen)
+    dense = MarginalLogLik(random_walk, Layout(("b",), ((20,),), 1))
+    value = float(jax.jit(dense)(theta, augment(data, u0)))
     assert np.isfinite(value)
+    assert abs(float(jax.jit(band)(theta, augment(data, u0))) - value) < 1e-11 * abs(value)
     assert not abs(float(jax.jit(wrong)(theta, augment(data, u0))) - value) < 1e-3
+
+
+def random_walk_2(p, data):
+    """A second-order random walk: b_t couples to b_{t−2} too (beyond the band): dense."""
+    y, X, g = data
+    b = p["b"]
+    curv = jnp.concatenate([b[:2], b[2:] - 2 * b[1:-1] + b[:-2]])
+    return (dist.Poisson(jnp.exp(X @ p["beta"] + b[g])).log_prob(y).sum()
+            + dist.Normal(0.0, p["sigma"]).log_prob(curv).sum())
+
+
+def test_probe_falls_back_to_dense_beyond_the_band(poisson_problem):
+    data, u0, theta = poisson_problem
+    assert choose_layout(random_walk_2, ("b",), ((20,),), theta, data, u0).n_groups == 1
+
+
+@pytest.mark.parametrize("K", [2, 7])   # unrolled small blocks, and LAPACK's
+def test_block_tridiagonal_linear_algebra_against_dense(K):
+    """The band's factor, solve, log-determinant and diagonal of the inverse against
+    NumPy on the assembled matrix (G = 5 groups of K)."""
+    from jaxmle.random import band as _band
+    from jaxmle.random.inner import _chol, _tri_solve
+
+    G = 5
+    rng = np.random.default_rng(K)
+    diag = rng.normal(size=(G, K, K))
+    diag = np.einsum("gij,gkj->gik", diag, diag) + 3 * K * np.eye(K)
+    sub = rng.normal(size=(G, K, K))
+    sub[0] = 0.0
+    A = np.zeros((G * K, G * K))
+    for g in range(G):
+        A[g * K:(g + 1) * K, g * K:(g + 1) * K] = diag[g]
+        if g:
+            A[g * K:(g + 1) * K, (g - 1) * K:g * K] = sub[g]
+            A[(g - 1) * K:g * K, g * K:(g + 1) * K] = sub[g].T
+    blocks = jnp.asarray(np.stack([diag, sub], axis=1))
+    rhs = rng.normal(size=(G, K))
+    factor = jax.jit(lambda b: _band.cholesky(b, _chol, _tri_solve))(blocks)
+    np.testing.assert_allclose(float(_band.logdet(factor)), np.linalg.slogdet(A)[1], rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(_band.solve(factor, jnp.asarray(rhs), _tri_solve)),
+                               np.linalg.solve(A, rhs.ravel()).reshape(G, K), rtol=1e-10,
+                               atol=1e-12)
+    np.testing.assert_allclose(np.asarray(_band.inverse_diag(factor, _tri_solve)),
+                               np.diag(np.linalg.inv(A)).reshape(G, K), rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(_band.matvec(blocks, jnp.asarray(rhs))),
+                               (A @ rhs.ravel()).reshape(G, K), rtol=1e-12, atol=1e-12)
+    # the blocks from 3K coloured products of the matrix
+    cols = jnp.einsum("ij,cj->ci", jnp.asarray(A),
+                      _band.colours(jnp.zeros((G, K))).reshape(3 * K, G * K))
+    np.testing.assert_allclose(np.asarray(_band.from_columns(cols.reshape(3 * K, G, K))),
+                               np.asarray(blocks), atol=1e-12)
 
 
 def ar1(p, data):
@@ -392,7 +449,8 @@ def ar1(p, data):
 
 
 def test_coupling_that_appears_at_the_estimate_is_caught():
-    """Started at ρ = 0 the probe sees independent groups; at ρ̂ it does not: dense refit."""
+    """Started at ρ = 0 the probe sees independent groups; at ρ̂ it does not: refitted with
+    the structure the probe confirms there (block-tridiagonal)."""
     rng = np.random.default_rng(0)
     T, n = 30, 5
     b = np.zeros(T)
@@ -406,8 +464,10 @@ def test_coupling_that_appears_at_the_estimate_is_caught():
     cons = {"sigma": constraints.positive, "rho": constraints.interval(-1.0, 1.0)}
     with pytest.warns(UserWarning, match="coupled at the estimate"):
         res = jm.fit(ar1, (y, X, g), init, constraints=cons, random=["b"])
-    assert res.random_info.n_groups == 1 and bool(res.converged)
+    # an AR(1) process couples neighbours only: refitted block-tridiagonal, not dense
+    assert (res.random_info.n_groups, res.random_info.band) == (T, 1) and bool(res.converged)
     assert 0.5 < float(res.params["rho"]) < 0.95
+    assert "block-tridiagonal inner Hessian" in str(res.summary())
 
 
 # --------------------------------------------------------------------------- machinery

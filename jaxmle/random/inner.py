@@ -31,6 +31,7 @@ import numpy as np
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
+import jaxmle.random.band as _band
 from jaxmle.core.solvers.newton import DampedNewton, Measure, NewtonState, Proposal, Rules, run
 from jaxmle.core.typing import Status
 
@@ -44,6 +45,7 @@ class Layout:
     names: tuple[str, ...]
     shapes: tuple[tuple[int, ...], ...]
     n_groups: int                       # G (1: dense)
+    band: int = 0                       # 1: each group coupled to its neighbours only
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -79,15 +81,28 @@ def joint(loglik: Callable, layout: Layout, theta: dict, U: jax.Array, data: Any
     return jnp.sum(jnp.asarray(loglik(params, data))).astype(U.dtype)
 
 
-def grad_and_blocks(ell: Callable[[jax.Array], jax.Array], U: jax.Array):
-    """∇ᵤℓ (G, K) and the diagonal blocks of ∇²ᵤℓ (G, K, K), from K coloured HVPs.
+def grad_and_blocks(ell: Callable[[jax.Array], jax.Array], U: jax.Array, band: int = 0):
+    """∇ᵤℓ (G, K) and the blocks of ∇²ᵤℓ: the diagonal ones (G, K, K) from K coloured
+    HVPs, or with ``band`` the diagonal and sub-diagonal ones stacked (G, 2, K, K) from
+    3K (:mod:`jaxmle.random.band`).
 
-    Exact when the blocks are the whole Hessian (independent groups, or G = 1).
+    Exact when the blocks are the whole Hessian (independent groups, neighbours only, or
+    G = 1).
     """
     g, hvp = jax.linearize(jax.grad(ell), U)
-    cols = jax.vmap(hvp)(colours_like(U))          # (K, G, K): cols[j, g] = H_g[:, j]
-    blocks = jnp.transpose(cols, (1, 2, 0))
-    return g, 0.5 * (blocks + jnp.swapaxes(blocks, 1, 2))
+    return g, _blocks(jax.vmap(hvp)(_directions(U, band)), band)
+
+
+def _directions(U: jax.Array, band: int) -> jax.Array:
+    return _band.colours(U) if band else colours_like(U)
+
+
+def _blocks(cols: jax.Array, band: int) -> jax.Array:
+    """The blocks from the products with :func:`_directions` (K or 3K, G, K)."""
+    if band:
+        return _band.from_columns(cols)
+    blocks = jnp.transpose(cols, (1, 2, 0))        # cols[j, g] = H_g[:, j]
+    return 0.5 * (blocks + jnp.swapaxes(blocks, 1, 2))
 
 
 def colours_like(U: jax.Array) -> jax.Array:
@@ -138,22 +153,36 @@ def _tri_solve(L: jax.Array, b: jax.Array, transpose: bool) -> jax.Array:
 
 
 def cholesky(blocks: jax.Array) -> jax.Array:
-    """Lower Cholesky factors of the blocks of −Hᵤᵤ (NaN where not positive definite)."""
-    return _chol(-blocks)
+    """Lower Cholesky factors of the blocks of −Hᵤᵤ (NaN where not positive definite); for
+    stacked block-tridiagonal blocks, the block-bidiagonal factor (:mod:`~jaxmle.random.band`)."""
+    return _factor(-blocks)
+
+
+def _factor(A: jax.Array) -> jax.Array:
+    """Factor of a positive definite A given by its blocks (either structure)."""
+    if _band.is_band(A):
+        return _band.cholesky(A, _chol, _tri_solve)
+    return _chol(A)
 
 
 def chol_solve(chol: jax.Array, rhs: jax.Array) -> jax.Array:
     """(−Hᵤᵤ)⁻¹ rhs, block by block: rhs (G, K) → (G, K)."""
+    if _band.is_band(chol):
+        return _band.solve(chol, rhs, _tri_solve)
     return _tri_solve(chol, _tri_solve(chol, rhs, False), True)
 
 
 def logdet(chol: jax.Array) -> jax.Array:
     """log det(−Hᵤᵤ) = 2 Σ log diag(L)."""
+    if _band.is_band(chol):
+        return _band.logdet(chol)
     return 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)))
 
 
 def block_inverse_diag(chol: jax.Array) -> jax.Array:
     """diag((−Hᵤᵤ)⁻¹) (G, K): the conditional variances of the random effects."""
+    if _band.is_band(chol):
+        return _band.inverse_diag(chol, _tri_solve)
     K = chol.shape[-1]
     eye = jnp.broadcast_to(jnp.eye(K, dtype=chol.dtype), chol.shape)
     linv = jnp.stack([_tri_solve(chol, eye[..., j], False) for j in range(K)], -1)
@@ -163,17 +192,20 @@ def block_inverse_diag(chol: jax.Array) -> jax.Array:
 # --------------------------------------------------------------------------- inner Newton
 
 
-def value_grad_blocks(ell: Callable[[jax.Array], jax.Array], U: jax.Array):
-    """ℓ, ∇ᵤℓ and the diagonal blocks of ∇²ᵤℓ from one linearisation (one copy of ℓ)."""
+def value_grad_blocks(ell: Callable[[jax.Array], jax.Array], U: jax.Array, band: int = 0):
+    """ℓ, ∇ᵤℓ and the blocks of ∇²ᵤℓ (:func:`grad_and_blocks`) from one linearisation
+    (one copy of ℓ)."""
     (f, g), lin = jax.linearize(jax.value_and_grad(ell), U)
-    cols = jax.vmap(lin)(colours_like(U))[1]
-    blocks = jnp.transpose(cols, (1, 2, 0))
-    return f, g, 0.5 * (blocks + jnp.swapaxes(blocks, 1, 2))
+    return f, g, _blocks(jax.vmap(lin)(_directions(U, band))[1], band)
 
 
 def _lm_step(g: jax.Array, hess: jax.Array, mu: jax.Array):
     """The damped Newton step (H + μ·D) d = −g, D = |diag H| (floored), of the blocks
     H (G, K, K) of a minimisation, and −gᵀd."""
+    if _band.is_band(hess):
+        d = _band.solve(_band.cholesky(_band.damped(hess, mu), _chol, _tri_solve), -g,
+                        _tri_solve)
+        return d, jnp.sum(-g * d)
     K = hess.shape[-1]
     diag = jnp.abs(jnp.diagonal(hess, axis1=-2, axis2=-1))
     diag = jnp.maximum(diag, 1e-12 * jnp.max(diag, axis=-1, keepdims=True) + 1e-300)
@@ -189,15 +221,24 @@ class BlockStep(NamedTuple):
 
 class BlockModel(NamedTuple):
     """The step model of the inner mode solve: minimise −ℓ(U) with the Hessian's
-    diagonal blocks, one per group (Levenberg–Marquardt, block-diagonal Cholesky)."""
+    diagonal blocks, one per group (Levenberg–Marquardt, block-diagonal Cholesky), or
+    with ``band`` its block-tridiagonal part (:mod:`~jaxmle.random.band`)."""
+
+    band: int = 0
 
     def initial(self, U0):
         K = U0.shape[1]
-        return (jnp.broadcast_to(jnp.eye(K, dtype=U0.dtype), U0.shape + (K,)),
-                BlockStep(jnp.zeros_like(U0), jnp.zeros((), U0.dtype)))
+        eye = jnp.broadcast_to(jnp.eye(K, dtype=U0.dtype), U0.shape + (K,))
+        if self.band:
+            eye = jnp.stack([eye, jnp.zeros_like(eye)], axis=1)
+        return eye, BlockStep(jnp.zeros_like(U0), jnp.zeros((), U0.dtype))
 
     def evaluate(self, neg_ell, U):
-        return value_grad_blocks(neg_ell, U)
+        return value_grad_blocks(neg_ell, U, self.band)
+
+    def diagonal(self, hess):
+        """The Hessian's diagonal (G, K)."""
+        return jnp.diagonal(hess[:, 0] if self.band else hess, axis1=-2, axis2=-1)
 
     def propose(self, s: NewtonState) -> Proposal:
         zero = jnp.zeros((), s.f.dtype)      # no predicted decrease: accept any non-increase
@@ -213,17 +254,19 @@ class BlockModel(NamedTuple):
         return jnp.asarray(True)
 
 
-INNER = DampedNewton(BlockModel(), Rules(
+INNER_RULES = Rules(
     decrease=0.0, noise=1e-13 / float(np.finfo(np.float64).eps), shrink=10.0, zero_below=5e-5,
-    floor=1e-5, grow=10.0, accelerate=1.0, line_search=False, precision_test=False))
+    floor=1e-5, grow=10.0, accelerate=1.0, line_search=False, precision_test=False)
 """Accept any trial that does not increase −ℓ beyond 10⁻¹³(1 + |ℓ|); μ/10 after an
 accepted trial (0 from 10⁻⁴), max(10μ, 10⁻⁴) after a rejected one; converged when the
 undamped step has decrement ≤ 10⁻¹²(1 + |ℓ|)."""
+INNER = DampedNewton(BlockModel(), INNER_RULES)
+INNER_BAND = DampedNewton(BlockModel(band=1), INNER_RULES)
 
 INNER_TOL = 1e-6
 
 
-def solve_mode(ell: Callable[[jax.Array], jax.Array], U0: jax.Array) -> jax.Array:
+def solve_mode(ell: Callable[[jax.Array], jax.Array], U0: jax.Array, band: int = 0) -> jax.Array:
     """argmaxᵤ ℓ by Levenberg–Marquardt Newton from U0 (:data:`INNER`); NaN if it does
     not converge.
 
@@ -237,7 +280,7 @@ def solve_mode(ell: Callable[[jax.Array], jax.Array], U0: jax.Array) -> jax.Arra
     def neg_ell(U):
         return -ell(U)
 
-    s = run(INNER, neg_ell, U0, INNER_TOL, INNER_MAX_ITER - 1)
+    s = run(INNER_BAND if band else INNER, neg_ell, U0, INNER_TOL, INNER_MAX_ITER - 1)
     ok = s.done & (s.status == Status.SUCCESS)
     return jnp.where(ok, s.z + s.model.d, jnp.nan)
 
@@ -255,7 +298,7 @@ def _ell(problem: _Problem, theta, data):
 
 
 def _mode_primal(problem: _Problem, theta, data, U0):
-    return solve_mode(_ell(problem, theta, data), U0)
+    return solve_mode(_ell(problem, theta, data), U0, problem.layout.band)
 
 
 mode = jax.custom_jvp(_mode_primal, nondiff_argnums=(0,))
@@ -284,7 +327,7 @@ def _mode_jvp(problem: _Problem, primals, tangents):
     theta, data, U0 = primals
     t_theta, t_data, _ = tangents
     U = mode(problem, theta, data, U0)
-    _, blocks = grad_and_blocks(_ell(problem, theta, data), U)
+    _, blocks = grad_and_blocks(_ell(problem, theta, data), U, problem.layout.band)
     chol = cholesky(blocks)
 
     def grad_u(th, d):
@@ -305,6 +348,6 @@ def laplace(loglik: Callable, layout: Layout, theta: dict, data: Any, U0: jax.Ar
     """L(θ) = ℓ(θ, û) + (q/2) log 2π − ½ log det(−Hᵤᵤ(θ, û)), and û."""
     problem = _Problem(loglik, layout)
     U = mode(problem, theta, data, U0)
-    f, _, blocks = value_grad_blocks(_ell(problem, theta, data), U)
+    f, _, blocks = value_grad_blocks(_ell(problem, theta, data), U, layout.band)
     value = f + 0.5 * layout.q * math.log(2 * math.pi) - 0.5 * logdet(cholesky(blocks))
     return value, U

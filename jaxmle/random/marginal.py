@@ -22,12 +22,12 @@ Afterwards û(θ̂) is reported with standard errors as TMB's ``sdreport``:
 Var(û) = (−Hᵤᵤ)⁻¹ + J·Cov(θ̂)·Jᵀ, J = dû/dθ (and the conditional part alone).
 
 Sequence of ``fit_random``: one compiled inner program at (θ₀, u₀) probes the
-structure (:mod:`jaxmle.random.structure`) and finds û(θ₀), the start of every
-inner solve (u's start travels in the marginal's data, so it is traced); the
-ordinary ``jm.fit`` maximises L; the same inner program at θ̂ gives the
-predictions and probes the structure again (a coupling seen only there → a dense
-refit); finally a variance component flat up to its edge is reported on it.
-"""
+structure (:mod:`jaxmle.random.structure`: block-diagonal, block-tridiagonal, dense) and
+finds û(θ₀), the start of every inner solve (u's start travels in the marginal's data,
+so it is traced); the ordinary ``jm.fit`` maximises L; the same inner program at θ̂
+gives the predictions and probes the structure again (a coupling seen only there → a
+refit with the next structure); finally a variance component flat up to its edge is
+reported on it."""
 
 from __future__ import annotations
 
@@ -61,7 +61,8 @@ from jaxmle.random.inner import (
     laplace,
     solve_mode,
 )
-from jaxmle.random.structure import candidate_layout, choose_layout, dense, holds, probe_residual
+import jaxmle.random.structure as _structure
+from jaxmle.random.structure import RandomInfo
 from jaxmle.results.result import FitResult
 
 
@@ -119,42 +120,6 @@ def augment(data: Any, u0: dict) -> dict:
     """The marginal's data: the user's data and u's start (a dict: the fit's data
     checks and ``fit_batch``'s batching see plain pytree leaves)."""
     return {"data": data, "u0": u0}
-
-
-@dataclasses.dataclass(frozen=True)
-class RandomInfo:
-    """Static description of a random-effects fit (for the summary)."""
-
-    names: tuple[str, ...]
-    sizes: tuple[int, ...]
-    n_groups: int               # G of the block-diagonal inner Hessian (1: dense)
-    block: int                  # K
-    boundary: tuple[str, ...] = ()
-    flat: tuple[str, ...] = ()  # leaves integrated out under a flat prior (REML)
-
-    @property
-    def reml(self) -> bool:
-        """Fixed effects are integrated out (``random={..., "beta": "flat"}``): REML."""
-        return bool(self.flat)
-
-    @property
-    def n_flat(self) -> int:
-        """Elements of the flat leaves: the fixed effects AIC/BIC count under REML."""
-        return sum(s for n, s in zip(self.names, self.sizes) if n in self.flat)
-
-    def describe(self) -> str:
-        def listing(keep):
-            return ", ".join(f"{n} ({s})" for n, s in zip(self.names, self.sizes) if keep(n))
-
-        how = (f"block-diagonal inner Hessian, {self.n_groups} groups of {self.block}"
-               if self.n_groups > 1 else f"dense inner Hessian, {self.block}×{self.block}")
-        if not self.reml:
-            return f"random effects {listing(lambda n: True)} integrated out by Laplace ({how})"
-        random = listing(lambda n: n not in self.flat)
-        flat = ", ".join(f"{n} ({s}, flat prior)" for n, s in zip(self.names, self.sizes)
-                         if n in self.flat)
-        return (f"REML: {'random effects ' + random + ' and ' if random else ''}fixed effects "
-                f"{flat} integrated out by Laplace ({how})")
 
 
 ROLES = ("random", "flat")
@@ -231,17 +196,18 @@ def fit_random(loglik: Callable, data: Any, init: Any, *, random: Any,
                                                 is_leaf=is_number_list), data)
     theta_j = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), theta0)
     shapes = tuple(u0[n].shape for n in names)
-    layout, u_start = _start(loglik, candidate_layout(names, shapes), theta_j, data, u0)
-    for attempt in ("as probed", "dense"):
+    layout, u_start = _start(loglik, _structure.candidate_layout(names, shapes), theta_j, data, u0)
+    while True:   # block-diagonal → block-tridiagonal → dense, as the probe at θ̂ says
         res, caught = _fit_marginal(fit, marginal_for(loglik, layout), data, u_start, theta0,
                                     constraints, method, kwargs)
         pred = _predict_kernel(marginal_for(loglik, layout))(res.params, augment(data, u_start))
-        if layout.n_groups == 1 or holds(pred[4]):
+        if layout.n_groups == 1 or _structure.holds(pred[4]):
             break
-        warnings.warn("the random effects' groups looked independent at the start but are "
-                      "coupled at the estimate: refitting with a dense inner Hessian",
-                      UserWarning, stacklevel=user_stacklevel())
-        layout = dense(layout)
+        layout = _structure.next_structure(layout)
+        warnings.warn("the random effects' groups are coupled at the estimate beyond what "
+                      "the probe saw at the start: refitting with a "
+                      f"{_structure.describe(layout)} inner Hessian", UserWarning,
+                      stacklevel=user_stacklevel())
     # re-fits (profiles, bootstrap) start from init's u; fits of the same data compare equal
     res = dataclasses.replace(res, context=dataclasses.replace(
         res.context, data=augment(res.context.data["data"], u0)))
@@ -261,7 +227,7 @@ def fit_random(loglik: Callable, data: Any, init: Any, *, random: Any,
         if not issubclass(w.category, explained):
             warnings.warn(w.message, w.category, stacklevel=user_stacklevel())
     info = RandomInfo(names, tuple(int(np.prod(s, dtype=int)) for s in shapes), layout.n_groups,
-                      layout.block, boundary, flat)
+                      layout.block, boundary, flat, layout.band)
     return with_info(res, info)
 
 
@@ -292,8 +258,8 @@ def _start(loglik: Callable, layout: Layout, theta: dict, data: Any, u0: dict):
     """The layout the probe at (θ₀, u₀) confirms, and the inner solves' start: û(θ₀) when
     it was found (the same compiled program later gives the predictions at θ̂)."""
     out = _predict_kernel(marginal_for(loglik, layout))(theta, augment(data, u0))
-    if layout.n_groups > 1 and not holds(out[3]):
-        return dense(layout), u0
+    if layout.n_groups > 1 and not _structure.holds(out[3]):   # the next one, probed
+        return _start(loglik, _structure.next_structure(layout), theta, data, u0)
     U = np.asarray(out[0])
     if not np.all(np.isfinite(U)):
         return layout, u0
@@ -323,15 +289,16 @@ def _predict_kernel(marginal: MarginalLogLik) -> Callable:
             return joint(marginal.loglik, marginal.layout, unravel(x), V, data)
 
         U0 = marginal.layout.pack(u0)
-        U = solve_mode(ell, U0)
-        _, blocks = grad_and_blocks(ell, U)
+        band = marginal.layout.band
+        U = solve_mode(ell, U0, band)
+        _, blocks = grad_and_blocks(ell, U, band)
         chol = cholesky(blocks)
         # J = dû/dθ = (−Hᵤᵤ)⁻¹ ∂θ∇ᵤℓ, one column per natural element of θ
         cross = jax.jacfwd(lambda x: jax.grad(ell)(U, x))(flat)          # (G, K, k)
         J = jax.vmap(lambda c: chol_solve(chol, c), in_axes=-1, out_axes=-1)(cross)
         if marginal.layout.n_groups > 1:
-            resid0 = probe_residual(ell, U0, grad_and_blocks(ell, U0)[1])
-            resid = probe_residual(ell, U, blocks)
+            resid0 = _structure.probe_residual(ell, U0, grad_and_blocks(ell, U0, band)[1])
+            resid = _structure.probe_residual(ell, U, blocks)
         else:
             resid0 = resid = jnp.zeros((), U.dtype)
         return U, block_inverse_diag(chol), J, resid0, resid
@@ -385,7 +352,7 @@ def fit_batch_random(loglik: Callable, data: Any, init: Any, *, random: Any,
     theta_1 = first[2] if batched_init else theta0
     theta_j = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), theta_1)
     shapes = tuple(first[1][n].shape for n in names)
-    layout = choose_layout(loglik, names, shapes, theta_j, first[0], first[1])
+    layout = _structure.choose_layout(loglik, names, shapes, theta_j, first[0], first[1])
     marginal = marginal_for(loglik, layout)
     bres = fit_batch(marginal, augment(data, u0), theta0,
                      constraints=constraints, method=method, batched_init=batched_init, **kwargs)
@@ -393,5 +360,5 @@ def fit_batch_random(loglik: Callable, data: Any, init: Any, *, random: Any,
     if not flat:
         return bres
     info = RandomInfo(names, tuple(int(np.prod(s, dtype=int)) for s in shapes), layout.n_groups,
-                      layout.block, (), flat)
+                      layout.block, (), flat, layout.band)
     return with_info(bres, info)

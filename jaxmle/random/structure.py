@@ -1,20 +1,23 @@
-"""Which structure the inner Hessian has: independent groups (block-diagonal) or dense.
+"""Which structure the inner Hessian has: independent groups (block-diagonal), groups
+coupled to their neighbours only (block-tridiagonal: a latent process over time), or dense.
 
 Candidate: every random leaf has the same leading axis G ≥ 2 (a (G,) or (G, k)
 leaf), so U is (G, K). The structure is then *verified*, not assumed: with the
-blocks B_g from K coloured Hessian-vector products, one more product with a
-random direction v must satisfy
+blocks B from the coloured Hessian-vector products (K of them for the diagonal blocks,
+3K for the tridiagonal ones), one more product with a random direction v must satisfy
 
-    ‖Hᵤᵤv − blockdiag(B)v‖∞ ≤ 10⁻⁸ · ‖B‖∞ ‖v‖∞,
+    ‖Hᵤᵤv − B v‖∞ ≤ 10⁻⁸ · ‖B‖∞ ‖v‖∞,
 
-else some group is coupled to another (a random walk, a shared effect, REML's
-fixed effects) and the dense layout (G = 1) is used. The probe runs at the
-start and again at the estimate, since a coupling can vanish at one point
-(a correlation started at 0) and not at another.
+else some group is coupled to another in a way the structure leaves out (a shared
+effect, REML's fixed effects, a coupling beyond the neighbours) and the next structure
+is tried: block-diagonal, then block-tridiagonal, then dense (G = 1). The probe runs at
+the start and again at the estimate, since a coupling can vanish at one point (a
+correlation started at 0) and not at another.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Callable
 
@@ -22,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import jaxmle.random.band as _band
 from jaxmle.random.inner import Layout, grad_and_blocks, joint
 
 PROBE_RTOL = 1e-8
@@ -39,12 +43,32 @@ def dense(layout: Layout) -> Layout:
     return Layout(layout.names, layout.shapes, 1)
 
 
+def banded(layout: Layout) -> Layout:
+    """The block-tridiagonal layout of the same groups."""
+    return Layout(layout.names, layout.shapes, layout.n_groups, band=1)
+
+
+def next_structure(layout: Layout) -> Layout:
+    """What to try when the probe rejects ``layout``: block-diagonal → block-tridiagonal
+    (G ≥ 3: with two groups the tridiagonal blocks are the whole matrix, as dense) → dense."""
+    if layout.n_groups >= 3 and not layout.band:
+        return banded(layout)
+    return dense(layout)
+
+
+def describe(layout: Layout) -> str:
+    if layout.n_groups == 1:
+        return "dense"
+    return "block-tridiagonal" if layout.band else "block-diagonal"
+
+
 def probe_residual(ell: Callable[[jax.Array], jax.Array], U: jax.Array,
                    blocks: jax.Array) -> jax.Array:
-    """‖Hv − blockdiag(B)v‖∞ / (‖B‖∞‖v‖∞) for a fixed pseudo-random v (0 when dense)."""
+    """‖Hv − Bv‖∞ / (‖B‖∞‖v‖∞) for a fixed pseudo-random v (0 when dense)."""
     v = jnp.asarray(np.random.default_rng(20240607).standard_normal(U.shape), U.dtype)
     hv = jax.jvp(jax.grad(ell), (U,), (v,))[1]
-    bv = jnp.einsum("gij,gj->gi", blocks, v)
+    bv = _band.matvec(blocks, v) if _band.is_band(blocks) else \
+        jnp.einsum("gij,gj->gi", blocks, v)
     scale = jnp.max(jnp.abs(blocks)) * jnp.max(jnp.abs(v)) + jnp.finfo(U.dtype).tiny
     return jnp.max(jnp.abs(hv - bv)) / scale
 
@@ -57,7 +81,7 @@ def _probe_kernel(loglik: Callable, layout: Layout) -> Callable:
         def ell(U):
             return joint(loglik, layout, theta, U, data)
 
-        return probe_residual(ell, U, grad_and_blocks(ell, U)[1])
+        return probe_residual(ell, U, grad_and_blocks(ell, U, layout.band)[1])
 
     return jax.jit(run)
 
@@ -69,8 +93,47 @@ def holds(residual: Any) -> bool:
 
 def choose_layout(loglik: Callable, names: tuple[str, ...], shapes, theta: dict, data: Any,
                   u0: dict) -> Layout:
-    """The block layout if the probe at (θ₀, u₀) confirms it, else dense."""
+    """The first structure the probe at (θ₀, u₀) confirms: block-diagonal, block-tridiagonal,
+    dense."""
     layout = candidate_layout(names, shapes)
-    if layout.n_groups == 1:
-        return layout
-    return layout if holds(_probe_kernel(loglik, layout)(theta, data, u0)) else dense(layout)
+    while layout.n_groups > 1 and not holds(_probe_kernel(loglik, layout)(theta, data, u0)):
+        layout = next_structure(layout)
+    return layout
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomInfo:
+    """Static description of a random-effects fit (for the summary)."""
+
+    names: tuple[str, ...]
+    sizes: tuple[int, ...]
+    n_groups: int               # G of the block-diagonal inner Hessian (1: dense)
+    block: int                  # K
+    boundary: tuple[str, ...] = ()
+    flat: tuple[str, ...] = ()  # leaves integrated out under a flat prior (REML)
+    band: int = 0               # 1: block-tridiagonal (each group coupled to its neighbours)
+
+    @property
+    def reml(self) -> bool:
+        """Fixed effects are integrated out (``random={..., "beta": "flat"}``): REML."""
+        return bool(self.flat)
+
+    @property
+    def n_flat(self) -> int:
+        """Elements of the flat leaves: the fixed effects AIC/BIC count under REML."""
+        return sum(s for n, s in zip(self.names, self.sizes) if n in self.flat)
+
+    def describe(self) -> str:
+        def listing(keep):
+            return ", ".join(f"{n} ({s})" for n, s in zip(self.names, self.sizes) if keep(n))
+
+        kind = "block-tridiagonal" if self.band else "block-diagonal"
+        how = (f"{kind} inner Hessian, {self.n_groups} groups of {self.block}"
+               if self.n_groups > 1 else f"dense inner Hessian, {self.block}×{self.block}")
+        if not self.reml:
+            return f"random effects {listing(lambda n: True)} integrated out by Laplace ({how})"
+        random = listing(lambda n: n not in self.flat)
+        flat = ", ".join(f"{n} ({s}, flat prior)" for n, s in zip(self.names, self.sizes)
+                         if n in self.flat)
+        return (f"REML: {'random effects ' + random + ' and ' if random else ''}fixed effects "
+                f"{flat} integrated out by Laplace ({how})")

@@ -277,7 +277,8 @@ class DampedNewton:
             damping=damping.astype(s.damping.dtype), growth=growth.astype(s.growth.dtype),
             reach=reach, probes=s.probes + probing.astype(np.int32),
             probe_next=xp.asarray(False))
-        h_diag = xp.diagonal(h_t, axis1=-2, axis2=-1)
+        diagonal = getattr(self.model, "diagonal", None)   # (a model's own block layout)
+        h_diag = diagonal(h_t) if diagonal is not None else xp.diagonal(h_t, axis1=-2, axis2=-1)
         return state, Trial(first, finite, accept, f_t, g_t, h_diag, s.f)
 
     def finish(self, s: NewtonState, t: Trial, model: Any, tol: Any) -> NewtonState:
