@@ -448,9 +448,7 @@ def ar1(p, data):
             + dist.Normal(0.0, p["sigma"]).log_prob(e).sum())
 
 
-def test_coupling_that_appears_at_the_estimate_is_caught():
-    """Started at ρ = 0 the probe sees independent groups; at ρ̂ it does not: refitted with
-    the structure the probe confirms there (block-tridiagonal)."""
+def _ar1_data():
     rng = np.random.default_rng(0)
     T, n = 30, 5
     b = np.zeros(T)
@@ -460,12 +458,34 @@ def test_coupling_that_appears_at_the_estimate_is_caught():
     g = np.repeat(np.arange(T), n)
     X = np.ones((T * n, 1))
     y = rng.poisson(np.exp(1.0 + b[g])).astype(float)
-    init = {"beta": np.zeros(1), "sigma": 1.0, "rho": 0.0, "b": np.zeros(T)}
-    cons = {"sigma": constraints.positive, "rho": constraints.interval(-1.0, 1.0)}
+    return (y, X, g), {"beta": np.zeros(1), "sigma": 1.0, "rho": 0.0, "b": np.zeros(T)}
+
+
+AR1_CONS = {"sigma": constraints.positive, "rho": constraints.interval(-1.0, 1.0)}
+
+
+def test_a_coupling_that_vanishes_at_the_start_is_probed_next_to_it():
+    """An AR(1) process started at ρ = 0 has independent time points there and only
+    there: the start is also probed next to θ₀, which finds the band."""
+    data, init = _ar1_data()
+    theta = {k: jnp.asarray(v) for k, v in init.items() if k != "b"}
+    chosen = choose_layout(ar1, ("b",), ((30,),), theta, tuple(map(jnp.asarray, data)),
+                           {"b": jnp.zeros(30)})
+    assert (chosen.n_groups, chosen.band) == (30, 1)
+
+
+def test_coupling_that_appears_at_the_estimate_is_caught(monkeypatch):
+    """A coupling the start's probe misses (here: made to miss it) but the estimate's
+    finds: refitted with the structure the probe confirms there (block-tridiagonal)."""
+    from jaxmle.random import structure
+
+    data, init = _ar1_data()
+    monkeypatch.setattr(structure, "probe_near",
+                        lambda ell, U, flat, band: jnp.zeros((), U.dtype))
     with pytest.warns(UserWarning, match="coupled at the estimate"):
-        res = jm.fit(ar1, (y, X, g), init, constraints=cons, random=["b"])
+        res = jm.fit(ar1, data, init, constraints=AR1_CONS, random=["b"])
     # an AR(1) process couples neighbours only: refitted block-tridiagonal, not dense
-    assert (res.random_info.n_groups, res.random_info.band) == (T, 1) and bool(res.converged)
+    assert (res.random_info.n_groups, res.random_info.band) == (30, 1) and bool(res.converged)
     assert 0.5 < float(res.params["rho"]) < 0.95
     assert "block-tridiagonal inner Hessian" in str(res.summary())
 

@@ -297,7 +297,7 @@ def _predict_kernel(marginal: MarginalLogLik) -> Callable:
         cross = jax.jacfwd(lambda x: jax.grad(ell)(U, x))(flat)          # (G, K, k)
         J = jax.vmap(lambda c: chol_solve(chol, c), in_axes=-1, out_axes=-1)(cross)
         if marginal.layout.n_groups > 1:
-            resid0 = _structure.probe_residual(ell, U0, grad_and_blocks(ell, U0, band)[1])
+            resid0 = _structure.probe_near(ell, U0, flat, band)
             resid = _structure.probe_residual(ell, U, blocks)
         else:
             resid0 = resid = jnp.zeros((), U.dtype)
