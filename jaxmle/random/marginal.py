@@ -21,13 +21,13 @@ does (``n_free`` includes them).
 Afterwards û(θ̂) is reported with standard errors as TMB's ``sdreport``:
 Var(û) = (−Hᵤᵤ)⁻¹ + J·Cov(θ̂)·Jᵀ, J = dû/dθ (and the conditional part alone).
 
-Sequence of ``fit_random``: one compiled inner program at (θ₀, u₀) probes the
-structure (:mod:`jaxmle.random.structure`: block-diagonal, block-tridiagonal, dense) and
-finds û(θ₀), the start of every inner solve (u's start travels in the marginal's data,
-so it is traced); the ordinary ``jm.fit`` maximises L; the same inner program at θ̂
-gives the predictions and probes the structure again (a coupling seen only there → a
-refit with the next structure); finally a variance component flat up to its edge is
-reported on it."""
+Sequence of ``fit_random``: small probe programs at (θ₀, u₀) choose the structure
+(:mod:`jaxmle.random.structure`: block-diagonal, block-tridiagonal, dense); one compiled
+inner program finds û(θ₀) there, the start of every inner solve (u's start travels in
+the marginal's data, so it is traced); the ordinary ``jm.fit`` maximises L; the same
+inner program at θ̂ gives the predictions and probes the structure again (a coupling
+seen only there → a refit with the next structure); finally a variance component flat
+up to its edge is reported on it."""
 
 from __future__ import annotations
 
@@ -45,6 +45,7 @@ from jaxmle.core.objective import check_loglik
 from jaxmle.core.params import free_positions, is_number_list
 from jaxmle.core.space import is_real_line
 from jaxmle.core.typing import ConvergenceWarning, SingularInformationWarning, user_stacklevel
+from jaxmle.fitting.ahead import compile_ahead, wait
 from jaxmle.fitting.batch import fit_batch
 from jaxmle.fitting.data import prepare_data
 from jaxmle.fitting.kernel import float_dtype
@@ -196,12 +197,12 @@ def fit_random(loglik: Callable, data: Any, init: Any, *, random: Any,
                                                 is_leaf=is_number_list), data)
     theta_j = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), theta0)
     shapes = tuple(u0[n].shape for n in names)
-    layout, u_start = _start(loglik, _structure.candidate_layout(names, shapes), theta_j, data, u0)
+    layout, u_start = _start(loglik, names, shapes, theta_j, data, u0)
     while True:   # block-diagonal → block-tridiagonal → dense, as the probe at θ̂ says
         res, caught = _fit_marginal(fit, marginal_for(loglik, layout), data, u_start, theta0,
                                     constraints, method, kwargs)
         pred = _predict_kernel(marginal_for(loglik, layout))(res.params, augment(data, u_start))
-        if layout.n_groups == 1 or _structure.holds(pred[4]):
+        if layout.n_groups == 1 or _structure.holds(pred[3]):
             break
         layout = _structure.next_structure(layout)
         warnings.warn("the random effects' groups are coupled at the estimate beyond what "
@@ -254,12 +255,20 @@ def _batch_boundary(bres: Any, marginal: Any, constraints: Any, method: Any, kwa
     return bres
 
 
-def _start(loglik: Callable, layout: Layout, theta: dict, data: Any, u0: dict):
-    """The layout the probe at (θ₀, u₀) confirms, and the inner solves' start: û(θ₀) when
-    it was found (the same compiled program later gives the predictions at θ̂)."""
+def _start(loglik: Callable, names: tuple, shapes: tuple, theta: dict, data: Any, u0: dict):
+    """The layout the probe at (θ₀, u₀) confirms (:func:`~jaxmle.random.structure.choose_layout`:
+    small probe programs, so no inner program is compiled for a structure the probe
+    rejects), and the inner solves' start: û(θ₀) when it was found (the same compiled
+    program later gives the predictions at θ̂)."""
+    likely = _structure.candidate_layout(names, shapes)
+    # the likely structure's inner program compiles (on a worker thread) while the probe
+    # runs: for independent groups, the common case, the probe costs no time
+    pending = compile_ahead(_predict_kernel(marginal_for(loglik, likely)), theta,
+                            augment(data, u0)) if likely.n_groups > 1 else None
+    layout = _structure.choose_layout(loglik, names, shapes, theta, data, u0)
+    if layout == likely:
+        wait(pending)
     out = _predict_kernel(marginal_for(loglik, layout))(theta, augment(data, u0))
-    if layout.n_groups > 1 and not _structure.holds(out[3]):   # the next one, probed
-        return _start(loglik, _structure.next_structure(layout), theta, data, u0)
     U = np.asarray(out[0])
     if not np.all(np.isfinite(U)):
         return layout, u0
@@ -280,7 +289,7 @@ def _fit_marginal(fit, marginal, data, u0, theta0, constraints, method, kwargs):
 @functools.lru_cache(maxsize=64)
 def _predict_kernel(marginal: MarginalLogLik) -> Callable:
     """(θ, augmented data) ↦ û, diag (−Hᵤᵤ)⁻¹, J = dû/dθ (all natural elements), and the
-    structure probe's residual at u₀ and at û (one program for the start and the end)."""
+    structure probe's residual at û (one program for the start and the end)."""
     def run(theta, data_aug):
         data, u0 = data_aug["data"], data_aug["u0"]
         flat, unravel = ravel_pytree(theta)
@@ -296,12 +305,9 @@ def _predict_kernel(marginal: MarginalLogLik) -> Callable:
         # J = dû/dθ = (−Hᵤᵤ)⁻¹ ∂θ∇ᵤℓ, one column per natural element of θ
         cross = jax.jacfwd(lambda x: jax.grad(ell)(U, x))(flat)          # (G, K, k)
         J = jax.vmap(lambda c: chol_solve(chol, c), in_axes=-1, out_axes=-1)(cross)
-        if marginal.layout.n_groups > 1:
-            resid0 = _structure.probe_near(ell, U0, flat, band)
-            resid = _structure.probe_residual(ell, U, blocks)
-        else:
-            resid0 = resid = jnp.zeros((), U.dtype)
-        return U, block_inverse_diag(chol), J, resid0, resid
+        resid = _structure.probe_residual(ell, U, blocks) if marginal.layout.n_groups > 1 \
+            else jnp.zeros((), U.dtype)
+        return U, block_inverse_diag(chol), J, resid
 
     return jax.jit(run)
 
