@@ -260,16 +260,16 @@ def test_a_loop_of_fits_tiers_up_to_the_fused_program_without_waiting(monkeypatc
         return -0.5 * ((x - p["mu"]) / p["sigma"]) ** 2 - jnp.log(p["sigma"]) - 0.0
 
     x = np.random.default_rng(11).normal(2.0, 1.5, 37)
-    host_fits = [jm.fit(loop_ll, x, INIT, constraints=POS) for _ in range(3)]
+    host_fits = [jm.fit(loop_ll, x, INIT, constraints=POS) for _ in range(4)]
     pending = [f for f in single._TIERING.values() if f is not None]
-    assert pending, "the third fit starts the fused program's compilation"
+    assert pending, "the fourth fit starts the fused program's compilation"
     ahead.wait(*pending)
     host_calls = []
     monkeypatch.setattr(host, "host_fit", lambda *a, **k: host_calls.append(a))
     with Compiles() as c:
         fused = jm.fit(loop_ll, x, INIT, constraints=POS)
     assert c.names == [], c.names
-    assert host_calls == [], "the fourth fit runs the fused program"
+    assert host_calls == [], "the fifth fit runs the fused program"
     ref = host_fits[0]
     assert int(fused.status) == int(ref.status) and bool(fused.converged)
     for name in ("mu", "sigma"):

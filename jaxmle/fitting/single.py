@@ -173,6 +173,6 @@ def _host_driven(config: KernelConfig, data: Any, init_leaves: list, weights: An
     if len(_HOST_FITS) > 4096:
         _HOST_FITS.clear()
     _HOST_FITS[key] = count
-    if count >= TIER_UP:
+    if count > TIER_UP:   # (the 201st fit: as many host fits as before the background tier-up)
         _TIERING[key] = compile_ahead(kernel, data, init_leaves, weights, tol, max_iter)
     return True
