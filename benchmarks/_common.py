@@ -12,9 +12,11 @@ import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -263,6 +265,18 @@ def child_env(extra: dict | None = None) -> dict:
     if extra:
         env.update(extra)
     return env
+
+
+def warm_up_child(modules: str, prefix: str) -> None:
+    """One throwaway child that imports ``modules`` (fills the .pyc and OS file caches
+    before anything is timed), with a compilation cache of its own, removed after."""
+    warm_dir = tempfile.mkdtemp(prefix=prefix)
+    try:
+        subprocess.run([sys.executable, "-c", f"import {modules}"], cwd=REPO_ROOT,
+                       env=child_env({"JAXMLE_CACHE_DIR": warm_dir}), capture_output=True,
+                       timeout=600)
+    finally:
+        shutil.rmtree(warm_dir, ignore_errors=True)
 
 
 def run_child(workload: str, contender: str, seed: int = 0, cache_dir: str | None = None,

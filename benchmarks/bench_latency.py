@@ -1063,13 +1063,7 @@ def main(argv=None):
     t_start = C.now()
     load = [("start", loadavg())]
     C.log("warm-up child (imports jaxmle, statsmodels.api, scipy: .pyc and OS file cache)")
-    warm_dir = tempfile.mkdtemp(prefix="jaxmle-bench-latency-warmup-")
-    try:
-        subprocess.run([sys.executable, "-c", "import jax, jaxmle, statsmodels.api, scipy.optimize, scipy.stats"],
-                       cwd=C.REPO_ROOT, env=C.child_env({"JAXMLE_CACHE_DIR": warm_dir}), capture_output=True,
-                       timeout=600)
-    finally:
-        shutil.rmtree(warm_dir, ignore_errors=True)
+    C.warm_up_child("jax, jaxmle, statsmodels.api, scipy.optimize, scipy.stats", "jaxmle-bench-latency-warmup-")
     runs, sections = Runs(), []
     for part in PARTS:
         if part not in args.only:

@@ -446,13 +446,7 @@ def main(argv=None):
     t_start = C.now()
     load = [("start", loadavg())]
     C.log("warm-up child (imports jax, jaxmle, numpyro, scipy: .pyc and OS file cache)")
-    warm_dir = tempfile.mkdtemp(prefix="jaxmle-bench-models-warmup-")
-    try:
-        subprocess.run([sys.executable, "-c", "import jax, jaxmle, numpyro.infer.util, scipy.optimize"],
-                       cwd=C.REPO_ROOT, env=C.child_env({"JAXMLE_CACHE_DIR": warm_dir}), capture_output=True,
-                       timeout=600)
-    finally:
-        shutil.rmtree(warm_dir, ignore_errors=True)
+    C.warm_up_child("jax, jaxmle, numpyro.infer.util, scipy.optimize", "jaxmle-bench-models-warmup-")
     recs = {}
     for key in args.only:
         C.log(f"== {key} (load {loadavg()})")
