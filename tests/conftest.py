@@ -44,6 +44,9 @@ if os.environ.get("JAXMLE_NO_COMPILATION_CACHE", "").strip().lower() not in ("1"
 
 
 def pytest_unconfigure(config):
+    from jaxmle.fitting import ahead
+
+    ahead.settle()   # background compilations write into the cache: let them finish
     if CACHE_DIR is not None:
         for path in (CACHE_DIR, CACHE_DIR + "-concurrent"):   # (see shared.private_cache_env)
             shutil.rmtree(path, ignore_errors=True)

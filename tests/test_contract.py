@@ -132,8 +132,9 @@ def _no_zero_se(res):
 
 
 def test_centred_eight_schools_map_is_not_a_maximum():
-    """τ → 0: the density of θ_j ~ Normal(μ, τ) at θ_j = μ is unbounded."""
-    with pytest.warns(jm.ConvergenceWarning):
+    """τ → 0: the density of θ_j ~ Normal(μ, τ) at θ_j = μ is unbounded (the warning names
+    τ at its edge)."""
+    with pytest.warns(jm.ConvergenceWarning, match=r"\['tau'\] ran to the edge"):
         res = jm.fit_model(eight_schools, 8, SIGMA8, y=Y8, method="map")
     assert not res.converged
     _no_zero_se(res)

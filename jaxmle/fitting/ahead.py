@@ -68,6 +68,13 @@ def yielding(interval: float = 2e-4) -> Iterator[None]:
                 sys.setswitchinterval(_YIELD["saved"])
 
 
+def settle() -> None:
+    """Wait for every compilation in flight and stop the worker threads (a later
+    compilation starts new ones): e.g. before the compilation cache's directory goes."""
+    if _POOL:
+        _POOL.pop().shutdown(wait=True)
+
+
 def run(fn: Callable, *args: Any) -> concurrent.futures.Future:
     """``fn(*args)`` on a worker thread (jaxmle's own code only, never the user's)."""
     return _pool().submit(fn, *args)

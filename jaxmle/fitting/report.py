@@ -79,10 +79,30 @@ def running_away(res: FitResult, unc_names: tuple[str, ...], constrained: frozen
     return sorted(names)
 
 
+def at_the_edge(res: FitResult, unc_names: tuple[str, ...], constrained: frozenset) -> list[str]:
+    """Constrained parameters whose unconstrained coordinate is far out (|z| ≥ 25) when the
+    iterations ran out, whichever way the last gradient points (a funnel: the objective
+    rises towards the edge in exact arithmetic; at ~1e-17 its gradient is rounding)."""
+    z = np.asarray(res.stats.z)
+    if int(res.status) != Status.MAX_ITER or z.ndim != 1 or z.size != len(unc_names):
+        return []
+    return sorted({n for n, zi in zip(unc_names, z) if abs(zi) >= RUNAWAY_Z and n in constrained})
+
+
 def unbounded_message(res: FitResult, unc_names: tuple[str, ...], constrained: frozenset) -> str:
     names = running_away(res, unc_names, constrained)
     if not names:
-        return ""
+        edge = at_the_edge(res, unc_names, constrained)
+        if not edge:
+            return ""
+        leaves = dict(zip(leaf_names(res.params), jax.tree_util.tree_leaves(res.params)))
+        z = dict(zip(unc_names, np.asarray(res.stats.z)))
+        where = ", ".join(f"{n} = {_value(leaves.get(n))}, at its "
+                          f"{'upper' if z[n] > 0 else 'lower'} edge" for n in edge)
+        return (f". {edge} ran to the edge of their support ({where}): the log-likelihood "
+                "is probably unbounded there (no maximum), e.g. a scale of random effects "
+                "maximised jointly with them (integrate them out with random=[...]) or a "
+                "density unbounded at a boundary")
     leaves = dict(zip(leaf_names(res.params), jax.tree_util.tree_leaves(res.params)))
     now = ", ".join(f"{n} = {_value(leaves.get(n))}" for n in names)
     z = dict(zip(unc_names, np.asarray(res.stats.z)))
