@@ -1,12 +1,13 @@
 """A simulation study in one compiled call: is the MLE unbiased, are its SEs right?
 
-Simulate B datasets from a Gamma(shape=2.5, rate=1.5) at three sample sizes, fit
+Simulate B datasets from a Gamma(shape=2.5, rate=1.5) at three sample sizes (n = 20,
+100, 500 by default), fit
 all of them with ``jm.fit_batch``, and compare what the theory promises (the MLE
 is consistent and asymptotically normal with covariance = inverse Fisher
 information) with what the simulation shows: bias, SD of the estimates against
 the mean standard error, and the coverage of 95% Wald intervals.
 
-    python examples/simulation_study.py [--B 20000] [--save results.json]
+    python examples/simulation_study.py [--B 20000] [--sizes 20,100,500] [--save results.json]
 """
 
 import argparse
@@ -47,20 +48,22 @@ def study(n_obs: int, n_sets: int, rng: np.random.Generator) -> jm.BatchFitResul
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--B", type=int, default=20_000, help="datasets per sample size")
+    parser.add_argument("--sizes", default="20,100,500",
+                        help="observations per dataset, one study each (comma-separated)")
     parser.add_argument("--save", help="write every study's summary to this JSON file")
     args = parser.parse_args()
     rng = np.random.default_rng(2026)
     print(f"Gamma(shape={TRUE['shape']}, rate={TRUE['rate']}): MLE over {args.B:,} simulated "
           "datasets per sample size\n")
     saved = {}
-    for n_obs in (20, 100, 500):
+    for n_obs in (int(n) for n in args.sizes.split(",")):
         bres = study(n_obs, args.B, rng)
         saved[f"n={n_obs}"] = bres.simulation_summary(TRUE).to_dict()
     if args.save:
         with open(args.save, "w") as f:
             json.dump(saved, f, indent=1, allow_nan=False)   # plain floats; NaN -> null
         print(f"\nsummaries saved to {args.save}")
-    print("\nAny one of them is an ordinary fit, e.g. the first dataset at n = 500:")
+    print(f"\nAny one of them is an ordinary fit, e.g. the first dataset at n = {n_obs}:")
     print(bres[0].summary())
     print("\nAs n grows the bias vanishes (consistency), SE/SD -> 1 (the inverse observed\n"
           "information is the variance: Cramer-Rao) and coverage -> 0.95 (asymptotic normality).")
