@@ -279,6 +279,26 @@ def test_a_loop_of_fits_tiers_up_to_the_fused_program_without_waiting(monkeypatc
                                    rtol=1e-8)
 
 
+def test_a_solve_of_a_new_size_starts_the_solver_compilation():
+    """A solve that no first fit prepared (a profile or multi-start of a size not yet
+    fitted) starts the solver's background compilation itself, and its NumPy steps give
+    the answer meanwhile."""
+    from types import SimpleNamespace
+
+    m = next(m for m in range(61, 200)
+             if host_solver._solver_key(m, np.float64) not in host_solver._PREPARED)
+    inputs = SimpleNamespace(held=SimpleNamespace(z=np.zeros(m, bool)))
+
+    def evaluate(inputs, weights, z):   # f = ½‖z − 1‖²
+        return 0.5 * np.sum((z - 1.0) ** 2), z - 1.0, np.eye(m)
+
+    final = host_solver.solve(None, inputs, None, np.zeros(m), 1e-10, 50, evaluate=evaluate)
+    assert bool(final.done) and np.allclose(final.z, 1.0, atol=1e-8)
+    assert host_solver._PREPARED[host_solver._solver_key(m, np.float64)] is not \
+        host_solver._LATER
+    host.wait_solvers()
+
+
 def test_a_new_size_compiles_the_solver_once():
     """Everything of the solver but ``_advance`` runs in NumPy: a first fit with a new
     number of parameters compiles the model's programs and ``_advance``, nothing else."""

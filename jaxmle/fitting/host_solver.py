@@ -197,7 +197,8 @@ def solve(programs: Any, inputs: Inputs, weights: Any, z0: Any, tol: Any,
         s, p, z_trial = _start(z0, held_z)
     tol, max_iter = np.asarray(tol, z0.dtype), np.asarray(max_iter, np.int32)
     m, packed, layout = z0.shape[0], None, packing(z0.shape[0], z0.dtype.str)
-    prepare_solver(m, z0.dtype, later=True)   # (no-op once started)
+    if _solver_key(m, z0.dtype) not in _PREPARED:   # (a first fit defers it: left as is)
+        prepare_solver(m, z0.dtype)
     if evaluate is None:
         eye = identity(z0.shape[0], z0.dtype)
 
