@@ -267,6 +267,17 @@ def child_env(extra: dict | None = None) -> dict:
     return env
 
 
+def child_record(proc: subprocess.CompletedProcess) -> tuple[dict | None, str]:
+    """A child's ``@@RESULT <json>`` record (None if it printed none) and the last line of
+    its stderr (else its exit code), for a crash message."""
+    rec = None
+    for line in proc.stdout.splitlines():
+        if line.startswith("@@RESULT "):
+            rec = json.loads(line[len("@@RESULT "):])
+    tail = (proc.stderr or "").strip().splitlines()[-1:] or [f"rc={proc.returncode}"]
+    return rec, tail[0][:200]
+
+
 def warm_up_child(modules: str, prefix: str) -> None:
     """One throwaway child that imports ``modules`` (fills the .pyc and OS file caches
     before anything is timed), with a compilation cache of its own, removed after."""

@@ -773,14 +773,10 @@ def run_child(spec, timeout=600.0):
         if own_dir:
             shutil.rmtree(own_dir, ignore_errors=True)
     wall = C.now() - t0
-    rec = None
-    for line in r.stdout.splitlines():
-        if line.startswith("@@RESULT "):
-            rec = json.loads(line[len("@@RESULT "):])
+    rec, tail = C.child_record(r)
     if rec is None:
-        tail = (r.stderr or "").strip().splitlines()[-1:] or [f"rc={r.returncode}"]
         C.log(f"child {spec} failed (rc={r.returncode}):\n{r.stderr[-2000:]}")
-        return {"steps": {}, "errors": {"*": f"child crashed: {tail[0][:200]}"}, "process_wall": wall}
+        return {"steps": {}, "errors": {"*": f"child crashed: {tail}"}, "process_wall": wall}
     if rec["errors"]:
         C.log(f"child {spec['kind']}/{spec.get('lib', spec.get('module'))}/{spec.get('workload', '')}: "
               f"errors {rec['errors']}\n{r.stderr[-3000:]}")

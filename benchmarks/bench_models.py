@@ -355,14 +355,10 @@ def run_child(key, timeout):
     finally:
         shutil.rmtree(cache, ignore_errors=True)
     wall = C.now() - t0
-    rec = None
-    for line in r.stdout.splitlines():
-        if line.startswith("@@RESULT "):
-            rec = json.loads(line[len("@@RESULT "):])
+    rec, tail = C.child_record(r)
     if rec is None:
-        tail = (r.stderr or "").strip().splitlines()[-1:] or [f"rc={r.returncode}"]
         C.log(f"child {key} crashed (rc={r.returncode}):\n{r.stderr[-3000:]}")
-        return {"key": key, "passed": False, "error": f"child crashed: {tail[0][:200]}", "process_wall": wall}
+        return {"key": key, "passed": False, "error": f"child crashed: {tail}", "process_wall": wall}
     if rec.get("traceback"):
         C.log(f"child {key}: {rec['traceback']}")
     rec["process_wall"] = wall
