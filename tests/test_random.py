@@ -480,8 +480,10 @@ def test_coupling_that_appears_at_the_estimate_is_caught(monkeypatch):
     from jaxmle.random import structure
 
     data, init = _ar1_data()
-    monkeypatch.setattr(structure, "probe_near",
-                        lambda ell, U, flat, band: jnp.zeros((), U.dtype))
+    # the start's probe made to say "independent groups" (no probe program is traced with
+    # this stand-in, so no cached program keeps it)
+    monkeypatch.setattr(structure, "choose_layout", lambda loglik, names, shapes, *rest:
+                        structure.candidate_layout(names, shapes))
     with pytest.warns(UserWarning, match="coupled at the estimate"):
         res = jm.fit(ar1, data, init, constraints=AR1_CONS, random=["b"])
     # an AR(1) process couples neighbours only: refitted block-tridiagonal, not dense

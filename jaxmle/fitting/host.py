@@ -259,7 +259,6 @@ def fit_starts(config: KernelConfig, inputs: Inputs, init_leaves: list, weights:
                scale: float) -> tuple[list[FitResult], np.ndarray]:
     """Full fits from ``n_starts`` starts around ``init`` (the first is ``init`` itself),
     one after another: the starts and their fits."""
-    prepare_solver(config.space.m, config.dtype)
     config, inputs, weights = bucketed(config, inputs, weights, init_leaves)
     programs = model_programs(config)
     held = inputs.held

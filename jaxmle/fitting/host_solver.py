@@ -177,12 +177,15 @@ def wait_solvers() -> None:
 
 
 def _solver_ready(m: int, dtype: Any) -> bool:
-    """Whether the compiled ``_advance`` may be called without waiting for a compilation:
-    done in the background, or not in flight (then the call compiles it, as any program)."""
-    future = _PREPARED.get(_solver_key(m, dtype))
-    if future is None:
-        return True
-    return future is not _LATER and future.done()   # (had it failed, the call compiles it)
+    """Whether the compiled ``_advance`` may be called without waiting for a compilation
+    (had it failed in the background, the call compiles it). A size no fit has prepared
+    (a profile or multi-start of a new size) starts its compilation here; a first fit's
+    deferred one (``later``) is left to the fit."""
+    key = _solver_key(m, dtype)
+    if key not in _PREPARED:
+        prepare_solver(m, dtype)
+    future = _PREPARED[key]
+    return future is not _LATER and future.done()
 
 
 def solve(programs: Any, inputs: Inputs, weights: Any, z0: Any, tol: Any,
@@ -197,8 +200,6 @@ def solve(programs: Any, inputs: Inputs, weights: Any, z0: Any, tol: Any,
         s, p, z_trial = _start(z0, held_z)
     tol, max_iter = np.asarray(tol, z0.dtype), np.asarray(max_iter, np.int32)
     m, packed, layout = z0.shape[0], None, packing(z0.shape[0], z0.dtype.str)
-    if _solver_key(m, z0.dtype) not in _PREPARED:   # (a first fit defers it: left as is)
-        prepare_solver(m, z0.dtype)
     if evaluate is None:
         eye = identity(z0.shape[0], z0.dtype)
 

@@ -134,12 +134,3 @@ def inverse_diag(factor: jax.Array, tri_solve: Callable) -> jax.Array:
 def logdet(factor: jax.Array) -> jax.Array:
     """log det A = 2 Σ log diag L_g."""
     return 2.0 * jnp.sum(jnp.log(jnp.diagonal(factor[:, 0], axis1=-2, axis2=-1)))
-
-
-def damped(hess: jax.Array, mu: jax.Array) -> jax.Array:
-    """The Levenberg–Marquardt matrix H + μ·D of a minimisation's stacked blocks, D = |diag H|
-    (floored per group, as :func:`jaxmle.random.inner._lm_step` floors it)."""
-    K = hess.shape[-1]
-    diag = jnp.abs(jnp.diagonal(hess[:, 0], axis1=-2, axis2=-1))
-    diag = jnp.maximum(diag, 1e-12 * jnp.max(diag, axis=-1, keepdims=True) + 1e-300)
-    return hess.at[:, 0].add(mu * diag[..., None] * jnp.eye(K, dtype=hess.dtype))

@@ -200,17 +200,16 @@ def value_grad_blocks(ell: Callable[[jax.Array], jax.Array], U: jax.Array, band:
 
 
 def _lm_step(g: jax.Array, hess: jax.Array, mu: jax.Array):
-    """The damped Newton step (H + μ·D) d = −g, D = |diag H| (floored), of the blocks
-    H (G, K, K) of a minimisation, and −gᵀd."""
-    if _band.is_band(hess):
-        d = _band.solve(_band.cholesky(_band.damped(hess, mu), _chol, _tri_solve), -g,
-                        _tri_solve)
-        return d, jnp.sum(-g * d)
+    """The damped Newton step (H + μ·D) d = −g, D = |diag H| (floored per group), of the
+    blocks of a minimisation (block-diagonal (G, K, K) or stacked block-tridiagonal
+    (G, 2, K, K): the damping goes on the diagonal blocks), and −gᵀd."""
+    band = _band.is_band(hess)
+    diag_blocks = hess[:, 0] if band else hess
     K = hess.shape[-1]
-    diag = jnp.abs(jnp.diagonal(hess, axis1=-2, axis2=-1))
+    diag = jnp.abs(jnp.diagonal(diag_blocks, axis1=-2, axis2=-1))
     diag = jnp.maximum(diag, 1e-12 * jnp.max(diag, axis=-1, keepdims=True) + 1e-300)
-    chol = _chol(hess + mu * diag[..., None] * jnp.eye(K, dtype=g.dtype))
-    d = chol_solve(chol, -g)
+    damping = mu * diag[..., None] * jnp.eye(K, dtype=g.dtype)
+    d = chol_solve(_factor(hess.at[:, 0].add(damping) if band else hess + damping), -g)
     return d, jnp.sum(-g * d)
 
 
