@@ -91,23 +91,24 @@ def at_the_edge(res: FitResult, unc_names: tuple[str, ...], constrained: frozens
 
 def unbounded_message(res: FitResult, unc_names: tuple[str, ...], constrained: frozenset) -> str:
     names = running_away(res, unc_names, constrained)
-    if not names:
-        edge = at_the_edge(res, unc_names, constrained)
-        if not edge:
-            return ""
-        leaves = dict(zip(leaf_names(res.params), jax.tree_util.tree_leaves(res.params)))
-        z = dict(zip(unc_names, np.asarray(res.stats.z)))
-        where = ", ".join(f"{n} = {_value(leaves.get(n))}, at its "
-                          f"{'upper' if z[n] > 0 else 'lower'} edge" for n in edge)
+    edge = [] if names else at_the_edge(res, unc_names, constrained)
+    if not names and not edge:
+        return ""
+    leaves = dict(zip(leaf_names(res.params), jax.tree_util.tree_leaves(res.params)))
+    z = dict(zip(unc_names, np.asarray(res.stats.z)))
+
+    def side(n):
+        return "upper" if z[n] > 0 else "lower"
+
+    if edge:
+        where = ", ".join(f"{n} = {_value(leaves.get(n))}, at its {side(n)} edge" for n in edge)
         return (f". {edge} ran to the edge of their support ({where}): the log-likelihood "
                 "is probably unbounded there (no maximum), e.g. a scale of random effects "
                 "maximised jointly with them (integrate them out with random=[...]) or a "
                 "density unbounded at a boundary")
-    leaves = dict(zip(leaf_names(res.params), jax.tree_util.tree_leaves(res.params)))
     now = ", ".join(f"{n} = {_value(leaves.get(n))}" for n in names)
-    z = dict(zip(unc_names, np.asarray(res.stats.z)))
-    edges = ", ".join(f"{n} towards its {'upper' if z[n] > 0 else 'lower'} edge"
-                      if n in constrained else f"{n} towards ±infinity" for n in names)
+    edges = ", ".join(f"{n} towards its {side(n)} edge" if n in constrained
+                      else f"{n} towards ±infinity" for n in names)
     return (f". The log-likelihood is unbounded: it still grows as {names} run to the edge of "
             f"their support ({edges}; now {now}; log-likelihood {float(res.loglik):.6g}), "
             "so there is no maximum. Usual causes: a joint density of data and random effects maximised "
