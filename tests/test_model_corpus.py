@@ -102,7 +102,9 @@ def _support(model, args, kwargs, params, name):
     tr = handlers.trace(handlers.substitute(handlers.seed(model, 0), data=params)).get_trace(
         *args, **kwargs)
     site = tr[name]
-    return site["fn"].support if site["type"] == "sample" else site["kwargs"]["constraint"]
+    if site["type"] == "sample":
+        return site["fn"].support
+    return site["kwargs"].get("constraint", dist.constraints.real)     # a param site
 
 
 def agreement(res, ref, scipy_value, value):

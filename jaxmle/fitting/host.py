@@ -115,11 +115,11 @@ def _model_programs(key: KernelConfig) -> ModelPrograms:
         """θ̂, ℓ, log π, the count (and the probes' f values) packed for the host, and J."""
         inputs = _masked(inputs, weights)
         view = View(key.space, inputs.held, key.constant)
-        pt = model_point(key, view, inputs, weights, z, steps if probes else None)
-        # where ℓ(ẑ) = −f(ẑ) from the solver (``loglik_from_solver``: ``assemble`` takes
-        # it), the program leaves out that pass over the data
-        ll = jnp.zeros((2,), z.dtype) if loglik_from_solver(key) else \
-            jnp.stack([pt.loglik, pt.logpost]).astype(z.dtype)
+        # ℓ(ẑ) comes from −f(ẑ) of the solver (``loglik_from_solver``): the program leaves
+        # out that pass over the data, and ``assemble`` takes ℓ and log π from the two slots
+        pt = model_point(key, view, inputs, weights, z, steps if probes else None,
+                         loglik_from_solver(key))
+        ll = jnp.stack([pt.loglik, pt.logpost]).astype(z.dtype)
         values = [view.space.ravel_natural(pt.params), ll,
                   jnp.asarray(pt.nobs, z.dtype)[None]]
         if probes:

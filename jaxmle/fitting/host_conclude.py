@@ -107,7 +107,7 @@ def conclude(config: KernelConfig, programs: Any, inputs: Any, weights: Any, fin
         inf, status = infer(_kind(config.space), config.cov_type, sol, hess, eig, regular,
                             transform, f_probe, held_z, meat)
         params = unravel_numpy(view, values[:view.k])
-        loglik, logpost, nobs = values[view.k:]   # (zeros where ℓ = −f: see assemble)
+        loglik, logpost, nobs = values[view.k:]   # (log π's parts: see assemble)
         point = Point(params, loglik, logpost, nobs, transform, None)
         return assemble(config, view, held, sol, point, inf, status, xp=np)
 

@@ -175,19 +175,28 @@ def probe_eigen(sol: _solvers.Solution, eig: Any, held_z: jax.Array):
 
 
 def model_point(config: KernelConfig, view: View, inputs: Any, weights: jax.Array | None,
-                z: jax.Array, step: jax.Array | None) -> Point:
+                z: jax.Array, step: jax.Array | None, from_solver: bool = False) -> Point:
     """θ̂, ℓ, log π, the observation count and J at ẑ, and f at ẑ + each row of ``step``
     and one unit further towards the edge (:func:`~jaxmle.core.verdict.edge_step`; +inf
     when no coordinate is near one). ``step=None``: no probes (the host driver evaluates
-    them with the model's f/∇f/∇²f program instead: nothing more to compile)."""
+    them with the model's f/∇f/∇²f program instead: nothing more to compile).
+    ``from_solver`` (:func:`loglik_from_solver`): no ℓ here; the ``loglik`` and ``logpost``
+    slots hold the smooth part of log π and log π (0 without priors) for :func:`assemble`."""
     dtype, data = jnp.dtype(config.dtype), inputs.data
     objective = kernel_objective(config, view, inputs, weights)
     params = view.to_natural(z)
     nobs = _objective.count_observations(config.loglik, params, data, weights, dtype)
-    loglik = _objective.total_loglik(config.loglik, params, data, weights, dtype)[0]
-    logpost = loglik
-    if config.prior is not None:
-        logpost = loglik + log_prior(config.prior, inputs.prior, params, data)
+    if from_solver:
+        loglik = logpost = jnp.zeros((), dtype)
+        if config.prior is not None:
+            loglik = log_prior(config.prior, inputs.prior, params, data,
+                               smooth_only=True).astype(dtype)
+            logpost = log_prior(config.prior, inputs.prior, params, data).astype(dtype)
+    else:
+        loglik = _objective.total_loglik(config.loglik, params, data, weights, dtype)[0]
+        logpost = loglik
+        if config.prior is not None:
+            logpost = loglik + log_prior(config.prior, inputs.prior, params, data)
 
     def loglik_flat(theta):   # ℓ (+ log π) of all k natural elements
         tree = view.unravel_natural(theta)
@@ -239,9 +248,11 @@ def infer(kind: str, cov_type: str, sol: _solvers.Solution, hess: jax.Array, eig
 
 
 def loglik_from_solver(config: KernelConfig) -> bool:
-    """ℓ(ẑ) is −f(ẑ), which the Newton (or its polish) evaluated at ẑ: a Newton MLE (no
-    priors), so a conclusion leaves out that pass over the data (:func:`assemble`)."""
-    return config.method == "newton" and config.prior is None
+    """ℓ(ẑ) comes from −f(ẑ), which the Newton (or its polish) evaluated at ẑ: ℓ = −f − the
+    smooth part of log π (f leaves out an L1 prior's |θ − m|/b), so a conclusion leaves out
+    that pass over the data (for a Laplace marginal, a whole inner optimisation; the point
+    evaluates only the priors: :func:`model_point`, :func:`assemble`)."""
+    return config.method == "newton"
 
 
 def assemble(config: KernelConfig, view: View, held: Any, sol: _solvers.Solution,
@@ -255,8 +266,9 @@ def assemble(config: KernelConfig, view: View, held: Any, sol: _solvers.Solution
     void = (inf.stderr == 0) & ~held.nat
     if point.transform is not None and point.transform.constant is not None:
         void = void & ~point.transform.constant
-    if loglik_from_solver(config):
-        point = point._replace(loglik=-sol.f, logpost=-sol.f)
+    if loglik_from_solver(config):    # the slots hold log π's smooth part and log π
+        loglik = -sol.f - point.loglik
+        point = point._replace(loglik=loglik, logpost=loglik + point.logpost)
     return FitResult(
         params=point.params,
         stderr=unravel(xp.where(held.nat | void, xp.nan, inf.stderr)),
@@ -334,7 +346,7 @@ def conclude(config: KernelConfig, inputs: Any, weights: jax.Array | None,
         regular, step = probe_eigen(sol, eig, held.z)
     else:
         eig, regular, step = probe(sol, hess, held.z)
-    point = model_point(config, view, inputs, weights, sol.z, step)
+    point = model_point(config, view, inputs, weights, sol.z, step, loglik_from_solver(config))
     meat = None if config.cov_type == "observed" else model_meat(config, view, inputs,
                                                                  weights, sol.z)
     own_test = config.method in ("newton", "prox-newton")   # the decrement is their test

@@ -31,8 +31,9 @@ def layout_of(tree: Any) -> Packing:
     sizes, out = [0, 0, 0], []
     for x in leaves:
         x = np.asarray(x)
-        k = _kind(x.dtype)
-        out.append((k, sizes[k], x.size, x.shape, x.dtype))
+        dt = jax.dtypes.canonicalize_dtype(x.dtype)   # float64 NumPy leaves are float32
+        k = _kind(dt)                                 # leaves of the traced twin without x64
+        out.append((k, sizes[k], x.size, x.shape, dt))
         sizes[k] += x.size
     return Packing(treedef, tuple(out))
 

@@ -83,10 +83,17 @@ def at_the_edge(res: FitResult, unc_names: tuple[str, ...], constrained: frozens
     """Constrained parameters whose unconstrained coordinate is far out (|z| ≥ 25) when the
     iterations ran out, whichever way the last gradient points (a funnel: the objective
     rises towards the edge in exact arithmetic; at ~1e-17 its gradient is rounding)."""
-    z = np.asarray(res.stats.z)
+    z, g = np.asarray(res.stats.z), np.asarray(res.stats.grad_z)
     if int(res.status) != Status.MAX_ITER or z.ndim != 1 or z.size != len(unc_names):
         return []
-    return sorted({n for n, zi in zip(unc_names, z) if abs(zi) >= RUNAWAY_Z and n in constrained})
+    # or still heading out, well on the way (|z| ≥ 10: a scale below 5e-5 of its unit): a
+    # first-order solver crawls down a funnel and runs out of iterations before |z| = 25
+    heading = (np.abs(z) >= HEADING_Z) & (g * z < 0) if g.shape == z.shape else False
+    far = (np.abs(z) >= RUNAWAY_Z) | heading
+    return sorted({n for n, f in zip(unc_names, far) if f and n in constrained})
+
+
+HEADING_Z = 10.0
 
 
 def unbounded_message(res: FitResult, unc_names: tuple[str, ...], constrained: frozenset) -> str:
@@ -101,7 +108,9 @@ def unbounded_message(res: FitResult, unc_names: tuple[str, ...], constrained: f
         return "upper" if z[n] > 0 else "lower"
 
     if edge:
-        where = ", ".join(f"{n} = {_value(leaves.get(n))}, at its {side(n)} edge" for n in edge)
+        where = ", ".join(f"{n} = {_value(leaves.get(n))}, "
+                          f"{'at' if abs(z[n]) >= RUNAWAY_Z else 'heading to'} its {side(n)} edge"
+                          for n in edge)
         return (f". {edge} ran to the edge of their support ({where}): the log-likelihood "
                 "is probably unbounded there (no maximum), e.g. a scale of random effects "
                 "maximised jointly with them (integrate them out with random=[...]) or a "

@@ -35,6 +35,8 @@ import dataclasses
 import warnings
 from typing import Any, Callable, Mapping, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from numpyro import handlers
 from numpyro.distributions import constraints
@@ -214,7 +216,23 @@ def _host_side(model, arguments, method, explicit, init, init_strategy, random):
 
 
 def _discovered(model, arguments, method, explicit, init, init_strategy, random):
-    """The model's concrete runs: its sites, a start where every term is finite."""
+    """The model's concrete runs: its sites, a start where every term is finite.
+
+    The arrays reach the model as NumPy arrays (``np.unique``, in-place edits, anything
+    NumPy does); a model that indexes one with a traced value (a ``scan`` body, NumPyro's
+    ``condition`` inside ``scan``: ``y[i]``) cannot take NumPy there, and runs again with
+    its arrays as concrete JAX arrays, which take both."""
+    try:
+        return _discovered_with(model, arguments, method, explicit, init, init_strategy,
+                                random)
+    except jax.errors.JAXTypeError:
+        if all(isinstance(a, jax.Array) for a in arguments.arrays):
+            raise
+    as_jax = dataclasses.replace(arguments, arrays=[jnp.asarray(a) for a in arguments.arrays])
+    return _discovered_with(model, as_jax, method, explicit, init, init_strategy, random)
+
+
+def _discovered_with(model, arguments, method, explicit, init, init_strategy, random):
     host = arguments.call(model)          # every array as the model's data, concrete here
     strategy = strategy_function(init_strategy)
     sites, tr = discover(host, arguments.arrays, init, strategy)

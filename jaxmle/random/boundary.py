@@ -26,11 +26,20 @@ BOUNDARY_DROP = 1e-4        # L lower by at most this there: the maximum is on t
 
 @functools.lru_cache(maxsize=64)
 def _values_kernel(config) -> Callable:
-    """(z's, inputs) ↦ L(θ(z)) for each row of z's (unconstrained coordinates)."""
+    """(z's, inputs) ↦ the fit's objective L(θ(z)) (+ log π(θ(z)) for a MAP fit) for each
+    row of z's (unconstrained coordinates)."""
+    from jaxmle.core.priors import log_prior
+
+    def objective(z, view, inputs):
+        theta = view.to_natural(z)
+        value = config.loglik(theta, inputs.data)
+        if config.prior is not None:    # a MAP fit: the prior can hold it off the edge
+            value = value + log_prior(config.prior, inputs.prior, theta, inputs.data)
+        return value
 
     def run(zs, inputs):
         view = View(config.space, inputs.held, config.constant)
-        return jax.vmap(lambda z: config.loglik(view.to_natural(z), inputs.data))(zs)
+        return jax.vmap(lambda z: objective(z, view, inputs))(zs)
 
     return jax.jit(run)
 
@@ -86,12 +95,13 @@ def _boundary(res: FitResult) -> tuple[FitResult, tuple[str, ...], dict]:
     all_names = all_flat_names(res.params)
     hold = {}
     run = functools.partial(_values, _values_kernel(cfg), packed, z, 2 * len(cands))
+    level = float(res.loglik if cfg.prior is None else res.logpost)     # the fit's objective
     for (j, nat, leaf), vals in zip(cands, values):
-        side = np.nonzero(vals >= float(res.loglik) - BOUNDARY_DROP)[0]
+        side = np.nonzero(vals >= level - BOUNDARY_DROP)[0]
         if not len(side):
             continue
         edge = -math.inf if side[0] == 0 else math.inf
-        hold[all_names[nat]] = _hold_value(run, leaf, j, edge, z, float(res.loglik))
+        hold[all_names[nat]] = _hold_value(run, leaf, j, edge, z, level)
         flat_all[nat] = _edge_value(leaf, edge, flat_all[nat])
         stderr_all[nat] = np.nan
         i = free_names.index(all_names[nat])
