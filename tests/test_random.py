@@ -178,7 +178,9 @@ def test_lmm_reml_by_integrating_the_fixed_effects(diet, lmm_reml):
     df, data, G = diet
     m = smf.mixedlm("Weight ~ Time", df, groups=df.Pig).fit(reml=True)
     res = lmm_reml
-    assert set(res.params) == {"sigma", "tau"} and res.random_info.n_groups == 1  # dense
+    # issue 17: REML's fixed effects border the groups' blocks (no dense fallback)
+    assert set(res.params) == {"sigma", "tau"} and res.random_info.n_groups == G
+    assert res.random_info.border == ("beta",)
     assert res.random_info.reml and res.random_info.flat == ("beta",)
     _close(res.params["sigma"] ** 2, m.scale, res.stderr["sigma"] * 2 * res.params["sigma"])
     _close(res.params["tau"] ** 2, m.cov_re.to_numpy()[0, 0],

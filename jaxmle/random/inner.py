@@ -31,48 +31,13 @@ import numpy as np
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
+import jaxmle.random.arrow as _arrow
 import jaxmle.random.band as _band
+from jaxmle.random.layout import Border, Layout  # noqa: F401  (Layout: re-exported)
 from jaxmle.core.solvers.newton import DampedNewton, Measure, NewtonState, Proposal, Rules, run
 from jaxmle.core.typing import Status
 
 INNER_MAX_ITER = 200
-
-
-@dataclasses.dataclass(frozen=True)
-class Layout:
-    """Static: the random leaves' names and shapes, and the groups (G) they form."""
-
-    names: tuple[str, ...]
-    shapes: tuple[tuple[int, ...], ...]
-    n_groups: int                       # G (1: dense)
-    band: int = 0                       # 1: each group coupled to its neighbours only
-
-    @property
-    def sizes(self) -> tuple[int, ...]:
-        """Columns kᵢ of each leaf in U."""
-        return tuple(math.prod(s) // self.n_groups for s in self.shapes)
-
-    @property
-    def block(self) -> int:
-        """K: the size of one group's block."""
-        return sum(self.sizes)
-
-    @property
-    def q(self) -> int:
-        return self.n_groups * self.block
-
-    def pack(self, u: dict) -> jax.Array:
-        """{name: leaf} → U (G, K)."""
-        return jnp.concatenate([jnp.reshape(u[n], (self.n_groups, k))
-                                for n, k in zip(self.names, self.sizes)], axis=1)
-
-    def unpack(self, U: jax.Array) -> dict:
-        """U (G, K) → {name: leaf}."""
-        out, c = {}, 0
-        for n, s, k in zip(self.names, self.shapes, self.sizes):
-            out[n] = jnp.reshape(U[:, c:c + k], s)
-            c += k
-        return out
 
 
 def joint(loglik: Callable, layout: Layout, theta: dict, U: jax.Array, data: Any) -> jax.Array:
@@ -93,12 +58,16 @@ def grad_and_blocks(ell: Callable[[jax.Array], jax.Array], U: jax.Array, band: i
     return g, _blocks(jax.vmap(hvp)(_directions(U, band)), band)
 
 
-def _directions(U: jax.Array, band: int) -> jax.Array:
+def _directions(U: jax.Array, band) -> jax.Array:
+    if isinstance(band, Border):
+        return _arrow.directions(U, band.G, band.K)
     return _band.colours(U) if band else colours_like(U)
 
 
-def _blocks(cols: jax.Array, band: int) -> jax.Array:
-    """The blocks from the products with :func:`_directions` (K or 3K, G, K)."""
+def _blocks(cols: jax.Array, band) -> jax.Array:
+    """The blocks from the products with :func:`_directions` (K or 3K, G, K; K + B, flat)."""
+    if isinstance(band, Border):
+        return _arrow.from_columns(cols, band.G, band.K)
     if band:
         return _band.from_columns(cols)
     blocks = jnp.transpose(cols, (1, 2, 0))        # cols[j, g] = H_g[:, j]
@@ -155,18 +124,22 @@ def _tri_solve(L: jax.Array, b: jax.Array, transpose: bool) -> jax.Array:
 def cholesky(blocks: jax.Array) -> jax.Array:
     """Lower Cholesky factors of the blocks of −Hᵤᵤ (NaN where not positive definite); for
     stacked block-tridiagonal blocks, the block-bidiagonal factor (:mod:`~jaxmle.random.band`)."""
-    return _factor(-blocks)
+    return _factor(jax.tree_util.tree_map(jnp.negative, blocks))
 
 
 def _factor(A: jax.Array) -> jax.Array:
-    """Factor of a positive definite A given by its blocks (either structure)."""
+    """Factor of a positive definite A given by its blocks (any structure)."""
+    if _arrow.is_arrow(A):
+        return _arrow.cholesky(A, _chol, _tri_solve)
     if _band.is_band(A):
         return _band.cholesky(A, _chol, _tri_solve)
     return _chol(A)
 
 
 def chol_solve(chol: jax.Array, rhs: jax.Array) -> jax.Array:
-    """(−Hᵤᵤ)⁻¹ rhs, block by block: rhs (G, K) → (G, K)."""
+    """(−Hᵤᵤ)⁻¹ rhs, block by block: rhs (G, K) → (G, K) (flat with a border)."""
+    if _arrow.is_arrow(chol):
+        return _arrow.solve(chol, rhs, _tri_solve)
     if _band.is_band(chol):
         return _band.solve(chol, rhs, _tri_solve)
     return _tri_solve(chol, _tri_solve(chol, rhs, False), True)
@@ -174,13 +147,18 @@ def chol_solve(chol: jax.Array, rhs: jax.Array) -> jax.Array:
 
 def logdet(chol: jax.Array) -> jax.Array:
     """log det(−Hᵤᵤ) = 2 Σ log diag(L)."""
+    if _arrow.is_arrow(chol):
+        return _arrow.logdet(chol)
     if _band.is_band(chol):
         return _band.logdet(chol)
     return 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)))
 
 
 def block_inverse_diag(chol: jax.Array) -> jax.Array:
-    """diag((−Hᵤᵤ)⁻¹) (G, K): the conditional variances of the random effects."""
+    """diag((−Hᵤᵤ)⁻¹) (G, K) (flat with a border): the conditional variances of the
+    random effects."""
+    if _arrow.is_arrow(chol):
+        return _arrow.inverse_diag(chol, _tri_solve, block_inverse_diag(chol.A))
     if _band.is_band(chol):
         return _band.inverse_diag(chol, _tri_solve)
     K = chol.shape[-1]
@@ -203,6 +181,11 @@ def _lm_step(g: jax.Array, hess: jax.Array, mu: jax.Array):
     """The damped Newton step (H + μ·D) d = −g, D = |diag H| (floored per group), of the
     blocks of a minimisation (block-diagonal (G, K, K) or stacked block-tridiagonal
     (G, 2, K, K): the damping goes on the diagonal blocks), and −gᵀd."""
+    if _arrow.is_arrow(hess):     # (one floor for all: the border couples every group)
+        diag = jnp.abs(_arrow.diagonal(hess))
+        diag = jnp.maximum(diag, 1e-12 * jnp.max(diag) + 1e-300)
+        d = chol_solve(_factor(_arrow.add_diagonal(hess, mu * diag)), -g)
+        return d, jnp.sum(-g * d)
     band = _band.is_band(hess)
     diag_blocks = hess[:, 0] if band else hess
     K = hess.shape[-1]
@@ -223,9 +206,15 @@ class BlockModel(NamedTuple):
     diagonal blocks, one per group (Levenberg–Marquardt, block-diagonal Cholesky), or
     with ``band`` its block-tridiagonal part (:mod:`~jaxmle.random.band`)."""
 
-    band: int = 0
+    band: Any = 0           # or a :class:`Border`
 
     def initial(self, U0):
+        if isinstance(self.band, Border):
+            G, K = self.band
+            B = U0.shape[0] - G * K
+            eye = jnp.broadcast_to(jnp.eye(K, dtype=U0.dtype), (G, K, K))
+            return (_arrow.Arrow(eye, jnp.zeros((G, K, B), U0.dtype), jnp.eye(B, dtype=U0.dtype)),
+                    BlockStep(jnp.zeros_like(U0), jnp.zeros((), U0.dtype)))
         K = U0.shape[1]
         eye = jnp.broadcast_to(jnp.eye(K, dtype=U0.dtype), U0.shape + (K,))
         if self.band:
@@ -236,7 +225,9 @@ class BlockModel(NamedTuple):
         return value_grad_blocks(neg_ell, U, self.band)
 
     def diagonal(self, hess):
-        """The Hessian's diagonal (G, K)."""
+        """The Hessian's diagonal (G, K) (flat with a border)."""
+        if _arrow.is_arrow(hess):
+            return _arrow.diagonal(hess)
         return jnp.diagonal(hess[:, 0] if self.band else hess, axis1=-2, axis2=-1)
 
     def propose(self, s: NewtonState) -> Proposal:
@@ -279,7 +270,9 @@ def solve_mode(ell: Callable[[jax.Array], jax.Array], U0: jax.Array, band: int =
     def neg_ell(U):
         return -ell(U)
 
-    s = run(INNER_BAND if band else INNER, neg_ell, U0, INNER_TOL, INNER_MAX_ITER - 1)
+    solver = DampedNewton(BlockModel(band), INNER_RULES) if isinstance(band, Border) else \
+        INNER_BAND if band else INNER
+    s = run(solver, neg_ell, U0, INNER_TOL, INNER_MAX_ITER - 1)
     ok = s.done & (s.status == Status.SUCCESS)
     return jnp.where(ok, s.z + s.model.d, jnp.nan)
 
@@ -297,7 +290,7 @@ def _ell(problem: _Problem, theta, data):
 
 
 def _mode_primal(problem: _Problem, theta, data, U0):
-    return solve_mode(_ell(problem, theta, data), U0, problem.layout.band)
+    return solve_mode(_ell(problem, theta, data), U0, problem.layout.structure)
 
 
 mode = jax.custom_jvp(_mode_primal, nondiff_argnums=(0,))
@@ -326,7 +319,7 @@ def _mode_jvp(problem: _Problem, primals, tangents):
     theta, data, U0 = primals
     t_theta, t_data, _ = tangents
     U = mode(problem, theta, data, U0)
-    _, blocks = grad_and_blocks(_ell(problem, theta, data), U, problem.layout.band)
+    _, blocks = grad_and_blocks(_ell(problem, theta, data), U, problem.layout.structure)
     chol = cholesky(blocks)
 
     def grad_u(th, d):
@@ -347,6 +340,6 @@ def laplace(loglik: Callable, layout: Layout, theta: dict, data: Any, U0: jax.Ar
     """L(θ) = ℓ(θ, û) + (q/2) log 2π − ½ log det(−Hᵤᵤ(θ, û)), and û."""
     problem = _Problem(loglik, layout)
     U = mode(problem, theta, data, U0)
-    f, _, blocks = value_grad_blocks(_ell(problem, theta, data), U, layout.band)
+    f, _, blocks = value_grad_blocks(_ell(problem, theta, data), U, layout.structure)
     value = f + 0.5 * layout.q * math.log(2 * math.pi) - 0.5 * logdet(cholesky(blocks))
     return value, U

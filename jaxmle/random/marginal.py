@@ -197,7 +197,7 @@ def fit_random(loglik: Callable, data: Any, init: Any, *, random: Any,
                                                 is_leaf=is_number_list), data)
     theta_j = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), theta0)
     shapes = tuple(u0[n].shape for n in names)
-    layout, u_start = _start(loglik, names, shapes, theta_j, data, u0)
+    layout, u_start = _start(loglik, names, shapes, theta_j, data, u0, flat)
     while True:   # block-diagonal → block-tridiagonal → dense, as the probe at θ̂ says
         res, caught = _fit_marginal(fit, marginal_for(loglik, layout), data, u_start, theta0,
                                     constraints, method, kwargs)
@@ -228,7 +228,7 @@ def fit_random(loglik: Callable, data: Any, init: Any, *, random: Any,
         if not issubclass(w.category, explained):
             warnings.warn(w.message, w.category, stacklevel=user_stacklevel())
     info = RandomInfo(names, tuple(int(np.prod(s, dtype=int)) for s in shapes), layout.n_groups,
-                      layout.block, boundary, flat, layout.band)
+                      layout.block, boundary, flat, layout.band, layout.border)
     return with_info(res, info)
 
 
@@ -255,17 +255,18 @@ def _batch_boundary(bres: Any, marginal: Any, constraints: Any, method: Any, kwa
     return bres
 
 
-def _start(loglik: Callable, names: tuple, shapes: tuple, theta: dict, data: Any, u0: dict):
+def _start(loglik: Callable, names: tuple, shapes: tuple, theta: dict, data: Any, u0: dict,
+           flat: tuple = ()):
     """The layout the probe at (θ₀, u₀) confirms (:func:`~jaxmle.random.structure.choose_layout`:
     small probe programs, so no inner program is compiled for a structure the probe
     rejects), and the inner solves' start: û(θ₀) when it was found (the same compiled
     program later gives the predictions at θ̂)."""
-    likely = _structure.candidate_layout(names, shapes)
+    likely = _structure.candidate_layout(names, shapes, flat)
     # the likely structure's inner program compiles (on a worker thread) while the probe
     # runs: for independent groups, the common case, the probe costs no time
     pending = compile_ahead(_predict_kernel(marginal_for(loglik, likely)), theta,
                             augment(data, u0)) if likely.n_groups > 1 else None
-    layout = _structure.choose_layout(loglik, names, shapes, theta, data, u0)
+    layout = _structure.choose_layout(loglik, names, shapes, theta, data, u0, flat)
     if layout == likely:
         wait(pending)
     out = _predict_kernel(marginal_for(loglik, layout))(theta, augment(data, u0))
@@ -298,7 +299,7 @@ def _predict_kernel(marginal: MarginalLogLik) -> Callable:
             return joint(marginal.loglik, marginal.layout, unravel(x), V, data)
 
         U0 = marginal.layout.pack(u0)
-        band = marginal.layout.band
+        band = marginal.layout.structure
         U = solve_mode(ell, U0, band)
         _, blocks = grad_and_blocks(ell, U, band)
         chol = cholesky(blocks)
@@ -316,9 +317,9 @@ def _with_predictions(res: FitResult, pred) -> FitResult:
     """û, its conditional SEs and its sdreport SEs, (−Hᵤᵤ)⁻¹ + J·cov·Jᵀ, into the result."""
     layout = res.context.config.loglik.layout
     U, cond_var, J = (np.asarray(x) for x in jax.device_get(pred[:3]))
-    J = J.reshape(U.shape + (-1,))[..., free_positions(res.params, res.fixed_names)]
+    J = J.reshape((U.size, -1))[:, free_positions(res.params, res.fixed_names)]
     cov = np.asarray(res.cov)
-    total_var = cond_var + np.einsum("gki,ij,gkj->gk", J, cov, J)
+    total_var = cond_var + np.einsum("ni,ij,nj->n", J, cov, J).reshape(U.shape)
 
     def leaves(M):
         return {n: np.asarray(v) for n, v in layout.unpack(jnp.asarray(M)).items()}
@@ -358,7 +359,7 @@ def fit_batch_random(loglik: Callable, data: Any, init: Any, *, random: Any,
     theta_1 = first[2] if batched_init else theta0
     theta_j = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), theta_1)
     shapes = tuple(first[1][n].shape for n in names)
-    layout = _structure.choose_layout(loglik, names, shapes, theta_j, first[0], first[1])
+    layout = _structure.choose_layout(loglik, names, shapes, theta_j, first[0], first[1], flat)
     marginal = marginal_for(loglik, layout)
     bres = fit_batch(marginal, augment(data, u0), theta0,
                      constraints=constraints, method=method, batched_init=batched_init, **kwargs)
@@ -366,5 +367,5 @@ def fit_batch_random(loglik: Callable, data: Any, init: Any, *, random: Any,
     if not flat:
         return bres
     info = RandomInfo(names, tuple(int(np.prod(s, dtype=int)) for s in shapes), layout.n_groups,
-                      layout.block, (), flat, layout.band)
+                      layout.block, (), flat, layout.band, layout.border)
     return with_info(bres, info)

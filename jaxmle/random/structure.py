@@ -26,18 +26,27 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+import jaxmle.random.arrow as _arrow
 import jaxmle.random.band as _band
 from jaxmle.random.inner import Layout, grad_and_blocks, joint
 
 PROBE_RTOL = 1e-8
+BORDER_MAX = 1000   # border coordinates at most: each costs an HVP per inner iteration
 
 
-def candidate_layout(names: tuple[str, ...], shapes: tuple[tuple[int, ...], ...]) -> Layout:
-    """Block layout when all random leaves share a leading axis G ≥ 2, else dense."""
-    leading = {s[0] if s else None for s in shapes}
-    if len(leading) == 1 and None not in leading and next(iter(leading)) >= 2:
-        return Layout(names, shapes, next(iter(leading)))
-    return Layout(names, shapes, 1)
+def candidate_layout(names: tuple[str, ...], shapes: tuple[tuple[int, ...], ...],
+                     flat: tuple[str, ...] = ()) -> Layout:
+    """The groups: the leaves (not ``flat``) with the longest leading axis G ≥ 2; any
+    other leaf (a second grouping factor, a flat-prior fixed effect, a scalar) is the
+    border, up to :data:`BORDER_MAX` elements; dense when nothing groups or the border is
+    larger."""
+    lead = {n: (s[0] if s else 0) for n, s in zip(names, shapes)}
+    G = max((lead[n] for n in names if n not in flat), default=0)
+    if G < 2:
+        return Layout(names, shapes, 1)
+    border = tuple(n for n in names if n in flat or lead[n] != G)
+    layout = Layout(names, shapes, G, border=border)
+    return layout if layout.border_size <= BORDER_MAX else Layout(names, shapes, 1)
 
 
 def dense(layout: Layout) -> Layout:
@@ -51,8 +60,9 @@ def banded(layout: Layout) -> Layout:
 
 def next_structure(layout: Layout) -> Layout:
     """What to try when the probe rejects ``layout``: block-diagonal → block-tridiagonal
-    (G ≥ 3: with two groups the tridiagonal blocks are the whole matrix, as dense) → dense."""
-    if layout.n_groups >= 3 and not layout.band:
+    (G ≥ 3: with two groups the tridiagonal blocks are the whole matrix, as dense) → dense;
+    bordered → dense."""
+    if layout.n_groups >= 3 and not layout.band and not layout.border:
         return banded(layout)
     return dense(layout)
 
@@ -60,6 +70,8 @@ def next_structure(layout: Layout) -> Layout:
 def describe(layout: Layout) -> str:
     if layout.n_groups == 1:
         return "dense"
+    if layout.border:
+        return "bordered block-diagonal"
     return "block-tridiagonal" if layout.band else "block-diagonal"
 
 
@@ -68,9 +80,11 @@ def probe_residual(ell: Callable[[jax.Array], jax.Array], U: jax.Array,
     """‖Hv − Bv‖∞ / (‖B‖∞‖v‖∞) for a fixed pseudo-random v (0 when dense)."""
     v = jnp.asarray(np.random.default_rng(20240607).standard_normal(U.shape), U.dtype)
     hv = jax.jvp(jax.grad(ell), (U,), (v,))[1]
-    bv = _band.matvec(blocks, v) if _band.is_band(blocks) else \
+    bv = _arrow.matvec(blocks, v) if _arrow.is_arrow(blocks) else \
+        _band.matvec(blocks, v) if _band.is_band(blocks) else \
         jnp.einsum("gij,gj->gi", blocks, v)
-    scale = jnp.max(jnp.abs(blocks)) * jnp.max(jnp.abs(v)) + jnp.finfo(U.dtype).tiny
+    big = jnp.max(jnp.stack([jnp.max(jnp.abs(b)) for b in jax.tree_util.tree_leaves(blocks)]))
+    scale = big * jnp.max(jnp.abs(v)) + jnp.finfo(U.dtype).tiny
     return jnp.max(jnp.abs(hv - bv)) / scale
 
 
@@ -103,7 +117,7 @@ def _probe_kernel(loglik: Callable, layout: Layout) -> Callable:
         def ell(U, x):
             return joint(loglik, layout, unravel(x), U, data)
 
-        return probe_near(ell, layout.pack(u0), flat, layout.band)
+        return probe_near(ell, layout.pack(u0), flat, layout.structure)
 
     return jax.jit(run)
 
@@ -114,10 +128,10 @@ def holds(residual: Any) -> bool:
 
 
 def choose_layout(loglik: Callable, names: tuple[str, ...], shapes, theta: dict, data: Any,
-                  u0: dict) -> Layout:
-    """The first structure the probe at (θ₀, u₀) confirms: block-diagonal, block-tridiagonal,
-    dense."""
-    layout = candidate_layout(names, shapes)
+                  u0: dict, flat: tuple[str, ...] = ()) -> Layout:
+    """The first structure the probe at (θ₀, u₀) confirms: block-diagonal (bordered by the
+    other leaves, if any), block-tridiagonal, dense."""
+    layout = candidate_layout(names, shapes, flat)
     while layout.n_groups > 1 and not holds(_probe_kernel(loglik, layout)(theta, data, u0)):
         layout = next_structure(layout)
     return layout
@@ -134,6 +148,7 @@ class RandomInfo:
     boundary: tuple[str, ...] = ()
     flat: tuple[str, ...] = ()  # leaves integrated out under a flat prior (REML)
     band: int = 0               # 1: block-tridiagonal (each group coupled to its neighbours)
+    border: tuple[str, ...] = ()  # leaves coupled to every group (bordered block-diagonal)
 
     @property
     def reml(self) -> bool:
@@ -152,6 +167,9 @@ class RandomInfo:
         kind = "block-tridiagonal" if self.band else "block-diagonal"
         how = (f"{kind} inner Hessian, {self.n_groups} groups of {self.block}"
                if self.n_groups > 1 else f"dense inner Hessian, {self.block}×{self.block}")
+        if self.border:
+            size = sum(s for n, s in zip(self.names, self.sizes) if n in self.border)
+            how += f", bordered by {', '.join(self.border)} ({size})"
         if not self.reml:
             return f"random effects {listing(lambda n: True)} integrated out by Laplace ({how})"
         random = listing(lambda n: n not in self.flat)

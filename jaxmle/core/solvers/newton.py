@@ -238,7 +238,8 @@ class DampedNewton:
         first = s.n_iter < 0
         step = p.step
         f_t, g_t, h_t = evaluated
-        finite = all_finite(f_t, g_t, h_t)
+        finite = all_finite(f_t, g_t, *jax.tree_util.tree_leaves(h_t))   # (H: a pytree of
+        # pieces for a structured model, :mod:`jaxmle.random.arrow`)
         accept = acceptable(s.f, f_t, p.predicted, finite, first, r)
         # near the optimum f may be too noisy to confirm a decrease the gradient still
         # shows (f's rounding above 16ε(1+|f|): cancellation inside the model): accept a
@@ -273,7 +274,9 @@ class DampedNewton:
 
         state = s._replace(
             z=_where(accept, s.z + step, s.z), f=_where(accept, f_t, s.f),
-            g=_where(accept, g_t, s.g), hess=_where(accept, h_t, s.hess), alpha=alpha,
+            g=_where(accept, g_t, s.g),
+            hess=jax.tree_util.tree_map(lambda a, b: _where(accept, a, b), h_t, s.hess),
+            alpha=alpha,
             damping=damping.astype(s.damping.dtype), growth=growth.astype(s.growth.dtype),
             reach=reach, probes=s.probes + probing.astype(np.int32),
             probe_next=xp.asarray(False))
