@@ -244,7 +244,8 @@ def main(argv=None) -> int:
             if p:
                 worst = max(abs(j["estimates"][k] - p[k]) for k in j["estimates"] if k in p)
                 agree = f"ℓ {j['loglik'] - p['loglik']:+.1e}; estimates ≤ {worst:.1e}"
-            rows.append([label, j["describe"].split("(")[-1].rstrip(")"), C.fmt_s(j["first"]),
+            how = j["describe"].split("Laplace (", 1)[-1][:-1].replace(" inner Hessian", "")
+            rows.append([label, how, C.fmt_s(j["first"]),
                          C.fmt_s(j["warm"]), C.fmt_s(j["dense_warm"]) if "dense_warm" in j else "–",
                          name or ("(R not installed)" if r is None else r.get("error", "–")),
                          C.fmt_s(p["warm"]) if p else "–",

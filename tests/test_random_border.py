@@ -211,3 +211,23 @@ def test_penicillin_crossed_lmm_matches_lme4(reml):
         beta, se = res.params["beta"], res.stderr["beta"]
     np.testing.assert_allclose(beta, ref["beta"], rtol=1e-10)
     np.testing.assert_allclose(se, ref["se"], rtol=1e-4)
+
+
+def test_a_large_dense_inner_hessian_is_warned_about_naming_what_was_tried():
+    """A second-order random walk couples each effect to its neighbours' neighbours: the
+    block-diagonal and block-tridiagonal probes fail, and with q > 2,000 the dense fallback
+    says so (the probes only: nothing dense is computed here)."""
+    T = 2100
+
+    def rw2(p, d):
+        curv = jnp.diff(p["b"], n=2)
+        return (jnp.sum(d * p["b"] - jnp.exp(p["b"])) - 0.5 * jnp.sum(curv ** 2) / p["s"] ** 2
+                - 0.5 * jnp.sum(p["b"] ** 2) / 100.0)
+
+    y = np.random.default_rng(0).poisson(2.0, T).astype(float)
+    with pytest.warns(jm.JaxmleWarning, match=r"inner Hessian is dense, 2100 × 2100 \(the "
+                                              r"probe rejected block-diagonal, "
+                                              r"block-tridiagonal\)"):
+        layout = choose_layout(rw2, ("b",), ((T,),), {"s": jnp.asarray(0.5)}, y,
+                               {"b": np.zeros(T)})
+    assert layout.n_groups == 1

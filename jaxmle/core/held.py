@@ -330,3 +330,16 @@ def prepare_groups(groups: Any, cov_type: str, n_obs: int | None) -> tuple[np.nd
     if n_groups < 2:
         raise ValueError("groups needs at least 2 distinct clusters")
     return codes.astype(np.int32), n_groups
+
+
+def unravel_numpy(view: View, flat: np.ndarray) -> Any:
+    """:meth:`View.unravel_natural` on the host (numpy; no program)."""
+    return jax.tree_util.tree_unflatten(view.space.treedef, [
+        np.reshape(flat[a:b], shape) for a, b, shape in _leaf_bounds(view.space)])
+
+
+@functools.lru_cache(maxsize=256)
+def _leaf_bounds(space: Any) -> tuple:
+    bounds = np.cumsum([0] + [l.size for l in space.leaves])
+    return tuple((int(a), int(b), l.shape) for a, b, l in zip(bounds[:-1], bounds[1:],
+                                                               space.leaves))

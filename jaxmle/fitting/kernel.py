@@ -31,7 +31,7 @@ from jaxmle.core.covariance import (
     space_kind,
     transform_terms,
 )
-from jaxmle.core.held import Inputs, View, nothing_held
+from jaxmle.core.held import Inputs, View, nothing_held, unravel_numpy  # noqa: F401
 from jaxmle.core.priors import PriorSpec, log_prior
 from jaxmle.core.typing import Status
 from jaxmle.core.verdict import constrained_z, edge_step, probe_steps, verdict
@@ -180,18 +180,16 @@ def model_point(config: KernelConfig, view: View, inputs: Any, weights: jax.Arra
     and one unit further towards the edge (:func:`~jaxmle.core.verdict.edge_step`; +inf
     when no coordinate is near one). ``step=None``: no probes (the host driver evaluates
     them with the model's f/∇f/∇²f program instead: nothing more to compile).
-    ``from_solver`` (:func:`loglik_from_solver`): no ℓ here; the ``loglik`` and ``logpost``
-    slots hold the smooth part of log π and log π (0 without priors) for :func:`assemble`."""
+    ``from_solver`` (:func:`loglik_from_solver`): no ℓ; the slots hold log π's smooth part
+    and log π (0 without priors) for :func:`assemble`."""
     dtype, data = jnp.dtype(config.dtype), inputs.data
     objective = kernel_objective(config, view, inputs, weights)
     params = view.to_natural(z)
     nobs = _objective.count_observations(config.loglik, params, data, weights, dtype)
     if from_solver:
-        loglik = logpost = jnp.zeros((), dtype)
-        if config.prior is not None:
-            loglik = log_prior(config.prior, inputs.prior, params, data,
-                               smooth_only=True).astype(dtype)
-            logpost = log_prior(config.prior, inputs.prior, params, data).astype(dtype)
+        loglik, logpost = (jnp.zeros((), dtype) if config.prior is None else log_prior(
+            config.prior, inputs.prior, params, data, smooth_only=smooth).astype(dtype)
+            for smooth in (True, False))
     else:
         loglik = _objective.total_loglik(config.loglik, params, data, weights, dtype)[0]
         logpost = loglik
@@ -248,10 +246,8 @@ def infer(kind: str, cov_type: str, sol: _solvers.Solution, hess: jax.Array, eig
 
 
 def loglik_from_solver(config: KernelConfig) -> bool:
-    """ℓ(ẑ) comes from −f(ẑ), which the Newton (or its polish) evaluated at ẑ: ℓ = −f − the
-    smooth part of log π (f leaves out an L1 prior's |θ − m|/b), so a conclusion leaves out
-    that pass over the data (for a Laplace marginal, a whole inner optimisation; the point
-    evaluates only the priors: :func:`model_point`, :func:`assemble`)."""
+    """ℓ(ẑ) = −f(ẑ) − log π's smooth part, f from the Newton (or its polish) at ẑ: the
+    conclusion leaves out that pass over the data (for a Laplace marginal, an inner solve)."""
     return config.method == "newton"
 
 
@@ -291,19 +287,6 @@ def assemble(config: KernelConfig, view: View, held: Any, sol: _solvers.Solution
         n_groups=config.n_groups,
         kind="mle" if config.prior is None else "map",
     )
-
-
-def unravel_numpy(view: View, flat: np.ndarray) -> Any:
-    """:meth:`View.unravel_natural` on the host (numpy; no program)."""
-    return jax.tree_util.tree_unflatten(view.space.treedef, [
-        np.reshape(flat[a:b], shape) for a, b, shape in _leaf_bounds(view.space)])
-
-
-@functools.lru_cache(maxsize=256)
-def _leaf_bounds(space: _space.ParamSpace) -> tuple:
-    bounds = np.cumsum([0] + [l.size for l in space.leaves])
-    return tuple((int(a), int(b), l.shape) for a, b, l in zip(bounds[:-1], bounds[1:],
-                                                               space.leaves))
 
 
 def polish(config: KernelConfig, inputs: Any, weights: jax.Array | None,

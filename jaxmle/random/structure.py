@@ -132,9 +132,27 @@ def choose_layout(loglik: Callable, names: tuple[str, ...], shapes, theta: dict,
     """The first structure the probe at (θ₀, u₀) confirms: block-diagonal (bordered by the
     other leaves, if any), block-tridiagonal, dense."""
     layout = candidate_layout(names, shapes, flat)
+    tried = []
     while layout.n_groups > 1 and not holds(_probe_kernel(loglik, layout)(theta, data, u0)):
+        tried.append(describe(layout))
         layout = next_structure(layout)
+    if layout.q > DENSE_WARN:
+        import warnings
+
+        from jaxmle.core.typing import JaxmleWarning, user_stacklevel
+
+        looked = (f"the probe rejected {', '.join(tried)}" if tried else
+                  "no leaf has a leading axis of groups, or the border would exceed "
+                  f"{BORDER_MAX}")
+        warnings.warn(
+            f"the random effects' inner Hessian is dense, {layout.q} × {layout.q} ({looked}): "
+            "each inner Newton step costs O(q³); give the random leaves a leading axis of "
+            "groups (one row per group), with any other factor as a separate leaf of at most "
+            f"{BORDER_MAX} elements", JaxmleWarning, stacklevel=user_stacklevel())
     return layout
+
+
+DENSE_WARN = 2000   # random effects beyond which a dense inner Hessian is warned about
 
 
 @dataclasses.dataclass(frozen=True)
