@@ -41,9 +41,7 @@ import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from jax.scipy.special import gammaln  # noqa: E402
 from numpyro.distributions import constraints  # noqa: E402
 
 import _common as C  # noqa: E402
@@ -55,27 +53,20 @@ POS = constraints.positive
 DATA = os.path.join(C.REPO_ROOT, "tests", "data")
 
 
-def _normal(x, s):
-    return jnp.sum(-0.5 * (x / s) ** 2 - jnp.log(s) - 0.5 * jnp.log(2 * jnp.pi))
+def _models():
+    """The joint log-densities, as the tests define and check them
+    (``tests/test_random_border.py``: crossed, cbpp, penicillin)."""
+    import importlib.util
+
+    path = os.path.join(C.REPO_ROOT, "tests", "test_random_border.py")
+    spec = importlib.util.spec_from_file_location("test_random_border", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
-def crossed(p, d):
-    eta = p["mu"] + p["a"][d["site"]] + p["b"][d["year"]]
-    ll = jnp.sum(d["y"] * eta - jnp.exp(eta) - gammaln(d["y"] + 1.0))
-    return ll + _normal(p["a"], p["sa"]) + _normal(p["b"], p["sb"])
-
-
-def cbpp(p, d):
-    eta = d["X"] @ p["beta"] + p["b"][d["herd"]] + p["e"]
-    ll = jnp.sum(d["inc"] * eta - d["size"] * jnp.logaddexp(0.0, eta)
-                 + gammaln(d["size"] + 1.0) - gammaln(d["inc"] + 1.0)
-                 - gammaln(d["size"] - d["inc"] + 1.0))
-    return ll + _normal(p["b"], p["sb"]) + _normal(p["e"], p["se"])
-
-
-def penicillin(p, d):
-    mu = p["beta"][0] + p["a"][d["plate"]] + p["b"][d["sample"]]
-    return _normal(d["y"] - mu, p["sigma"]) + _normal(p["a"], p["sa"]) + _normal(p["b"], p["sb"])
+MODELS = _models()
+crossed, cbpp, penicillin = MODELS.crossed, MODELS.cbpp, MODELS.penicillin
 
 
 def simulate(S: int, Y: int, seed: int) -> dict:
@@ -253,22 +244,18 @@ def main(argv=None) -> int:
                          f"{j['loglik']:.6f}", f"{p['loglik']:.6f}" if p else "–", agree,
                          "yes" if j["converged"] else "NO"])
             print(rows[-1], flush=True)
-    lines = ["## Several grouping factors: jaxmle (bordered block-diagonal Laplace) vs glmmTMB / lme4",
-             "", C.machine_info_md(), "",
-             C.md_table(["workload", "jaxmle inner Hessian", "jaxmle first fit", "jaxmle warm",
-                         "dense warm", "peer", "peer warm", "peer ÷ jaxmle", "jaxmle ℓ", "peer ℓ",
-                         "jaxmle − peer", "converged"], rows), "",
-             f"- peers: {', '.join(sorted(versions)) or 'not run'}; warm: the second of two fits "
-             "in one R process. jaxmle warm: a new dataset of the same shape (simulated rows, "
-             "median of 3) or the same data again (cbpp, Penicillin); 'dense warm': the dense "
-             "inner Hessian forced (what these models cost before).",
-             "- ℓ: the Laplace (LMM: exact) log-likelihood, REML's restricted one for REML; a "
-             "positive jaxmle − peer means the peer's optimiser stopped short of the maximum."]
-    text = "\n".join(lines)
-    print(text)
-    if args.md_out:
-        with open(args.md_out, "w") as f:
-            f.write(text + "\n")
+    table = C.md_table(["workload", "jaxmle inner Hessian", "jaxmle first fit", "jaxmle warm",
+                        "dense warm", "peer", "peer warm", "peer ÷ jaxmle", "jaxmle ℓ", "peer ℓ",
+                        "jaxmle − peer", "converged"], rows)
+    C.write_sections(args.md_out, [C.Section(
+        "Several grouping factors: jaxmle (bordered block-diagonal Laplace) vs glmmTMB / lme4",
+        C.machine_info_md() + "\n\n" + table, [
+            f"peers: {', '.join(sorted(versions)) or 'not run'}; warm: the second of two fits "
+            "in one R process. jaxmle warm: a new dataset of the same shape (simulated rows, "
+            "median of 3) or the same data again (cbpp, Penicillin); 'dense warm': the dense "
+            "inner Hessian forced (what these models cost before).",
+            "ℓ: the Laplace (LMM: exact) log-likelihood, REML's restricted one for REML; a "
+            "positive jaxmle − peer means the peer's optimiser stopped short of the maximum."])])
     return 0
 
 

@@ -170,7 +170,7 @@ def test_baseball_pooled_and_unpooled_are_the_batting_averages():
     np.testing.assert_allclose(res.stderr["phi"], np.sqrt(p * (1 - p) / AT_BATS), rtol=1e-6)
 
 
-def test_baseball_partial_pooling_jointly_has_no_maximum_and_is_named():
+def check_baseball_partial_pooling_jointly_has_no_maximum_and_is_named():   # (bench_models)
     """Joint MAP over the players' abilities and their spread: κ → ∞ (every φᵢ = m) makes
     the density unbounded; the fit says so and names κ at its upper edge."""
     with pytest.warns(jm.ConvergenceWarning, match=r"\['kappa'\] (ran|run) to the edge"):
@@ -306,7 +306,7 @@ def _ar2_least_squares(y):
     return beta, np.sqrt(rss[0] / (len(y) - 2))
 
 
-@pytest.mark.parametrize("model", [ar2_scan, ar2_for_loop], ids=["scan", "loop"])
+@pytest.mark.parametrize("model", [ar2_scan], ids=["scan"])   # (the loop: bench_models)
 def test_ar2_mle_is_least_squares_and_its_map_numpyros_mode(model):
     """The conditional AR(2) MLE is least squares (σ̂² = RSS/n), whether the model is a
     ``scan`` with ``condition`` (NumPyro indexes the observed series with the scan's traced
@@ -357,7 +357,7 @@ def stochastic_volatility(returns):
                           obs=returns)
 
 
-def test_stochastic_volatility_with_the_log_volatility_integrated_out():
+def check_stochastic_volatility():     # (benchmarks/bench_models.py: the suite's time)
     """The random walk of log-volatilities integrated out (a banded inner Hessian: the
     structure is found and used, no dense fallback), against the dense reference."""
     res = timed("stochastic volatility, random=s (MAP)",
