@@ -434,5 +434,26 @@ def write_sections(path: str | None, sections: Sequence[Section]):
     return text
 
 
+def run_rscript(script: str, args: Sequence[str], timeout: float = 3600) -> dict | None:
+    """``Rscript`` on the R source ``script`` with ``args``: its last line of output parsed
+    as JSON, with ``process`` (the wall time); None when R is not installed, ``{"error": …}``
+    when the script fails."""
+    if shutil.which("Rscript") is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "fit.R")
+        with open(path, "w") as f:
+            f.write(script)
+        t0 = time.perf_counter()
+        out = subprocess.run(["Rscript", path, *args], capture_output=True, text=True,
+                             timeout=timeout)
+        wall = time.perf_counter() - t0
+    if out.returncode != 0:
+        return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
+    rec = json.loads(out.stdout.strip().splitlines()[-1])
+    rec["process"] = wall
+    return rec
+
+
 def log(*a):
     print(*a, file=sys.stderr, flush=True)

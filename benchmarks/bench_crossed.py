@@ -25,11 +25,8 @@ of two fits in one R process. Agreement: the log-likelihoods and the estimates.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -186,20 +183,6 @@ cat(jsonlite::toJSON(out, auto_unbox = TRUE, digits = 15), "\n")
 """
 
 
-def r_rows(kind: str, csv_path: str) -> dict | None:
-    if shutil.which("Rscript") is None:
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        script = os.path.join(tmp, "fit.R")
-        with open(script, "w") as f:
-            f.write(R_SCRIPT)
-        out = subprocess.run(["Rscript", script, kind, csv_path], capture_output=True,
-                             text=True, timeout=3600)
-    if out.returncode != 0:
-        return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -226,8 +209,9 @@ def main(argv=None) -> int:
                            delimiter=",", header="site,year,y", comments="")
             else:
                 path = os.path.join(DATA, "cbpp.csv" if kind == "cbpp" else "penicillin.csv")
-            r = r_rows(kind, path)
-        peers = [] if r is None or "error" in r else [(k, v) for k, v in r.items() if k != "versions"]
+            r = C.run_rscript(R_SCRIPT, [kind, path])
+        peers = [] if r is None or "error" in r else \
+            [(k, v) for k, v in r.items() if k not in ("versions", "process")]
         if r and "versions" in r:
             versions.add(r["versions"])
         for name, p in peers or [(None, None)]:

@@ -25,11 +25,8 @@ probes the inner Hessian's structure (block-tridiagonal here) and integrates u o
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -135,22 +132,10 @@ cat(sprintf('{"warm": %.6f, "loglik": %.10f, "a": %.10f, "sd": %.10f, "rho": %.1
 
 
 def glmmtmb_row(T: int) -> dict | None:
-    if shutil.which("Rscript") is None:
-        return None
     with tempfile.TemporaryDirectory() as tmp:
-        data, script = os.path.join(tmp, "y.txt"), os.path.join(tmp, "fit.R")
+        data = os.path.join(tmp, "y.txt")
         np.savetxt(data, simulate(T, 0), fmt="%d")
-        with open(script, "w") as f:
-            f.write(R_SCRIPT)
-        t0 = time.perf_counter()
-        out = subprocess.run(["Rscript", script, data], capture_output=True, text=True,
-                             timeout=1800)
-        wall = time.perf_counter() - t0
-    if out.returncode != 0:
-        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed"}
-    rec = json.loads(out.stdout.strip().splitlines()[-1])
-    rec["process"] = wall
-    return rec
+        return C.run_rscript(R_SCRIPT, [data], timeout=1800)
 
 
 def fmt(x: float | None) -> str:
