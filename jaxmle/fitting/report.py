@@ -79,6 +79,9 @@ def running_away(res: FitResult, unc_names: tuple[str, ...], constrained: frozen
     return sorted(names)
 
 
+HEADING_Z = 10.0    # |z| past which a constrained coordinate still moving out is named
+
+
 def at_the_edge(res: FitResult, unc_names: tuple[str, ...], constrained: frozenset) -> list[str]:
     """Constrained parameters whose unconstrained coordinate is far out (|z| ≥ 25) when the
     iterations ran out, whichever way the last gradient points (a funnel: the objective
@@ -91,9 +94,6 @@ def at_the_edge(res: FitResult, unc_names: tuple[str, ...], constrained: frozens
     heading = (np.abs(z) >= HEADING_Z) & (g * z < 0) if g.shape == z.shape else False
     far = (np.abs(z) >= RUNAWAY_Z) | heading
     return sorted({n for n, f in zip(unc_names, far) if f and n in constrained})
-
-
-HEADING_Z = 10.0
 
 
 def unbounded_message(res: FitResult, unc_names: tuple[str, ...], constrained: frozenset) -> str:

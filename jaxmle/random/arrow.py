@@ -77,10 +77,6 @@ def from_columns(cols: jax.Array, G: int, K: int) -> Arrow:
     return Arrow(A, C, D)
 
 
-def scale(H: Arrow, s) -> Arrow:
-    return Arrow(s * H.A, s * H.C, s * H.D)
-
-
 def matvec(H: Arrow, v: jax.Array) -> jax.Array:
     G, K = H.A.shape[:2]
     x, y = split(v, G, K)

@@ -17,6 +17,7 @@ import numpy as np
 
 from jaxmle.core.held import Inputs, View, layout
 from jaxmle.core.params import all_flat_names, flat_values
+from jaxmle.core.priors import log_prior
 from jaxmle.core.typing import BoundaryWarning, Status, user_stacklevel
 from jaxmle.results.result import FitResult
 
@@ -28,7 +29,6 @@ BOUNDARY_DROP = 1e-4        # L lower by at most this there: the maximum is on t
 def _values_kernel(config) -> Callable:
     """(z's, inputs) ↦ the fit's objective L(θ(z)) (+ log π(θ(z)) for a MAP fit) for each
     row of z's (unconstrained coordinates)."""
-    from jaxmle.core.priors import log_prior
 
     def objective(z, view, inputs):
         theta = view.to_natural(z)
