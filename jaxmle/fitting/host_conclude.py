@@ -25,13 +25,13 @@ from jaxmle.core.covariance import space_kind
 from jaxmle.core.held import View
 from jaxmle.core.typing import Status
 from jaxmle.core.verdict import constrained_z, edge_step
+from jaxmle.core.held import unravel_numpy
 from jaxmle.fitting.kernel import (
     KernelConfig,
     Point,
     assemble,
     infer,
     probe_eigen,
-    unravel_numpy,
 )
 from jaxmle.results.result import FitResult
 

@@ -31,7 +31,7 @@ from jaxmle.core.covariance import (
     space_kind,
     transform_terms,
 )
-from jaxmle.core.held import Inputs, View, nothing_held, unravel_numpy  # noqa: F401
+from jaxmle.core.held import Inputs, View, nothing_held, unravel_numpy
 from jaxmle.core.priors import PriorSpec, log_prior
 from jaxmle.core.typing import Status
 from jaxmle.core.verdict import constrained_z, edge_step, probe_steps, verdict

@@ -227,8 +227,7 @@ def fit_random(loglik: Callable, data: Any, init: Any, *, random: Any,
     for w in caught:  # the marginal fit's warnings, less those the boundary explains
         if not issubclass(w.category, explained):
             warnings.warn(w.message, w.category, stacklevel=user_stacklevel())
-    info = RandomInfo(names, tuple(int(np.prod(s, dtype=int)) for s in shapes), layout.n_groups,
-                      layout.block, boundary, flat, layout.band, layout.border)
+    info = _structure.info(layout, boundary, flat)
     return with_info(res, info)
 
 
@@ -366,6 +365,5 @@ def fit_batch_random(loglik: Callable, data: Any, init: Any, *, random: Any,
     bres = _batch_boundary(bres, marginal, constraints, method, kwargs)
     if not flat:
         return bres
-    info = RandomInfo(names, tuple(int(np.prod(s, dtype=int)) for s in shapes), layout.n_groups,
-                      layout.block, (), flat, layout.band, layout.border)
+    info = _structure.info(layout, (), flat)
     return with_info(bres, info)

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+import warnings
 from typing import Any, Callable
 
 import jax
@@ -28,6 +30,7 @@ from jax.flatten_util import ravel_pytree
 
 import jaxmle.random.arrow as _arrow
 import jaxmle.random.band as _band
+from jaxmle.core.typing import JaxmleWarning, user_stacklevel
 from jaxmle.random.inner import Layout, grad_and_blocks, joint
 
 PROBE_RTOL = 1e-8
@@ -137,10 +140,6 @@ def choose_layout(loglik: Callable, names: tuple[str, ...], shapes, theta: dict,
         tried.append(describe(layout))
         layout = next_structure(layout)
     if layout.q > DENSE_WARN:
-        import warnings
-
-        from jaxmle.core.typing import JaxmleWarning, user_stacklevel
-
         looked = (f"the probe rejected {', '.join(tried)}" if tried else
                   "no leaf has a leading axis of groups, or the border would exceed "
                   f"{BORDER_MAX}")
@@ -195,3 +194,9 @@ class RandomInfo:
                          if n in self.flat)
         return (f"REML: {'random effects ' + random + ' and ' if random else ''}fixed effects "
                 f"{flat} integrated out by Laplace ({how})")
+
+
+def info(layout: Layout, boundary: tuple[str, ...], flat: tuple[str, ...]) -> RandomInfo:
+    """The :class:`RandomInfo` of a fit with ``layout``."""
+    return RandomInfo(layout.names, tuple(math.prod(s) for s in layout.shapes), layout.n_groups,
+                      layout.block, boundary, flat, layout.band, layout.border)
