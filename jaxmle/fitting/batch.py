@@ -206,8 +206,8 @@ class _ContinuationPlan:
       iterations): the usual tail of fits that needed a step or two more ends there,
       and no other program is needed.
     * What is still running then is genuinely slow: it continues in chunks of
-      ``chunk // 8`` (compiled once, on first need), so a few slow fits cost their
-      own iterations on a small batch, not on a padded full one.
+      ``chunk // 8`` (compiled once, on first need; under 32, ``chunk``), so a few slow
+      fits cost their own iterations on a small batch, not on a padded full one.
     """
 
     def __init__(self, chunk: int, small: int, max_active: np.int32, median_iter: int):
@@ -226,8 +226,12 @@ class _ContinuationPlan:
         return self.small, np.int32(stop_at), UNLIMITED
 
 
+SMALL_CHUNK_FROM = 32   # smaller chunks continue in their own size, with their own program
+
+
 def _small_chunk(chunk: int, n_devices: int) -> int:
-    small = max(chunk // 8, 1)
+    """``chunk // 8``, or ``chunk`` below 32 (padded members cost less than a compile)."""
+    small = chunk // 8 if chunk >= SMALL_CHUNK_FROM else chunk
     return -(-small // n_devices) * n_devices
 
 

@@ -75,7 +75,8 @@ class ModelPrograms(NamedTuple):
     fgh: Callable           # (inputs, weights, z, T) → f, ∇f, Tᵀ∇²f T (before held rows)
     point: Callable         # (inputs, weights, z, steps) → packed values, J
     meat: Callable          # (inputs, weights, z) → B (compiled on first use only)
-    probes: bool            # ``point`` returns the probes' f values (else: ``fgh`` calls)
+    probes: bool            # ``point`` returns the probes' f values (else: ``value`` calls)
+    value: Callable | None = None   # (inputs, weights, z) → f: the probes of a costly model
 
 
 @functools.lru_cache(maxsize=256)
@@ -108,7 +109,8 @@ def _model_programs(key: KernelConfig) -> ModelPrograms:
     # the end-of-fit probes: f at ẑ + 4 steps and the edge step, a ``vmap`` inside ``point``
     # (one call), unless each evaluation of f is an inner optimisation (a Laplace
     # marginal): compiled into ``point`` that doubled its compile time, so those take one
-    # ``fgh`` call per probe (:func:`~jaxmle.fitting.host_conclude.probe_values`)
+    # call per probe of ``value``, f alone: a third to a fifth of an f/∇f/∇²f call there
+    # (:func:`~jaxmle.fitting.host_conclude.probe_values`)
     probes = not getattr(key.loglik, "jaxmle_costly", False)
 
     def point(inputs, weights, z, steps):
@@ -126,8 +128,13 @@ def _model_programs(key: KernelConfig) -> ModelPrograms:
             values.append(pt.f_probe.astype(z.dtype))
         return jnp.concatenate(values), pt.transform
 
+    def value(inputs, weights, z):
+        inputs = _masked(inputs, weights)
+        return kernel_objective(key, View(key.space, inputs.held, key.constant), inputs,
+                                weights)(z)
+
     return ModelPrograms(jax.jit(functools.partial(initial_z, key)), jax.jit(fgh),
-                         jax.jit(point), None, probes)
+                         jax.jit(point), None, probes, None if probes else jax.jit(value))
 
 
 @functools.lru_cache(maxsize=64)

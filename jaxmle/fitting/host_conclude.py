@@ -14,6 +14,7 @@ batch of probe evaluations: for a Laplace marginal, each is an inner Newton solv
 from __future__ import annotations
 
 import functools
+import time
 from typing import Any
 
 import jax
@@ -59,15 +60,31 @@ def final_values(s: Any) -> tuple[float, int, np.ndarray]:
     return -float(s.f), status, np.asarray(s.z)
 
 
+VALUE_PROGRAM_AFTER_S = 0.1
+"""A costly model's probes switch from its f/∇f/∇²f program to one of f alone (compiled
+then, once per model and shapes) when an f/∇f/∇²f call takes longer than this: there
+f alone costs a third to a fifth, and compiling it a few calls' worth; below, the probes
+cost milliseconds and a compile would only delay a first fit."""
+
+
 def probe_values(config: KernelConfig, programs: Any, inputs: Any, weights: Any,
                  z: np.ndarray, steps: np.ndarray, held_z: np.ndarray) -> np.ndarray:
     """f at ẑ + each row of ``steps`` and one unit further towards the edge (+inf when no
     coordinate is near one), as :func:`~jaxmle.fitting.kernel.model_point` computes them
-    in the fused program, here from the model's f/∇f/∇²f program."""
+    in the fused program, here from the model's programs (a costly f: each evaluation is
+    an inner optimisation; :data:`VALUE_PROGRAM_AFTER_S`)."""
     edge = edge_step(z, _constrained(config.space), held_z)
     rows = list(steps) + ([edge] if np.any(edge != 0) else [])
+    values = []
     eye = identity(z.shape[0], z.dtype)
-    values = [programs.fgh(inputs, weights, z + r, eye)[0] for r in rows]   # dispatched at once
+    alone = programs.value._cache_size() > 0    # compiled for this model (any shapes)
+    for r in rows:
+        if alone:
+            values.append(programs.value(inputs, weights, z + r))   # dispatched at once
+            continue
+        began = time.perf_counter()
+        values.append(float(programs.fgh(inputs, weights, z + r, eye)[0]))
+        alone = time.perf_counter() - began > VALUE_PROGRAM_AFTER_S
     return np.asarray([float(v) for v in values] + [np.inf] * (steps.shape[0] + 1 - len(rows)),
                       z.dtype)
 
