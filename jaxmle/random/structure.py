@@ -94,22 +94,45 @@ def probe_residual(ell: Callable[[jax.Array], jax.Array], U: jax.Array,
 JITTER = 1e-3
 
 
-def probe_near(ell: Callable, U: jax.Array, flat: jax.Array, band: int) -> jax.Array:
+def probe_near(ell: Callable, U: jax.Array, flat: jax.Array, band: int,
+               nesting: bool = False) -> Any:
     """The probe's residual at (θ, U) and at a point next to θ, the worse of the two
     (``ell(U, x)``: ℓ at the flat natural parameters x). A coupling can vanish at one
     point — an AR(1) process started at ρ = 0 has independent time points there and only
     there — so the start is probed at θ₀ and at θ₀ moved by 10⁻³·(|θ₀ᵢ| + 10⁻³) in every
-    element (signs alternating); a NaN there (the move left a support) is ignored."""
+    element (signs alternating); a NaN there (the move left a support) is ignored.
+    ``nesting`` (a bordered layout): (the residual, whether the groups are nested in the
+    border at θ₀: :func:`nested_in_border`)."""
     signs = jnp.where(jnp.arange(flat.size) % 2 == 0, 1.0, -1.0).astype(flat.dtype)
     moved = flat + JITTER * (jnp.abs(flat) + JITTER) * signs
 
     def at(x):
         def e(V):
             return ell(V, x)
-        return probe_residual(e, U, grad_and_blocks(e, U, band)[1])
+        blocks = grad_and_blocks(e, U, band)[1]
+        nested = nested_in_border(blocks) if nesting else jnp.asarray(False)
+        return probe_residual(e, U, blocks), nested
 
-    here, near = jax.vmap(at)(jnp.stack([flat, moved]))
-    return jnp.where(jnp.isnan(near), here, jnp.maximum(here, near))
+    (here, near), nested = jax.vmap(at)(jnp.stack([flat, moved]))
+    residual = jnp.where(jnp.isnan(near), here, jnp.maximum(here, near))
+    return (residual, nested[0]) if nesting else residual
+
+
+NESTED_HINT = 100
+"""A border of one leaf with more elements than this is checked for nesting: each border
+element costs a Hessian-vector product per inner step, and nested factors need none."""
+
+
+def nested_in_border(blocks: Any) -> jax.Array:
+    """Each group coupled to at most one border coordinate, and the border's coordinates
+    to no other: the groups' factor is nested in the border's (plots within sites)."""
+    links = jnp.sum(jnp.any(blocks.C != 0, axis=1), axis=-1)           # (G,)
+    off = blocks.D - jnp.diag(jnp.diagonal(blocks.D))
+    return jnp.all(links <= 1) & jnp.all(off == 0)
+
+
+def _checks_nesting(layout: Layout) -> bool:
+    return len(layout.border) == 1 and layout.border_size > NESTED_HINT
 
 
 @functools.lru_cache(maxsize=64)
@@ -120,7 +143,8 @@ def _probe_kernel(loglik: Callable, layout: Layout) -> Callable:
         def ell(U, x):
             return joint(loglik, layout, unravel(x), U, data)
 
-        return probe_near(ell, layout.pack(u0), flat, layout.structure)
+        return probe_near(ell, layout.pack(u0), flat, layout.structure,
+                          _checks_nesting(layout))
 
     return jax.jit(run)
 
@@ -136,7 +160,12 @@ def choose_layout(loglik: Callable, names: tuple[str, ...], shapes, theta: dict,
     other leaves, if any), block-tridiagonal, dense."""
     layout = candidate_layout(names, shapes, flat)
     tried = []
-    while layout.n_groups > 1 and not holds(_probe_kernel(loglik, layout)(theta, data, u0)):
+    while layout.n_groups > 1:
+        out = _probe_kernel(loglik, layout)(theta, data, u0)
+        if holds(out[0] if _checks_nesting(layout) else out):
+            if _checks_nesting(layout) and bool(out[1]):
+                _hint_nesting(layout)
+            break
         tried.append(describe(layout))
         layout = next_structure(layout)
     if layout.q > DENSE_WARN:
@@ -152,6 +181,18 @@ def choose_layout(loglik: Callable, names: tuple[str, ...], shapes, theta: dict,
 
 
 DENSE_WARN = 2000   # random effects beyond which a dense inner Hessian is warned about
+
+
+def _hint_nesting(layout: Layout) -> None:
+    inner, outer = layout.grouped[0][0], layout.border[0]
+    B, G = layout.border_size, layout.n_groups
+    warnings.warn(
+        f"the random effects {inner} ({G}) are nested in {outer} ({B}): as the border of "
+        f"{inner}'s groups, {outer} costs {B} Hessian-vector products per inner Newton step. "
+        f"Shape {inner} ({B}, k) instead, indexed by ({outer}'s index, position within it), "
+        f"unused cells padded (an effect with no data integrates out exactly): {B} "
+        f"independent blocks of one {outer} and its {inner} (README: nested factors)",
+        JaxmleWarning, stacklevel=user_stacklevel())
 
 
 @dataclasses.dataclass(frozen=True)
