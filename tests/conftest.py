@@ -17,6 +17,12 @@ at a time, while it waits) load that worker's programs and add theirs. Tests tha
 several processes at once give each its own directory
 (``tests/shared.py``: ``private_cache_env``).
 
+The suite compiles at XLA's backend optimisation level 0 (``XLA_FLAGS``, inherited by the
+example and CLI subprocesses): the programs are the same, LLVM spends less time on them
+(tests/test_random_border.py: 72 → 44 s), and the suite runs mostly compilations; the
+programs run up to 2× slower, which the tests do not time. Set ``JAXMLE_TEST_XLA_OPT=1``
+to run the suite at XLA's default level.
+
 The configuration is done here, at import, before any test module is collected and
 before anything is compiled: JAX reads the cache settings once, at its first compile,
 and an environment variable set after JAX was imported is ignored.
@@ -31,6 +37,9 @@ import tempfile
 import jax
 import pytest
 
+if not os.environ.get("JAXMLE_TEST_XLA_OPT"):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               " --xla_backend_optimization_level=0").strip()
 jax.config.update("jax_enable_x64", True)
 
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
