@@ -38,6 +38,10 @@ PRELUDE = textwrap.dedent("""
 """)
 
 
+# the suite's XLA optimisation level (tests/conftest.py), without any device count
+_OPT = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "optimization_level" in f)
+
+
 def _env(**extra):
     env = dict(os.environ, JAX_PLATFORMS="cpu", **extra)
     env.pop("XLA_FLAGS", None) if "XLA_FLAGS" not in extra else None
@@ -78,7 +82,7 @@ def test_four_devices_shard_the_batch_and_the_observations():
         print(json.dumps({"ms_mu": float(starts.params["mu"]), "ms_best": starts.n_at_best,"mu": bres.params["mu"].tolist(), "se": bres.stderr["sigma"].tolist(),
                           "n_iter": bres.n_iter.tolist(), "beta": big.params["beta"].tolist(),
                           "beta_se": big.stderr["beta"].tolist(), "nobs": float(big.nobs)}))
-    """, _env(XLA_FLAGS="--xla_force_host_platform_device_count=4"))
+    """, _env(XLA_FLAGS="--xla_force_host_platform_device_count=4 " + _OPT))
     bres, big = _local_reference()
     np.testing.assert_allclose(out["mu"], bres.params["mu"], rtol=1e-12)
     np.testing.assert_allclose(out["se"], bres.stderr["sigma"], rtol=1e-10)
