@@ -84,8 +84,10 @@ def fit_batch(
     batched_init: bool | None = None,
     progress: bool | None = None,
     devices: Any = None,
+    report: bool = True,
 ) -> BatchFitResult:
-    """:func:`jaxmle.fit_batch` without ``random=`` (see its docstring)."""
+    """:func:`jaxmle.fit_batch` without ``random=`` (see its docstring); ``report=False``
+    leaves the warnings to the caller (a distributed batch reports global indices)."""
     _check_options(cov_type, priors)
     dtype = float_dtype()
     data, n_batch, bad_data = prepare_batch_data(data)
@@ -124,7 +126,8 @@ def fit_batch(
                              (Inputs(0, 0, None, None), 0 if weights_batched else None, 0))
     fits = dataclasses.replace(free_rows(fits, lay, space), context=context,
                                priors=() if prior is None else prior.labels)
-    report_batch(fits, space.unc_names, bad_data)
+    if report:
+        report_batch(fits, space.unc_names, bad_data)
     return BatchFitResult.of(fits)
 
 
