@@ -116,7 +116,7 @@ TWO = textwrap.dedent("""
     def simulate(p, key):
         return p["mu"] + p["sigma"] * jax.random.normal(key, (20,))
 
-    boot = res.bootstrap(simulate, n=101, key=jax.random.PRNGKey(3), distributed=True)
+    boot = res.bootstrap(simulate, n=300, key=jax.random.PRNGKey(3), distributed=True)
     out["boot"] = {"draws": boot.draws.tolist(), "n_failed": boot.n_failed}
     ms = jm.fit(normal, xs[1], INIT, constraints=CONS, n_starts=5, distributed=True)
     out["ms"] = {"mu": float(ms.params["mu"]), "at_best": ms.n_at_best,
@@ -215,7 +215,7 @@ def test_two_processes_fit_a_batch_once_each_as_one_process_does():
     def simulate(p, key):
         return p["mu"] + p["sigma"] * jax.random.normal(key, (20,))
 
-    boot = res.bootstrap(simulate, n=101, key=jax.random.PRNGKey(3))
+    boot = res.bootstrap(simulate, n=300, key=jax.random.PRNGKey(3))
     single = jm.fit(normal, xs[1], INIT, constraints=CONS, n_starts=5)
     for out in outs:
         np.testing.assert_array_equal(np.asarray(out["boot"]["draws"]), boot.draws)
