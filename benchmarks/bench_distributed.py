@@ -36,7 +36,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 
