@@ -187,7 +187,7 @@ def collective(step: Callable[[], Any], count: Callable[[Any], int] = lambda _: 
     except Exception as e:   # noqa: BLE001 - re-raised below, after the others know
         error = e
     text = b"" if error is None else f"{type(error).__name__}: {error}".encode()[:_MESSAGE]
-    row = np.zeros(3 + _MESSAGE, np.int64)
+    row = np.zeros(3 + _MESSAGE, np.int32)     # int32: the same with or without x64
     row[:3] = (error is not None, n, len(text))
     row[3:3 + len(text)] = np.frombuffer(text, np.uint8)
     table = np.asarray(multihost_utils.process_allgather(row))
