@@ -1,7 +1,8 @@
 """``fit_batch`` across processes (``jax.distributed``, gloo on loopback) against one process.
 
     python3 benchmarks/bench_distributed.py [--B 100000] [--n 100] [--processes 2]
-        [--repeats 3] [--stragglers none,spread,one] [--json FILE] [--md-out FILE]
+        [--repeats 3] [--rounds 2] [--one-thread] [--stragglers none,spread,one]
+        [--json FILE] [--md-out FILE]
 
 For each straggler layout, B Normal datasets of n observations (``bench_batch.make_data``,
 seed 0; every process builds the same host arrays and passes them with
@@ -14,7 +15,10 @@ seed 0; every process builds the same host arrays and passes them with
 
 Each contender first fits a 4,096-dataset slice (same chunk: compiles the programs),
 then the whole batch ``--repeats`` times; the time is the median, from a barrier to the
-return of ``fit_batch`` on the slowest process (the gather included). The distributed
+return of ``fit_batch`` on the slowest process (the gather included). The two launches
+alternate ``--rounds`` times per layout (medians over the rounds), since the load of a
+shared machine drifts. ``--one-thread``: one XLA:CPU compute thread per process of the
+P-process launch (one process per core, as a cluster would place them). The distributed
 results are checked bitwise against the one-process results (estimates, SEs, status,
 iterations), and every process's share size is recorded.
 
@@ -122,7 +126,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(nproc: int, B: int, n: int, repeats: int, layout: str) -> list[dict]:
+def launch(nproc: int, B: int, n: int, repeats: int, layout: str,
+           one_thread: bool = False) -> list[dict]:
     port = free_port()
     procs = []
     for pid in range(nproc):
@@ -132,6 +137,8 @@ def launch(nproc: int, B: int, n: int, repeats: int, layout: str) -> list[dict]:
                    PYTHONPATH=os.pathsep.join([os.path.dirname(HERE),
                                                os.environ.get("PYTHONPATH", "")]))
         env.pop("XLA_FLAGS", None)
+        if one_thread:   # one XLA:CPU compute thread per process (one process per core)
+            env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
         base = os.environ.get("JAXMLE_CACHE_DIR")
         if base:   # concurrent processes must not share a persistent-cache directory
             env["JAXMLE_CACHE_DIR"] = os.path.join(base + "-distributed", f"p{pid}")
@@ -160,18 +167,30 @@ def main(argv=None) -> int:
     ap.add_argument("--processes", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--stragglers", default="none,spread,one")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="alternate the one-process and the P-process launch this many times "
+                         "per layout (medians over the rounds: the load of a shared machine "
+                         "drifts)")
+    ap.add_argument("--one-thread", action="store_true",
+                    help="one XLA:CPU compute thread in each of the P processes (the one "
+                         "process keeps its thread pool)")
     ap.add_argument("--json")
     ap.add_argument("--md-out")
     args = ap.parse_args(argv)
     rows, record, same_all = [], [], True
     load = os.getloadavg()
     for layout in [s for s in args.stragglers.split(",") if s]:
-        one = launch(1, args.B, args.n, args.repeats, layout)[0]
-        many = launch(args.processes, args.B, args.n, args.repeats, layout)
-        t1 = median(one["times"])
-        tp = median([max(o["times"][r] for o in many) for r in range(args.repeats)])
-        own = [median(o["own"]) for o in many]
-        tail = [median(o["tail"]) for o in many]
+        t1s, tps, owns, tails = [], [], [], []
+        for _ in range(args.rounds):
+            one = launch(1, args.B, args.n, args.repeats, layout)[0]
+            many = launch(args.processes, args.B, args.n, args.repeats, layout, args.one_thread)
+            t1s.append(median(one["times"]))
+            tps.append(median([max(o["times"][r] for o in many) for r in range(args.repeats)]))
+            owns.append([median(o["own"]) for o in many])
+            tails.append([median(o["tail"]) for o in many])
+        t1, tp = median(t1s), median(tps)
+        own = np.median(np.array(owns), axis=0).tolist()
+        tail = np.median(np.array(tails), axis=0).tolist()
         ref, got = one, many[0]
         same = all(np.array_equal(np.asarray(ref[k], float), np.asarray(got[k], float),
                                   equal_nan=True) for k in ("mu", "se", "status", "n_iter"))
@@ -180,7 +199,8 @@ def main(argv=None) -> int:
                     f"{' / '.join(f'{x:.2f}' for x in own)} | "
                     f"{' / '.join(f'{x:.2f}' for x in tail)} | "
                     f"{'yes' if same else 'NO'} | {one['converged']:,} / {got['converged']:,} |")
-        record.append({"layout": layout, "t1": t1, "tp": tp, "one": {k: v for k, v in one.items()
+        record.append({"layout": layout, "t1": t1, "tp": tp, "t1_rounds": t1s, "tp_rounds": tps,
+                       "one": {k: v for k, v in one.items()
                                                  if k not in ("mu", "se", "status", "n_iter")},
                        "many": [{k: v for k, v in o.items()
                                  if k not in ("mu", "se", "status", "n_iter")} for o in many],
@@ -189,7 +209,9 @@ def main(argv=None) -> int:
     load_after = os.getloadavg()
     md = [f"B Normal datasets of n = {args.n} (float64), {args.processes} processes × 1 CPU "
           f"device on one machine ({os.cpu_count()} cores; gloo on loopback) against one "
-          f"process; chunk 1,024; median of {args.repeats}. Load average before / after: "
+          f"process{' (one XLA thread each)' if args.one_thread else ''}; chunk 1,024; median "
+          f"of {args.repeats} calls per launch, then over {args.rounds} alternating rounds of "
+          f"launches. Load average before / after: "
           f"{load[0]:.1f} / {load_after[0]:.1f}.", "",
           "| stragglers | B | 1 process (s) | P processes (s) | ratio | own fit per process (s) "
           "| straggler continuation per process (s) | bitwise equal | converged 1 / P |",

@@ -3,8 +3,9 @@ and multi-start) with ``jax.distributed`` on loopback (gloo collectives), checke
 by dataset against one process.
 
 One launch of two processes and one of four (each runs several checks, so the programs
-compile once per process); every result must equal the one-process result computed here
-to the last bit (the same arithmetic: each dataset is fitted by the same program).
+compile once per process; the batches, shares and the bootstrap all run in chunks of 256,
+one program); every result must equal the one-process result computed here to the last
+bit (the same arithmetic: each dataset is fitted by the same program).
 """
 
 import json
@@ -88,9 +89,9 @@ TWO = textwrap.dedent("""
 
     mesh = Mesh(np.array(jax.devices()), ("batch",))
     rows = NamedSharding(mesh, PartitionSpec("batch"))
-    half = 150
+    half = 120
     xg = jax.make_array_from_process_local_data(rows, xs[half * pid:half * (pid + 1)])
-    assert not xg.is_fully_addressable and xg.shape == (300, 20)
+    assert not xg.is_fully_addressable and xg.shape == (240, 20)
     bres, _ = fit(xg)                                           # global array: "global" implied
     out["global_array"] = fields(bres)
     kept, _ = fit(xg, gather=False)                            # global arrays back
@@ -102,7 +103,7 @@ TWO = textwrap.dedent("""
 
     # bad input: every process raises a clear error (none hangs in a collective)
     cols = NamedSharding(Mesh(np.array(jax.devices()), ("obs",)), PartitionSpec(None, "obs"))
-    by_cols = jax.make_array_from_process_local_data(cols, xs[:300, 10 * pid:10 * (pid + 1)])
+    by_cols = jax.make_array_from_process_local_data(cols, xs[:240, 10 * pid:10 * (pid + 1)])
     out["err_cols"] = error(lambda: fit(by_cols))
     out["err_uneven_keep"] = error(lambda: fit(xs, distributed="global", gather=False))
     share = xs[mine].copy()
@@ -116,7 +117,7 @@ TWO = textwrap.dedent("""
     def simulate(p, key):
         return p["mu"] + p["sigma"] * jax.random.normal(key, (20,))
 
-    boot = res.bootstrap(simulate, n=300, key=jax.random.PRNGKey(3), distributed=True)
+    boot = res.bootstrap(simulate, n=241, key=jax.random.PRNGKey(3), distributed=True)
     out["boot"] = {"draws": boot.draws.tolist(), "n_failed": boot.n_failed}
     ms = jm.fit(normal, xs[1], INIT, constraints=CONS, n_starts=5, distributed=True)
     out["ms"] = {"mu": float(ms.params["mu"]), "at_best": ms.n_at_best,
@@ -185,7 +186,7 @@ def _same(got, ref, rows=slice(None)):
 
 
 def test_two_processes_fit_a_batch_once_each_as_one_process_does():
-    B, nan, cuts = 301, 200, [0, 181, 301]   # shares of 181 and 120; the NaN in process 1's
+    B, nan, cuts = 241, 200, [0, 141, 241]   # shares of 141 and 100; the NaN in process 1's
     outs = _launch(2, TWO, B=B, NAN=nan, CUTS=cuts)
     xs = _data(B, nan)
     ref = _reference(xs)
@@ -193,17 +194,17 @@ def test_two_processes_fit_a_batch_once_each_as_one_process_does():
     for pid, out in enumerate(outs):
         # every dataset fitted once, on the process whose share it is
         assert out["local_sizes"] == [cuts[pid + 1] - cuts[pid]]
-        assert out["global_sizes"] == [151 - pid]
+        assert out["global_sizes"] == [121 - pid]
         _same(out["local"], ref)
         _same(out["global_host"], ref)
         # the failing dataset is reported with its global index, on every process
         assert len(out["local_warned"]) == 1 and "[200]" in out["local_warned"][0]
         assert out["local_warned"][0].startswith(f"1 of {B} fits")
-        _same(out["global_array"], ref, slice(0, 300))
+        _same(out["global_array"], ref, slice(0, 240))
         kept = out["kept"]
-        assert kept["type"] == "ArrayImpl" and kept["shape"] == [300]
-        assert not kept["addressable"] and kept["rows"] == [[150 * pid, 150 * (pid + 1)]]
-        np.testing.assert_array_equal(kept["mu"][0], ref.params["mu"][150 * pid:150 * (pid + 1)])
+        assert kept["type"] == "ArrayImpl" and kept["shape"] == [240]
+        assert not kept["addressable"] and kept["rows"] == [[120 * pid, 120 * (pid + 1)]]
+        np.testing.assert_array_equal(kept["mu"][0], ref.params["mu"][120 * pid:120 * (pid + 1)])
         assert "split along axis 1" in out["err_cols"] and out["err_cols"].startswith("ValueError")
         assert "divisible" in out["err_uneven_keep"]
         assert out["err_remote"].startswith("ValueError")
@@ -215,7 +216,7 @@ def test_two_processes_fit_a_batch_once_each_as_one_process_does():
     def simulate(p, key):
         return p["mu"] + p["sigma"] * jax.random.normal(key, (20,))
 
-    boot = res.bootstrap(simulate, n=300, key=jax.random.PRNGKey(3))
+    boot = res.bootstrap(simulate, n=241, key=jax.random.PRNGKey(3))
     single = jm.fit(normal, xs[1], INIT, constraints=CONS, n_starts=5)
     for out in outs:
         np.testing.assert_array_equal(np.asarray(out["boot"]["draws"]), boot.draws)
