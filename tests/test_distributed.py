@@ -122,6 +122,11 @@ TWO = textwrap.dedent("""
     ms = jm.fit(normal, xs[1], INIT, constraints=CONS, n_starts=5, distributed=True)
     out["ms"] = {"mu": float(ms.params["mu"]), "at_best": ms.n_at_best,
                  "loglik": np.asarray(ms.starts.loglik).tolist()}
+    if pid == 0:    # the one-process answers (distributed=None: this process's device only)
+        out["ref_boot"] = res.bootstrap(simulate, n=241, key=jax.random.PRNGKey(3)).draws.tolist()
+        ms = jm.fit(normal, xs[1], INIT, constraints=CONS, n_starts=5)
+        out["ref_ms"] = {"mu": float(ms.params["mu"]), "at_best": ms.n_at_best,
+                         "loglik": np.asarray(ms.starts.loglik).tolist()}
 """)
 
 FOUR = textwrap.dedent("""
@@ -133,6 +138,8 @@ FOUR = textwrap.dedent("""
 """)
 
 END = """
+if pid == 0:
+    out["ref"] = fields(fit(xs)[0])
 print(json.dumps(out))
 jax.distributed.shutdown()
 """
@@ -166,31 +173,19 @@ def _launch(nproc, body, **values):
     return outs
 
 
-def _data(B, nan):
-    xs = np.random.default_rng(0).normal(2.0, 1.5, size=(B, 20))
-    xs[nan, 3] = np.nan
-    return xs
-
-
-def _reference(xs):
-    with pytest.warns(jm.ConvergenceWarning):
-        return jm.fit_batch(normal, xs, INIT, constraints=CONS, progress=False)
-
-
 def _same(got, ref, rows=slice(None)):
     """Bitwise equal, dataset by dataset (NaN where the reference has NaN)."""
-    np.testing.assert_array_equal(np.asarray(got["mu"]), ref.params["mu"][rows])
-    np.testing.assert_array_equal(np.asarray(got["se"]), ref.stderr["sigma"][rows])
-    assert got["status"] == ref.status[rows].tolist()
-    assert got["n_iter"] == ref.n_iter[rows].tolist()
+    for key in ("mu", "se", "status", "n_iter"):
+        np.testing.assert_array_equal(np.asarray(got[key]), np.asarray(ref[key])[rows])
 
 
-def test_two_processes_fit_a_batch_once_each_as_one_process_does():
+def test_two_then_four_processes_fit_every_dataset_once_as_one_process_does():
+    """Process 0 also computes the one-process answers (``distributed=None``, its own
+    device: the same program a lone process runs), which costs no compilation there."""
     B, nan, cuts = 241, 200, [0, 141, 241]   # shares of 141 and 100; the NaN in process 1's
     outs = _launch(2, TWO, B=B, NAN=nan, CUTS=cuts)
-    xs = _data(B, nan)
-    ref = _reference(xs)
-    assert ref.status[nan] == Status.NONFINITE_DATA
+    ref = outs[0]["ref"]
+    assert ref["status"][nan] == Status.NONFINITE_DATA and ref["status"].count(0) == B - 1
     for pid, out in enumerate(outs):
         # every dataset fitted once, on the process whose share it is
         assert out["local_sizes"] == [cuts[pid + 1] - cuts[pid]]
@@ -204,41 +199,35 @@ def test_two_processes_fit_a_batch_once_each_as_one_process_does():
         kept = out["kept"]
         assert kept["type"] == "ArrayImpl" and kept["shape"] == [240]
         assert not kept["addressable"] and kept["rows"] == [[120 * pid, 120 * (pid + 1)]]
-        np.testing.assert_array_equal(kept["mu"][0], ref.params["mu"][120 * pid:120 * (pid + 1)])
+        np.testing.assert_array_equal(kept["mu"][0], ref["mu"][120 * pid:120 * (pid + 1)])
         assert "split along axis 1" in out["err_cols"] and out["err_cols"].startswith("ValueError")
         assert "divisible" in out["err_uneven_keep"]
         assert out["err_remote"].startswith("ValueError")
         assert "NaN" in out["err_remote"]
         if pid == 0:
             assert "failed on process 1 of 2" in out["err_remote"]
-    res = jm.fit(normal, xs[0], INIT, constraints=CONS)
+        assert len(out["boot"]["draws"]) == 241 and out["boot"]["n_failed"] == 0
+        np.testing.assert_array_equal(out["boot"]["draws"], outs[0]["ref_boot"])
+        single = outs[0]["ref_ms"]
+        np.testing.assert_allclose(out["ms"]["mu"], single["mu"], rtol=1e-12)
+        assert out["ms"]["at_best"] == single["at_best"] == 5
+        np.testing.assert_allclose(out["ms"]["loglik"], single["loglik"], rtol=1e-12)
+    # the one-process answer is the closed form
+    xs = np.random.default_rng(0).normal(2.0, 1.5, size=(B, 20))
+    ok = np.arange(B) != nan
+    np.testing.assert_allclose(np.asarray(ref["mu"])[ok], xs[ok].mean(axis=1), rtol=1e-7)
 
-    def simulate(p, key):
-        return p["mu"] + p["sigma"] * jax.random.normal(key, (20,))
-
-    boot = res.bootstrap(simulate, n=241, key=jax.random.PRNGKey(3))
-    single = jm.fit(normal, xs[1], INIT, constraints=CONS, n_starts=5)
-    for out in outs:
-        np.testing.assert_array_equal(np.asarray(out["boot"]["draws"]), boot.draws)
-        assert out["boot"]["n_failed"] == boot.n_failed
-        np.testing.assert_allclose(out["ms"]["mu"], float(single.params["mu"]), rtol=1e-12)
-        assert out["ms"]["at_best"] == single.n_at_best == 5
-        np.testing.assert_allclose(out["ms"]["loglik"], single.starts.loglik, rtol=1e-12)
-
-
-def test_four_processes_with_shares_of_different_sizes():
     B, nan, cuts = 203, 61, [0, 60, 110, 160, 203]    # 60, 50, 50, 43; the NaN in process 1's
     outs = _launch(4, FOUR, B=B, NAN=nan, CUTS=cuts)
-    ref = _reference(_data(B, nan))
     for pid, out in enumerate(outs):
         assert out["local_sizes"] == [cuts[pid + 1] - cuts[pid]]
-        _same(out["local"], ref)
-        _same(out["global_host"], ref)                # split 51, 51, 51, 50
+        _same(out["local"], outs[0]["ref"])
+        _same(out["global_host"], outs[0]["ref"])      # split 51, 51, 51, 50
         assert len(out["local_warned"]) == 1 and "[61]" in out["local_warned"][0]
 
 
 def test_the_share_flag_without_the_distributed_runtime_is_refused():
-    xs = _data(8, 0)
+    xs = np.random.default_rng(0).normal(2.0, 1.5, size=(8, 20))
     with pytest.raises(ValueError, match="jax.distributed.initialize"):
         jm.fit_batch(normal, xs, INIT, constraints=CONS, distributed="local")
     with pytest.raises(ValueError, match="'local'.*'global'"):
