@@ -94,6 +94,15 @@ TWO = textwrap.dedent("""
     assert not xg.is_fully_addressable and xg.shape == (240, 20)
     bres, _ = fit(xg)                                           # global array: "global" implied
     out["global_array"] = fields(bres)
+    starts = {"mu": np.zeros(len(xs)), "sigma": np.ones(len(xs))}   # batched init: its rows follow
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bres = jm.fit_batch(normal, xs, starts, constraints=CONS, progress=False,
+                            distributed="global")
+    out["batched_init"] = fields(bres)
+    share240 = xs[:240][[slice(0, 141), slice(141, 240)][pid]]     # shares 141 and 99
+    moved, _ = fit(share240, distributed="local", gather=False)    # rows move to their devices
+    out["moved"] = [np.asarray(s.data).tolist() for s in moved.params["mu"].addressable_shards]
     kept, _ = fit(xg, gather=False)                            # global arrays back
     mu = kept.params["mu"]
     out["kept"] = {"type": type(mu).__name__, "shape": list(mu.shape),
@@ -196,6 +205,8 @@ def test_two_then_four_processes_fit_every_dataset_once_as_one_process_does():
         assert len(out["local_warned"]) == 1 and "[200]" in out["local_warned"][0]
         assert out["local_warned"][0].startswith(f"1 of {B} fits")
         _same(out["global_array"], ref, slice(0, 240))
+        _same(out["batched_init"], ref)
+        np.testing.assert_array_equal(out["moved"][0], ref["mu"][120 * pid:120 * (pid + 1)])
         kept = out["kept"]
         assert kept["type"] == "ArrayImpl" and kept["shape"] == [240]
         assert not kept["addressable"] and kept["rows"] == [[120 * pid, 120 * (pid + 1)]]
