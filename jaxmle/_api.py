@@ -41,6 +41,7 @@ def fit(
     n_starts: int = 1,
     key: Any = None,
     start_scale: float = 1.0,
+    distributed: bool = False,
 ) -> FitResult:
     r"""Maximum-likelihood fit of ``loglik(params, data)``.
 
@@ -132,6 +133,11 @@ def fit(
         Random key for the starts (default ``PRNGKey(0)``: reproducible).
     start_scale : float, optional
         Spread s of the random starts (default 1.0).
+    distributed : bool, optional
+        With ``n_starts``, in a multi-process JAX program (``jax.distributed``; every
+        process makes the same call): the K starts (the same on every process) are split
+        between the processes, each fits its part, and every process gets the best of
+        all. (One big dataset across processes needs no flag: pass global arrays.)
 
     Returns
     -------
@@ -170,6 +176,9 @@ def fit(
     if random is not None and len(random):
         import jaxmle.random.marginal as _marginal
 
+        if distributed:
+            raise ValueError("fit(distributed=True) does not take random= (a distributed "
+                             "multi-start of Laplace fits is not implemented)")
         return _marginal.fit_random(loglik, data, init, random=random, constraints=constraints,
                                   priors=priors, method=method, weights=weights,
                                   cov_type=cov_type, fixed=fixed, groups=groups, tol=tol,
@@ -177,7 +186,8 @@ def fit(
                                   start_scale=start_scale)
     return _single.fit(loglik, data, init, constraints=constraints, priors=priors, method=method,
                     weights=weights, cov_type=cov_type, fixed=fixed, groups=groups, tol=tol,
-                    max_iter=max_iter, n_starts=n_starts, key=key, start_scale=start_scale)
+                    max_iter=max_iter, n_starts=n_starts, key=key, start_scale=start_scale,
+                    distributed=distributed)
 
 
 def fit_batch(
@@ -199,6 +209,8 @@ def fit_batch(
     batched_init: bool | None = None,
     progress: bool | None = None,
     devices: Any = None,
+    distributed: str | None = None,
+    gather: bool = True,
 ) -> BatchFitResult:
     r"""Fit ``loglik`` to B datasets at once: ``vmap`` of the :func:`jaxmle.fit` kernel.
 
@@ -240,7 +252,28 @@ def fit_batch(
         ``True`` shows it anywhere, ``False`` never.
     devices : sequence of jax.Device, optional
         Devices to shard the batch axis over (default: all devices of the default
-        backend, when there are several).
+        backend, when there are several; in a distributed fit, this process's devices).
+    distributed : {None, "local", "global"}, optional
+        A batch spread over the processes of a multi-process JAX program (every process
+        calls ``jax.distributed.initialize()`` first, then ``fit_batch`` with the same
+        options). ``"local"``: ``data`` (and batched ``init``, per-dataset ``weights``) is
+        this process's share of the datasets; the global batch is process 0's share,
+        then process 1's, ... (shares may differ in size). ``"global"``: ``data`` is the
+        whole batch, either global ``jax.Array``\ s sharded on the batch axis (built with
+        ``jax.make_array_from_process_local_data``; each process fits the rows it holds)
+        or the same host arrays on every process (split into equal contiguous parts);
+        global-array data implies it. Each process fits its share on its own devices
+        (chunks and the straggler schedule as in one process), so every dataset is
+        fitted once; failures and warnings name global dataset indices, and an error on
+        one process is raised on all. Default ``None``: this process fits everything.
+    gather : bool, optional
+        With ``distributed``: ``True`` (default) gives every process the whole result
+        (numpy arrays, leading axis the global B); ``False`` returns global
+        ``jax.Array``\ s sharded on the batch axis (like the data when it is global, else
+        over all processes' devices, which needs B divisible by their number), nothing
+        gathered on one host (read them with ``addressable_shards`` or
+        ``multihost_utils.process_allgather``). A distributed result carries no data to
+        refit a member (``bres[i].profile()`` needs ``jm.fit`` on that dataset).
 
     Returns
     -------
@@ -255,6 +288,18 @@ def fit_batch(
     SingularInformationWarning
         Some converged fits have a singular information matrix (NaN SEs).
     """
+    import jaxmle.fitting.distributed as _distributed
+
+    if distributed is not None or _distributed.has_global_leaves(data):
+        if random is not None and len(random):
+            raise ValueError("fit_batch(distributed=...) does not take random= (a distributed "
+                             "batch of Laplace fits is not implemented): fit each process's "
+                             "share with distributed=None and random=[...]")
+        return _distributed.fit_batch_distributed(
+            loglik, data, init, distributed=distributed, gather=gather, constraints=constraints,
+            priors=priors, method=method, weights=weights, cov_type=cov_type, fixed=fixed,
+            groups=groups, tol=tol, max_iter=max_iter, chunk_size=chunk_size,
+            batched_init=batched_init, progress=progress, devices=devices)
     if random is not None and len(random):
         import jaxmle.random.marginal as _marginal
 

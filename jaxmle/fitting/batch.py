@@ -2,8 +2,8 @@
 
 Host side of the batch: validation, chunking (one compiled program reused by
 every chunk, the last one padded), a progress bar, the continuation of
-stragglers in smaller batches, sharding over devices, and the report. The
-compiled programs are in :mod:`jaxmle.fitting.batch_kernel`.
+stragglers in smaller batches, sharding over devices. The compiled programs are in
+:mod:`jaxmle.fitting.batch_kernel`, the warnings in :mod:`jaxmle.fitting.batch_report`.
 
 Schedule. The batch is cut into chunks of ``chunk_size`` members; each chunk runs
 until at most ``max(1, 2%)`` of its members are still iterating, so a slow
@@ -17,7 +17,6 @@ result is the same.
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from typing import Any, Mapping
 
 import jax
@@ -29,16 +28,7 @@ import jaxmle.fitting.sharding as _sharding
 import jaxmle.fitting.start as _start
 from jaxmle.core.held import Inputs, constant_leaves, layout, prepare_held, spread
 from jaxmle.core.solvers import UNLIMITED
-from jaxmle.core.typing import (
-    STATUS_LABELS,
-    STATUS_MESSAGES,
-    ConvergenceWarning,
-    LogLikFn,
-    PrecisionWarning,
-    SingularInformationWarning,
-    Status,
-    user_stacklevel,
-)
+from jaxmle.core.typing import LogLikFn
 from jaxmle.fitting.batch_inputs import (
     check_batch_start,
     prepare_batch_data,
@@ -48,6 +38,7 @@ from jaxmle.fitting.batch_inputs import (
     resolve_chunk_size,
 )
 from jaxmle.fitting.batch_kernel import BatchConfig, PassOutput, compiled_passes, initial_z_program
+from jaxmle.fitting.batch_report import mark_unfitted, report_batch
 from jaxmle.fitting.free_rows import free_rows, with_fixed_scores
 from jaxmle.fitting.kernel import (
     FitContext,
@@ -58,7 +49,6 @@ from jaxmle.fitting.kernel import (
     resolve_method,
     resolve_tolerances,
 )
-from jaxmle.fitting.report import nonfinite_start_message
 from jaxmle.fitting.rescue import rescue_members
 from jaxmle.results.batch import BatchFitResult
 from jaxmle.results.result import FitResult
@@ -84,8 +74,10 @@ def fit_batch(
     batched_init: bool | None = None,
     progress: bool | None = None,
     devices: Any = None,
+    report: bool = True,
 ) -> BatchFitResult:
-    """:func:`jaxmle.fit_batch` without ``random=`` (see its docstring)."""
+    """:func:`jaxmle.fit_batch` without ``random=`` (see its docstring); ``report=False``
+    leaves the warnings to the caller (a distributed batch reports global indices)."""
     _check_options(cov_type, priors)
     dtype = float_dtype()
     data, n_batch, bad_data = prepare_batch_data(data)
@@ -124,7 +116,8 @@ def fit_batch(
                              (Inputs(0, 0, None, None), 0 if weights_batched else None, 0))
     fits = dataclasses.replace(free_rows(fits, lay, space), context=context,
                                priors=() if prior is None else prior.labels)
-    report_batch(fits, space.unc_names, bad_data)
+    if report:
+        report_batch(fits, space.unc_names, bad_data)
     return BatchFitResult.of(fits)
 
 
@@ -335,66 +328,3 @@ class _Progress:
                 self.bar.set_description(self.DESC, refresh=False)
             self.bar.close()
         return False
-
-
-# --------------------------------------------------------------------------- report
-
-
-def mark_unfitted(fits: FitResult, bad: np.ndarray) -> FitResult:
-    """NaN results and status NONFINITE_DATA for the datasets that were not fitted."""
-
-    def blank(x):
-        x = np.array(x)
-        if x.dtype.kind == "f":
-            x[bad] = np.nan
-        elif x.dtype.kind == "b":
-            x[bad] = False
-        else:
-            x[bad] = 0
-        return x
-
-    fits = jax.tree_util.tree_map(blank, fits)
-    status = np.where(bad, np.int32(Status.NONFINITE_DATA), fits.status)
-    return _replace(fits, status=status)
-
-
-def _replace(fits: FitResult, **changes) -> FitResult:
-    return dataclasses.replace(fits, **changes)
-
-
-def report_batch(fits: FitResult, unc_names: tuple[str, ...], bad_data: np.ndarray) -> None:
-    """Warn with counts (and first indices) of failed and singular fits."""
-    status = np.asarray(fits.status)
-    n = status.shape[0]
-    start_failed = status == Status.NONFINITE_START
-    if start_failed.all():
-        raise ValueError(nonfinite_start_message(_member(fits, 0), unc_names)
-                         + " (for every dataset in the batch)")
-    level = user_stacklevel()
-    failed = status != Status.SUCCESS
-    if failed.any():
-        counts = ", ".join(f"{int((status == s).sum())} {STATUS_LABELS[Status(s)]}"
-                           for s in np.unique(status[failed]))
-        reasons = "; ".join(f"{STATUS_LABELS[Status(s)]}: {STATUS_MESSAGES[Status(s)]}"
-                            for s in np.unique(status[failed]))
-        warnings.warn(
-            f"{int(failed.sum())} of {n} fits did not converge ({counts}; first at dataset(s) "
-            f"{np.nonzero(failed)[0][:10].tolist()}); their estimates are not maxima and "
-            f"bres.converged is False for them. {reasons}", ConvergenceWarning, stacklevel=level)
-    singular = np.asarray(fits.stats.singular).any(axis=1) & ~failed
-    if singular.any():
-        names = [nm for nm, s in zip(fits.param_names,
-                                     np.asarray(fits.stats.singular)[singular].any(axis=0)) if s]
-        warnings.warn(
-            f"{int(singular.sum())} of {n} converged fits have a singular or indefinite information "
-            f"matrix (first at dataset(s) {np.nonzero(singular)[0][:10].tolist()}), involving "
-            f"parameter(s) {names}: those standard errors are NaN",
-            SingularInformationWarning, stacklevel=level)
-    if fits.dtype == "float32":
-        warnings.warn(
-            "fit_batch ran in float32: standard errors are float32-accurate only; enable float64 "
-            "with jax.config.update('jax_enable_x64', True)", PrecisionWarning, stacklevel=level)
-
-
-def _member(fits: FitResult, i: int) -> FitResult:
-    return jax.tree_util.tree_map(lambda x: x[i], fits)

@@ -183,12 +183,20 @@ def replace_datasets(data: Any, bad: np.ndarray) -> Any:
     return jax.tree_util.tree_map(fix, data)
 
 
-def resolve_chunk_size(chunk_size: int | None, data: Any, n_batch: int, n_devices: int) -> int:
+class FixedChunk(int):
+    """A chunk size used as given, not capped by the size of the batch: a distributed
+    share runs the chunk of the whole batch (the same program, the same numbers)."""
+
+
+def resolve_chunk_size(chunk_size: int | None, data: Any, n_batch: int, n_devices: int,
+                       whole: int | None = None) -> int:
     """Members per compiled call: given, or from the bytes of data per dataset.
 
-    Rounded up to a multiple of the device count; never more than the batch rounded up
-    to a power of two (then to the device count).
+    Rounded up to a multiple of the device count; never more than the batch (``whole``
+    when this is a share of it) rounded up to a power of two (then to the device count).
     """
+    if isinstance(chunk_size, FixedChunk):
+        return -(-int(chunk_size) // n_devices) * n_devices
     if chunk_size is None:
         per_member = sum(x.nbytes for x in jax.tree_util.tree_leaves(data)) / n_batch
         chunk = 2 ** round(math.log2(max(_CHUNK_BYTES / max(per_member, 1.0), 1.0)))
@@ -202,7 +210,7 @@ def resolve_chunk_size(chunk_size: int | None, data: Any, n_batch: int, n_device
     # never more than the batch rounded up to a power of two: batches of 5..8 datasets
     # (multi-start, bootstraps, small simulations) share one program, the last chunk
     # padded
-    chunk = min(chunk, 1 << max(n_batch - 1, 0).bit_length())
+    chunk = min(chunk, 1 << max((whole or n_batch) - 1, 0).bit_length())
     return -(-chunk // n_devices) * n_devices
 
 

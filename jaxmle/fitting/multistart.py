@@ -44,10 +44,15 @@ def same_optimum_tolerance(loglik: float) -> float:
 
 def fit_multistart(config: KernelConfig, data: Any, init_leaves: list[np.ndarray], weights: Any,
                    tol: np.ndarray, max_iter: np.ndarray, n_starts: int, key: Any,
-                   scale: float) -> FitResult:
-    """The best of ``n_starts`` fits, with the :class:`StartsReport` of all of them."""
+                   scale: float, distributed: bool = False) -> FitResult:
+    """The best of ``n_starts`` fits, with the :class:`StartsReport` of all of them.
+    ``distributed``: every process of a ``jax.distributed`` program fits its part of the
+    starts (the same K starts on every process), and all get the best of all."""
     import jaxmle.fitting.host as _host
 
+    if distributed:
+        return _fit_starts_distributed(config, data, init_leaves, weights, tol, max_iter,
+                                       n_starts, key, scale)
     if _host.eligible(config) and not any(isinstance(x, jax.core.Tracer)
                                           for x in jax.tree_util.tree_leaves(data)):
         from jaxmle.fitting.rescue import rescue
@@ -70,6 +75,33 @@ def fit_multistart(config: KernelConfig, data: Any, init_leaves: list[np.ndarray
                      chunk=resolve_chunk_size(n_starts, None, n_starts, _sharding.device_count()),
                      progress=False)
     return _best(fits, zs)
+
+
+def _fit_starts_distributed(config: KernelConfig, data: Any, init_leaves: list[np.ndarray],
+                            weights: Any, tol: np.ndarray, max_iter: np.ndarray, n_starts: int,
+                            key: Any, scale: float) -> FitResult:
+    import jaxmle.fitting.distributed as _distributed
+    from jaxmle.fitting.batch import run_batch
+    from jaxmle.fitting.batch_inputs import resolve_chunk_size
+    from jaxmle.fitting.batch_kernel import BatchConfig
+
+    _distributed.check_initialized("fit(n_starts=..., distributed=True)")
+    if n_starts < jax.process_count():
+        raise ValueError(f"a distributed multi-start gives each of the {jax.process_count()} "
+                         f"processes at least one start; n_starts = {n_starts} is fewer")
+    zs = draw_starts(config.space, init_leaves, n_starts, key, scale, data.held)
+    rows = _distributed.even_rows(n_starts)
+    mine = rows.mine
+    bc = BatchConfig(config, data_batched=False, weights_batched=False)
+    share = data._replace(held=spread(data.held, len(mine)))
+
+    def run():
+        return run_batch(bc, share, zs[mine], weights, len(mine), tol, max_iter,
+                         chunk=resolve_chunk_size(n_starts, None, n_starts,
+                                                  _sharding.device_count()), progress=False)
+
+    fits, _ = _distributed.collective(run)
+    return _best(_distributed.allgather_rows(fits, rows), zs)
 
 
 def _best(fits: FitResult, zs: np.ndarray) -> FitResult:

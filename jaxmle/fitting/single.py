@@ -62,6 +62,7 @@ def fit(
     n_starts: int = 1,
     key: Any = None,
     start_scale: float = 1.0,
+    distributed: bool = False,
 ) -> FitResult:
     """:func:`jaxmle.fit` without ``random=`` (see its docstring)."""
     _check_options(cov_type, priors)
@@ -90,14 +91,18 @@ def fit(
     context = FitContext(config, data, w, held, codes, tol, max_iter, prior_values)
     data = Inputs(data, held, codes, prior_values)
     scores = None   # the fixed elements' scores: the score program unless the host has them
+    if distributed and n_starts == 1:
+        raise ValueError("fit(distributed=True) spreads the starts of a multi-start over the "
+                         "processes: give n_starts > 1 (one fit runs on one process; split a "
+                         "big dataset's rows with global arrays instead)")
     if n_starts != 1:
         if int(n_starts) != n_starts or n_starts < 1:
             raise ValueError(f"n_starts must be a positive integer, got {n_starts}")
         if not start_scale > 0:
             raise ValueError(f"start_scale must be positive, got {start_scale}")
         res = fit_multistart(config, data, init_leaves, w, tol, max_iter, int(n_starts), key,
-                             float(start_scale))
-        if _host.eligible(config) and not _traced(data, init_leaves, w):
+                             float(start_scale), distributed)
+        if _host.eligible(config) and not distributed and not _traced(data, init_leaves, w):
             scores = functools.partial(_host.fixed_scores, config, data, w)
     elif _host_driven(config, data, init_leaves, w, tol, max_iter):
         # a model's programs and the shared solver programs, driven from here

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import jaxmle.fitting.distributed as _distributed
 import jaxmle.results.export as _export
 from jaxmle.core.held import Inputs, layout, spread
 from jaxmle.core.params import element_names
@@ -134,8 +135,11 @@ def _check_shapes(sim: Any, data: Any, n: int) -> None:
 @provides("bootstrap")
 def bootstrap(res: FitResult, simulate: Any, n: int = 2000, *, key: Any = None,
               level: float = 0.95, chunk_size: int | None = None,
-              progress: bool | None = None) -> BootstrapResult:
-    """See :meth:`FitResult.bootstrap`."""
+              progress: bool | None = None, distributed: bool = False) -> BootstrapResult:
+    """See :meth:`FitResult.bootstrap`. ``distributed=True``: every process of a
+    ``jax.distributed`` program draws and refits its part of the replicates (contiguous,
+    nearly equal; replicate b always from the b-th of the n keys split from ``key``, so
+    the union is the one-process bootstrap), and every process gets the whole result."""
     ctx = context_of(res, "the bootstrap")
     if not bool(res.converged):
         raise ValueError(f"the bootstrap needs a converged fit (this one: {res.status_message})")
@@ -144,21 +148,17 @@ def bootstrap(res: FitResult, simulate: Any, n: int = 2000, *, key: Any = None,
     check_level(level)
     n = int(n)
     keys = jax.random.split(jax.random.PRNGKey(0) if key is None else key, n)
-    sim = _simulator(simulate)(res.params, keys)
-    _check_shapes(sim, ctx.data, n)
-    data, _, bad = prepare_batch_data(sim, from_user=False)
-    if bad.any():
-        data = replace_datasets(data, bad)
-    config = dataclasses.replace(ctx.config, cov_type="observed", n_groups=0)
-    bc = BatchConfig(config, data_batched=True, weights_batched=False)
-    z_hat = np.asarray(res.stats.z, np.dtype(config.dtype))   # every refit starts at the estimate
-    chunk = resolve_chunk_size(chunk_size, data, n, device_count())
-    fits = run_batch(bc, Inputs(data, spread(ctx.held, n), None, ctx.prior),
-                     np.broadcast_to(z_hat, (n,) + z_hat.shape), ctx.weights, n, ctx.tol,
-                     ctx.max_iter, chunk, progress)
-    fits = free_rows(fits, layout(config.space, ctx.held), config.space)
-    if bad.any():
-        fits = mark_unfitted(fits, bad)
+    if distributed:
+        _distributed.check_initialized("bootstrap(distributed=True)")
+        if n < jax.process_count():
+            raise ValueError(f"a distributed bootstrap gives each of the {jax.process_count()} "
+                             f"processes at least one replicate; n = {n} is fewer")
+        rows = _distributed.even_rows(n)
+        fits, _ = _distributed.collective(lambda: _refit(ctx, res, simulate, keys[rows.mine],
+                                                         chunk_size, progress, n))
+        fits = _distributed.allgather_rows(fits, rows)
+    else:
+        fits = _refit(ctx, res, simulate, keys, chunk_size, progress)
     ok = np.asarray(fits.converged, bool)
     status = np.asarray(fits.status)
     failures = tuple((STATUS_LABELS[Status(s)], int((status == s).sum()))
@@ -167,3 +167,26 @@ def bootstrap(res: FitResult, simulate: Any, n: int = 2000, *, key: Any = None,
     params = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[ok], fits.params)
     return _summarise(res.param_names, res.flat_params(), batch.flat_params()[ok], level, n,
                       failures, params, res.params)
+
+
+def _refit(ctx: Any, res: FitResult, simulate: Any, keys: Any, chunk_size: int | None,
+           progress: bool | None, whole: int | None = None) -> FitResult:
+    """The refits of the datasets simulated from ``keys`` (one per key); ``whole``: the
+    replicates of all processes (a share runs the chunk of the whole bootstrap)."""
+    n = len(keys)
+    sim = _simulator(simulate)(res.params, keys)
+    _check_shapes(sim, ctx.data, n)
+    data, _, bad = prepare_batch_data(sim, from_user=False)
+    if bad.any():
+        data = replace_datasets(data, bad)
+    config = dataclasses.replace(ctx.config, cov_type="observed", n_groups=0)
+    bc = BatchConfig(config, data_batched=True, weights_batched=False)
+    z_hat = np.asarray(res.stats.z, np.dtype(config.dtype))   # every refit starts at the estimate
+    chunk = resolve_chunk_size(chunk_size, data, n, device_count(), whole)
+    fits = run_batch(bc, Inputs(data, spread(ctx.held, n), None, ctx.prior),
+                     np.broadcast_to(z_hat, (n,) + z_hat.shape), ctx.weights, n, ctx.tol,
+                     ctx.max_iter, chunk, progress)
+    fits = free_rows(fits, layout(config.space, ctx.held), config.space)
+    if bad.any():
+        fits = mark_unfitted(fits, bad)
+    return fits

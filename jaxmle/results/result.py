@@ -215,13 +215,18 @@ class FitResult:
         return feature("delta")(self, fn, level)
 
     def bootstrap(self, simulate: Any, n: int = 2000, *, key: Any = None, level: float = 0.95,
-                  chunk_size: int | None = None, progress: bool | None = None) -> Any:
+                  chunk_size: int | None = None, progress: bool | None = None,
+                  distributed: bool = False) -> Any:
         """Parametric bootstrap: ``n`` datasets ``simulate(params, key)`` drawn at θ̂,
         refitted in one batched call (``fit_batch``'s program). Returns a
         :class:`~jaxmle.inference.bootstrap.BootstrapResult`: bootstrap SEs, percentile
-        intervals, bias, and the number of refits that failed (left out)."""
+        intervals, bias, and the number of refits that failed (left out).
+        ``distributed=True`` (every process of a ``jax.distributed`` program calls it):
+        each process draws and refits its part of the replicates, each replicate from
+        its own key of ``jax.random.split(key, n)`` (the union is the one-process
+        bootstrap), and every process gets the whole result."""
         return feature("bootstrap")(self, simulate, n, key=key, level=level, chunk_size=chunk_size,
-                         progress=progress)
+                         progress=progress, distributed=distributed)
 
     def laplace(self) -> Any:
         """The Laplace approximation of the posterior of a MAP fit: a Gaussian in the
