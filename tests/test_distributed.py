@@ -164,7 +164,9 @@ def _launch(nproc, body, **values):
     code = WORKER % values + body + END
     port = _free_port()
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
+    # the suite's XLA optimisation level (tests/conftest.py), no device count
+    env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split()
+                                if "optimization_level" in f)
     procs = [subprocess.Popen([sys.executable, "-c", code, str(i), str(nproc), str(port)],
                               env=private_cache_env(env, f"distributed-batch-{nproc}-{i}"),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
