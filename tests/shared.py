@@ -81,6 +81,13 @@ def design(rng, n, k):
     return np.column_stack([np.ones(n), rng.normal(size=(n, k))])
 
 
+def suite_xla_flags() -> str:
+    """The suite's XLA flags for a subprocess (its optimisation level: ``conftest.py``),
+    without any device count the parent may carry."""
+    return " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
+                    if "optimization_level" in f)
+
+
 def private_cache_env(env, name):
     """``env`` with a persistent-cache directory of its own for one of several processes
     that run at the same time (``name`` tells them apart): JAX writes cache entries in

@@ -22,7 +22,7 @@ from numpyro.distributions import constraints
 
 import jaxmle as jm
 from jaxmle.core.typing import Status
-from shared import normal, private_cache_env
+from shared import normal, private_cache_env, suite_xla_flags
 
 INIT = {"mu": 0.0, "sigma": 1.0}
 CONS = {"sigma": constraints.positive}
@@ -164,9 +164,7 @@ def _launch(nproc, body, **values):
     code = WORKER % values + body + END
     port = _free_port()
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    # the suite's XLA optimisation level (tests/conftest.py), no device count
-    env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split()
-                                if "optimization_level" in f)
+    env["XLA_FLAGS"] = suite_xla_flags()
     procs = [subprocess.Popen([sys.executable, "-c", code, str(i), str(nproc), str(port)],
                               env=private_cache_env(env, f"distributed-batch-{nproc}-{i}"),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -15,7 +15,7 @@ import numpy as np
 from numpyro.distributions import constraints
 
 import jaxmle as jm
-from shared import logistic, normal, private_cache_env
+from shared import logistic, normal, private_cache_env, suite_xla_flags
 
 PRELUDE = textwrap.dedent("""
     import json, sys
@@ -36,10 +36,6 @@ PRELUDE = textwrap.dedent("""
     X = np.concatenate([np.ones((1001, 1)), rng.normal(size=(1001, 2))], axis=1)
     y = (rng.random(1001) < 1 / (1 + np.exp(-X @ np.array([0.3, 1.0, -0.5])))).astype(float)
 """)
-
-
-# the suite's XLA optimisation level (tests/conftest.py), without any device count
-_OPT = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "optimization_level" in f)
 
 
 def _env(**extra):
@@ -82,7 +78,7 @@ def test_four_devices_shard_the_batch_and_the_observations():
         print(json.dumps({"ms_mu": float(starts.params["mu"]), "ms_best": starts.n_at_best,"mu": bres.params["mu"].tolist(), "se": bres.stderr["sigma"].tolist(),
                           "n_iter": bres.n_iter.tolist(), "beta": big.params["beta"].tolist(),
                           "beta_se": big.stderr["beta"].tolist(), "nobs": float(big.nobs)}))
-    """, _env(XLA_FLAGS="--xla_force_host_platform_device_count=4 " + _OPT))
+    """, _env(XLA_FLAGS="--xla_force_host_platform_device_count=4 " + suite_xla_flags()))
     bres, big = _local_reference()
     np.testing.assert_allclose(out["mu"], bres.params["mu"], rtol=1e-12)
     np.testing.assert_allclose(out["se"], bres.stderr["sigma"], rtol=1e-10)

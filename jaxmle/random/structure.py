@@ -95,14 +95,14 @@ JITTER = 1e-3
 
 
 def probe_near(ell: Callable, U: jax.Array, flat: jax.Array, band: int,
-               nesting: bool = False) -> Any:
+               nesting: bool = False) -> tuple[jax.Array, jax.Array]:
     """The probe's residual at (θ, U) and at a point next to θ, the worse of the two
     (``ell(U, x)``: ℓ at the flat natural parameters x). A coupling can vanish at one
     point — an AR(1) process started at ρ = 0 has independent time points there and only
     there — so the start is probed at θ₀ and at θ₀ moved by 10⁻³·(|θ₀ᵢ| + 10⁻³) in every
     element (signs alternating); a NaN there (the move left a support) is ignored.
-    ``nesting`` (a bordered layout): (the residual, whether the groups are nested in the
-    border at θ₀: :func:`nested_in_border`)."""
+    Returns (the residual, whether the groups are nested in the border at θ₀:
+    :func:`nested_in_border`, checked only with ``nesting``, else False)."""
     signs = jnp.where(jnp.arange(flat.size) % 2 == 0, 1.0, -1.0).astype(flat.dtype)
     moved = flat + JITTER * (jnp.abs(flat) + JITTER) * signs
 
@@ -114,8 +114,7 @@ def probe_near(ell: Callable, U: jax.Array, flat: jax.Array, band: int,
         return probe_residual(e, U, blocks), nested
 
     (here, near), nested = jax.vmap(at)(jnp.stack([flat, moved]))
-    residual = jnp.where(jnp.isnan(near), here, jnp.maximum(here, near))
-    return (residual, nested[0]) if nesting else residual
+    return jnp.where(jnp.isnan(near), here, jnp.maximum(here, near)), nested[0]
 
 
 NESTED_HINT = 100
@@ -161,9 +160,9 @@ def choose_layout(loglik: Callable, names: tuple[str, ...], shapes, theta: dict,
     layout = candidate_layout(names, shapes, flat)
     tried = []
     while layout.n_groups > 1:
-        out = _probe_kernel(loglik, layout)(theta, data, u0)
-        if holds(out[0] if _checks_nesting(layout) else out):
-            if _checks_nesting(layout) and bool(out[1]):
+        residual, nested = _probe_kernel(loglik, layout)(theta, data, u0)
+        if holds(residual):
+            if bool(nested):
                 _hint_nesting(layout)
             break
         tried.append(describe(layout))
