@@ -281,7 +281,7 @@ def batch_sharding(n_batch: int, like: Any = None) -> Any:
 
 
 def report_view(status: Any, singular: Any, like: Any) -> Any:
-    """What :func:`jaxmle.fitting.batch.report_batch` reads, for results not gathered."""
+    """What :func:`jaxmle.fitting.batch_report.report_batch` reads, for results not gathered."""
     return types.SimpleNamespace(status=status, stats=types.SimpleNamespace(singular=singular),
                                  param_names=like.param_names, dtype=like.dtype)
 
@@ -294,7 +294,8 @@ def fit_batch_distributed(loglik: Any, data: Any, init: Any, *, distributed: Any
                           devices: Any = None, **options: Any) -> Any:
     """:func:`jaxmle.fit_batch` with ``distributed=`` (see the module docstring)."""
     import jaxmle.fitting.sharding as _sharding
-    from jaxmle.fitting.batch import fit_batch, report_batch
+    from jaxmle.fitting.batch import fit_batch
+    from jaxmle.fitting.batch_report import report_batch
     from jaxmle.fitting.batch_inputs import FixedChunk, prepare_batch_data, resolve_chunk_size
 
     mode = resolve_mode(distributed, data)

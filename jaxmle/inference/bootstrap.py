@@ -22,7 +22,8 @@ from jaxmle.core.held import Inputs, layout, spread
 from jaxmle.core.params import element_names
 from jaxmle.core.stats import check_level
 from jaxmle.core.typing import STATUS_LABELS, Status
-from jaxmle.fitting.batch import mark_unfitted, run_batch
+from jaxmle.fitting.batch import run_batch
+from jaxmle.fitting.batch_report import mark_unfitted
 from jaxmle.fitting.batch_inputs import prepare_batch_data, replace_datasets, resolve_chunk_size
 from jaxmle.fitting.batch_kernel import BatchConfig
 from jaxmle.fitting.free_rows import free_rows
